@@ -1,0 +1,45 @@
+import { InvalidArgumentError } from '../cluster/errors.js';
+import { type MembershipStore } from '../cluster/membership/store.js';
+import { DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES } from '../cluster/wire.js';
+
+export interface ClientOptions {
+  /** Where the cluster's configuration and shard map are read. */
+  store: MembershipStore;
+  /** This client's id: half of the (worker id, seq) that makes pushes idempotent. Must be unique in the cluster. */
+  workerId: string;
+  /** Redirects (moved, stale epoch, not ready) followed per request before giving up. Default 16. */
+  maxRedirections: number;
+  /** Retries of a request whose shard was unreachable, with backoff. Default 5. */
+  maxRetries: number;
+  /** First backoff between retries, doubled each time up to 2 s. Default 50 ms. */
+  retryDelayMs: number;
+  /** Deadline of one pull or push call to one shard. Default 60 000 ms. */
+  deadlineMs: number;
+  /** Largest chunk of values per message. Default 1 MiB; at most 15 MiB. */
+  chunkBytes: number;
+  /** Push sequence numbers start after this (a restarted worker passes its last one). Default: the current time in ms, so a restart never reuses one. */
+  firstSeq: number;
+}
+
+export type ClientOptionsInput = Pick<ClientOptions, 'store' | 'workerId'> & Partial<ClientOptions>;
+
+/** Fills every option not given with its documented default and checks them once. */
+export function clientWithDefaults(input: ClientOptionsInput): ClientOptions {
+  const o: ClientOptions = {
+    maxRedirections: 16,
+    maxRetries: 5,
+    retryDelayMs: 50,
+    deadlineMs: 60_000,
+    chunkBytes: DEFAULT_CHUNK_BYTES,
+    firstSeq: Date.now(),
+    ...input,
+  };
+  if (!o.workerId) throw new InvalidArgumentError('client needs a workerId');
+  if (!(o.chunkBytes >= 4 && o.chunkBytes <= MAX_MESSAGE_BYTES - (1 << 20))) {
+    throw new InvalidArgumentError(`chunkBytes must be in [4, ${MAX_MESSAGE_BYTES - (1 << 20)}], got ${o.chunkBytes}`);
+  }
+  for (const k of ['maxRedirections', 'maxRetries', 'retryDelayMs', 'deadlineMs', 'firstSeq'] as const) {
+    if (!(Number.isInteger(o[k]) && o[k] >= 0)) throw new InvalidArgumentError(`client option ${k} must be a non-negative integer, got ${o[k]}`);
+  }
+  return o;
+}

@@ -1,0 +1,258 @@
+import { once } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import { type ClusterConfig } from '../cluster/cluster-config.js';
+import { InvalidArgumentError, NotFoundError, NotReadyError, TesseraError, TooManyRedirectionsError } from '../cluster/errors.js';
+import { deadlineIn } from '../cluster/grpc-client.js';
+import { createLogger } from '../cluster/log.js';
+import { layout } from '../cluster/model-spec.js';
+import { type RoutedRange, type ShardBatch, allSlots, route } from '../cluster/routing.js';
+import { type ShardMap } from '../cluster/shard-map.js';
+import { type SlotRange, rangesLength } from '../cluster/slots.js';
+import { fromStatus } from '../cluster/status-codec.js';
+import { chunkBounds, copyBytesInto, floatBytes } from '../cluster/wire.js';
+import { ConnectionPool } from './connection-pool.js';
+import { recoveryFor } from './error-policy.js';
+import { type ClientOptions, type ClientOptionsInput, clientWithDefaults } from './options.js';
+
+const log = createLogger('client');
+
+/** What one push did across the shards it reached. */
+export interface PushStats {
+  seq: number;
+  appliedSlots: number;
+  duplicateSlots: number;
+}
+
+/**
+ * The typed client: caches the shard map, routes each request to the shards
+ * that own its slots, runs the per-shard calls in parallel over one pooled
+ * channel per shard, streams values in chunks, follows redirects within a
+ * budget and turns statuses into typed errors.
+ */
+export class TesseraClient {
+  readonly options: ClientOptions;
+  readonly elements: number;
+  private map: ShardMap;
+  private seq: number;
+  private readonly pool = new ConnectionPool();
+  private readonly stopWatch: () => void;
+
+  private constructor(
+    options: ClientOptions,
+    readonly config: ClusterConfig,
+    map: ShardMap,
+  ) {
+    this.options = options;
+    this.map = map;
+    this.seq = options.firstSeq;
+    this.elements = layout(config.model).elements;
+    this.stopWatch = options.store.watchMap((m) => this.adopt(m));
+  }
+
+  /** Reads the cluster's configuration and map; fails clearly when either is missing. */
+  static async connect(input: ClientOptionsInput): Promise<TesseraClient> {
+    const options = clientWithDefaults(input);
+    const config = await options.store.getConfig();
+    if (!config) throw new NotFoundError('no cluster is configured; create one first (tessera init, or tessera local)');
+    const map = await options.store.getMap();
+    if (!map) throw new NotReadyError('the cluster has no shard map yet: no shard has been given slots; start shards and retry');
+    return new TesseraClient(options, config, map);
+  }
+
+  get epoch(): number {
+    return this.map.epoch;
+  }
+
+  get shardMap(): ShardMap {
+    return this.map;
+  }
+
+  private adopt(map: ShardMap): void {
+    if (map.epoch <= this.map.epoch) return;
+    log.debug(`${this.options.workerId}: map epoch ${this.map.epoch} → ${map.epoch}`);
+    this.map = map;
+    this.pool.prune(Object.values(map.addresses));
+  }
+
+  /** Re-reads the map from the store (also done after every redirect). */
+  async refreshMap(): Promise<void> {
+    const map = await this.options.store.getMap();
+    if (map) this.adopt(map);
+  }
+
+  /** The whole model's values. */
+  pull(out?: Float32Array): Promise<Float32Array> {
+    return this.pullRanges(allSlots(this.map), out);
+  }
+
+  /** The values of `ranges` (ordered, disjoint slot runs), concatenated into `out`. */
+  async pullRanges(ranges: readonly SlotRange[], out?: Float32Array): Promise<Float32Array> {
+    const length = rangesLength(ranges, this.elements, this.config.slots);
+    const target = out ?? new Float32Array(length);
+    if (target.length !== length) throw new InvalidArgumentError(`pull target holds ${target.length} values but the slots hold ${length}`);
+    await this.fanOut(pieces(ranges, this.elements, this.config.slots), (b) => this.pullBatch(b, target));
+    return target;
+  }
+
+  /**
+   * Pushes a gradient for the whole model; resolves once every owning shard
+   * applied it. Retrying with the same `seq` after a failure never applies a
+   * slot twice.
+   */
+  push(gradient: Float32Array, seq?: number): Promise<PushStats> {
+    return this.pushRanges(allSlots(this.map), gradient, seq);
+  }
+
+  async pushRanges(ranges: readonly SlotRange[], gradient: Float32Array, seq: number = ++this.seq): Promise<PushStats> {
+    const length = rangesLength(ranges, this.elements, this.config.slots);
+    if (gradient.length !== length) throw new InvalidArgumentError(`gradient has ${gradient.length} values but the slots hold ${length}`);
+    const stats: PushStats = { seq, appliedSlots: 0, duplicateSlots: 0 };
+    await this.fanOut(pieces(ranges, this.elements, this.config.slots), async (b) => {
+      const ack = await this.pushBatch(b, gradient, seq);
+      stats.appliedSlots += ack.appliedSlots;
+      stats.duplicateSlots += ack.duplicateSlots;
+    });
+    return stats;
+  }
+
+  /** Routes `work` by the cached map and runs `op` per shard in parallel, recovering per the error policy. */
+  private async fanOut(work: RoutedRange[], op: (b: ShardBatch) => Promise<void>, redirections = 0, retries = 0): Promise<void> {
+    await Promise.all(
+      this.routePieces(work).map(async (batch) => {
+        try {
+          await op(batch);
+        } catch (e) {
+          const err = e instanceof TesseraError ? e : fromStatus(e as grpc.ServiceError, batch.address);
+          switch (recoveryFor(err)) {
+            case 'redirect':
+              if (redirections >= this.options.maxRedirections) throw new TooManyRedirectionsError(redirections, err);
+              await this.refreshMap();
+              return this.fanOut(batch.ranges, op, redirections + 1, retries);
+            case 'retry':
+              if (retries >= this.options.maxRetries) throw err;
+              await sleep(Math.min(2_000, this.options.retryDelayMs * 2 ** retries));
+              await this.refreshMap().catch(() => undefined);
+              return this.fanOut(batch.ranges, op, redirections, retries + 1);
+            case 'fail':
+              throw err;
+          }
+        }
+      }),
+    );
+  }
+
+  /** Splits pieces of the caller's vector by the current owners; offsets stay the caller's. */
+  private routePieces(work: readonly RoutedRange[]): ShardBatch[] {
+    const byShard = new Map<string, ShardBatch>();
+    for (const piece of work) {
+      for (const b of route([piece], this.map, this.elements)) {
+        let batch = byShard.get(b.shardId);
+        if (!batch) byShard.set(b.shardId, (batch = { ...b, ranges: [], length: 0 }));
+        for (const r of b.ranges) batch.ranges.push({ ...r, offset: r.offset + piece.offset });
+        batch.length += b.length;
+      }
+    }
+    return [...byShard.values()];
+  }
+
+  private pullBatch(batch: ShardBatch, out: Float32Array): Promise<void> {
+    const client = this.pool.get(batch.address) as grpc.Client & { pull(req: object, opts: grpc.CallOptions): grpc.ClientReadableStream<{ offset: number; values: Buffer }> };
+    const call = client.pull(
+      { epoch: this.map.epoch, ranges: batch.ranges.map(({ begin, end }) => ({ begin, end })), workerId: this.options.workerId, maxChunkBytes: this.options.chunkBytes, model: this.config.model.name },
+      { deadline: deadlineIn(this.options.deadlineMs) },
+    );
+    const scatter = scatterer(batch.ranges, out);
+    let received = 0;
+    return new Promise<void>((resolve, reject) => {
+      call.on('data', (chunk: { offset: number; values: Buffer }) => {
+        scatter(chunk.offset, chunk.values);
+        received += chunk.values.byteLength / 4;
+      });
+      call.on('error', (err: grpc.ServiceError) => reject(fromStatus(err, batch.address)));
+      call.on('end', () => {
+        if (received !== batch.length) reject(new InvalidArgumentError(`shard at ${batch.address} sent ${received} of ${batch.length} values`));
+        else resolve();
+      });
+    });
+  }
+
+  private async pushBatch(batch: ShardBatch, gradient: Float32Array, seq: number): Promise<{ appliedSlots: number; duplicateSlots: number }> {
+    type Ack = { appliedSlots: number; duplicateSlots: number };
+    const client = this.pool.get(batch.address) as grpc.Client & {
+      push(opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Ack) => void): grpc.ClientWritableStream<object>;
+    };
+    let done!: Promise<Ack>;
+    let call!: grpc.ClientWritableStream<object>;
+    done = new Promise<Ack>((resolve, reject) => {
+      call = client.push({ deadline: deadlineIn(this.options.deadlineMs) }, (err, res) => (err ? reject(fromStatus(err, batch.address)) : resolve(res!)));
+    });
+    const header = {
+      epoch: this.map.epoch,
+      ranges: batch.ranges.map(({ begin, end }) => ({ begin, end })),
+      workerId: this.options.workerId,
+      seq,
+      codec: 'CODEC_FLOAT32',
+      model: this.config.model.name,
+    };
+    let batchOffset = 0;
+    let first = true;
+    for (const r of batch.ranges) {
+      for (const [a, b] of chunkBounds(r.length, this.options.chunkBytes)) {
+        const msg = { header: first ? header : null, offset: batchOffset + a, values: floatBytes(gradient, r.offset + a, r.offset + b) };
+        first = false;
+        if (!call.write(msg)) await Promise.race([once(call, 'drain'), done]);
+      }
+      batchOffset += r.length;
+    }
+    call.end();
+    return done;
+  }
+
+  async close(): Promise<void> {
+    this.stopWatch();
+    this.pool.close();
+  }
+}
+
+/** The slot ranges as pieces of the caller's vector. */
+function pieces(ranges: readonly SlotRange[], elements: number, slots: number): RoutedRange[] {
+  let offset = 0;
+  return ranges.map((r) => {
+    const length = rangesLength([r], elements, slots);
+    const p = { begin: r.begin, end: r.end, offset, length };
+    offset += length;
+    return p;
+  });
+}
+
+/** Writes chunks of a batch's reply (offsets in batch space) to their places in the caller's vector. */
+function scatterer(ranges: readonly RoutedRange[], out: Float32Array): (offset: number, bytes: Buffer) => void {
+  const starts: number[] = [];
+  let acc = 0;
+  for (const r of ranges) {
+    starts.push(acc);
+    acc += r.length;
+  }
+  return (offset, bytes) => {
+    let n = bytes.byteLength / 4;
+    let src = 0;
+    let pos = offset;
+    let i = 0;
+    while (i + 1 < ranges.length && starts[i + 1]! <= pos) i++;
+    while (n > 0) {
+      const r = ranges[i]!;
+      const within = pos - starts[i]!;
+      const take = Math.min(n, r.length - within);
+      if (take <= 0) throw new InvalidArgumentError(`pull chunk at offset ${offset} overruns the requested slots`);
+      copyBytesInto(bytes.subarray(src * 4, (src + take) * 4), out, r.offset + within);
+      src += take;
+      pos += take;
+      n -= take;
+      i++;
+    }
+  };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

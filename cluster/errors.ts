@@ -1,0 +1,135 @@
+import { status } from '@grpc/grpc-js';
+
+/**
+ * Typed errors. Each carries the gRPC status it becomes at a server's edge, a
+ * short `reason` tag sent as `tessera-error` metadata, and a message that says
+ * what to do. `status-codec.ts` turns them into statuses and back.
+ */
+export abstract class TesseraError extends Error {
+  abstract readonly code: status;
+  abstract readonly reason: string;
+  /** Whether the same request may succeed if sent again (after a map refresh, a backoff…). */
+  readonly retryable: boolean = false;
+  /** Extra context sent as `tessera-<key>` metadata. */
+  context(): Record<string, string> {
+    return {};
+  }
+  override get name(): string {
+    return this.constructor.name;
+  }
+}
+
+/** The request is malformed: wrong length, unknown tensor, NaN/Inf, bad range. */
+export class InvalidArgumentError extends TesseraError {
+  readonly code = status.INVALID_ARGUMENT;
+  readonly reason = 'invalid-argument';
+}
+
+/** A message or a request is larger than a documented limit. */
+export class ResourceExhaustedError extends TesseraError {
+  readonly code = status.RESOURCE_EXHAUSTED;
+  readonly reason = 'resource-exhausted';
+}
+
+/** The slot is owned by another shard: refresh the map and go there. */
+export class MovedError extends TesseraError {
+  readonly code = status.FAILED_PRECONDITION;
+  readonly reason = 'moved';
+  override readonly retryable = true;
+  constructor(
+    readonly slot: number,
+    readonly epoch: number,
+    readonly owner: string,
+    readonly ownerAddress: string,
+  ) {
+    super(`slot ${slot} is owned by shard ${owner || '(unknown)'} at ${ownerAddress || '(unknown)'} (map epoch ${epoch}); refresh the shard map and retry there`);
+  }
+  override context(): Record<string, string> {
+    return { slot: String(this.slot), epoch: String(this.epoch), owner: this.owner, 'owner-address': this.ownerAddress };
+  }
+}
+
+/** The caller's map is older than the shard's. */
+export class StaleEpochError extends TesseraError {
+  readonly code = status.FAILED_PRECONDITION;
+  readonly reason = 'stale-epoch';
+  override readonly retryable = true;
+  constructor(
+    readonly requestEpoch: number,
+    readonly epoch: number,
+  ) {
+    super(`request carries shard-map epoch ${requestEpoch} but the shard is at epoch ${epoch}; refresh the shard map and retry`);
+  }
+  override context(): Record<string, string> {
+    return { epoch: String(this.epoch) };
+  }
+}
+
+/** The shard is starting, has no map yet, or is behind the caller's map. */
+export class NotReadyError extends TesseraError {
+  readonly code = status.UNAVAILABLE;
+  readonly reason = 'not-ready';
+  override readonly retryable = true;
+}
+
+/** A shard could not be reached in time (connection refused, deadline exceeded). */
+export class ShardUnavailableError extends TesseraError {
+  readonly code = status.UNAVAILABLE;
+  readonly reason = 'unavailable';
+  override readonly retryable = true;
+  constructor(
+    message: string,
+    readonly address: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The client followed `maxRedirections` redirects without reaching the owner. */
+export class TooManyRedirectionsError extends TesseraError {
+  readonly code = status.ABORTED;
+  readonly reason = 'too-many-redirections';
+  constructor(
+    readonly redirections: number,
+    readonly last: Error,
+  ) {
+    super(`gave up after ${redirections} redirections (last: ${last.message}); the shard map may be changing quickly: raise the client's maxRedirections option or retry later`);
+  }
+}
+
+/** A compare-and-set of the shard map lost against another writer. */
+export class MapConflictError extends TesseraError {
+  readonly code = status.ABORTED;
+  readonly reason = 'map-conflict';
+  override readonly retryable = true;
+  constructor(
+    readonly expectedEpoch: number,
+    readonly actualEpoch: number,
+  ) {
+    super(`shard map changed concurrently: expected epoch ${expectedEpoch}, found ${actualEpoch}; re-read the map and try again`);
+  }
+}
+
+/** `init` on a cluster that exists. */
+export class ClusterExistsError extends TesseraError {
+  readonly code = status.ALREADY_EXISTS;
+  readonly reason = 'cluster-exists';
+}
+
+/** The cluster (or a member) does not exist. */
+export class NotFoundError extends TesseraError {
+  readonly code = status.NOT_FOUND;
+  readonly reason = 'not-found';
+}
+
+/** Anything else a server reports: kept with its status and message. */
+export class RemoteError extends TesseraError {
+  readonly reason = 'remote';
+  constructor(
+    readonly code: status,
+    message: string,
+    override readonly retryable: boolean,
+  ) {
+    super(message);
+  }
+}

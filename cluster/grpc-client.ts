@@ -1,0 +1,36 @@
+import * as grpc from '@grpc/grpc-js';
+import { fromStatus } from './status-codec.js';
+import { MAX_MESSAGE_BYTES } from './wire.js';
+
+/**
+ * Channel options every Tessera client uses: 16 MiB messages, and HTTP/2
+ * flow-control windows raised from 64 KiB to 8 MiB so one stream can keep a
+ * loopback or LAN link full (grpc-js reads `grpc-node.flow_control_window`).
+ */
+export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+  'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  'grpc-node.flow_control_window': 8 << 20,
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+};
+
+/** Default deadline of control-plane calls. */
+export const DEFAULT_DEADLINE_MS = 10_000;
+
+export function deadlineIn(ms: number): grpc.Deadline {
+  return new Date(Date.now() + ms);
+}
+
+type UnaryMethod<Req, Res> = (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Res) => void) => grpc.ClientUnaryCall;
+
+/** Calls a unary method with a deadline; a failure comes back as a typed TesseraError. */
+export function unary<Req, Res>(client: grpc.Client, method: string, request: Req, deadlineMs = DEFAULT_DEADLINE_MS, address = ''): Promise<Res> {
+  const fn = (client as unknown as Record<string, UnaryMethod<Req, Res>>)[method]!;
+  return new Promise<Res>((resolve, reject) => {
+    fn.call(client, request, new grpc.Metadata(), { deadline: deadlineIn(deadlineMs) }, (err, res) => {
+      if (err) reject(fromStatus(err, address));
+      else resolve(res as Res);
+    });
+  });
+}

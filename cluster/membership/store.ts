@@ -1,0 +1,50 @@
+import { type ClusterConfig } from '../cluster-config.js';
+import { type ShardMap } from '../shard-map.js';
+
+/** The roles that hold leases. */
+export type MemberKind = 'shard' | 'worker';
+
+/** What a member publishes about itself with its lease. */
+export interface MemberInfo {
+  id: string;
+  /** "host:port" where a shard serves. */
+  address?: string;
+  /** Lifecycle state (joining, serving, training, draining…). */
+  state?: string;
+  /** A worker's step count. */
+  step?: number;
+  /** A worker's compute backend. */
+  backend?: string;
+  /** Bytes a shard holds (values + optimizer state). */
+  bytes?: number;
+}
+
+/**
+ * The cluster's source of truth: its configuration (written once), the shard
+ * map (changed only by compare-and-set on the epoch) and the live members
+ * (held by leases). The embedded store and the Redis store have the same
+ * semantics; every role talks to this interface only.
+ */
+export interface MembershipStore {
+  /** The configuration, or null before the cluster is created. */
+  getConfig(): Promise<ClusterConfig | null>;
+  /** Writes the configuration; a second call fails with ClusterExistsError unless `force`. */
+  createCluster(config: ClusterConfig, force?: boolean): Promise<void>;
+  /** The current map, or null before the first one is written. */
+  getMap(): Promise<ShardMap | null>;
+  /**
+   * Replaces the map if its epoch is still `expectedEpoch` (0: no map yet),
+   * else throws MapConflictError and writes nothing. `next.epoch` must be
+   * `expectedEpoch + 1`.
+   */
+  casMap(expectedEpoch: number, next: ShardMap): Promise<void>;
+  /** Creates or renews a member's lease for `ttlMs`. */
+  register(kind: MemberKind, member: MemberInfo, ttlMs: number): Promise<void>;
+  /** Drops a member's lease at once (clean shutdown). */
+  deregister(kind: MemberKind, id: string): Promise<void>;
+  /** Members whose lease has not expired. */
+  members(kind: MemberKind): Promise<MemberInfo[]>;
+  /** Calls `listener` with every new map (and the current one, if any, soon after). Returns an unsubscribe function. */
+  watchMap(listener: (map: ShardMap) => void): () => void;
+  close(): Promise<void>;
+}

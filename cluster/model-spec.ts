@@ -1,0 +1,120 @@
+import { InvalidArgumentError } from './errors.js';
+
+/**
+ * A model as the cluster sees it: named dense tensors, flattened and
+ * concatenated in declared order into one vector of length D. Shards use the
+ * spec to size and initialize their slots; workers to slice the vector back
+ * into tensors.
+ */
+
+/** How a tensor's first values are drawn. */
+export type InitSpec =
+  | { kind: 'zeros' }
+  | { kind: 'constant'; value: number }
+  | { kind: 'uniform'; low: number; high: number }
+  /** Glorot/Xavier uniform: U(-l, l) with l = sqrt(6 / (fanIn + fanOut)). */
+  | { kind: 'glorot-uniform'; fanIn: number; fanOut: number };
+
+export interface TensorSpec {
+  name: string;
+  shape: number[];
+  init: InitSpec;
+}
+
+export interface ModelSpec {
+  /** The model's registered name (e.g. "mnist-mlp"). */
+  name: string;
+  tensors: TensorSpec[];
+  /** Seed of the initializers: the same seed gives the same first weights on any number of shards. */
+  seed: number;
+}
+
+/** A tensor's place in the flat vector. */
+export interface TensorLayout extends TensorSpec {
+  offset: number;
+  size: number;
+}
+
+export function tensorSize(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Offsets of every tensor, and D. */
+export function layout(spec: ModelSpec): { tensors: TensorLayout[]; elements: number } {
+  let offset = 0;
+  const tensors = spec.tensors.map((t) => {
+    const size = tensorSize(t.shape);
+    const l = { ...t, offset, size };
+    offset += size;
+    return l;
+  });
+  return { tensors, elements: offset };
+}
+
+/** Throws a clear error for a spec no shard could hold. */
+export function validateModelSpec(spec: ModelSpec): void {
+  if (!spec.name) throw new InvalidArgumentError('model spec has no name');
+  if (spec.tensors.length === 0) throw new InvalidArgumentError(`model ${spec.name} declares no tensors`);
+  const names = new Set<string>();
+  for (const t of spec.tensors) {
+    if (names.has(t.name)) throw new InvalidArgumentError(`model ${spec.name} declares tensor ${t.name} twice`);
+    names.add(t.name);
+    if (t.shape.length === 0 || t.shape.some((d) => !Number.isInteger(d) || d < 1)) {
+      throw new InvalidArgumentError(`tensor ${t.name} has an invalid shape [${t.shape.join(', ')}]`);
+    }
+  }
+}
+
+/** murmur3's 32-bit finalizer: a counter-based hash, so any element can be drawn on its own. */
+function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** Uniform in [0, 1) for element `i` of tensor `t` under `seed`. */
+export function uniformAt(seed: number, t: number, i: number): number {
+  const hi = Math.floor(i / 0x100000000);
+  const h = fmix32(fmix32(fmix32(seed ^ Math.imul(t + 1, 0x9e3779b9)) ^ (i >>> 0)) ^ hi);
+  return h / 0x100000000;
+}
+
+/**
+ * Writes the initial values of global elements [start, start + out.length) into
+ * `out`. Deterministic per element, whatever the slicing.
+ */
+export function initialValues(spec: ModelSpec, start: number, out: Float32Array): void {
+  const { tensors } = layout(spec);
+  const end = start + out.length;
+  for (let ti = 0; ti < tensors.length; ti++) {
+    const t = tensors[ti]!;
+    const a = Math.max(start, t.offset);
+    const b = Math.min(end, t.offset + t.size);
+    if (a >= b) continue;
+    const init = t.init;
+    for (let g = a; g < b; g++) {
+      const i = g - t.offset;
+      let v: number;
+      switch (init.kind) {
+        case 'zeros':
+          v = 0;
+          break;
+        case 'constant':
+          v = init.value;
+          break;
+        case 'uniform':
+          v = init.low + (init.high - init.low) * uniformAt(spec.seed, ti, i);
+          break;
+        case 'glorot-uniform': {
+          const limit = Math.sqrt(6 / (init.fanIn + init.fanOut));
+          v = limit * (2 * uniformAt(spec.seed, ti, i) - 1);
+          break;
+        }
+      }
+      out[g - start] = v;
+    }
+  }
+}

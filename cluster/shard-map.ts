@@ -1,0 +1,64 @@
+import { type SlotRange } from './slots.js';
+import { InvalidArgumentError } from './errors.js';
+
+/**
+ * The shard map: which shard owns each slot, at which address it listens, and
+ * the epoch that orders every change. Redis (or the embedded store) holds the
+ * truth; every process caches it.
+ */
+export interface ShardMap {
+  /** Grows by one at every change. */
+  epoch: number;
+  /** Number of slots S. */
+  slots: number;
+  /** owners[s] is the id of the shard that owns slot s. */
+  owners: string[];
+  /** Shard id → "host:port". */
+  addresses: Record<string, string>;
+}
+
+/** Throws unless every slot is owned by a shard that has an address. */
+export function validateMap(map: ShardMap): void {
+  if (!Number.isInteger(map.epoch) || map.epoch < 1) throw new InvalidArgumentError(`shard map epoch must be a positive integer, got ${map.epoch}`);
+  if (!Number.isInteger(map.slots) || map.slots < 1) throw new InvalidArgumentError(`shard map must have at least one slot, got ${map.slots}`);
+  if (map.owners.length !== map.slots) {
+    throw new InvalidArgumentError(`shard map lists ${map.owners.length} owners for ${map.slots} slots`);
+  }
+  for (let s = 0; s < map.slots; s++) {
+    const owner = map.owners[s];
+    if (!owner || map.addresses[owner] === undefined) throw new InvalidArgumentError(`slot ${s} has no owner with an address in the shard map`);
+  }
+}
+
+/** Spreads S slots over the shards in contiguous, even runs (sizes differ by at most one). */
+export function evenAssignment(shardIds: readonly string[], slots: number): string[] {
+  if (shardIds.length === 0) throw new InvalidArgumentError('cannot assign slots to zero shards');
+  const ids = [...shardIds].sort();
+  const owners = new Array<string>(slots);
+  for (let i = 0; i < ids.length; i++) {
+    const begin = Math.floor((i * slots) / ids.length);
+    const end = Math.floor(((i + 1) * slots) / ids.length);
+    for (let s = begin; s < end; s++) owners[s] = ids[i]!;
+  }
+  return owners;
+}
+
+/** The runs of consecutive slots that `shardId` owns, in slot order. */
+export function ownedRanges(map: ShardMap, shardId: string): SlotRange[] {
+  const out: SlotRange[] = [];
+  for (let s = 0; s < map.slots; s++) {
+    if (map.owners[s] !== shardId) continue;
+    const last = out[out.length - 1];
+    if (last && last.end === s) last.end = s + 1;
+    else out.push({ begin: s, end: s + 1 });
+  }
+  return out;
+}
+
+/** How many slots each shard owns. */
+export function slotCounts(map: ShardMap): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const id of Object.keys(map.addresses)) counts.set(id, 0);
+  for (const owner of map.owners) counts.set(owner, (counts.get(owner) ?? 0) + 1);
+  return counts;
+}

@@ -1,0 +1,75 @@
+import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import {
+  ClusterExistsError,
+  InvalidArgumentError,
+  MapConflictError,
+  MovedError,
+  NotFoundError,
+  NotReadyError,
+  RemoteError,
+  ResourceExhaustedError,
+  ShardUnavailableError,
+  StaleEpochError,
+  TesseraError,
+} from './errors.js';
+
+/**
+ * Turns typed errors into gRPC statuses at a server's edge, and statuses back
+ * into typed errors at a client's edge. The reason and context travel as
+ * `tessera-*` metadata so a client in any language can act on them.
+ */
+
+const PREFIX = 'tessera-';
+
+/** The status object a grpc-js handler passes to its callback or `emit('error')`. */
+export function toStatus(err: unknown): Partial<ServiceError> & { code: status; details: string; metadata: Metadata } {
+  const metadata = new Metadata();
+  if (err instanceof TesseraError) {
+    metadata.set(`${PREFIX}error`, err.reason);
+    for (const [k, v] of Object.entries(err.context())) metadata.set(`${PREFIX}${k}`, v);
+    return { code: err.code, details: err.message, metadata };
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: status.INTERNAL, details: `internal error: ${message}`, metadata };
+}
+
+function meta(md: Metadata | undefined, key: string): string {
+  const v = md?.get(`${PREFIX}${key}`)[0];
+  return v === undefined ? '' : String(v);
+}
+
+/** The typed error for a status received from a shard or membership service at `address`. */
+export function fromStatus(err: Partial<ServiceError> & { code?: number; details?: string; message?: string }, address = ''): TesseraError {
+  const md = err.metadata;
+  const reason = meta(md, 'error');
+  const details = err.details || err.message || 'unknown error';
+  switch (reason) {
+    case 'moved':
+      return new MovedError(Number(meta(md, 'slot')), Number(meta(md, 'epoch')), meta(md, 'owner'), meta(md, 'owner-address'));
+    case 'stale-epoch':
+      return Object.assign(new StaleEpochError(0, Number(meta(md, 'epoch'))), { message: details });
+    case 'invalid-argument':
+      return new InvalidArgumentError(details);
+    case 'resource-exhausted':
+      return new ResourceExhaustedError(details);
+    case 'not-ready':
+      return new NotReadyError(details);
+    case 'map-conflict':
+      return Object.assign(new MapConflictError(0, 0), { message: details });
+    case 'cluster-exists':
+      return new ClusterExistsError(details);
+    case 'not-found':
+      return new NotFoundError(details);
+  }
+  switch (err.code) {
+    case status.UNAVAILABLE:
+    case status.DEADLINE_EXCEEDED:
+      return new ShardUnavailableError(`${address || 'server'} unavailable: ${details}`, address);
+    case status.RESOURCE_EXHAUSTED:
+      return new ResourceExhaustedError(details);
+    case status.INVALID_ARGUMENT:
+      return new InvalidArgumentError(details);
+    default:
+      return new RemoteError(err.code ?? status.UNKNOWN, details, false);
+  }
+}

@@ -1,0 +1,132 @@
+import { EventEmitter } from 'node:events';
+import { NotFoundError } from '../cluster/errors.js';
+import { startGrpcServer, type TesseraGrpcServer } from '../cluster/grpc-server.js';
+import { createLogger } from '../cluster/log.js';
+import { DEFAULT_LEASE, Lease, type LeaseOptions } from '../cluster/membership/lease.js';
+import { type MembershipStore } from '../cluster/membership/store.js';
+import { SHARD_SERVICE_NAME, shardService } from '../cluster/proto.js';
+import { type ShardMap } from '../cluster/shard-map.js';
+import { formatRanges } from '../cluster/slots.js';
+import { Shard } from './shard.js';
+import { shardImplementation } from './shard-service.js';
+
+/** joining: bound, waiting for a map that gives it slots · serving · draining: closing · gone. */
+export type ShardState = 'joining' | 'serving' | 'draining' | 'gone';
+
+export interface ShardServerOptions {
+  /** Unique shard id within the cluster. */
+  id: string;
+  /** host:port to listen on; port 0 picks a free port. */
+  listen: string;
+  /** host:port that clients dial. Default: the listen host (127.0.0.1 for a wildcard) with the bound port. */
+  advertise?: string;
+  store: MembershipStore;
+  /** Lease TTL and renewal. Default {@link DEFAULT_LEASE}. */
+  lease?: LeaseOptions;
+  /** Re-read the map this often besides the watch. Default 5 000 ms. */
+  mapPollMs?: number;
+}
+
+export const DEFAULT_MAP_POLL_MS = 5_000;
+
+const log = createLogger('shard');
+
+/**
+ * A shard process's lifecycle: read the cluster's configuration, bind the gRPC
+ * server (Shard + health + reflection), register a lease, follow the map, and
+ * serve the slots the map gives it. Emits 'state' on every transition.
+ */
+export class ShardServer extends EventEmitter {
+  state: ShardState = 'joining';
+  private stopWatch: (() => void) | undefined;
+  private pollTimer: NodeJS.Timeout | undefined;
+
+  private constructor(
+    readonly shard: Shard,
+    readonly address: string,
+    private readonly grpc: TesseraGrpcServer,
+    private readonly lease: Lease,
+    private readonly store: MembershipStore,
+  ) {
+    super();
+  }
+
+  static async start(options: ShardServerOptions): Promise<ShardServer> {
+    const config = await options.store.getConfig();
+    if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera init, or tessera local)');
+    const shard = new Shard(options.id, config);
+    let server: ShardServer | undefined;
+    const grpc = await startGrpcServer(options.listen, [
+      { name: SHARD_SERVICE_NAME, definition: shardService().service, implementation: shardImplementation(shard, () => server!.describe()) },
+    ]);
+    const address = options.advertise ?? advertised(options.listen, grpc.port);
+    const lease = new Lease(options.store, 'shard', { id: options.id, address, state: 'joining', bytes: 0 }, options.lease ?? DEFAULT_LEASE);
+    server = new ShardServer(shard, address, grpc, lease, options.store);
+    log.info(`shard ${options.id} listening on ${address} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
+    await lease.start();
+    server.stopWatch = options.store.watchMap((map) => server!.adopt(map));
+    server.pollTimer = setInterval(() => void server!.refresh(), options.mapPollMs ?? DEFAULT_MAP_POLL_MS);
+    server.pollTimer.unref();
+    await server.refresh();
+    return server;
+  }
+
+  /** Re-reads the map from the store. */
+  async refresh(): Promise<void> {
+    try {
+      const map = await this.store.getMap();
+      if (map) this.adopt(map);
+    } catch (err) {
+      log.debug(`shard ${this.shard.id}: cannot read the map (${(err as Error).message}); serving on the cached one`);
+    }
+  }
+
+  private adopt(map: ShardMap): void {
+    if (this.state === 'draining' || this.state === 'gone') return;
+    if (!this.shard.setMap(map)) return;
+    const owned = this.shard.owned();
+    log.info(`shard ${this.shard.id}: map epoch ${map.epoch}, owns slots ${formatRanges(owned) || '(none)'}`);
+    this.lease.update({ bytes: this.shard.store.heldBytes() });
+    if (owned.length > 0) this.transition('serving');
+    this.emit('map', map);
+  }
+
+  private transition(next: ShardState): void {
+    if (this.state === next) return;
+    log.info(`shard ${this.shard.id}: ${this.state} → ${next}`);
+    this.state = next;
+    this.lease.update({ state: next });
+    this.grpc.setServing([SHARD_SERVICE_NAME], next === 'serving' ? 'SERVING' : 'NOT_SERVING');
+    this.emit('state', next);
+  }
+
+  describe(): object {
+    return {
+      shardId: this.shard.id,
+      address: this.address,
+      epoch: this.shard.epoch,
+      owned: this.shard.owned(),
+      elements: this.shard.store.heldElements(),
+      bytes: this.shard.store.heldBytes(),
+      pushesApplied: this.shard.pushesApplied,
+      state: this.state,
+    };
+  }
+
+  /** Stops serving: drains in-flight calls (up to `graceMs`), drops the lease. */
+  async close(graceMs = 2_000): Promise<void> {
+    if (this.state === 'gone') return;
+    this.transition('draining');
+    this.stopWatch?.();
+    clearInterval(this.pollTimer);
+    await this.grpc.close(graceMs);
+    await this.lease.close();
+    this.transition('gone');
+  }
+}
+
+function advertised(listen: string, port: number): string {
+  const host = listen.slice(0, listen.lastIndexOf(':'));
+  const reachable = host === '' || host === '0.0.0.0' || host === '[::]' || host === '::' ? '127.0.0.1' : host;
+  return `${reachable}:${port}`;
+}

@@ -1,0 +1,115 @@
+import { once } from 'node:events';
+import type * as grpc from '@grpc/grpc-js';
+import { InvalidArgumentError } from '../cluster/errors.js';
+import { toStatus } from '../cluster/status-codec.js';
+import { type SlotRange } from '../cluster/slots.js';
+import { DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES, copyBytesInto } from '../cluster/wire.js';
+import { type Shard } from './shard.js';
+
+/** Messages as proto-loader decodes them (see cluster/proto.ts). */
+interface PullRequestMsg {
+  epoch: number;
+  ranges: SlotRange[];
+  workerId: string;
+  maxChunkBytes: number;
+  model: string;
+}
+interface PushHeaderMsg {
+  epoch: number;
+  ranges: SlotRange[];
+  workerId: string;
+  seq: number;
+  codec: string;
+  model: string;
+}
+interface PushChunkMsg {
+  header: PushHeaderMsg | null;
+  offset: number;
+  values: Buffer;
+}
+
+/** `tessera.v1.Shard` over a {@link Shard}: the transport edge, where typed errors become statuses. */
+export function shardImplementation(shard: Shard, describe: () => object): grpc.UntypedServiceImplementation {
+  return {
+    pull: (call: grpc.ServerWritableStream<PullRequestMsg, object>) => {
+      void (async () => {
+        try {
+          const req = call.request;
+          shard.check(req.epoch, req.ranges, req.model);
+          const maxBytes = Math.min(req.maxChunkBytes || DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES - 1024);
+          const total = shard.lengthOf(req.ranges);
+          const epoch = shard.epoch;
+          // Snapshot-consistent: the chunks are produced without yielding to
+          // pushes only while the socket keeps up; a push between chunks is
+          // visible in later chunks (async consistency reads latest values).
+          for (const { offset, bytes } of shard.pullChunks(req.ranges, maxBytes)) {
+            if (call.cancelled) return;
+            const ok = call.write(offset === 0 ? { offset, values: bytes, total, epoch } : { offset, values: bytes });
+            if (!ok) await once(call, 'drain');
+          }
+          call.end();
+        } catch (err) {
+          call.emit('error', toStatus(err));
+        }
+      })();
+    },
+
+    push: (call: grpc.ServerReadableStream<PushChunkMsg, object>, callback: grpc.sendUnaryData<object>) => {
+      let header: PushHeaderMsg | null = null;
+      let gradient: Float32Array | null = null;
+      let received = 0;
+      let failed = false;
+      const fail = (err: unknown) => {
+        if (failed) return;
+        failed = true;
+        callback(toStatus(err));
+      };
+      call.on('data', (msg: PushChunkMsg) => {
+        if (failed) return;
+        try {
+          if (!header) {
+            if (!msg.header) throw new InvalidArgumentError('the first message of a push must carry its header');
+            header = msg.header;
+            if (header.codec && header.codec !== 'CODEC_FLOAT32') throw new InvalidArgumentError(`push codec ${header.codec} is not supported; send CODEC_FLOAT32`);
+            // Reject before allocating: ownership, ranges and epoch first.
+            shard.check(header.epoch, header.ranges, header.model);
+            gradient = new Float32Array(shard.lengthOf(header.ranges));
+          } else if (msg.header) {
+            throw new InvalidArgumentError('a push carries its header on its first message only');
+          }
+          const bytes = msg.values;
+          if (bytes.byteLength % 4 !== 0) throw new InvalidArgumentError(`push chunk at offset ${msg.offset} has ${bytes.byteLength} bytes, not a whole number of float32 values`);
+          if (msg.offset !== received) throw new InvalidArgumentError(`push chunk at offset ${msg.offset} arrived where offset ${received} was expected; send chunks in order`);
+          const n = bytes.byteLength / 4;
+          if (received + n > gradient!.length) {
+            throw new InvalidArgumentError(`push carries more than the ${gradient!.length} values its slots hold`);
+          }
+          copyBytesInto(bytes, gradient!, received);
+          received += n;
+        } catch (err) {
+          fail(err);
+        }
+      });
+      call.on('end', () => {
+        if (failed) return;
+        try {
+          if (!header || !gradient) throw new InvalidArgumentError('empty push: no header was sent');
+          if (received !== gradient.length) throw new InvalidArgumentError(`push carries ${received} values but its slots hold ${gradient.length}`);
+          const res = shard.push({ epoch: header.epoch, ranges: header.ranges, workerId: header.workerId, seq: header.seq, model: header.model }, gradient);
+          callback(null, res);
+        } catch (err) {
+          fail(err);
+        }
+      });
+      // The call itself broke (cancelled, oversized message): grpc-js has already
+      // answered the client; make sure nothing is applied.
+      call.on('error', () => {
+        failed = true;
+      });
+    },
+
+    describe: (_call: grpc.ServerUnaryCall<object, object>, callback: grpc.sendUnaryData<object>) => {
+      callback(null, describe());
+    },
+  };
+}

@@ -1,0 +1,167 @@
+import { type ClusterConfig } from '../cluster/cluster-config.js';
+import { InvalidArgumentError, MovedError, NotReadyError, StaleEpochError } from '../cluster/errors.js';
+import { type ShardMap, ownedRanges } from '../cluster/shard-map.js';
+import { type SlotRange, checkRanges, rangesLength } from '../cluster/slots.js';
+import { floatBytes } from '../cluster/wire.js';
+import { applyGradient } from './optimizers.js';
+import { SlotStore } from './slot-store.js';
+
+/** A push as the data plane hands it over, its gradient already assembled. */
+export interface PushHeader {
+  epoch: number;
+  ranges: SlotRange[];
+  workerId: string;
+  seq: number;
+  model?: string;
+}
+
+export interface PushResult {
+  epoch: number;
+  appliedSlots: number;
+  duplicateSlots: number;
+}
+
+/**
+ * A shard's logic without its transport: ownership checks against the cached
+ * map, pulls as byte chunks, pushes validated and applied with the optimizer.
+ * Single-threaded: a push is applied in one synchronous pass, so pulls see it
+ * whole or not at all.
+ */
+export class Shard {
+  readonly store: SlotStore;
+  private map: ShardMap | null = null;
+  pushesApplied = 0;
+
+  constructor(
+    readonly id: string,
+    readonly config: ClusterConfig,
+  ) {
+    this.store = new SlotStore(config);
+  }
+
+  get epoch(): number {
+    return this.map?.epoch ?? 0;
+  }
+
+  get elements(): number {
+    return this.store.elements;
+  }
+
+  /** Adopts a newer map (older ones are ignored) and creates the slots it now owns. Returns whether it changed. */
+  setMap(map: ShardMap): boolean {
+    if (this.map && map.epoch <= this.map.epoch) return false;
+    if (map.slots !== this.config.slots) throw new InvalidArgumentError(`shard map has ${map.slots} slots but the cluster has ${this.config.slots}`);
+    this.map = map;
+    for (const r of ownedRanges(map, this.id)) for (let s = r.begin; s < r.end; s++) this.store.ensure(s);
+    return true;
+  }
+
+  owned(): SlotRange[] {
+    return this.map ? ownedRanges(this.map, this.id) : [];
+  }
+
+  /** Throws the typed error a request for `ranges` at `epoch` deserves, or returns. */
+  check(epoch: number, ranges: readonly SlotRange[], model?: string): void {
+    if (model && model !== this.config.model.name) {
+      throw new InvalidArgumentError(`unknown model "${model}": this cluster trains "${this.config.model.name}"`);
+    }
+    const bad = checkRanges(ranges, this.config.slots);
+    if (bad) throw new InvalidArgumentError(bad);
+    const map = this.map;
+    if (!map) throw new NotReadyError(`shard ${this.id} has no shard map yet; retry shortly`);
+    if (epoch < map.epoch) throw new StaleEpochError(epoch, map.epoch);
+    if (epoch > map.epoch) throw new NotReadyError(`shard ${this.id} is at map epoch ${map.epoch}, behind the caller's ${epoch}; retry shortly`);
+    for (const r of ranges) {
+      for (let s = r.begin; s < r.end; s++) {
+        const owner = map.owners[s]!;
+        if (owner !== this.id) throw new MovedError(s, map.epoch, owner, map.addresses[owner] ?? '');
+      }
+    }
+  }
+
+  /** Elements a request for `ranges` covers. */
+  lengthOf(ranges: readonly SlotRange[]): number {
+    return rangesLength(ranges, this.elements, this.config.slots);
+  }
+
+  /**
+   * The values of `ranges`, concatenated, as chunks of at most `maxBytes`.
+   * A chunk inside one slot is a view of the slot's memory; one spanning slots
+   * is copied together once.
+   */
+  *pullChunks(ranges: readonly SlotRange[], maxBytes: number): Generator<{ offset: number; bytes: Buffer }> {
+    const maxElems = Math.max(1, Math.floor(maxBytes / 4));
+    let pieces: Buffer[] = [];
+    let pending = 0;
+    let offset = 0;
+    const flush = () => {
+      const bytes = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pending * 4);
+      const chunk = { offset, bytes };
+      offset += pending;
+      pieces = [];
+      pending = 0;
+      return chunk;
+    };
+    for (const r of ranges) {
+      for (let s = r.begin; s < r.end; s++) {
+        const values = this.store.ensure(s).values;
+        let i = 0;
+        while (i < values.length) {
+          const take = Math.min(values.length - i, maxElems - pending);
+          pieces.push(floatBytes(values, i, i + take));
+          pending += take;
+          i += take;
+          if (pending === maxElems) yield flush();
+        }
+      }
+    }
+    if (pending > 0 || offset === 0) yield flush();
+  }
+
+  /**
+   * Validates and applies a whole push: `gradient` holds the elements of
+   * `header.ranges`, concatenated. Every check runs before any value changes,
+   * so a rejected push leaves the shard exactly as it was.
+   */
+  push(header: PushHeader, gradient: Float32Array): PushResult {
+    if (!header.workerId) throw new InvalidArgumentError('push has no worker_id; every push needs (worker_id, seq) to be applied once');
+    if (!Number.isSafeInteger(header.seq) || header.seq < 0) throw new InvalidArgumentError(`push seq must be a non-negative integer, got ${header.seq}`);
+    this.check(header.epoch, header.ranges, header.model);
+    const expected = this.lengthOf(header.ranges);
+    if (gradient.length !== expected) {
+      throw new InvalidArgumentError(`push carries ${gradient.length} values but slots ${describe(header.ranges)} hold ${expected}`);
+    }
+    const bad = firstNonFinite(gradient);
+    if (bad >= 0) throw new InvalidArgumentError(`push gradient has a non-finite value (${gradient[bad]}) at element ${bad}; nothing was applied`);
+    let applied = 0;
+    let duplicates = 0;
+    let off = 0;
+    for (const r of header.ranges) {
+      for (let s = r.begin; s < r.end; s++) {
+        const slot = this.store.ensure(s);
+        if (slot.dedup.has(header.workerId, header.seq)) duplicates++;
+        else {
+          applyGradient(slot, gradient, off, this.config.optimizer);
+          slot.dedup.add(header.workerId, header.seq);
+          applied++;
+        }
+        off += slot.values.length;
+      }
+    }
+    if (applied > 0) this.pushesApplied++;
+    return { epoch: this.epoch, appliedSlots: applied, duplicateSlots: duplicates };
+  }
+}
+
+function describe(ranges: readonly SlotRange[]): string {
+  return ranges.map((r) => `[${r.begin}, ${r.end})`).join(' ');
+}
+
+/** Index of the first NaN or ±Inf, or -1. One multiply-add per element in the common case. */
+export function firstNonFinite(g: Float32Array): number {
+  let acc = 0;
+  for (let i = 0; i < g.length; i++) acc += g[i]! * 0;
+  if (acc === 0) return -1;
+  for (let i = 0; i < g.length; i++) if (!Number.isFinite(g[i]!)) return i;
+  return -1;
+}

@@ -1,0 +1,58 @@
+import { type ClusterConfig } from '../../cluster/cluster-config.js';
+import { type ModelSpec } from '../../cluster/model-spec.js';
+import { type OptimizerConfig, optimizerWithDefaults } from '../../cluster/optimizer-config.js';
+import { MemoryMembershipStore } from '../../cluster/membership/memory-store.js';
+import { evenAssignment } from '../../cluster/shard-map.js';
+import { ShardServer } from '../../server/shard-server.js';
+import { TesseraClient } from '../../client/tessera-client.js';
+import { type ClientOptionsInput } from '../../client/options.js';
+
+/** A model of one dense tensor of `elements` floats, uniformly initialized. */
+export function flatModel(elements: number, name = 'flat'): ModelSpec {
+  return { name, seed: 7, tensors: [{ name: 'w', shape: [elements], init: { kind: 'uniform', low: -1, high: 1 } }] };
+}
+
+export interface TestCluster {
+  store: MemoryMembershipStore;
+  config: ClusterConfig;
+  shards: ShardServer[];
+  client(options?: Partial<ClientOptionsInput>): Promise<TesseraClient>;
+  close(): Promise<void>;
+}
+
+/**
+ * An in-process cluster over real gRPC on loopback: an embedded store, `shards`
+ * shard servers on free ports, slots spread evenly (epoch 1).
+ */
+export async function startCluster(opts: { shards: number; model: ModelSpec; optimizer?: Partial<OptimizerConfig> & { name: OptimizerConfig['name'] }; slots?: number }): Promise<TestCluster> {
+  const store = new MemoryMembershipStore();
+  const config: ClusterConfig = {
+    name: 'test',
+    slots: opts.slots ?? 1024,
+    model: opts.model,
+    optimizer: optimizerWithDefaults(opts.optimizer ?? { name: 'sgd' }),
+    consistency: 'async',
+  };
+  await store.createCluster(config);
+  const shards: ShardServer[] = [];
+  const clients: TesseraClient[] = [];
+  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store }));
+  const addresses = Object.fromEntries(shards.map((s) => [s.shard.id, s.address]));
+  await store.casMap(0, { epoch: 1, slots: config.slots, owners: evenAssignment(Object.keys(addresses), config.slots), addresses });
+  for (const s of shards) await s.refresh();
+  return {
+    store,
+    config,
+    shards,
+    async client(options = {}) {
+      const c = await TesseraClient.connect({ store, workerId: `client-${clients.length}`, ...options });
+      clients.push(c);
+      return c;
+    },
+    async close() {
+      for (const c of clients) await c.close();
+      for (const s of shards) await s.close(100);
+      await store.close();
+    },
+  };
+}
