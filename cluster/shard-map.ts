@@ -26,7 +26,7 @@ export function validateMap(map: ShardMap): void {
   }
   for (let s = 0; s < map.slots; s++) {
     const owner = map.owners[s];
-    if (!owner || map.addresses[owner] === undefined) throw new InvalidArgumentError(`slot ${s} has no owner with an address in the shard map`);
+    if (!owner || !map.addresses[owner]) throw new InvalidArgumentError(`slot ${s} has no owner with an address in the shard map`);
   }
 }
 

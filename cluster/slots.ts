@@ -54,6 +54,7 @@ export function checkRanges(ranges: readonly SlotRange[], slots: number): string
   let prevEnd = 0;
   for (const r of ranges) {
     if (!Number.isInteger(r.begin) || !Number.isInteger(r.end)) return `slot range [${r.begin}, ${r.end}) is not integral`;
+    if (r.begin < 0) return `slot range [${r.begin}, ${r.end}) starts below slot 0`;
     if (r.begin >= r.end) return `slot range [${r.begin}, ${r.end}) is empty`;
     if (r.end > slots) return `slot range [${r.begin}, ${r.end}) exceeds the ${slots} slots of this cluster`;
     if (r.begin < prevEnd) return `slot ranges overlap or are out of order at [${r.begin}, ${r.end})`;

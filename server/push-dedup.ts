@@ -1,42 +1,59 @@
 /**
  * Remembers which (worker, seq) pushes a slot has applied, so a retried push is
- * applied once. Per worker it keeps the highest sequence seen and the set of
- * sequences within `window` of it; anything older than the window counts as
- * applied (a worker never has that many pushes in flight).
+ * applied once. Per worker it keeps the highest sequence seen and a bitmap of
+ * the `window` sequences up to it (512 bytes for the default 4096); anything
+ * older than the window counts as applied (a worker never has that many pushes
+ * in flight). Memory per slot and worker is constant, and each check is O(1).
  */
 export const DEDUP_WINDOW = 4096;
 
 class SeqWindow {
   high = -1;
-  readonly seen = new Set<number>();
+  private readonly bits: Uint32Array;
 
-  has(seq: number, window: number): boolean {
-    return seq <= this.high - window || this.seen.has(seq);
+  constructor(private readonly window: number) {
+    this.bits = new Uint32Array(Math.ceil(window / 32));
   }
 
-  add(seq: number, window: number): void {
-    this.seen.add(seq);
+  has(seq: number): boolean {
+    if (seq > this.high) return false;
+    if (seq <= this.high - this.window) return true;
+    const i = seq % this.window;
+    return (this.bits[i >>> 5]! & (1 << (i & 31))) !== 0;
+  }
+
+  add(seq: number): void {
     if (seq > this.high) {
+      // Sequences between the old high and this one have not been seen: clear their bits.
+      if (this.high < 0 || seq - this.high >= this.window) this.bits.fill(0);
+      else for (let s = this.high + 1; s < seq; s++) this.clear(s % this.window);
       this.high = seq;
-      // Prune in batches so the cost per push stays O(1) amortised.
-      if (this.seen.size > 2 * window) for (const s of this.seen) if (s <= this.high - window) this.seen.delete(s);
-    }
+    } else if (seq <= this.high - this.window) return;
+    const i = seq % this.window;
+    this.bits[i >>> 5]! |= 1 << (i & 31);
+  }
+
+  private clear(i: number): void {
+    this.bits[i >>> 5]! &= ~(1 << (i & 31));
   }
 }
 
 export class PushDedup {
   private readonly workers = new Map<string, SeqWindow>();
 
-  constructor(private readonly window = DEDUP_WINDOW) {}
+  /** @param window sequences remembered per worker below its highest. */
+  constructor(private readonly window = DEDUP_WINDOW) {
+    if (!Number.isInteger(window) || window < 1) throw new Error(`dedup window must be a positive integer, got ${window}`);
+  }
 
   /** Whether this slot already applied (worker, seq). */
   has(worker: string, seq: number): boolean {
-    return this.workers.get(worker)?.has(seq, this.window) ?? false;
+    return this.workers.get(worker)?.has(seq) ?? false;
   }
 
   add(worker: string, seq: number): void {
     let w = this.workers.get(worker);
-    if (!w) this.workers.set(worker, (w = new SeqWindow()));
-    w.add(seq, this.window);
+    if (!w) this.workers.set(worker, (w = new SeqWindow(this.window)));
+    w.add(seq);
   }
 }

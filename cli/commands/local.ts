@@ -1,0 +1,195 @@
+import { type ClusterConfig, DEFAULT_CLUSTER_NAME } from '../../cluster/cluster-config.js';
+import { OPTIMIZERS, type OptimizerName, optimizerWithDefaults } from '../../cluster/optimizer-config.js';
+import { DEFAULT_SLOTS } from '../../cluster/slots.js';
+import { evenAssignment } from '../../cluster/shard-map.js';
+import { MemoryMembershipStore } from '../../cluster/membership/memory-store.js';
+import { membershipImplementation } from '../../cluster/membership/membership-service.js';
+import { startGrpcServer } from '../../cluster/grpc-server.js';
+import { MEMBERSHIP_SERVICE_NAME, membershipService } from '../../cluster/proto.js';
+import { TesseraClient } from '../../client/tessera-client.js';
+import { BACKENDS, selectBackend } from '../../worker/backend.js';
+import { getModel, MODEL_NAMES } from '../../worker/models/index.js';
+import { evaluate } from '../../worker/evaluate.js';
+import { UsageError } from '../args.js';
+import { type Command } from '../command.js';
+import { EXIT } from '../handle-error.js';
+import { RoleProcesses } from '../local/processes.js';
+import { ProgressLine } from '../local/progress.js';
+import { parseWorkerEvent } from '../local/worker-events.js';
+import { DEFAULT_TRAINING, defaultLearningRate } from '../local/defaults.js';
+
+/** How long shards may take to start and register before `local` gives up. */
+const SHARD_START_TIMEOUT_MS = 30_000;
+
+export const localCommand: Command = {
+  name: 'local',
+  summary: 'Run a whole cluster on this machine (no Redis: an embedded membership store; each role its own process), train a model, evaluate it on held-out data, shut down.',
+  options: [
+    { name: 'shards', type: 'int', default: DEFAULT_TRAINING.shards, description: 'shard server processes' },
+    { name: 'workers', type: 'int', default: DEFAULT_TRAINING.workers, description: 'training worker processes' },
+    { name: 'model', type: 'string', default: DEFAULT_TRAINING.model, choices: MODEL_NAMES, description: 'model to train' },
+    { name: 'epochs', type: 'int', default: DEFAULT_TRAINING.epochs, description: 'passes over the training data' },
+    { name: 'batch-size', type: 'int', default: DEFAULT_TRAINING.batchSize, description: 'examples per step per worker' },
+    { name: 'optimizer', type: 'string', default: DEFAULT_TRAINING.optimizer, choices: OPTIMIZERS, description: 'server-side optimizer' },
+    { name: 'learning-rate', type: 'number', description: 'learning rate (default: per optimizer, tuned for the model)' },
+    { name: 'slots', type: 'int', default: DEFAULT_SLOTS, description: 'slots in the key space' },
+    { name: 'seed', type: 'int', default: DEFAULT_TRAINING.seed, description: 'seed of initial weights, data split and shuffling' },
+    { name: 'backend', type: 'string', default: 'auto', choices: ['auto', ...BACKENDS], description: 'compute backend of the workers' },
+    { name: 'json', type: 'boolean', description: 'print one JSON object with the results on stdout, nothing else' },
+  ],
+  async run(o) {
+    const started = Date.now();
+    const shards = o['shards'] as number;
+    const workers = o['workers'] as number;
+    const epochs = o['epochs'] as number;
+    const batchSize = o['batch-size'] as number;
+    const json = Boolean(o['json']);
+    if (shards < 1) throw new UsageError('--shards must be at least 1');
+    if (workers < 1) throw new UsageError('--workers must be at least 1');
+    if (epochs < 1) throw new UsageError('--epochs must be at least 1');
+    if (batchSize < 1) throw new UsageError('--batch-size must be at least 1');
+    const model = getModel(o['model'] as string);
+    const optimizerName = o['optimizer'] as OptimizerName;
+    const config: ClusterConfig = {
+      name: DEFAULT_CLUSTER_NAME,
+      slots: o['slots'] as number,
+      model: model.spec(o['seed'] as number),
+      optimizer: optimizerWithDefaults({ name: optimizerName, learningRate: (o['learning-rate'] as number | undefined) ?? defaultLearningRate(model.name, optimizerName) }),
+      consistency: 'async',
+    };
+
+    const store = new MemoryMembershipStore();
+    await store.createCluster(config);
+    const membership = await startGrpcServer('127.0.0.1:0', [{ name: MEMBERSHIP_SERVICE_NAME, definition: membershipService().service, implementation: membershipImplementation(store) }]);
+    membership.setServing([MEMBERSHIP_SERVICE_NAME], 'SERVING');
+    const membershipAddress = `127.0.0.1:${membership.port}`;
+    // Children log warnings only unless the user asked for more.
+    const procs = new RoleProcesses({ ...process.env, TESSERA_LOG_LEVEL: process.env['TESSERA_LOG_LEVEL'] ?? 'warn' });
+    const interrupted = new Promise<'interrupted'>((resolve) => {
+      const on = () => resolve('interrupted');
+      process.once('SIGINT', on);
+      process.once('SIGTERM', on);
+    });
+    try {
+      const shardNames = Array.from({ length: shards }, (_, i) => `shard-${i}`);
+      for (const id of shardNames) procs.start(id, ['shard', '--membership', membershipAddress, '--id', id, '--listen', '127.0.0.1:0']);
+      const ready = await Promise.race([waitForShards(store, shards), procs.failureOf(shardNames), interrupted]);
+      if (ready === 'interrupted') return EXIT.interrupted;
+      const live = await store.members('shard');
+      const addresses = Object.fromEntries(live.map((m) => [m.id, m.address!]));
+      await store.casMap(0, { epoch: 1, slots: config.slots, owners: evenAssignment(Object.keys(addresses), config.slots), addresses });
+
+      const run = await Promise.race([trainWithWorkers(), interrupted]);
+      if (run === 'interrupted') return EXIT.interrupted;
+
+      const backend = await selectBackend(o['backend'] === 'auto' ? undefined : (o['backend'] as (typeof BACKENDS)[number]));
+      const client = await TesseraClient.connect({ store, workerId: 'local-evaluator' });
+      const params = await client.pull();
+      await client.close();
+      const testAccuracy = await evaluate(model, params);
+      const result = {
+        test_accuracy: round(testAccuracy, 4),
+        steps: run.steps,
+        samples: run.samples,
+        samples_per_sec: round(run.samples / (run.trainMs / 1000), 1),
+        train_wall_s: round(run.trainMs / 1000, 2),
+        wall_s: round((Date.now() - started) / 1000, 2),
+        final_loss: round(run.lastLoss, 4),
+        shards,
+        workers,
+        backend: run.backend || backend,
+        model: model.name,
+        optimizer: config.optimizer.name,
+        learning_rate: config.optimizer.learningRate,
+        epochs,
+        batch_size: batchSize,
+      };
+      if (json) process.stdout.write(`${JSON.stringify(result)}\n`);
+      else printSummary(result);
+      return EXIT.ok;
+    } finally {
+      await procs.stopAll();
+      await membership.close(500);
+      await store.close();
+    }
+
+    async function trainWithWorkers(): Promise<{ steps: number; samples: number; trainMs: number; lastLoss: number; backend: string }> {
+      const workerNames = Array.from({ length: workers }, (_, i) => `worker-${i}`);
+      const state = new Map<string, { steps: number; samples: number; loss: number; epoch: number; done: boolean; backend: string; examples: number }>();
+      let t0 = 0;
+      const line = json ? null : new ProgressLine();
+      const redraw = (force = false) => {
+        if (!line) return;
+        const all = [...state.values()];
+        const steps = all.reduce((a, s) => a + s.steps, 0);
+        const samples = all.reduce((a, s) => a + s.samples, 0);
+        const elapsedS = t0 ? (Date.now() - t0) / 1000 : 0;
+        const loss = all.length ? all.reduce((a, s) => a + s.loss, 0) / all.length : 0;
+        const epoch = all.length ? Math.min(...all.map((s) => s.epoch)) : 0;
+        line.update({ steps, epoch, epochs, loss, samplesPerSec: elapsedS > 0 ? samples / elapsedS : 0, elapsedS }, force);
+      };
+      for (const [i, id] of workerNames.entries()) {
+        procs.start(
+          id,
+          ['worker', '--membership', membershipAddress, '--id', id, '--index', String(i), '--count', String(workers), '--model', model.name, '--epochs', String(epochs), '--batch-size', String(batchSize), '--seed', String(o['seed']), '--backend', String(o['backend']), '--json'],
+          (text) => {
+            const e = parseWorkerEvent(text);
+            if (!e) return;
+            const s = state.get(e.id) ?? { steps: 0, samples: 0, loss: 0, epoch: 0, done: false, backend: '', examples: 0 };
+            state.set(e.id, s);
+            if (e.event === 'ready') {
+              s.backend = e.backend;
+              s.examples = e.examples;
+              if (line) line.totalSteps += Math.floor(e.examples / batchSize) * epochs;
+              t0 ||= Date.now();
+            } else if (e.event === 'step') {
+              Object.assign(s, { steps: e.step, samples: e.samples, loss: e.loss, epoch: e.epoch });
+            } else {
+              Object.assign(s, { steps: e.steps, samples: e.samples, loss: e.lastLoss, done: true, backend: e.backend });
+            }
+            redraw(e.event === 'done');
+          },
+        );
+      }
+      const codes = await Promise.race([Promise.all(workerNames.map((n) => procs.exited(n))), procs.failureOf(workerNames)]);
+      const trainMs = Date.now() - (t0 || started);
+      line?.done();
+      const failed = codes.findIndex((c) => c !== 0);
+      if (failed >= 0) throw new Error(`${workerNames[failed]} exited with code ${codes[failed]}; its log is above`);
+      const all = [...state.values()];
+      return {
+        steps: all.reduce((a, s) => a + s.steps, 0),
+        samples: all.reduce((a, s) => a + s.samples, 0),
+        trainMs,
+        lastLoss: all.reduce((a, s) => a + s.loss, 0) / Math.max(1, all.length),
+        backend: [...new Set(all.map((s) => s.backend))].join(','),
+      };
+    }
+  },
+};
+
+async function waitForShards(store: MemoryMembershipStore, n: number): Promise<void> {
+  const deadline = Date.now() + SHARD_START_TIMEOUT_MS;
+  while ((await store.members('shard')).length < n) {
+    if (Date.now() > deadline) throw new Error(`only ${(await store.members('shard')).length} of ${n} shards registered within ${SHARD_START_TIMEOUT_MS / 1000} s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function round(v: number, digits: number): number {
+  const k = 10 ** digits;
+  return Math.round(v * k) / k;
+}
+
+function printSummary(r: Record<string, string | number>): void {
+  const rows: [string, string | number][] = [
+    ['test accuracy', `${(Number(r['test_accuracy']) * 100).toFixed(2)} %`],
+    ['model', `${r['model']} (${r['optimizer']}, lr ${r['learning_rate']}, batch ${r['batch_size']}, ${r['epochs']} epochs)`],
+    ['cluster', `${r['shards']} shard(s), ${r['workers']} worker(s), backend ${r['backend']}`],
+    ['steps', r['steps']!],
+    ['throughput', `${Number(r['samples_per_sec']).toLocaleString('en-US')} samples/s`],
+    ['final loss', r['final_loss']!],
+    ['wall time', `${r['wall_s']} s (training ${r['train_wall_s']} s)`],
+  ];
+  process.stdout.write(rows.map(([k, v]) => `${k.padEnd(14)} ${v}`).join('\n') + '\n');
+}

@@ -1,0 +1,37 @@
+import { RemoteMembershipStore } from '../../cluster/membership/remote-store.js';
+import { DEFAULT_LEASE } from '../../cluster/membership/lease.js';
+import { createLogger } from '../../cluster/log.js';
+import { ShardServer } from '../../server/shard-server.js';
+import { type Command } from '../command.js';
+import { EXIT } from '../handle-error.js';
+import { untilSignal } from '../signals.js';
+
+const log = createLogger('cli');
+
+export const shardCommand: Command = {
+  name: 'shard',
+  summary: 'Run a shard server: own slots of the model, apply pushed gradients, serve pulls.',
+  options: [
+    { name: 'membership', type: 'string', metavar: 'HOST:PORT', required: true, description: 'address of the embedded membership store (printed by `tessera local`)' },
+    { name: 'id', type: 'string', metavar: 'ID', required: true, description: 'shard id, unique in the cluster' },
+    { name: 'listen', type: 'string', metavar: 'HOST:PORT', default: '127.0.0.1:0', description: 'address to serve gRPC on; port 0 picks a free one' },
+    { name: 'advertise', type: 'string', metavar: 'HOST:PORT', description: 'address clients dial (default: the listen address with the bound port)' },
+    { name: 'lease-ttl-ms', type: 'int', default: DEFAULT_LEASE.ttlMs, description: 'membership lease TTL' },
+    { name: 'lease-renew-ms', type: 'int', default: DEFAULT_LEASE.renewMs, description: 'how often the lease is renewed' },
+  ],
+  async run(o) {
+    const store = new RemoteMembershipStore(o['membership'] as string);
+    const server = await ShardServer.start({
+      id: o['id'] as string,
+      listen: o['listen'] as string,
+      advertise: o['advertise'] as string | undefined,
+      store,
+      lease: { ttlMs: o['lease-ttl-ms'] as number, renewMs: o['lease-renew-ms'] as number },
+    });
+    const signal = await untilSignal();
+    log.info(`shard ${server.shard.id}: ${signal}, shutting down`);
+    await server.close();
+    await store.close();
+    return EXIT.ok;
+  },
+};

@@ -1,0 +1,26 @@
+import { type OptimizerName } from '../../cluster/optimizer-config.js';
+
+/**
+ * What `tessera local` (and so `npm start`) does with no options: chosen to
+ * reach ≥ 0.95 test accuracy on mnist-mlp in well under 2 minutes on a
+ * 2-core machine; see docs/benchmarks.md for what it measured.
+ */
+export const DEFAULT_TRAINING = {
+  shards: 2,
+  workers: 2,
+  model: 'mnist-mlp',
+  epochs: 5,
+  batchSize: 64,
+  optimizer: 'adam' as OptimizerName,
+  seed: 1,
+} as const;
+
+/** Learning rates that train the built-in models well with each optimizer (the optimizer's own default otherwise). */
+const TUNED: Record<string, Partial<Record<OptimizerName, number>>> = {
+  'mnist-mlp': { sgd: 0.1, momentum: 0.02, adagrad: 0.05, adam: 0.001 },
+  logreg: { sgd: 0.1, momentum: 0.02, adagrad: 0.1, adam: 0.002 },
+};
+
+export function defaultLearningRate(model: string, optimizer: OptimizerName): number | undefined {
+  return TUNED[model]?.[optimizer];
+}

@@ -1,0 +1,83 @@
+import { spawn, execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
+
+const BIN = fileURLToPath(new URL('../../../bin/tessera.js', import.meta.url));
+
+function run(args: string[], timeoutMs = 90_000): Promise<{ code: number; stdout: string; stderr: string; pid: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, TESSERA_LOG_LEVEL: 'warn' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`tessera ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stderr}`));
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr, pid: child.pid! });
+    });
+  });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('e2e: tessera local', function () {
+  this.timeout(120_000);
+
+  it('--json trains a real model through separate processes and prints one JSON object', async () => {
+    const r = await run(['local', '--json', '--epochs', '1', '--shards', '2', '--workers', '2']);
+    expect(r.code, r.stderr).to.equal(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).to.have.length(1);
+    const out = JSON.parse(lines[0]!) as Record<string, unknown>;
+    for (const k of ['test_accuracy', 'steps', 'samples_per_sec', 'wall_s', 'shards', 'workers', 'backend']) expect(out).to.have.property(k);
+    expect(out['shards']).to.equal(2);
+    expect(out['workers']).to.equal(2);
+    expect(out['backend']).to.equal('wasm');
+    // One epoch of 8,000 examples in batches of 64, split over 2 workers.
+    expect(out['steps']).to.equal(124);
+    expect(out['test_accuracy'] as number).to.be.greaterThan(0.85);
+  });
+
+  it('a wrong command line gets a clear message and exit code 2', async () => {
+    const bad = await run(['local', '--shards', 'two']);
+    expect(bad.code).to.equal(2);
+    expect(bad.stderr).to.match(/--shards must be a non-negative integer; got "two"/);
+    const unknown = await run(['local', '--shardz', '2']);
+    expect(unknown.code).to.equal(2);
+    expect(unknown.stderr).to.match(/unknown option --shardz .*tessera local --help/);
+    const optimizer = await run(['local', '--optimizer', 'lion']);
+    expect(optimizer.code).to.equal(2);
+    expect(optimizer.stderr).to.match(/--optimizer must be one of sgd, momentum, adagrad, adam/);
+  });
+
+  it('Ctrl-C stops every process it started and exits 130', async () => {
+    const child = spawn(process.execPath, [BIN, 'local', '--epochs', '50'], { env: { ...process.env, TESSERA_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? -1)));
+    // Wait until the workers have started (4 children: 2 shards, 2 workers).
+    let children: number[] = [];
+    for (let i = 0; i < 100 && children.length < 4; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      try {
+        children = execFileSync('ps', ['-o', 'pid=', '--ppid', String(child.pid)]).toString().trim().split(/\s+/).filter(Boolean).map(Number);
+      } catch {
+        children = [];
+      }
+    }
+    expect(children).to.have.length(4);
+    await new Promise((r) => setTimeout(r, 1500));
+    child.kill('SIGINT');
+    expect(await exited).to.equal(130);
+    for (const pid of children) expect(alive(pid), `child ${pid} still running`).to.equal(false);
+  });
+});

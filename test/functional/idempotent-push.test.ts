@@ -1,0 +1,44 @@
+import { expect } from 'chai';
+import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
+import { f32, rawClient, rawPush } from '../helpers/raw-shard.js';
+
+describe('functional: a retried push is applied once', function () {
+  this.timeout(60_000);
+  let cluster: TestCluster;
+  afterEach(async () => cluster.close());
+
+  it('the same (worker id, seq) sent twice through the client changes the values once', async () => {
+    cluster = await startCluster({ shards: 2, model: flatModel(50_000), optimizer: { name: 'sgd', learningRate: 1 } });
+    const client = await cluster.client({ workerId: 'w1' });
+    const start = await client.pull();
+    const grad = new Float32Array(client.elements).fill(0.25);
+    const first = await client.push(grad, 42);
+    expect(first.appliedSlots).to.equal(1024);
+    const second = await client.push(grad, 42);
+    expect(second).to.deep.equal({ seq: 42, appliedSlots: 0, duplicateSlots: 1024 });
+    const end = await client.pull();
+    for (let i = 0; i < start.length; i++) expect(end[i]).to.equal(Math.fround(start[i]! - 0.25));
+    // Another worker with the same seq is a different push.
+    const other = await cluster.client({ workerId: 'w2' });
+    expect((await other.push(grad, 42)).appliedSlots).to.equal(1024);
+  });
+
+  it('a push retried after its stream broke mid-way is applied once', async () => {
+    cluster = await startCluster({ shards: 1, model: flatModel(300_000), optimizer: { name: 'sgd', learningRate: 1 } });
+    const client = await cluster.client({ workerId: 'w1' });
+    const start = await client.pull();
+    const raw = rawClient(cluster.shards[0]!.address);
+    const header = { epoch: 1, ranges: [{ begin: 0, end: 1024 }], workerId: 'w1', seq: 7, model: 'flat' };
+    // First attempt: only half the values arrive before the stream ends: refused, nothing applied.
+    const half = await rawPush(raw, [{ header, offset: 0, values: f32(new Float32Array(150_000).fill(1)) }]);
+    expect(half.ok).to.equal(false);
+    expect(Buffer.from((await client.pull()).buffer).equals(Buffer.from(start.buffer))).to.equal(true);
+    // The retry with the same seq is applied, and a second retry is a duplicate.
+    const grad = new Float32Array(300_000).fill(1);
+    expect((await client.push(grad, 7)).appliedSlots).to.equal(1024);
+    expect((await client.push(grad, 7)).duplicateSlots).to.equal(1024);
+    const end = await client.pull();
+    for (let i = 0; i < start.length; i += 997) expect(end[i]).to.equal(Math.fround(start[i]! - 1));
+    raw.close();
+  });
+});

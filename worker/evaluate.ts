@@ -1,0 +1,27 @@
+import { InvalidArgumentError } from '../cluster/errors.js';
+import { type Dataset } from './data/dataset.js';
+import { DEFAULT_SPLIT_SEED, mnistSplit } from './data/mnist.js';
+import { type Model } from './models/model.js';
+
+/** Examples per forward pass when evaluating: large enough to amortize the per-call cost, small enough to bound memory. */
+export const EVAL_BATCH_SIZE = 1_000;
+
+/** The fraction of `data`'s examples that `model` with `params` classifies correctly, computed `batchSize` examples at a time. */
+export async function accuracy(model: Model, params: Float32Array, data: Dataset, batchSize: number = EVAL_BATCH_SIZE): Promise<number> {
+  if (data.count === 0) throw new InvalidArgumentError('cannot measure accuracy on an empty dataset');
+  if (data.inputSize !== model.inputSize) throw new InvalidArgumentError(`model ${model.name} takes ${model.inputSize} features per example, the dataset has ${data.inputSize}`);
+  if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new InvalidArgumentError(`batch size must be a positive integer, got ${batchSize}`);
+  const predicted = new Int32Array(Math.min(batchSize, data.count));
+  let correct = 0;
+  for (let begin = 0; begin < data.count; begin += batchSize) {
+    const n = Math.min(batchSize, data.count - begin);
+    await model.predict(params, data.x.subarray(begin * data.inputSize, (begin + n) * data.inputSize), n, predicted);
+    for (let i = 0; i < n; i++) if (predicted[i] === data.y[begin + i]) correct++;
+  }
+  return correct / data.count;
+}
+
+/** Accuracy on the held-out MNIST test set of the split drawn by `splitSeed` (the split the workers trained beside). */
+export function evaluate(model: Model, params: Float32Array, splitSeed: number = DEFAULT_SPLIT_SEED): Promise<number> {
+  return accuracy(model, params, mnistSplit(splitSeed).test);
+}

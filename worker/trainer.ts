@@ -1,0 +1,112 @@
+import { InvalidArgumentError } from '../cluster/errors.js';
+import { batchesPerEpoch, type Dataset, epochBatches } from './data/dataset.js';
+import { type Model } from './models/model.js';
+
+/**
+ * What the training loop needs of the cluster: a `TesseraClient`, or any
+ * stand-in with the same three members (an in-process one in tests).
+ */
+export interface ParameterClient {
+  /** Elements of the cluster's parameter vector. */
+  readonly elements: number;
+  /** The whole parameter vector, written into `out`. */
+  pull(out: Float32Array): Promise<Float32Array>;
+  /** Applies a gradient of the whole vector; resolves once it is applied. */
+  push(gradient: Float32Array): Promise<unknown>;
+}
+
+/** Reported after every step. */
+export interface StepEvent {
+  /** Steps done so far, this one included (1-based). */
+  step: number;
+  /** The epoch the step belongs to, from 0. */
+  epoch: number;
+  /** Mean loss of the step's batch, at the parameters it pulled. */
+  loss: number;
+  /** Examples consumed so far, this step's included. */
+  samples: number;
+}
+
+export interface TrainerOptions {
+  client: ParameterClient;
+  model: Model;
+  /** This worker's examples (its `partition` of the training set). */
+  data: Dataset;
+  /** Examples per step. Default 64. */
+  batchSize?: number;
+  /** Passes over `data`. */
+  epochs: number;
+  /** Seed of the example order; each epoch reshuffles from (seed, epoch). */
+  seed: number;
+  onStep?: (event: StepEvent) => void;
+  /** Stops the loop between two steps; `train` then resolves with `aborted: true`. */
+  signal?: AbortSignal;
+}
+
+/** The defaults of {@link TrainerOptions}. */
+export const TRAINER_DEFAULTS = { batchSize: 64 } as const;
+
+export interface TrainResult {
+  steps: number;
+  samples: number;
+  /** Loss of the last step; NaN when no step ran. */
+  lastLoss: number;
+  wallMs: number;
+  /** Whether `signal` stopped the loop before the last epoch ended. */
+  aborted: boolean;
+}
+
+/**
+ * One worker's training loop: for each batch of each epoch, pull the
+ * parameters, compute the gradient of the batch's mean loss, push it. The
+ * three happen strictly in sequence (the next pull waits for the push to be
+ * applied). Batches follow `epochBatches`: a seeded reshuffle per epoch, the
+ * last partial batch of an epoch dropped.
+ *
+ * @throws InvalidArgumentError when the model does not match the cluster's
+ *   vector or the data cannot fill one batch; client errors as they come.
+ */
+export async function train(options: TrainerOptions): Promise<TrainResult> {
+  const { client, model, data, epochs, seed, onStep, signal } = options;
+  const batchSize = options.batchSize ?? TRAINER_DEFAULTS.batchSize;
+  validate(options, batchSize);
+
+  const params = new Float32Array(model.elements);
+  const gradient = new Float32Array(model.elements);
+  const started = performance.now();
+  let steps = 0;
+  let samples = 0;
+  let lastLoss = NaN;
+  let aborted = false;
+  epochs: for (let epoch = 0; epoch < epochs; epoch++) {
+    for (const batch of epochBatches(data, batchSize, seed, epoch)) {
+      if (signal?.aborted) {
+        aborted = true;
+        break epochs;
+      }
+      await client.pull(params);
+      const { loss } = await model.gradient(params, batch, gradient);
+      await client.push(gradient);
+      steps++;
+      samples += batch.count;
+      lastLoss = loss;
+      onStep?.({ step: steps, epoch, loss, samples });
+    }
+  }
+  return { steps, samples, lastLoss, wallMs: performance.now() - started, aborted };
+}
+
+function validate(o: TrainerOptions, batchSize: number): void {
+  if (o.client.elements !== o.model.elements) {
+    throw new InvalidArgumentError(`the cluster's model has ${o.client.elements} parameters but model ${o.model.name} has ${o.model.elements}; train the model the cluster was created with`);
+  }
+  if (o.data.inputSize !== o.model.inputSize) {
+    throw new InvalidArgumentError(`model ${o.model.name} takes ${o.model.inputSize} features per example, the data has ${o.data.inputSize}`);
+  }
+  if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new InvalidArgumentError(`batch size must be a positive integer, got ${batchSize}`);
+  if (!(Number.isInteger(o.epochs) && o.epochs >= 0)) throw new InvalidArgumentError(`epochs must be a non-negative integer, got ${o.epochs}`);
+  if (!Number.isInteger(o.seed)) throw new InvalidArgumentError(`seed must be an integer, got ${o.seed}`);
+  if (o.epochs > 0 && batchesPerEpoch(o.data.count, batchSize) === 0) {
+    throw new InvalidArgumentError(`this worker's ${o.data.count} examples do not fill one batch of ${batchSize}; use a smaller batch size or fewer workers`);
+  }
+}
