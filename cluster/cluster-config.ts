@@ -15,6 +15,11 @@ export interface ClusterConfig {
   model: ModelSpec;
   optimizer: OptimizerConfig;
   consistency: Consistency;
+  /**
+   * Shards that must hold live leases before the first map is written; the
+   * slots are then spread evenly over every live shard. Default 1.
+   */
+  initialShards?: number;
 }
 
 export const DEFAULT_CLUSTER_NAME = 'default';
@@ -26,6 +31,7 @@ export function validateClusterConfig(c: ClusterConfig): void {
   if (!Number.isInteger(c.slots) || c.slots < 1 || c.slots > 65536) {
     throw new InvalidArgumentError(`slots must be an integer in [1, 65536], got ${c.slots} (default ${DEFAULT_SLOTS})`);
   }
+  if (c.initialShards !== undefined && (!Number.isInteger(c.initialShards) || c.initialShards < 1)) throw new InvalidArgumentError(`initial shard count must be a positive integer, got ${c.initialShards}`);
   validateModelSpec(c.model);
   validateOptimizer(c.optimizer);
   if (c.consistency !== 'async') throw new InvalidArgumentError(`unknown consistency "${c.consistency}"; this build supports: async`);

@@ -4,6 +4,8 @@ import { startGrpcServer, type TesseraGrpcServer } from '../cluster/grpc-server.
 import { createLogger } from '../cluster/log.js';
 import { DEFAULT_LEASE, Lease, type LeaseOptions } from '../cluster/membership/lease.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
+import { reconcileMap } from '../cluster/membership/reconcile.js';
+import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { SHARD_SERVICE_NAME, shardService } from '../cluster/proto.js';
 import { type ShardMap } from '../cluster/shard-map.js';
 import { formatRanges } from '../cluster/slots.js';
@@ -28,6 +30,8 @@ export interface ShardServerOptions {
 }
 
 export const DEFAULT_MAP_POLL_MS = 5_000;
+/** How often the store is checked while it holds no map (cluster forming, or store lost its data). */
+const NO_MAP_POLL_MS = 250;
 
 const log = createLogger('shard');
 
@@ -47,6 +51,8 @@ export class ShardServer extends EventEmitter {
     private readonly grpc: TesseraGrpcServer,
     private readonly lease: Lease,
     private readonly store: MembershipStore,
+    private readonly config: ClusterConfig,
+    private readonly mapPollMs: number,
   ) {
     super();
   }
@@ -61,24 +67,41 @@ export class ShardServer extends EventEmitter {
     ]);
     const address = options.advertise ?? advertised(options.listen, grpc.port);
     const lease = new Lease(options.store, 'shard', { id: options.id, address, state: 'joining', bytes: 0 }, options.lease ?? DEFAULT_LEASE);
-    server = new ShardServer(shard, address, grpc, lease, options.store);
+    server = new ShardServer(shard, address, grpc, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS);
     log.info(`shard ${options.id} listening on ${address} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
     await lease.start();
     server.stopWatch = options.store.watchMap((map) => server!.adopt(map));
-    server.pollTimer = setInterval(() => void server!.refresh(), options.mapPollMs ?? DEFAULT_MAP_POLL_MS);
-    server.pollTimer.unref();
-    await server.refresh();
+    await server.poll();
     return server;
   }
 
-  /** Re-reads the map from the store. */
-  async refresh(): Promise<void> {
+  /**
+   * Re-reads the map from the store; while the store holds none, takes part
+   * in writing the first one (or rebuilding a lost one): see reconcile.ts.
+   * Returns whether the store holds a map.
+   */
+  async refresh(): Promise<boolean> {
     try {
-      const map = await this.store.getMap();
+      let map = await this.store.getMap();
+      if (!map) {
+        const outcome = await reconcileMap(this.store, this.config);
+        if (outcome !== 'waiting') log.info(`shard ${this.shard.id}: shard map ${outcome}`);
+        map = await this.store.getMap();
+      }
       if (map) this.adopt(map);
+      return map !== null;
     } catch (err) {
       log.debug(`shard ${this.shard.id}: cannot read the map (${(err as Error).message}); serving on the cached one`);
+      return true;
     }
+  }
+
+  /** refresh() now, then again on a timer: every mapPollMs, or every 250 ms while there is no map. */
+  private async poll(): Promise<void> {
+    const present = await this.refresh();
+    if (this.state === 'draining' || this.state === 'gone') return;
+    this.pollTimer = setTimeout(() => void this.poll(), present ? this.mapPollMs : NO_MAP_POLL_MS);
+    this.pollTimer.unref();
   }
 
   private adopt(map: ShardMap): void {
@@ -86,7 +109,8 @@ export class ShardServer extends EventEmitter {
     if (!this.shard.setMap(map)) return;
     const owned = this.shard.owned();
     log.info(`shard ${this.shard.id}: map epoch ${map.epoch}, owns slots ${formatRanges(owned) || '(none)'}`);
-    this.lease.update({ bytes: this.shard.store.heldBytes() });
+    this.lease.update({ bytes: this.shard.store.heldBytes(), epoch: map.epoch, owned });
+    void this.lease.renew();
     if (owned.length > 0) this.transition('serving');
     this.emit('map', map);
   }
@@ -118,7 +142,7 @@ export class ShardServer extends EventEmitter {
     if (this.state === 'gone') return;
     this.transition('draining');
     this.stopWatch?.();
-    clearInterval(this.pollTimer);
+    clearTimeout(this.pollTimer);
     await this.grpc.close(graceMs);
     await this.lease.close();
     this.transition('gone');

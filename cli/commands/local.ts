@@ -1,8 +1,8 @@
 import { type ClusterConfig, DEFAULT_CLUSTER_NAME } from '../../cluster/cluster-config.js';
 import { OPTIMIZERS, type OptimizerName, optimizerWithDefaults } from '../../cluster/optimizer-config.js';
 import { DEFAULT_SLOTS } from '../../cluster/slots.js';
-import { evenAssignment } from '../../cluster/shard-map.js';
 import { MemoryMembershipStore } from '../../cluster/membership/memory-store.js';
+import { type MembershipStore } from '../../cluster/membership/store.js';
 import { membershipImplementation } from '../../cluster/membership/membership-service.js';
 import { startGrpcServer } from '../../cluster/grpc-server.js';
 import { MEMBERSHIP_SERVICE_NAME, membershipService } from '../../cluster/proto.js';
@@ -56,6 +56,7 @@ export const localCommand: Command = {
       model: model.spec(o['seed'] as number),
       optimizer: optimizerWithDefaults({ name: optimizerName, learningRate: (o['learning-rate'] as number | undefined) ?? defaultLearningRate(model.name, optimizerName) }),
       consistency: 'async',
+      initialShards: shards,
     };
 
     const store = new MemoryMembershipStore();
@@ -73,11 +74,9 @@ export const localCommand: Command = {
     try {
       const shardNames = Array.from({ length: shards }, (_, i) => `shard-${i}`);
       for (const id of shardNames) procs.start(id, ['shard', '--membership', membershipAddress, '--id', id, '--listen', '127.0.0.1:0']);
-      const ready = await Promise.race([waitForShards(store, shards), procs.failureOf(shardNames), interrupted]);
+      // The shards write the first map themselves once all of them hold leases.
+      const ready = await Promise.race([waitForMap(store, shards), procs.failureOf(shardNames), interrupted]);
       if (ready === 'interrupted') return EXIT.interrupted;
-      const live = await store.members('shard');
-      const addresses = Object.fromEntries(live.map((m) => [m.id, m.address!]));
-      await store.casMap(0, { epoch: 1, slots: config.slots, owners: evenAssignment(Object.keys(addresses), config.slots), addresses });
 
       const run = await Promise.race([trainWithWorkers(), interrupted]);
       if (run === 'interrupted') return EXIT.interrupted;
@@ -168,10 +167,10 @@ export const localCommand: Command = {
   },
 };
 
-async function waitForShards(store: MemoryMembershipStore, n: number): Promise<void> {
+async function waitForMap(store: MembershipStore, shards: number): Promise<void> {
   const deadline = Date.now() + SHARD_START_TIMEOUT_MS;
-  while ((await store.members('shard')).length < n) {
-    if (Date.now() > deadline) throw new Error(`only ${(await store.members('shard')).length} of ${n} shards registered within ${SHARD_START_TIMEOUT_MS / 1000} s`);
+  while (!(await store.getMap())) {
+    if (Date.now() > deadline) throw new Error(`the shards did not form a cluster within ${SHARD_START_TIMEOUT_MS / 1000} s (${(await store.members('shard')).length} of ${shards} registered)`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

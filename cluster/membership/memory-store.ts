@@ -34,7 +34,7 @@ export class MemoryMembershipStore implements MembershipStore {
   async casMap(expectedEpoch: number, next: ShardMap): Promise<void> {
     const actual = this.map?.epoch ?? 0;
     if (actual !== expectedEpoch) throw new MapConflictError(expectedEpoch, actual);
-    if (next.epoch !== expectedEpoch + 1) throw new InvalidArgumentError(`a new shard map must have epoch ${expectedEpoch + 1}, got ${next.epoch}`);
+    if (!(next.epoch > expectedEpoch)) throw new InvalidArgumentError(`a new shard map must have an epoch above ${expectedEpoch}, got ${next.epoch}`);
     validateMap(next);
     this.map = structuredClone(next);
     for (const l of this.listeners) queueMicrotask(() => l(structuredClone(next)));

@@ -1,5 +1,6 @@
 import { type ClusterConfig } from '../cluster-config.js';
 import { type ShardMap } from '../shard-map.js';
+import { type SlotRange } from '../slots.js';
 
 /** The roles that hold leases. */
 export type MemberKind = 'shard' | 'worker';
@@ -17,6 +18,10 @@ export interface MemberInfo {
   backend?: string;
   /** Bytes a shard holds (values + optimizer state). */
   bytes?: number;
+  /** The map epoch a shard serves under. */
+  epoch?: number;
+  /** The slots a shard owns under that epoch: what rebuilds the map if the store loses it. */
+  owned?: SlotRange[];
 }
 
 /**
@@ -35,7 +40,8 @@ export interface MembershipStore {
   /**
    * Replaces the map if its epoch is still `expectedEpoch` (0: no map yet),
    * else throws MapConflictError and writes nothing. `next.epoch` must be
-   * `expectedEpoch + 1`.
+   * greater than `expectedEpoch`: `expectedEpoch + 1` for a change, higher when
+   * a map lost by the store is rebuilt from what the shards hold.
    */
   casMap(expectedEpoch: number, next: ShardMap): Promise<void>;
   /** Creates or renews a member's lease for `ttlMs`. */

@@ -2,7 +2,6 @@ import { type ClusterConfig } from '../../cluster/cluster-config.js';
 import { type ModelSpec } from '../../cluster/model-spec.js';
 import { type OptimizerConfig, optimizerWithDefaults } from '../../cluster/optimizer-config.js';
 import { MemoryMembershipStore } from '../../cluster/membership/memory-store.js';
-import { evenAssignment } from '../../cluster/shard-map.js';
 import { ShardServer } from '../../server/shard-server.js';
 import { TesseraClient } from '../../client/tessera-client.js';
 import { type ClientOptionsInput } from '../../client/options.js';
@@ -32,13 +31,13 @@ export async function startCluster(opts: { shards: number; model: ModelSpec; opt
     model: opts.model,
     optimizer: optimizerWithDefaults(opts.optimizer ?? { name: 'sgd' }),
     consistency: 'async',
+    initialShards: opts.shards,
   };
   await store.createCluster(config);
   const shards: ShardServer[] = [];
   const clients: TesseraClient[] = [];
+  // The last shard to register writes the first map (epoch 1, slots spread evenly); the others adopt it.
   for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store }));
-  const addresses = Object.fromEntries(shards.map((s) => [s.shard.id, s.address]));
-  await store.casMap(0, { epoch: 1, slots: config.slots, owners: evenAssignment(Object.keys(addresses), config.slots), addresses });
   for (const s of shards) await s.refresh();
   return {
     store,
