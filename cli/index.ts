@@ -3,16 +3,19 @@ import { setLogLevel, type LogLevel } from '../cluster/log.js';
 import { helpText, parseArgs, UsageError } from './args.js';
 import { type Command } from './command.js';
 import { EXIT, handleError } from './handle-error.js';
+import { initCommand } from './commands/init.js';
 import { localCommand } from './commands/local.js';
 import { shardCommand } from './commands/shard.js';
+import { statusCommand } from './commands/status.js';
 import { workerCommand } from './commands/worker.js';
 
 /** Registers the verbs; each lives in its own file under commands/. */
-const COMMANDS: Command[] = [localCommand, shardCommand, workerCommand];
+const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand];
 
 function usage(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(10)} ${c.summary}`).join('\n');
-  return `Usage: tessera <command> [options]\n\nCommands:\n${rows}\n\nRun \`tessera <command> --help\` for a command's options.\nEnvironment: TESSERA_LOG_LEVEL=debug|info|warn|error|silent (default info; logs go to stderr).\n`;
+  return `Usage: tessera <command> [options]\n\nCommands:\n${rows}\n\nRun \`tessera <command> --help\` for a command's options.\nEnvironment: TESSERA_LOG_LEVEL=debug|info|warn|error|silent (default info; logs go to stderr);
+TESSERA_REDIS_URL stands for --redis.\n`;
 }
 
 export async function main(argv: string[]): Promise<number> {

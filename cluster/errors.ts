@@ -108,6 +108,9 @@ export class MapConflictError extends TesseraError {
   ) {
     super(`shard map changed concurrently: expected epoch ${expectedEpoch}, found ${actualEpoch}; re-read the map and try again`);
   }
+  override context(): Record<string, string> {
+    return { 'expected-epoch': String(this.expectedEpoch), epoch: String(this.actualEpoch) };
+  }
 }
 
 /** `init` on a cluster that exists. */

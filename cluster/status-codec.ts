@@ -12,6 +12,7 @@ import {
   StaleEpochError,
   TesseraError,
 } from './errors.js';
+import { MembershipUnavailableError } from './membership/membership-errors.js';
 
 /**
  * Turns typed errors into gRPC statuses at a server's edge, and statuses back
@@ -55,7 +56,9 @@ export function fromStatus(err: Partial<ServiceError> & { code?: number; details
     case 'not-ready':
       return new NotReadyError(details);
     case 'map-conflict':
-      return Object.assign(new MapConflictError(0, 0), { message: details });
+      return new MapConflictError(Number(meta(md, 'expected-epoch')), Number(meta(md, 'epoch')));
+    case 'membership-unavailable':
+      return new MembershipUnavailableError(details);
     case 'cluster-exists':
       return new ClusterExistsError(details);
     case 'not-found':

@@ -1,8 +1,9 @@
-import { type ClusterConfig, DEFAULT_CLUSTER_NAME } from '../../cluster/cluster-config.js';
+import { type ClusterConfig } from '../../cluster/cluster-config.js';
 import { OPTIMIZERS, type OptimizerName, optimizerWithDefaults } from '../../cluster/optimizer-config.js';
 import { DEFAULT_SLOTS } from '../../cluster/slots.js';
 import { MemoryMembershipStore } from '../../cluster/membership/memory-store.js';
 import { type MembershipStore } from '../../cluster/membership/store.js';
+import { RedisMembershipStore } from '../../cluster/membership/redis-store.js';
 import { membershipImplementation } from '../../cluster/membership/membership-service.js';
 import { startGrpcServer } from '../../cluster/grpc-server.js';
 import { MEMBERSHIP_SERVICE_NAME, membershipService } from '../../cluster/proto.js';
@@ -23,7 +24,7 @@ const SHARD_START_TIMEOUT_MS = 30_000;
 
 export const localCommand: Command = {
   name: 'local',
-  summary: 'Run a whole cluster on this machine (no Redis: an embedded membership store; each role its own process), train a model, evaluate it on held-out data, shut down.',
+  summary: 'Run a whole cluster on this machine (each role its own process; an embedded membership store unless --redis), train a model, evaluate it on held-out data, shut down.',
   options: [
     { name: 'shards', type: 'int', default: DEFAULT_TRAINING.shards, description: 'shard server processes' },
     { name: 'workers', type: 'int', default: DEFAULT_TRAINING.workers, description: 'training worker processes' },
@@ -35,6 +36,8 @@ export const localCommand: Command = {
     { name: 'slots', type: 'int', default: DEFAULT_SLOTS, description: 'slots in the key space' },
     { name: 'seed', type: 'int', default: DEFAULT_TRAINING.seed, description: 'seed of initial weights, data split and shuffling' },
     { name: 'backend', type: 'string', default: 'auto', choices: ['auto', ...BACKENDS], description: 'compute backend of the workers' },
+    { name: 'redis', type: 'string', metavar: 'URL', description: 'keep the membership in this Redis instead of the embedded store (the cluster named by --cluster is overwritten)' },
+    { name: 'cluster', type: 'string', metavar: 'NAME', default: 'local', description: 'cluster name, with --redis' },
     { name: 'json', type: 'boolean', description: 'print one JSON object with the results on stdout, nothing else' },
   ],
   async run(o) {
@@ -51,7 +54,7 @@ export const localCommand: Command = {
     const model = getModel(o['model'] as string);
     const optimizerName = o['optimizer'] as OptimizerName;
     const config: ClusterConfig = {
-      name: DEFAULT_CLUSTER_NAME,
+      name: o['cluster'] as string,
       slots: o['slots'] as number,
       model: model.spec(o['seed'] as number),
       optimizer: optimizerWithDefaults({ name: optimizerName, learningRate: (o['learning-rate'] as number | undefined) ?? defaultLearningRate(model.name, optimizerName) }),
@@ -59,11 +62,8 @@ export const localCommand: Command = {
       initialShards: shards,
     };
 
-    const store = new MemoryMembershipStore();
-    await store.createCluster(config);
-    const membership = await startGrpcServer('127.0.0.1:0', [{ name: MEMBERSHIP_SERVICE_NAME, definition: membershipService().service, implementation: membershipImplementation(store) }]);
-    membership.setServing([MEMBERSHIP_SERVICE_NAME], 'SERVING');
-    const membershipAddress = `127.0.0.1:${membership.port}`;
+    const membership = await openMembership(config, o['redis'] as string | undefined);
+    const store = membership.store;
     // Children log warnings only unless the user asked for more.
     const procs = new RoleProcesses({ ...process.env, TESSERA_LOG_LEVEL: process.env['TESSERA_LOG_LEVEL'] ?? 'warn' });
     const interrupted = new Promise<'interrupted'>((resolve) => {
@@ -73,7 +73,7 @@ export const localCommand: Command = {
     });
     try {
       const shardNames = Array.from({ length: shards }, (_, i) => `shard-${i}`);
-      for (const id of shardNames) procs.start(id, ['shard', '--membership', membershipAddress, '--id', id, '--listen', '127.0.0.1:0']);
+      for (const id of shardNames) procs.start(id, ['shard', ...membership.args, '--id', id, '--listen', '127.0.0.1:0']);
       // The shards write the first map themselves once all of them hold leases.
       const ready = await Promise.race([waitForMap(store, shards), procs.failureOf(shardNames), interrupted]);
       if (ready === 'interrupted') return EXIT.interrupted;
@@ -108,8 +108,7 @@ export const localCommand: Command = {
       return EXIT.ok;
     } finally {
       await procs.stopAll();
-      await membership.close(500);
-      await store.close();
+      await membership.close();
     }
 
     async function trainWithWorkers(): Promise<{ steps: number; samples: number; trainMs: number; lastLoss: number; backend: string }> {
@@ -130,7 +129,7 @@ export const localCommand: Command = {
       for (const [i, id] of workerNames.entries()) {
         procs.start(
           id,
-          ['worker', '--membership', membershipAddress, '--id', id, '--index', String(i), '--count', String(workers), '--model', model.name, '--epochs', String(epochs), '--batch-size', String(batchSize), '--seed', String(o['seed']), '--backend', String(o['backend']), '--json'],
+          ['worker', ...membership.args, '--id', id, '--index', String(i), '--count', String(workers), '--model', model.name, '--epochs', String(epochs), '--batch-size', String(batchSize), '--seed', String(o['seed']), '--backend', String(o['backend']), '--json'],
           (text) => {
             const e = parseWorkerEvent(text);
             if (!e) return;
@@ -166,6 +165,30 @@ export const localCommand: Command = {
     }
   },
 };
+
+/**
+ * The membership store of this run and the flags that lead children to it:
+ * the embedded store, hosted here and served over gRPC on loopback, or Redis.
+ */
+async function openMembership(config: ClusterConfig, redis: string | undefined): Promise<{ store: MembershipStore; args: string[]; close(): Promise<void> }> {
+  if (redis) {
+    const store = new RedisMembershipStore({ url: redis, cluster: config.name });
+    await store.createCluster(config, true);
+    return { store, args: ['--redis', redis, '--cluster', config.name], close: () => store.close() };
+  }
+  const store = new MemoryMembershipStore();
+  await store.createCluster(config);
+  const server = await startGrpcServer('127.0.0.1:0', [{ name: MEMBERSHIP_SERVICE_NAME, definition: membershipService().service, implementation: membershipImplementation(store) }]);
+  server.setServing([MEMBERSHIP_SERVICE_NAME], 'SERVING');
+  return {
+    store,
+    args: ['--membership', `127.0.0.1:${server.port}`],
+    async close() {
+      await server.close(500);
+      await store.close();
+    },
+  };
+}
 
 async function waitForMap(store: MembershipStore, shards: number): Promise<void> {
   const deadline = Date.now() + SHARD_START_TIMEOUT_MS;

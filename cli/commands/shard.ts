@@ -1,8 +1,8 @@
-import { RemoteMembershipStore } from '../../cluster/membership/remote-store.js';
 import { DEFAULT_LEASE } from '../../cluster/membership/lease.js';
 import { createLogger } from '../../cluster/log.js';
 import { ShardServer } from '../../server/shard-server.js';
 import { type Command } from '../command.js';
+import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 import { EXIT } from '../handle-error.js';
 import { untilSignal } from '../signals.js';
 
@@ -12,7 +12,7 @@ export const shardCommand: Command = {
   name: 'shard',
   summary: 'Run a shard server: own slots of the model, apply pushed gradients, serve pulls.',
   options: [
-    { name: 'membership', type: 'string', metavar: 'HOST:PORT', required: true, description: 'address of the embedded membership store (printed by `tessera local`)' },
+    ...MEMBERSHIP_OPTIONS,
     { name: 'id', type: 'string', metavar: 'ID', required: true, description: 'shard id, unique in the cluster' },
     { name: 'listen', type: 'string', metavar: 'HOST:PORT', default: '127.0.0.1:0', description: 'address to serve gRPC on; port 0 picks a free one' },
     { name: 'advertise', type: 'string', metavar: 'HOST:PORT', description: 'address clients dial (default: the listen address with the bound port)' },
@@ -20,7 +20,7 @@ export const shardCommand: Command = {
     { name: 'lease-renew-ms', type: 'int', default: DEFAULT_LEASE.renewMs, description: 'how often the lease is renewed' },
   ],
   async run(o) {
-    const store = new RemoteMembershipStore(o['membership'] as string);
+    const store = openStore(o);
     const server = await ShardServer.start({
       id: o['id'] as string,
       listen: o['listen'] as string,

@@ -1,7 +1,6 @@
 import { NotFoundError, InvalidArgumentError } from '../../cluster/errors.js';
 import { createLogger } from '../../cluster/log.js';
 import { DEFAULT_LEASE, Lease } from '../../cluster/membership/lease.js';
-import { RemoteMembershipStore } from '../../cluster/membership/remote-store.js';
 import { TesseraClient } from '../../client/tessera-client.js';
 import { BACKENDS, type BackendName, selectBackend } from '../../worker/backend.js';
 import { partition } from '../../worker/data/dataset.js';
@@ -9,6 +8,7 @@ import { mnistSplit } from '../../worker/data/mnist.js';
 import { getModel } from '../../worker/models/index.js';
 import { TRAINER_DEFAULTS, train } from '../../worker/trainer.js';
 import { type Command } from '../command.js';
+import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 import { EXIT } from '../handle-error.js';
 import { type WorkerEvent } from '../local/worker-events.js';
 
@@ -21,7 +21,7 @@ export const workerCommand: Command = {
   name: 'worker',
   summary: 'Run a training worker: pull the weights, compute gradients on its part of the data, push them.',
   options: [
-    { name: 'membership', type: 'string', metavar: 'HOST:PORT', required: true, description: 'address of the embedded membership store (printed by `tessera local`)' },
+    ...MEMBERSHIP_OPTIONS,
     { name: 'id', type: 'string', metavar: 'ID', required: true, description: 'worker id, unique in the cluster (half of what makes pushes idempotent)' },
     { name: 'index', type: 'int', default: 0, description: "this worker's part of the training data, 0 … count−1" },
     { name: 'count', type: 'int', default: 1, description: 'number of parts the training data is split into' },
@@ -41,7 +41,7 @@ export const workerCommand: Command = {
     const emit = (e: WorkerEvent) => json && process.stdout.write(`${JSON.stringify(e)}\n`);
 
     const backend = await selectBackend(o['backend'] === 'auto' ? undefined : (o['backend'] as BackendName));
-    const store = new RemoteMembershipStore(o['membership'] as string);
+    const store = openStore(o);
     let lease: Lease | undefined;
     let client: TesseraClient | undefined;
     const abort = new AbortController();

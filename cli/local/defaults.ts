@@ -9,7 +9,7 @@ export const DEFAULT_TRAINING = {
   shards: 2,
   workers: 2,
   model: 'mnist-mlp',
-  epochs: 5,
+  epochs: 10,
   batchSize: 64,
   optimizer: 'adam' as OptimizerName,
   seed: 1,
@@ -17,7 +17,7 @@ export const DEFAULT_TRAINING = {
 
 /** Learning rates that train the built-in models well with each optimizer (the optimizer's own default otherwise). */
 const TUNED: Record<string, Partial<Record<OptimizerName, number>>> = {
-  'mnist-mlp': { sgd: 0.1, momentum: 0.02, adagrad: 0.05, adam: 0.001 },
+  'mnist-mlp': { sgd: 0.1, momentum: 0.05, adagrad: 0.05, adam: 0.002 },
   logreg: { sgd: 0.1, momentum: 0.02, adagrad: 0.1, adam: 0.002 },
 };
 

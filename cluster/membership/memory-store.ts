@@ -1,7 +1,10 @@
 import { type ClusterConfig, validateClusterConfig } from '../cluster-config.js';
 import { ClusterExistsError, InvalidArgumentError, MapConflictError } from '../errors.js';
 import { type ShardMap, validateMap } from '../shard-map.js';
+import { createLogger } from '../log.js';
 import { type MemberInfo, type MemberKind, type MembershipStore } from './store.js';
+
+const log = createLogger('membership');
 
 /**
  * The embedded store: the same semantics as Redis, in one process's memory.
@@ -37,7 +40,7 @@ export class MemoryMembershipStore implements MembershipStore {
     if (!(next.epoch > expectedEpoch)) throw new InvalidArgumentError(`a new shard map must have an epoch above ${expectedEpoch}, got ${next.epoch}`);
     validateMap(next);
     this.map = structuredClone(next);
-    for (const l of this.listeners) queueMicrotask(() => l(structuredClone(next)));
+    for (const l of this.listeners) queueMicrotask(() => notify(l, next));
   }
 
   async register(kind: MemberKind, member: MemberInfo, ttlMs: number): Promise<void> {
@@ -62,11 +65,20 @@ export class MemoryMembershipStore implements MembershipStore {
   watchMap(listener: (map: ShardMap) => void): () => void {
     this.listeners.add(listener);
     const current = this.map;
-    if (current) queueMicrotask(() => this.listeners.has(listener) && listener(structuredClone(current)));
+    if (current) queueMicrotask(() => this.listeners.has(listener) && notify(listener, current));
     return () => this.listeners.delete(listener);
   }
 
   async close(): Promise<void> {
     this.listeners.clear();
+  }
+}
+
+/** Calls a watcher with its own copy of the map; a watcher that throws is logged, never crashes the store's process. */
+function notify(listener: (map: ShardMap) => void, map: ShardMap): void {
+  try {
+    listener(structuredClone(map));
+  } catch (err) {
+    log.error(`a shard-map watcher failed: ${(err as Error).message}`);
   }
 }

@@ -1,0 +1,73 @@
+import { NotFoundError } from '../../cluster/errors.js';
+import { slotCounts } from '../../cluster/shard-map.js';
+import { type Command } from '../command.js';
+import { EXIT } from '../handle-error.js';
+import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
+
+/** What `tessera status --json` prints. */
+export interface ClusterStatus {
+  cluster: string;
+  model: string;
+  epoch: number;
+  slots: number;
+  /** Slots the map gives to no live shard. */
+  orphaned_slots: number;
+  shards: { id: string; address: string; state: string; slots: number; bytes: number; epoch: number }[];
+  workers: { id: string; state: string; step: number; backend: string }[];
+}
+
+export const statusCommand: Command = {
+  name: 'status',
+  summary: "Show the cluster: map epoch, each shard (address, alive/dead by lease, slots, bytes) and each worker (step, backend).",
+  options: [...MEMBERSHIP_OPTIONS, { name: 'json', type: 'boolean', description: 'print one JSON object instead of tables' }],
+  async run(o) {
+    const store = openStore(o);
+    let status: ClusterStatus;
+    try {
+      const [config, map, shards, workers] = await Promise.all([store.getConfig(), store.getMap(), store.members('shard'), store.members('worker')]);
+      if (!config) throw new NotFoundError(`no cluster "${o['cluster'] as string}" in the membership store; create it with \`tessera init\``);
+      const counts = map ? slotCounts(map) : new Map<string, number>();
+      const live = new Map(shards.map((m) => [m.id, m]));
+      const ids = [...new Set([...Object.keys(map?.addresses ?? {}), ...live.keys()])].sort();
+      status = {
+        cluster: config.name,
+        model: config.model.name,
+        epoch: map?.epoch ?? 0,
+        slots: config.slots,
+        orphaned_slots: map ? map.owners.filter((id) => !live.has(id)).length : config.slots,
+        shards: ids.map((id) => {
+          const m = live.get(id);
+          return {
+            id,
+            address: m?.address ?? map?.addresses[id] ?? '',
+            state: m ? 'alive' : 'dead',
+            slots: counts.get(id) ?? 0,
+            bytes: m?.bytes ?? 0,
+            epoch: m?.epoch ?? 0,
+          };
+        }),
+        workers: workers.map((w) => ({ id: w.id, state: w.state ?? 'alive', step: w.step ?? 0, backend: w.backend ?? '' })),
+      };
+    } finally {
+      await store.close();
+    }
+    if (o['json']) process.stdout.write(`${JSON.stringify(status)}\n`);
+    else process.stdout.write(render(status));
+    return EXIT.ok;
+  },
+};
+
+function table(header: string[], rows: (string | number)[][]): string {
+  const cells = [header, ...rows.map((r) => r.map(String))];
+  const widths = header.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
+  return cells.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+function render(s: ClusterStatus): string {
+  const mb = (b: number) => `${(b / 1e6).toFixed(1)} MB`;
+  let out = `cluster ${s.cluster} · model ${s.model} · epoch ${s.epoch} · ${s.slots} slots${s.orphaned_slots ? ` · ${s.orphaned_slots} slots on dead shards` : ''}\n\n`;
+  out += s.shards.length ? table(['SHARD', 'ADDRESS', 'STATE', 'SLOTS', 'HELD'], s.shards.map((x) => [x.id, x.address, x.state, x.slots, mb(x.bytes)])) : 'no shards\n';
+  out += '\n';
+  out += s.workers.length ? table(['WORKER', 'STATE', 'STEP', 'BACKEND'], s.workers.map((w) => [w.id, w.state, w.step, w.backend])) : 'no workers\n';
+  return out;
+}

@@ -1,0 +1,33 @@
+import { createLogger } from '../cluster/log.js';
+import { RemoteMembershipStore } from '../cluster/membership/remote-store.js';
+import { RedisMembershipStore } from '../cluster/membership/redis-store.js';
+import { DEFAULT_KEY_PREFIX } from '../cluster/membership/redis-keys.js';
+import { type MembershipStore } from '../cluster/membership/store.js';
+import { DEFAULT_CLUSTER_NAME } from '../cluster/cluster-config.js';
+import { type OptionSpec, type ParsedOptions, UsageError } from './args.js';
+
+/**
+ * The options every verb uses to reach the cluster's membership store: Redis
+ * (`--redis URL`, or the TESSERA_REDIS_URL environment variable), or the
+ * embedded store a `tessera local` serves (`--membership HOST:PORT`).
+ */
+export const MEMBERSHIP_OPTIONS: readonly OptionSpec[] = [
+  { name: 'redis', type: 'string', metavar: 'URL', description: 'Redis holding the membership: redis://[user:password@]host:port[/db], rediss://… for TLS (or set TESSERA_REDIS_URL)' },
+  { name: 'membership', type: 'string', metavar: 'HOST:PORT', description: 'instead of Redis: the embedded membership store of a `tessera local`' },
+  { name: 'cluster', type: 'string', metavar: 'NAME', default: DEFAULT_CLUSTER_NAME, description: 'cluster name (part of every Redis key)' },
+  { name: 'key-prefix', type: 'string', metavar: 'PREFIX', default: DEFAULT_KEY_PREFIX, description: 'first part of every Redis key' },
+];
+
+/** The Redis URL given by flag or environment, if any. */
+export function redisUrl(o: ParsedOptions): string | undefined {
+  return (o['redis'] as string | undefined) ?? process.env['TESSERA_REDIS_URL'] ?? undefined;
+}
+
+export function openStore(o: ParsedOptions): MembershipStore {
+  const redis = redisUrl(o);
+  const membership = o['membership'] as string | undefined;
+  if (redis && membership) throw new UsageError('give either --redis or --membership, not both');
+  if (membership) return new RemoteMembershipStore(membership);
+  if (redis) return new RedisMembershipStore({ url: redis, cluster: o['cluster'] as string, keyPrefix: o['key-prefix'] as string, logger: createLogger('membership') });
+  throw new UsageError('say where the cluster lives: --redis redis://HOST:PORT (or TESSERA_REDIS_URL), or --membership HOST:PORT for a `tessera local`');
+}
