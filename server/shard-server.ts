@@ -25,11 +25,11 @@ export interface ShardServerOptions {
   store: MembershipStore;
   /** Lease TTL and renewal. Default {@link DEFAULT_LEASE}. */
   lease?: LeaseOptions;
-  /** Re-read the map this often besides the watch. Default 5 000 ms. */
+  /** Re-read the map this often besides the watch (also how soon a store that lost its data is repaired). Default 1 000 ms. */
   mapPollMs?: number;
 }
 
-export const DEFAULT_MAP_POLL_MS = 5_000;
+export const DEFAULT_MAP_POLL_MS = 1_000;
 /** How often the store is checked while it holds no map (cluster forming, or store lost its data). */
 const NO_MAP_POLL_MS = 250;
 

@@ -82,6 +82,8 @@ export const localCommand: Command = {
       if (run === 'interrupted') return EXIT.interrupted;
 
       const backend = await selectBackend(o['backend'] === 'auto' ? undefined : (o['backend'] as (typeof BACKENDS)[number]));
+      // The store may be catching up (Redis just came back empty and the shards are rebuilding the map).
+      await waitForMap(store, shards);
       const client = await TesseraClient.connect({ store, workerId: 'local-evaluator' });
       const params = await client.pull();
       await client.close();
@@ -192,8 +194,8 @@ async function openMembership(config: ClusterConfig, redis: string | undefined):
 
 async function waitForMap(store: MembershipStore, shards: number): Promise<void> {
   const deadline = Date.now() + SHARD_START_TIMEOUT_MS;
-  while (!(await store.getMap())) {
-    if (Date.now() > deadline) throw new Error(`the shards did not form a cluster within ${SHARD_START_TIMEOUT_MS / 1000} s (${(await store.members('shard')).length} of ${shards} registered)`);
+  while (!(await store.getMap().catch(() => null))) {
+    if (Date.now() > deadline) throw new Error(`the shards did not form a cluster within ${SHARD_START_TIMEOUT_MS / 1000} s (${(await store.members('shard').catch(() => [])).length} of ${shards} registered)`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

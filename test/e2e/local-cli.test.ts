@@ -1,35 +1,6 @@
-import { spawn, execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
 import { expect } from 'chai';
-
-const BIN = fileURLToPath(new URL('../../../bin/tessera.js', import.meta.url));
-
-function run(args: string[], timeoutMs = 90_000): Promise<{ code: number; stdout: string; stderr: string; pid: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, TESSERA_LOG_LEVEL: 'warn' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`tessera ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stderr}`));
-    }, timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr, pid: child.pid! });
-    });
-  });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { alive, run, start } from '../helpers/cli.js';
 
 describe('e2e: tessera local', function () {
   this.timeout(120_000);
@@ -62,8 +33,8 @@ describe('e2e: tessera local', function () {
   });
 
   it('Ctrl-C stops every process it started and exits 130', async () => {
-    const child = spawn(process.execPath, [BIN, 'local', '--epochs', '50'], { env: { ...process.env, TESSERA_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    const exited = new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? -1)));
+    const local = start(['local', '--epochs', '50']);
+    const child = local.child;
     // Wait until the workers have started (4 children: 2 shards, 2 workers).
     let children: number[] = [];
     for (let i = 0; i < 100 && children.length < 4; i++) {
@@ -77,7 +48,7 @@ describe('e2e: tessera local', function () {
     expect(children).to.have.length(4);
     await new Promise((r) => setTimeout(r, 1500));
     child.kill('SIGINT');
-    expect(await exited).to.equal(130);
+    expect((await local.finished).code).to.equal(130);
     for (const pid of children) expect(alive(pid), `child ${pid} still running`).to.equal(false);
   });
 });
