@@ -74,7 +74,7 @@ function convert(spec: OptionSpec, raw: string): string | number {
 
 export function helpText(verb: string, summary: string, specs: readonly OptionSpec[]): string {
   const rows = specs.map((s) => {
-    const left = `--${s.name}${s.type === 'boolean' ? '' : ` ${s.metavar ?? s.type.toUpperCase()}`}`;
+    const left = `--${s.name}${s.type === 'boolean' ? (s.default === true ? '[=false]' : '') : ` ${s.metavar ?? s.type.toUpperCase()}`}`;
     const extra = [s.choices ? `one of ${s.choices.join(', ')}` : '', s.default !== undefined && s.type !== 'boolean' ? `default ${s.default}` : '', s.required ? 'required' : '']
       .filter(Boolean)
       .join('; ');

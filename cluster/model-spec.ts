@@ -21,10 +21,23 @@ export interface TensorSpec {
   init: InitSpec;
 }
 
+/**
+ * A sparse embedding table: rows of `dim` floats keyed by 64-bit ids, created
+ * on first touch with `init` (drawn per (table, id, column), so any shard
+ * creates the same row). Row (table, id) lives in slot hash(table, id) mod S.
+ */
+export interface SparseTableSpec {
+  name: string;
+  dim: number;
+  init: InitSpec;
+}
+
 export interface ModelSpec {
   /** The model's registered name (e.g. "mnist-mlp"). */
   name: string;
   tensors: TensorSpec[];
+  /** Sparse tables, if any. Default none. */
+  sparse?: SparseTableSpec[];
   /** Seed of the initializers: the same seed gives the same first weights on any number of shards. */
   seed: number;
 }

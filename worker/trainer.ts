@@ -41,10 +41,18 @@ export interface TrainerOptions {
   onStep?: (event: StepEvent) => void;
   /** Stops the loop between two steps; `train` then resolves with `aborted: true`. */
   signal?: AbortSignal;
+  /**
+   * Overlap communication with compute: the pull for step t+1 is in flight
+   * while step t computes, and the push of step t while step t+1 pulls and
+   * computes (at most one of each in flight). Step t+1 then reads weights
+   * that may not hold step t's gradient yet (a staleness of one step, as in
+   * BytePS). Default true; false runs pull → compute → push strictly in order.
+   */
+  pipeline?: boolean;
 }
 
 /** The defaults of {@link TrainerOptions}. */
-export const TRAINER_DEFAULTS = { batchSize: 64 } as const;
+export const TRAINER_DEFAULTS = { batchSize: 64, pipeline: true } as const;
 
 export interface TrainResult {
   steps: number;
@@ -58,9 +66,9 @@ export interface TrainResult {
 
 /**
  * One worker's training loop: for each batch of each epoch, pull the
- * parameters, compute the gradient of the batch's mean loss, push it. The
- * three happen strictly in sequence (the next pull waits for the push to be
- * applied). Batches follow `epochBatches`: a seeded reshuffle per epoch, the
+ * parameters, compute the gradient of the batch's mean loss, push it; with
+ * `pipeline` (the default) the pull of the next step and the push of this one
+ * overlap the compute, else the three happen strictly in sequence. Batches follow `epochBatches`: a seeded reshuffle per epoch, the
  * last partial batch of an epoch dropped.
  *
  * @throws InvalidArgumentError when the model does not match the cluster's
@@ -71,27 +79,48 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
   const batchSize = options.batchSize ?? TRAINER_DEFAULTS.batchSize;
   validate(options, batchSize);
 
-  const params = new Float32Array(model.elements);
-  const gradient = new Float32Array(model.elements);
+  const pipeline = options.pipeline ?? TRAINER_DEFAULTS.pipeline;
+  // Two of each buffer when pipelined: one in use by the network while the other is computed on.
+  const params = [new Float32Array(model.elements), new Float32Array(model.elements)];
+  const gradients = [new Float32Array(model.elements), new Float32Array(model.elements)];
   const started = performance.now();
   let steps = 0;
   let samples = 0;
   let lastLoss = NaN;
   let aborted = false;
-  epochs: for (let epoch = 0; epoch < epochs; epoch++) {
-    for (const batch of epochBatches(data, batchSize, seed, epoch)) {
-      if (signal?.aborted) {
-        aborted = true;
-        break epochs;
+  const totalSteps = batchesPerEpoch(data.count, batchSize) * epochs;
+  let pulling: Promise<Float32Array> | null = null;
+  let pushing: Promise<unknown> | null = null;
+  try {
+    epochs: for (let epoch = 0; epoch < epochs; epoch++) {
+      for (const batch of epochBatches(data, batchSize, seed, epoch)) {
+        if (signal?.aborted) {
+          aborted = true;
+          break epochs;
+        }
+        const slot = pipeline ? steps % 2 : 0;
+        const current = await (pulling ?? client.pull(params[slot]!));
+        // Pipelined: fetch the next step's weights into the other buffer while this one computes.
+        pulling = pipeline && steps + 1 < totalSteps ? client.pull(params[1 - slot]!) : null;
+        const { loss } = await model.gradient(current, batch, gradients[slot]!);
+        // The previous push must finish before its buffer is reused, and at most one is in flight.
+        if (pushing) await pushing;
+        pushing = client.push(gradients[slot]!);
+        if (!pipeline) {
+          await pushing;
+          pushing = null;
+        }
+        steps++;
+        samples += batch.count;
+        lastLoss = loss;
+        onStep?.({ step: steps, epoch, loss, samples });
       }
-      await client.pull(params);
-      const { loss } = await model.gradient(params, batch, gradient);
-      await client.push(gradient);
-      steps++;
-      samples += batch.count;
-      lastLoss = loss;
-      onStep?.({ step: steps, epoch, loss, samples });
     }
+    if (pushing) await pushing;
+  } finally {
+    // After an abort or a failure: let calls still in flight settle so none is left unobserved.
+    await pulling?.catch(() => undefined);
+    await pushing?.catch(() => undefined);
   }
   return { steps, samples, lastLoss, wallMs: performance.now() - started, aborted };
 }

@@ -1,4 +1,5 @@
 import { type ClusterConfig } from '../../cluster/cluster-config.js';
+import { setLogLevel } from '../../cluster/log.js';
 import { OPTIMIZERS, type OptimizerName, optimizerWithDefaults } from '../../cluster/optimizer-config.js';
 import { DEFAULT_SLOTS } from '../../cluster/slots.js';
 import { MemoryMembershipStore } from '../../cluster/membership/memory-store.js';
@@ -36,12 +37,15 @@ export const localCommand: Command = {
     { name: 'slots', type: 'int', default: DEFAULT_SLOTS, description: 'slots in the key space' },
     { name: 'seed', type: 'int', default: DEFAULT_TRAINING.seed, description: 'seed of initial weights, data split and shuffling' },
     { name: 'backend', type: 'string', default: 'auto', choices: ['auto', ...BACKENDS], description: 'compute backend of the workers' },
+    { name: 'pipeline', type: 'boolean', default: true, description: 'workers overlap communication with compute (--pipeline=false: strictly in turn)' },
     { name: 'redis', type: 'string', metavar: 'URL', description: 'keep the membership in this Redis instead of the embedded store (the cluster named by --cluster is overwritten)' },
     { name: 'cluster', type: 'string', metavar: 'NAME', default: 'local', description: 'cluster name, with --redis' },
     { name: 'json', type: 'boolean', description: 'print one JSON object with the results on stdout, nothing else' },
   ],
   async run(o) {
     const started = Date.now();
+    // The progress line and the summary are the output; logs only for what goes wrong, unless asked for.
+    if (!process.env['TESSERA_LOG_LEVEL']) setLogLevel('warn');
     const shards = o['shards'] as number;
     const workers = o['workers'] as number;
     const epochs = o['epochs'] as number;
@@ -104,6 +108,7 @@ export const localCommand: Command = {
         learning_rate: config.optimizer.learningRate,
         epochs,
         batch_size: batchSize,
+        pipeline: o['pipeline'] as boolean,
       };
       if (json) process.stdout.write(`${JSON.stringify(result)}\n`);
       else printSummary(result);
@@ -131,7 +136,7 @@ export const localCommand: Command = {
       for (const [i, id] of workerNames.entries()) {
         procs.start(
           id,
-          ['worker', ...membership.args, '--id', id, '--index', String(i), '--count', String(workers), '--model', model.name, '--epochs', String(epochs), '--batch-size', String(batchSize), '--seed', String(o['seed']), '--backend', String(o['backend']), '--json'],
+          ['worker', ...membership.args, '--id', id, '--index', String(i), '--count', String(workers), '--model', model.name, '--epochs', String(epochs), '--batch-size', String(batchSize), '--seed', String(o['seed']), '--backend', String(o['backend']), `--pipeline=${o['pipeline'] as boolean}`, '--json'],
           (text) => {
             const e = parseWorkerEvent(text);
             if (!e) return;
@@ -205,11 +210,11 @@ function round(v: number, digits: number): number {
   return Math.round(v * k) / k;
 }
 
-function printSummary(r: Record<string, string | number>): void {
-  const rows: [string, string | number][] = [
+function printSummary(r: Record<string, string | number | boolean>): void {
+  const rows: [string, string | number | boolean][] = [
     ['test accuracy', `${(Number(r['test_accuracy']) * 100).toFixed(2)} %`],
     ['model', `${r['model']} (${r['optimizer']}, lr ${r['learning_rate']}, batch ${r['batch_size']}, ${r['epochs']} epochs)`],
-    ['cluster', `${r['shards']} shard(s), ${r['workers']} worker(s), backend ${r['backend']}`],
+    ['cluster', `${r['shards']} shard(s), ${r['workers']} worker(s), backend ${r['backend']}${r['pipeline'] ? ', pipelined' : ''}`],
     ['steps', r['steps']!],
     ['throughput', `${Number(r['samples_per_sec']).toLocaleString('en-US')} samples/s`],
     ['final loss', r['final_loss']!],

@@ -30,6 +30,7 @@ export const workerCommand: Command = {
     { name: 'batch-size', type: 'int', default: TRAINER_DEFAULTS.batchSize, description: 'examples per step' },
     { name: 'seed', type: 'int', default: 1, description: 'seed of the example order' },
     { name: 'backend', type: 'string', default: 'auto', choices: ['auto', ...BACKENDS], description: 'compute backend; a forced one that is unavailable is an error' },
+    { name: 'pipeline', type: 'boolean', default: TRAINER_DEFAULTS.pipeline, description: 'overlap the next pull and this push with the compute (--pipeline=false: strictly in turn)' },
     { name: 'json', type: 'boolean', description: 'print progress as JSON lines on stdout (what `tessera local` reads)' },
   ],
   async run(o) {
@@ -67,6 +68,7 @@ export const workerCommand: Command = {
         epochs: o['epochs'] as number,
         batchSize: o['batch-size'] as number,
         seed: (o['seed'] as number) * 1000 + index,
+        pipeline: o['pipeline'] as boolean,
         signal: abort.signal,
         onStep: (e) => {
           const now = Date.now();

@@ -40,6 +40,7 @@ describe('e2e: a 1-worker cluster run equals single-process training', function 
       epochs: 1,
       batchSize,
       seed,
+      pipeline: false,
       signal: abort.signal,
       onStep: () => {
         if (++done === steps) abort.abort();

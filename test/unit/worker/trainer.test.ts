@@ -55,7 +55,7 @@ describe('worker/trainer: the pull → compute → push loop', function () {
     const client = localSgd(logreg, 0.5);
     const start = Float32Array.from(client.values);
     const events: StepEvent[] = [];
-    const result = await train({ client, model: logreg, data, epochs: 2, seed: 4, onStep: (e) => events.push({ ...e }) });
+    const result = await train({ client, model: logreg, data, epochs: 2, seed: 4, pipeline: false, onStep: (e) => events.push({ ...e }) });
     expect(result.steps).to.equal(6);
     expect(result.samples).to.equal(6 * 64);
     expect(result.aborted).to.equal(false);
@@ -79,9 +79,52 @@ describe('worker/trainer: the pull → compute → push loop', function () {
   it('stops between steps when its signal aborts, and says so', async () => {
     const controller = new AbortController();
     const client = localSgd(logreg, 0.5);
-    const result = await train({ client, model: logreg, data: trainSet, epochs: 5, seed: 1, signal: controller.signal, onStep: (e) => e.step === 7 && controller.abort() });
+    const result = await train({ client, model: logreg, data: trainSet, epochs: 5, seed: 1, pipeline: false, signal: controller.signal, onStep: (e) => e.step === 7 && controller.abort() });
     expect(result).to.include({ steps: 7, samples: 7 * 64, aborted: true });
     expect(client.calls).to.have.length(14);
+  });
+
+  it('pipelined: the next pull and this push overlap the compute, one of each in flight at most', async () => {
+    const data = partition(trainSet, 0, 40); // 3 batches of 64 per epoch
+    const values = new Float32Array(logreg.elements);
+    initialValues(logreg.spec(1), 0, values);
+    const log: string[] = [];
+    let pulls = 0;
+    let pushes = 0;
+    let maxPulls = 0;
+    let maxPushes = 0;
+    const pushed: Float32Array[] = [];
+    const client: ParameterClient = {
+      elements: logreg.elements,
+      async pull(out) {
+        maxPulls = Math.max(maxPulls, ++pulls);
+        log.push('pull');
+        await new Promise((r) => setTimeout(r, 5));
+        out.set(values);
+        pulls--;
+        return out;
+      },
+      async push(gradient) {
+        maxPushes = Math.max(maxPushes, ++pushes);
+        log.push('push');
+        const copy = Float32Array.from(gradient);
+        await new Promise((r) => setTimeout(r, 5));
+        // The trainer must not overwrite a gradient while its push is in flight.
+        expect(gradient).to.deep.equal(copy);
+        pushed.push(copy);
+        sgd(values, copy, 0, copy.length, 0.5);
+        pushes--;
+      },
+    };
+    const result = await train({ client, model: logreg, data, epochs: 2, seed: 4 });
+    expect(result.steps).to.equal(6);
+    expect(pushed).to.have.length(6);
+    expect(maxPulls).to.equal(1);
+    expect(maxPushes).to.equal(1);
+    expect(pushes).to.equal(0);
+    // The pull of step 2 was issued before step 1's push: it went out during step 1's compute.
+    expect(log.slice(0, 3)).to.deep.equal(['pull', 'pull', 'push']);
+    expect(log.filter((c) => c === 'pull')).to.have.length(6);
   });
 
   it('refuses a model that does not match the cluster, or data that cannot fill a batch', async () => {
@@ -96,7 +139,7 @@ describe('worker/trainer: the pull → compute → push loop', function () {
     const client = localSgd(mnistMlp, 0.1, 7);
     const before = await accuracy(mnistMlp, client.values, test);
     const controller = new AbortController();
-    const result = await train({ client, model: mnistMlp, data: partition(trainSet, 0, 1), epochs: 2, seed: 7, signal: controller.signal, onStep: (e) => e.step === 200 && controller.abort() });
+    const result = await train({ client, model: mnistMlp, data: partition(trainSet, 0, 1), epochs: 2, seed: 7, pipeline: false, signal: controller.signal, onStep: (e) => e.step === 200 && controller.abort() });
     expect(result.steps).to.equal(200);
     const after = await accuracy(mnistMlp, client.values, test);
     expect(before).to.be.below(0.3);
