@@ -1,4 +1,5 @@
 import { type ModelSpec, validateModelSpec } from './model-spec.js';
+import { validateSparseTables } from './sparse-keys.js';
 import { type OptimizerConfig, validateOptimizer } from './optimizer-config.js';
 import { DEFAULT_SLOTS } from './slots.js';
 import { InvalidArgumentError } from './errors.js';
@@ -33,6 +34,7 @@ export function validateClusterConfig(c: ClusterConfig): void {
   }
   if (c.initialShards !== undefined && (!Number.isInteger(c.initialShards) || c.initialShards < 1)) throw new InvalidArgumentError(`initial shard count must be a positive integer, got ${c.initialShards}`);
   validateModelSpec(c.model);
+  validateSparseTables(c.model);
   validateOptimizer(c.optimizer);
   if (c.consistency !== 'async') throw new InvalidArgumentError(`unknown consistency "${c.consistency}"; this build supports: async`);
 }

@@ -24,7 +24,7 @@ export function protoRoot(): string {
   throw new Error('cannot find proto/tessera/v1/shard.proto above ' + dirname(fileURLToPath(import.meta.url)));
 }
 
-export const PROTO_FILES = ['tessera/v1/shard.proto', 'tessera/v1/membership.proto'];
+export const PROTO_FILES = ['tessera/v1/shard.proto', 'tessera/v1/sparse.proto', 'tessera/v1/membership.proto'];
 
 let cached: { definition: protoLoader.PackageDefinition; pkg: grpc.GrpcObject } | undefined;
 
@@ -47,10 +47,16 @@ export function shardService(): grpc.ServiceClientConstructor {
   return service('Shard');
 }
 
+/** Constructor of a `tessera.v1.SparseShard` client (sparse tables); its `.service` is the server-side definition. */
+export function sparseShardService(): grpc.ServiceClientConstructor {
+  return service('SparseShard');
+}
+
 /** Constructor of a `tessera.v1.Membership` client. */
 export function membershipService(): grpc.ServiceClientConstructor {
   return service('Membership');
 }
 
 export const SHARD_SERVICE_NAME = 'tessera.v1.Shard';
+export const SPARSE_SHARD_SERVICE_NAME = 'tessera.v1.SparseShard';
 export const MEMBERSHIP_SERVICE_NAME = 'tessera.v1.Membership';

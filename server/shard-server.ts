@@ -6,11 +6,13 @@ import { DEFAULT_LEASE, Lease, type LeaseOptions } from '../cluster/membership/l
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { reconcileMap } from '../cluster/membership/reconcile.js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
-import { SHARD_SERVICE_NAME, shardService } from '../cluster/proto.js';
+import { SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME, shardService, sparseShardService } from '../cluster/proto.js';
 import { type ShardMap } from '../cluster/shard-map.js';
 import { formatRanges } from '../cluster/slots.js';
 import { Shard } from './shard.js';
 import { shardImplementation } from './shard-service.js';
+import { SparseStore } from './sparse-store.js';
+import { sparseShardImplementation } from './sparse-service.js';
 
 /** joining: bound, waiting for a map that gives it slots · serving · draining: closing · gone. */
 export type ShardState = 'joining' | 'serving' | 'draining' | 'gone';
@@ -37,7 +39,7 @@ const log = createLogger('shard');
 
 /**
  * A shard process's lifecycle: read the cluster's configuration, bind the gRPC
- * server (Shard + health + reflection), register a lease, follow the map, and
+ * server (Shard + SparseShard + health + reflection), register a lease, follow the map, and
  * serve the slots the map gives it. Emits 'state' on every transition.
  */
 export class ShardServer extends EventEmitter {
@@ -47,6 +49,8 @@ export class ShardServer extends EventEmitter {
 
   private constructor(
     readonly shard: Shard,
+    /** The shard's sparse tables, served by `tessera.v1.SparseShard` under the same map and ownership as `shard`. */
+    readonly sparse: SparseStore,
     readonly address: string,
     private readonly grpc: TesseraGrpcServer,
     private readonly lease: Lease,
@@ -61,13 +65,15 @@ export class ShardServer extends EventEmitter {
     const config = await options.store.getConfig();
     if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera init, or tessera local)');
     const shard = new Shard(options.id, config);
+    const sparse = new SparseStore(config, shard);
     let server: ShardServer | undefined;
     const grpc = await startGrpcServer(options.listen, [
       { name: SHARD_SERVICE_NAME, definition: shardService().service, implementation: shardImplementation(shard, () => server!.describe()) },
+      { name: SPARSE_SHARD_SERVICE_NAME, definition: sparseShardService().service, implementation: sparseShardImplementation(sparse, () => server!.describeSparse()) },
     ]);
     const address = options.advertise ?? advertised(options.listen, grpc.port);
     const lease = new Lease(options.store, 'shard', { id: options.id, address, state: 'joining', bytes: 0 }, options.lease ?? DEFAULT_LEASE);
-    server = new ShardServer(shard, address, grpc, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS);
+    server = new ShardServer(shard, sparse, address, grpc, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS);
     log.info(`shard ${options.id} listening on ${address} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
     await lease.start();
     server.stopWatch = options.store.watchMap((map) => server!.adopt(map));
@@ -99,6 +105,8 @@ export class ShardServer extends EventEmitter {
   /** refresh() now, then again on a timer: every mapPollMs, or every 250 ms while there is no map. */
   private async poll(): Promise<void> {
     const present = await this.refresh();
+    // Sparse tables grow as rows are touched: publish what is held now with the next renewal.
+    this.lease.update({ bytes: this.shard.store.heldBytes() + this.sparse.heldBytes() });
     if (this.state === 'draining' || this.state === 'gone') return;
     this.pollTimer = setTimeout(() => void this.poll(), present ? this.mapPollMs : NO_MAP_POLL_MS);
     this.pollTimer.unref();
@@ -109,7 +117,7 @@ export class ShardServer extends EventEmitter {
     if (!this.shard.setMap(map)) return;
     const owned = this.shard.owned();
     log.info(`shard ${this.shard.id}: map epoch ${map.epoch}, owns slots ${formatRanges(owned) || '(none)'}`);
-    this.lease.update({ bytes: this.shard.store.heldBytes(), epoch: map.epoch, owned });
+    this.lease.update({ bytes: this.shard.store.heldBytes() + this.sparse.heldBytes(), epoch: map.epoch, owned });
     void this.lease.renew();
     if (owned.length > 0) this.transition('serving');
     this.emit('map', map);
@@ -120,7 +128,7 @@ export class ShardServer extends EventEmitter {
     log.info(`shard ${this.shard.id}: ${this.state} → ${next}`);
     this.state = next;
     this.lease.update({ state: next });
-    this.grpc.setServing([SHARD_SERVICE_NAME], next === 'serving' ? 'SERVING' : 'NOT_SERVING');
+    this.grpc.setServing([SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME], next === 'serving' ? 'SERVING' : 'NOT_SERVING');
     this.emit('state', next);
   }
 
@@ -131,10 +139,14 @@ export class ShardServer extends EventEmitter {
       epoch: this.shard.epoch,
       owned: this.shard.owned(),
       elements: this.shard.store.heldElements(),
-      bytes: this.shard.store.heldBytes(),
+      bytes: this.shard.store.heldBytes() + this.sparse.heldBytes(),
       pushesApplied: this.shard.pushesApplied,
       state: this.state,
     };
+  }
+
+  describeSparse(): object {
+    return { shardId: this.shard.id, epoch: this.shard.epoch, tables: this.sparse.stats() };
   }
 
   /** Stops serving: drains in-flight calls (up to `graceMs`), drops the lease. */

@@ -1,0 +1,256 @@
+import * as grpc from '@grpc/grpc-js';
+import { InvalidArgumentError, TesseraError, TooManyRedirectionsError } from '../cluster/errors.js';
+import { CHANNEL_OPTIONS, deadlineIn } from '../cluster/grpc-client.js';
+import { createLogger } from '../cluster/log.js';
+import { type SparseTableSpec } from '../cluster/model-spec.js';
+import { sparseShardService } from '../cluster/proto.js';
+import { type ShardMap } from '../cluster/shard-map.js';
+import { findTable, tableHash } from '../cluster/sparse-keys.js';
+import { type SparseBatch, routeIds, rowCount, scatterRows, splitBatch, sumRows } from '../cluster/sparse-routing.js';
+import { SPARSE_MESSAGE_BYTES, SPARSE_MESSAGE_OVERHEAD, type SparseIds, bytesToF32, f32Bytes, idBytes, toIdHalves } from '../cluster/sparse-wire.js';
+import { MAX_MESSAGE_BYTES } from '../cluster/wire.js';
+import { fromStatus } from '../cluster/status-codec.js';
+import { recoveryFor } from './error-policy.js';
+import { type TesseraClient } from './tessera-client.js';
+
+const log = createLogger('sparse-client');
+
+export interface SparseClientOptions {
+  /**
+   * Largest message sent, or reply asked for, in bytes: larger pulls and
+   * pushes are split into several calls per shard. Default 8 MiB
+   * ({@link SPARSE_MESSAGE_BYTES}); at most 15 MiB.
+   */
+  maxMessageBytes: number;
+}
+
+export const SPARSE_CLIENT_DEFAULTS: SparseClientOptions = { maxMessageBytes: SPARSE_MESSAGE_BYTES };
+
+/** What one sparse push did across the shards it reached. */
+export interface SparsePushStats {
+  seq: number;
+  /** Slots that applied the push now, and slots that had already applied this seq. */
+  appliedSlots: number;
+  duplicateSlots: number;
+  /** Distinct rows updated now, and rows created by this push. */
+  rowsApplied: number;
+  rowsCreated: number;
+  /** Calls made (more than one per shard when split, more again after redirects). */
+  messages: number;
+}
+
+/** Running totals of a client's traffic, for tests and benchmarks. */
+export interface SparseTraffic {
+  calls: number;
+  /** Payload bytes (ids, gradients) sent and (values) received. */
+  bytesSent: number;
+  bytesReceived: number;
+}
+
+type Ack = { epoch: number; appliedSlots: number; duplicateSlots: number; rowsApplied: number; rowsCreated: number };
+type PullReply = { epoch: number; dim: number; values: Buffer; rowsCreated: number };
+type Stub = grpc.Client & {
+  pull(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: PullReply) => void): grpc.ClientUnaryCall;
+  push(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Ack) => void): grpc.ClientUnaryCall;
+};
+
+/**
+ * Push sequence numbers, one counter per TesseraClient (so per worker id),
+ * shared by every SparseClient over it; it starts where the TesseraClient's
+ * own does (its `firstSeq`). Sparse and dense pushes keep separate dedup state
+ * on the shards, so the two counters never collide.
+ */
+const seqs = new WeakMap<TesseraClient, { last: number }>();
+
+/**
+ * Pulls and pushes rows of a model's sparse tables. Built on a TesseraClient,
+ * whose cached map, epoch, config, workerId and options it uses: ids are routed
+ * by slot (cluster/sparse-routing.ts), each shard's rows go in parallel calls of
+ * at most `maxMessageBytes`, and moved / stale-epoch / unavailable answers are
+ * handled as client/error-policy.ts decides, within the client's
+ * maxRedirections and maxRetries. Only distinct ids travel: a repeated id is
+ * pulled once and its gradients are summed before they are sent.
+ */
+export class SparseClient {
+  readonly options: SparseClientOptions;
+  readonly traffic: SparseTraffic = { calls: 0, bytesSent: 0, bytesReceived: 0 };
+  private readonly stubs = new Map<string, Stub>();
+  private readonly seq: { last: number };
+
+  constructor(
+    readonly client: TesseraClient,
+    options: Partial<SparseClientOptions> = {},
+  ) {
+    this.options = { ...SPARSE_CLIENT_DEFAULTS, ...options };
+    const max = this.options.maxMessageBytes;
+    if (!(Number.isInteger(max) && max > SPARSE_MESSAGE_OVERHEAD && max <= MAX_MESSAGE_BYTES - (1 << 20))) {
+      throw new InvalidArgumentError(`maxMessageBytes must be an integer in (${SPARSE_MESSAGE_OVERHEAD}, ${MAX_MESSAGE_BYTES - (1 << 20)}], got ${max}`);
+    }
+    let seq = seqs.get(client);
+    if (!seq) seqs.set(client, (seq = { last: client.options.firstSeq }));
+    this.seq = seq;
+  }
+
+  /** The spec of table `name`; throws InvalidArgumentError for a table the model does not declare. */
+  table(name: string): SparseTableSpec {
+    const spec = findTable(this.client.config.model, name);
+    if (!spec) {
+      const known = (this.client.config.model.sparse ?? []).map((t) => t.name);
+      throw new InvalidArgumentError(`unknown sparse table "${name}": model ${this.client.config.model.name} has ${known.length ? known.join(', ') : 'no sparse tables'}`);
+    }
+    return spec;
+  }
+
+  /** The next push sequence number of this worker's sparse pushes. */
+  nextSeq(): number {
+    return ++this.seq.last;
+  }
+
+  /**
+   * The rows of `ids` (ids.length × dim floats, row i for ids[i]), created
+   * with the table's initializer where they did not exist.
+   */
+  async pull(table: string, ids: SparseIds): Promise<Float32Array> {
+    const spec = this.table(table);
+    const halves = toIdHalves(ids);
+    const dim = spec.dim;
+    const out = new Float32Array((halves.length / 2) * dim);
+    if (halves.length === 0) return out;
+    const rowBytes = Math.max(8, 4 * dim);
+    await this.run(table, halves, undefined, rowBytes, false, async (part, map) => {
+      const reply = await this.call<PullReply>(part.address, 'pull', { epoch: map.epoch, model: this.client.config.model.name, table, workerId: this.client.options.workerId, ids: idBytes(part.ids) });
+      const rows = rowCount(part);
+      if (reply.dim !== dim || reply.values.byteLength !== rows * dim * 4) {
+        throw new InvalidArgumentError(`shard at ${part.address} sent ${reply.values.byteLength} bytes of dim ${reply.dim} for ${rows} rows of table ${table} (dim ${dim})`);
+      }
+      this.traffic.bytesSent += part.ids.byteLength;
+      this.traffic.bytesReceived += reply.values.byteLength;
+      scatterRows(part, bytesToF32(reply.values, 'values'), dim, out);
+    });
+    return out;
+  }
+
+  /**
+   * Applies `gradients` (ids.length × dim floats) to the rows of `ids`; a
+   * repeated id's gradients are summed. Resolves once every owning shard has
+   * applied its part. Retrying with the same `seq` after a failure never
+   * applies a slot's rows twice.
+   */
+  async push(table: string, ids: SparseIds, gradients: Float32Array, seq: number = this.nextSeq()): Promise<SparsePushStats> {
+    const spec = this.table(table);
+    const halves = toIdHalves(ids);
+    const n = halves.length / 2;
+    const dim = spec.dim;
+    if (gradients.length !== n * dim) throw new InvalidArgumentError(`sparse push has ${gradients.length} gradient values for ${n} ids of table ${table} (dim ${dim}); it needs ids × dim = ${n * dim}`);
+    if (!Number.isSafeInteger(seq) || seq < 0) throw new InvalidArgumentError(`push seq must be a non-negative integer, got ${seq}`);
+    // Checked here, not only by the shards: a NaN refused by one shard after others applied theirs would leave a push half-applied.
+    for (let i = 0; i < gradients.length; i++) {
+      if (!Number.isFinite(gradients[i]!)) throw new InvalidArgumentError(`sparse gradient has a non-finite value (${gradients[i]}) for id #${Math.floor(i / dim)}, column ${i % dim}; nothing was sent`);
+    }
+    const stats: SparsePushStats = { seq, appliedSlots: 0, duplicateSlots: 0, rowsApplied: 0, rowsCreated: 0, messages: 0 };
+    if (n === 0) return stats;
+    await this.run(table, halves, undefined, 8 + 4 * dim, true, async (part, map) => {
+      const sums = sumRows(part, gradients, dim);
+      const msg = { epoch: map.epoch, model: this.client.config.model.name, table, workerId: this.client.options.workerId, seq, ids: idBytes(part.ids), gradients: f32Bytes(sums) };
+      stats.messages++;
+      const ack = await this.call<Ack>(part.address, 'push', msg);
+      this.traffic.bytesSent += part.ids.byteLength + sums.byteLength;
+      stats.appliedSlots += ack.appliedSlots;
+      stats.duplicateSlots += ack.duplicateSlots;
+      stats.rowsApplied += ack.rowsApplied;
+      stats.rowsCreated += ack.rowsCreated;
+    });
+    return stats;
+  }
+
+  /** Closes this client's channels (not the TesseraClient). */
+  close(): void {
+    for (const s of this.stubs.values()) s.close();
+    this.stubs.clear();
+  }
+
+  /**
+   * Routes the ids at `subset` (default all) by the cached map, splits each
+   * shard's rows into messages, runs `op` per message in parallel, and
+   * re-routes just the rows of a message that failed, as the error policy says.
+   */
+  private async run(
+    table: string,
+    halves: Uint32Array,
+    subset: Uint32Array | undefined,
+    rowBytes: number,
+    wholeSlots: boolean,
+    op: (part: SparseBatch, map: ShardMap) => Promise<void>,
+    redirections = 0,
+    retries = 0,
+  ): Promise<void> {
+    const map = this.client.shardMap;
+    this.prune(map);
+    const budget = this.options.maxMessageBytes - SPARSE_MESSAGE_OVERHEAD;
+    const parts = routeIds(halves, tableHash(table), map, subset).flatMap((b) => splitBatch(b, rowBytes, budget, wholeSlots));
+    await Promise.all(
+      parts.map(async (part) => {
+        try {
+          await op(part, map);
+        } catch (e) {
+          const err = e instanceof TesseraError ? e : fromStatus(e as grpc.ServiceError, part.address);
+          switch (recoveryFor(err)) {
+            case 'redirect':
+              if (redirections >= this.client.options.maxRedirections) throw new TooManyRedirectionsError(redirections, err);
+              log.debug(`${table}: ${err.message}; re-routing ${rowCount(part)} rows`);
+              await this.client.refreshMap();
+              return this.run(table, halves, part.positions, rowBytes, wholeSlots, op, redirections + 1, retries);
+            case 'retry':
+              if (retries >= this.client.options.maxRetries) throw err;
+              await sleep(Math.min(2_000, this.client.options.retryDelayMs * 2 ** retries));
+              await this.client.refreshMap().catch(() => undefined);
+              return this.run(table, halves, part.positions, rowBytes, wholeSlots, op, redirections, retries + 1);
+            case 'fail':
+              throw err;
+          }
+        }
+      }),
+    );
+  }
+
+  private call<T>(address: string, method: 'pull' | 'push', request: object): Promise<T> {
+    const stub = this.stub(address);
+    this.traffic.calls++;
+    return new Promise<T>((resolve, reject) => {
+      stub[method](request, { deadline: deadlineIn(this.client.options.deadlineMs) }, (err: grpc.ServiceError | null, res?: unknown) =>
+        err ? reject(fromStatus(err, address)) : resolve(res as T),
+      );
+    });
+  }
+
+  /**
+   * A SparseShard stub per shard address. grpc-js shares the TCP connection
+   * with the TesseraClient's Shard stub to the same address (same target and
+   * channel options: one subchannel from the global pool).
+   */
+  private stub(address: string): Stub {
+    let s = this.stubs.get(address);
+    if (!s) {
+      const Ctor = sparseShardService();
+      s = new Ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as Stub;
+      this.stubs.set(address, s);
+    }
+    return s;
+  }
+
+  /** Closes stubs of addresses the map no longer names. */
+  private prune(map: ShardMap): void {
+    if (this.stubs.size === 0) return;
+    const live = new Set(Object.values(map.addresses));
+    for (const [address, s] of this.stubs) {
+      if (!live.has(address)) {
+        s.close();
+        this.stubs.delete(address);
+      }
+    }
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,64 @@
+import type * as grpc from '@grpc/grpc-js';
+import { InvalidArgumentError } from '../cluster/errors.js';
+import { toStatus } from '../cluster/status-codec.js';
+import { bytesToF32, bytesToIdHalves, f32Bytes } from '../cluster/sparse-wire.js';
+import { type SparseStore } from './sparse-store.js';
+
+/** Messages as proto-loader decodes them (see cluster/proto.ts). */
+interface SparsePullMsg {
+  epoch: number;
+  model: string;
+  table: string;
+  workerId: string;
+  ids: Buffer;
+}
+interface SparsePushMsg {
+  epoch: number;
+  model: string;
+  table: string;
+  workerId: string;
+  seq: number;
+  ids: Buffer;
+  gradients: Buffer;
+}
+
+/**
+ * `tessera.v1.SparseShard` over a {@link SparseStore}: the transport edge,
+ * where bytes become aligned arrays and typed errors become statuses.
+ */
+export function sparseShardImplementation(store: SparseStore, describe: () => object): grpc.UntypedServiceImplementation {
+  return {
+    pull: (call: grpc.ServerUnaryCall<SparsePullMsg, object>, callback: grpc.sendUnaryData<object>) => {
+      try {
+        const req = call.request;
+        const res = store.pull({ epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, ids: bytesToIdHalves(bytesOf(req.ids, 'ids')) });
+        store.countBytes(req.table, req.ids.byteLength, res.values.byteLength);
+        callback(null, { epoch: res.epoch, dim: res.dim, values: f32Bytes(res.values), rowsCreated: res.rowsCreated });
+      } catch (err) {
+        callback(toStatus(err));
+      }
+    },
+
+    push: (call: grpc.ServerUnaryCall<SparsePushMsg, object>, callback: grpc.sendUnaryData<object>) => {
+      try {
+        const req = call.request;
+        const ids = bytesToIdHalves(bytesOf(req.ids, 'ids'));
+        const gradients = bytesToF32(bytesOf(req.gradients, 'gradients'), 'gradients');
+        const res = store.push({ epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, seq: req.seq, ids, gradients });
+        store.countBytes(req.table, req.ids.byteLength + req.gradients.byteLength, 0);
+        callback(null, res);
+      } catch (err) {
+        callback(toStatus(err));
+      }
+    },
+
+    describe: (_call: grpc.ServerUnaryCall<object, object>, callback: grpc.sendUnaryData<object>) => {
+      callback(null, describe());
+    },
+  };
+}
+
+function bytesOf(b: Buffer | undefined, field: string): Buffer {
+  if (!(b instanceof Uint8Array)) throw new InvalidArgumentError(`sparse request field ${field} is missing`);
+  return b;
+}

@@ -1,0 +1,236 @@
+import { type ClusterConfig } from '../cluster/cluster-config.js';
+import { InvalidArgumentError, ResourceExhaustedError } from '../cluster/errors.js';
+import { type SlotRange } from '../cluster/slots.js';
+import { validateSparseTables } from '../cluster/sparse-keys.js';
+import { type IdGroups, groupIds, rowCount, sumRows } from '../cluster/sparse-routing.js';
+import { SPARSE_MAX_REPLY_BYTES } from '../cluster/sparse-wire.js';
+import { SparseTable } from './sparse-table.js';
+
+/**
+ * A shard's sparse tables and the data-plane operations on them, without the
+ * transport. Every request is validated whole (model, table, ids, lengths,
+ * finiteness, epoch, ownership of every row's slot) before any row is created
+ * or changed, so a refused request leaves the tables exactly as they were.
+ * Single-threaded, like Shard: a push is applied in one synchronous pass.
+ */
+
+/** What the store needs of its shard: the cached map's epoch and ownership checks (Shard has both). */
+export interface OwnershipCheck {
+  readonly epoch: number;
+  /** Throws MovedError, StaleEpochError, NotReadyError or InvalidArgumentError for a request of `ranges` at `epoch`. */
+  check(epoch: number, ranges: readonly SlotRange[], model?: string): void;
+}
+
+export interface SparsePullInput {
+  epoch: number;
+  model?: string;
+  table: string;
+  workerId?: string;
+  /** Ids as lo/hi halves. */
+  ids: Uint32Array;
+}
+
+export interface SparsePullResult {
+  epoch: number;
+  dim: number;
+  /** ids × dim, in the order of the request's ids. */
+  values: Float32Array;
+  rowsCreated: number;
+  /** Distinct rows read. */
+  rowsTouched: number;
+}
+
+export interface SparsePushInput {
+  epoch: number;
+  model?: string;
+  table: string;
+  workerId: string;
+  seq: number;
+  ids: Uint32Array;
+  /** ids × dim. */
+  gradients: Float32Array;
+}
+
+export interface SparsePushResult {
+  epoch: number;
+  appliedSlots: number;
+  duplicateSlots: number;
+  /** Distinct rows updated. */
+  rowsApplied: number;
+  rowsCreated: number;
+}
+
+export interface SparseTableStats {
+  name: string;
+  dim: number;
+  rows: number;
+  rowsCreated: number;
+  rowsTouched: number;
+  bytes: number;
+  pulls: number;
+  pushes: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export class SparseStore {
+  private readonly tables = new Map<string, SparseTable>();
+
+  constructor(
+    private readonly config: ClusterConfig,
+    private readonly owner: OwnershipCheck,
+  ) {
+    validateSparseTables(config.model);
+    for (const spec of config.model.sparse ?? []) this.tables.set(spec.name, new SparseTable(spec, config.model.seed, config.optimizer));
+  }
+
+  /** The table named `name`; throws InvalidArgumentError naming the tables there are. */
+  table(name: string): SparseTable {
+    const t = this.tables.get(name);
+    if (t) return t;
+    const known = [...this.tables.keys()];
+    throw new InvalidArgumentError(`unknown sparse table "${name}": model ${this.config.model.name} has ${known.length ? known.join(', ') : 'no sparse tables'}`);
+  }
+
+  /** The rows of `ids`, created on first touch. */
+  pull(req: SparsePullInput): SparsePullResult {
+    const table = this.admit(req.model, req.table, req.ids);
+    const n = req.ids.length >>> 1;
+    const dim = table.dim;
+    if (n * dim * 4 > SPARSE_MAX_REPLY_BYTES) {
+      throw new ResourceExhaustedError(`a pull of ${n} rows of table ${table.name} would reply ${n * dim * 4} bytes, over the ${SPARSE_MAX_REPLY_BYTES}-byte limit; pull fewer ids at once (the Tessera client splits at 8 MiB)`);
+    }
+    const g = groupIds(req.ids, table.hash, this.config.slots);
+    this.owner.check(req.epoch, slotRuns(g), req.model || undefined);
+
+    const values = new Float32Array(n * dim);
+    const created = table.rowsCreated;
+    const rows = rowCount(g);
+    for (let a = 0; a < rows; ) {
+      const s = g.slots[a]!;
+      const slot = table.ensureSlot(s);
+      for (; a < rows && g.slots[a] === s; a++) {
+        const row = table.ensureRow(slot, g.ids[2 * a]!, g.ids[2 * a + 1]!);
+        const src = row * dim;
+        const from = slot.values;
+        for (let k = g.rowStart[a]!; k < g.rowStart[a + 1]!; k++) {
+          const dst = g.positions[k]! * dim;
+          for (let c = 0; c < dim; c++) values[dst + c] = from[src + c]!;
+        }
+      }
+    }
+    table.pulls++;
+    table.rowsTouched += rows;
+    return { epoch: this.owner.epoch, dim, values, rowsCreated: table.rowsCreated - created, rowsTouched: rows };
+  }
+
+  /**
+   * Applies a push: gradients of a repeated id are summed first (float64, in
+   * request order, rounded once), then each distinct row gets one update. A
+   * slot that already applied (worker, seq) skips its rows.
+   */
+  push(req: SparsePushInput): SparsePushResult {
+    if (!req.workerId) throw new InvalidArgumentError('sparse push has no worker_id; every push needs (worker_id, seq) to be applied once');
+    if (!Number.isSafeInteger(req.seq) || req.seq < 0) throw new InvalidArgumentError(`sparse push seq must be a non-negative integer, got ${req.seq}`);
+    const table = this.admit(req.model, req.table, req.ids);
+    const n = req.ids.length >>> 1;
+    const dim = table.dim;
+    if (req.gradients.length !== n * dim) {
+      throw new InvalidArgumentError(`sparse push carries ${req.gradients.length} gradient values for ${n} ids of table ${table.name} (dim ${dim}); it needs ids × dim = ${n * dim}`);
+    }
+    const bad = firstNonFinite(req.gradients);
+    if (bad >= 0) {
+      throw new InvalidArgumentError(`sparse push gradient has a non-finite value (${req.gradients[bad]}) at id #${Math.floor(bad / dim)}, column ${bad % dim}; nothing was applied`);
+    }
+    const g = groupIds(req.ids, table.hash, this.config.slots);
+    this.owner.check(req.epoch, slotRuns(g), req.model || undefined);
+
+    // Everything is valid: from here on, apply.
+    const sums = sumRows(g, req.gradients, dim);
+    const created = table.rowsCreated;
+    let appliedSlots = 0;
+    let duplicateSlots = 0;
+    let rowsApplied = 0;
+    const rows = rowCount(g);
+    for (let a = 0; a < rows; ) {
+      const s = g.slots[a]!;
+      let b = a;
+      while (b < rows && g.slots[b] === s) b++;
+      if (table.slot(s)?.dedup.has(req.workerId, req.seq)) {
+        duplicateSlots++;
+      } else {
+        const slot = table.ensureSlot(s);
+        for (let r = a; r < b; r++) table.applyRow(slot, table.ensureRow(slot, g.ids[2 * r]!, g.ids[2 * r + 1]!), sums, r * dim);
+        slot.dedup.add(req.workerId, req.seq);
+        appliedSlots++;
+        rowsApplied += b - a;
+      }
+      a = b;
+    }
+    table.pushes++;
+    table.rowsTouched += rowsApplied;
+    return { epoch: this.owner.epoch, appliedSlots, duplicateSlots, rowsApplied, rowsCreated: table.rowsCreated - created };
+  }
+
+  /** Counts payload bytes of a request served for `table` (the service calls it). */
+  countBytes(table: string, bytesIn: number, bytesOut: number): void {
+    const t = this.tables.get(table);
+    if (!t) return;
+    t.bytesIn += bytesIn;
+    t.bytesOut += bytesOut;
+  }
+
+  stats(): SparseTableStats[] {
+    return [...this.tables.values()].map((t) => ({
+      name: t.name,
+      dim: t.dim,
+      rows: t.rows,
+      rowsCreated: t.rowsCreated,
+      rowsTouched: t.rowsTouched,
+      bytes: t.bytes,
+      pulls: t.pulls,
+      pushes: t.pushes,
+      bytesIn: t.bytesIn,
+      bytesOut: t.bytesOut,
+    }));
+  }
+
+  /** Bytes held by every table. */
+  heldBytes(): number {
+    let n = 0;
+    for (const t of this.tables.values()) n += t.bytes;
+    return n;
+  }
+
+  /** The checks every request gets before its ids are looked at further. */
+  private admit(model: string | undefined, tableName: string, ids: Uint32Array): SparseTable {
+    if (model && model !== this.config.model.name) throw new InvalidArgumentError(`unknown model "${model}": this cluster trains "${this.config.model.name}"`);
+    const table = this.table(tableName);
+    if (ids.length === 0) throw new InvalidArgumentError(`sparse request for table ${table.name} carries no ids`);
+    if (ids.length % 2 !== 0) throw new InvalidArgumentError('sparse ids must be whole uint64 (two uint32 halves each)');
+    return table;
+  }
+}
+
+/** The distinct slots of grouped rows (ascending), merged into runs for Shard.check. */
+function slotRuns(g: IdGroups): SlotRange[] {
+  const runs: SlotRange[] = [];
+  const slots = g.slots;
+  for (let r = 0; r < slots.length; r++) {
+    const s = slots[r]!;
+    const last = runs[runs.length - 1];
+    if (last && last.end > s) continue;
+    if (last && last.end === s) last.end = s + 1;
+    else runs.push({ begin: s, end: s + 1 });
+  }
+  return runs;
+}
+
+/** Index of the first NaN or ±Inf, or -1: one multiply-add per element unless there is one (x·0 is 0 only for finite x). */
+function firstNonFinite(g: Float32Array): number {
+  let acc = 0;
+  for (let i = 0; i < g.length; i++) acc += g[i]! * 0;
+  if (acc === 0) return -1;
+  for (let i = 0; i < g.length; i++) if (!Number.isFinite(g[i]!)) return i;
+  return -1;
+}
