@@ -6,7 +6,7 @@ describe('e2e: tessera local', function () {
   this.timeout(120_000);
 
   it('--json trains a real model through separate processes and prints one JSON object', async () => {
-    const r = await run(['local', '--json', '--epochs', '1', '--shards', '2', '--workers', '2']);
+    const r = await run(['local', '--json', '--epochs', '2', '--shards', '2', '--workers', '2']);
     expect(r.code, r.stderr).to.equal(0);
     const lines = r.stdout.trim().split('\n');
     expect(lines).to.have.length(1);
@@ -15,8 +15,8 @@ describe('e2e: tessera local', function () {
     expect(out['shards']).to.equal(2);
     expect(out['workers']).to.equal(2);
     expect(out['backend']).to.equal('wasm');
-    // One epoch of 8,000 examples in batches of 64, split over 2 workers.
-    expect(out['steps']).to.equal(124);
+    // Two epochs of 8,000 examples in batches of 64, split over 2 workers: 2 × 2 × 62 steps.
+    expect(out['steps']).to.equal(248);
     expect(out['test_accuracy'] as number).to.be.greaterThan(0.85);
   });
 
