@@ -7,7 +7,8 @@ import { createLogger } from '../cluster/log.js';
 import { layout } from '../cluster/model-spec.js';
 import { type RoutedRange, type ShardBatch, allSlots, route } from '../cluster/routing.js';
 import { type ShardMap } from '../cluster/shard-map.js';
-import { type SlotRange, rangesLength } from '../cluster/slots.js';
+import { type SlotRange, checkRanges, rangesLength, slotStart } from '../cluster/slots.js';
+import { firstNonFinite } from '../cluster/finite.js';
 import { fromStatus } from '../cluster/status-codec.js';
 import { chunkBounds, copyBytesInto, floatBytes } from '../cluster/wire.js';
 import { ConnectionPool } from './connection-pool.js';
@@ -85,8 +86,35 @@ export class TesseraClient {
     return this.pullRanges(allSlots(this.map), out);
   }
 
+  /**
+   * The values of one dense tensor of the model, by name. Tensors do not align
+   * with slots: the slots that cover it are pulled and the tensor cut out.
+   */
+  async pullTensor(name: string): Promise<Float32Array> {
+    const tensor = layout(this.config.model).tensors.find((t) => t.name === name);
+    if (!tensor) {
+      throw new InvalidArgumentError(`unknown tensor "${name}" in model ${this.config.model.name}; its tensors are ${this.config.model.tensors.map((t) => t.name).join(', ')}`);
+    }
+    const { slots } = this.config;
+    // The slots whose elements intersect [offset, offset + size).
+    let begin = Math.floor((tensor.offset * slots) / this.elements);
+    while (begin > 0 && slotStart(begin, this.elements, slots) > tensor.offset) begin--;
+    while (slotStart(begin + 1, this.elements, slots) <= tensor.offset) begin++;
+    let end = begin + 1;
+    while (end < slots && slotStart(end, this.elements, slots) < tensor.offset + tensor.size) end++;
+    const values = await this.pullRanges([{ begin, end }]);
+    const skip = tensor.offset - slotStart(begin, this.elements, slots);
+    return values.slice(skip, skip + tensor.size);
+  }
+
+  /** The next push sequence number of this client (dense and sparse pushes share the counter). */
+  nextSeq(): number {
+    return ++this.seq;
+  }
+
   /** The values of `ranges` (ordered, disjoint slot runs), concatenated into `out`. */
   async pullRanges(ranges: readonly SlotRange[], out?: Float32Array): Promise<Float32Array> {
+    this.checkRanges(ranges);
     const length = rangesLength(ranges, this.elements, this.config.slots);
     const target = out ?? new Float32Array(length);
     if (target.length !== length) throw new InvalidArgumentError(`pull target holds ${target.length} values but the slots hold ${length}`);
@@ -103,9 +131,13 @@ export class TesseraClient {
     return this.pushRanges(allSlots(this.map), gradient, seq);
   }
 
-  async pushRanges(ranges: readonly SlotRange[], gradient: Float32Array, seq: number = ++this.seq): Promise<PushStats> {
+  async pushRanges(ranges: readonly SlotRange[], gradient: Float32Array, seq: number = this.nextSeq()): Promise<PushStats> {
+    this.checkRanges(ranges);
     const length = rangesLength(ranges, this.elements, this.config.slots);
     if (gradient.length !== length) throw new InvalidArgumentError(`gradient has ${gradient.length} values but the slots hold ${length}`);
+    // Checked here too, before anything is sent: a shard would refuse its part, but the others would apply theirs.
+    const bad = firstNonFinite(gradient);
+    if (bad >= 0) throw new InvalidArgumentError(`gradient has a non-finite value (${gradient[bad]}) at element ${bad}; nothing was sent`);
     const stats: PushStats = { seq, appliedSlots: 0, duplicateSlots: 0 };
     await this.fanOut(pieces(ranges, this.elements, this.config.slots), async (b) => {
       const ack = await this.pushBatch(b, gradient, seq);
@@ -113,6 +145,11 @@ export class TesseraClient {
       stats.duplicateSlots += ack.duplicateSlots;
     });
     return stats;
+  }
+
+  private checkRanges(ranges: readonly SlotRange[]): void {
+    const bad = checkRanges(ranges, this.config.slots);
+    if (bad) throw new InvalidArgumentError(bad);
   }
 
   /** Routes `work` by the cached map and runs `op` per shard in parallel, recovering per the error policy. */
