@@ -17,6 +17,8 @@ export interface ClientOptions {
   deadlineMs: number;
   /** Largest chunk of values per message. Default 1 MiB; at most 15 MiB. */
   chunkBytes: number;
+  /** Re-read the map this often, besides the store's announcements and every redirect. Default 5 000 ms. */
+  mapRefreshMs: number;
   /** Push sequence numbers start after this (a restarted worker passes its last one). Default: the current time in ms, so a restart never reuses one. */
   firstSeq: number;
 }
@@ -31,6 +33,7 @@ export function clientWithDefaults(input: ClientOptionsInput): ClientOptions {
     retryDelayMs: 50,
     deadlineMs: 60_000,
     chunkBytes: DEFAULT_CHUNK_BYTES,
+    mapRefreshMs: 5_000,
     firstSeq: Date.now(),
     ...input,
   };
@@ -38,7 +41,7 @@ export function clientWithDefaults(input: ClientOptionsInput): ClientOptions {
   if (!(o.chunkBytes >= 4 && o.chunkBytes <= MAX_MESSAGE_BYTES - (1 << 20))) {
     throw new InvalidArgumentError(`chunkBytes must be in [4, ${MAX_MESSAGE_BYTES - (1 << 20)}], got ${o.chunkBytes}`);
   }
-  for (const k of ['maxRedirections', 'maxRetries', 'retryDelayMs', 'deadlineMs', 'firstSeq'] as const) {
+  for (const k of ['maxRedirections', 'maxRetries', 'retryDelayMs', 'deadlineMs', 'mapRefreshMs', 'firstSeq'] as const) {
     if (!(Number.isInteger(o[k]) && o[k] >= 0)) throw new InvalidArgumentError(`client option ${k} must be a non-negative integer, got ${o[k]}`);
   }
   return o;

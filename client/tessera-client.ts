@@ -37,6 +37,7 @@ export class TesseraClient {
   private seq: number;
   private readonly pool = new ConnectionPool();
   private readonly stopWatch: () => void;
+  private readonly refreshTimer: NodeJS.Timeout;
 
   private constructor(
     options: ClientOptions,
@@ -48,6 +49,9 @@ export class TesseraClient {
     this.seq = options.firstSeq;
     this.elements = layout(config.model).elements;
     this.stopWatch = options.store.watchMap((m) => this.adopt(m));
+    // Announcements can be missed (a store reconnecting): re-read on a timer too.
+    this.refreshTimer = setInterval(() => void this.refreshMap().catch(() => undefined), options.mapRefreshMs);
+    this.refreshTimer.unref();
   }
 
   /** Reads the cluster's configuration and map; fails clearly when either is missing. */
@@ -246,6 +250,7 @@ export class TesseraClient {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.refreshTimer);
     this.stopWatch();
     this.pool.close();
   }

@@ -62,6 +62,19 @@ describe('functional: redirects for slots a shard does not own', function () {
     await stale.close();
   });
 
+  it('a client re-reads the map on a timer even when no announcement reaches it', async () => {
+    cluster = await startCluster({ shards: 2, model: flatModel(4096), slots: 16 });
+    const quiet = new SilentStore();
+    await quiet.createCluster(cluster.config);
+    const map = (await cluster.store.getMap())!;
+    await quiet.casMap(0, map);
+    const client = await TesseraClient.connect({ store: quiet, workerId: 'timer', mapRefreshMs: 50 });
+    await quiet.casMap(1, { ...map, epoch: 2 });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(client.epoch).to.equal(2);
+    await client.close();
+  });
+
   it('a client gives up after maxRedirections with a typed error that names the option', async () => {
     cluster = await startCluster({ shards: 2, model: flatModel(4096), slots: 16 });
     // A store whose map never gets fresher than the shards': every request is redirected.
