@@ -1,16 +1,17 @@
 import * as grpc from '@grpc/grpc-js';
 import { fromStatus } from './status-codec.js';
-import { MAX_MESSAGE_BYTES } from './wire.js';
+import { FLOW_CONTROL_WINDOW_BYTES, MAX_MESSAGE_BYTES } from './wire.js';
 
 /**
  * Channel options every Tessera client uses: 16 MiB messages, and HTTP/2
- * flow-control windows raised from 64 KiB to 8 MiB so one stream can keep a
- * loopback or LAN link full (grpc-js reads `grpc-node.flow_control_window`).
+ * flow-control windows raised from 64 KiB to {@link FLOW_CONTROL_WINDOW_BYTES}
+ * so one stream can keep a loopback or LAN link full (grpc-js reads
+ * `grpc-node.flow_control_window`, for the stream and the connection).
  */
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
-  'grpc-node.flow_control_window': 8 << 20,
+  'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,
 };

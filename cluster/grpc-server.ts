@@ -1,11 +1,16 @@
+import type * as http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import { loadProtos } from './proto.js';
-import { MAX_MESSAGE_BYTES } from './wire.js';
+import { createLogger } from './log.js';
+import { FLOW_CONTROL_WINDOW_BYTES, MAX_MESSAGE_BYTES, withWireEncoders } from './wire.js';
+
+const log = createLogger('grpc-server');
 
 /**
  * A gRPC server as every Tessera role runs it: message limits set on purpose,
+ * HTTP/2 flow-control windows raised, hot responses encoded by cluster/wire.ts,
  * the standard `grpc.health.v1.Health` service and server reflection served
  * beside the role's own services.
  */
@@ -31,7 +36,8 @@ export async function startGrpcServer(
   services: { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation; name: string }[],
 ): Promise<TesseraGrpcServer> {
   const server = new grpc.Server(SERVER_OPTIONS);
-  for (const s of services) server.addService(s.definition, s.implementation);
+  raiseFlowControlWindows(server, FLOW_CONTROL_WINDOW_BYTES);
+  for (const s of services) server.addService(withWireEncoders(s.definition), s.implementation);
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(services.map((s) => [s.name, 'NOT_SERVING' as const])) });
   health.addToServer(server);
   new ReflectionService(loadProtos().definition).addToServer(server);
@@ -58,5 +64,46 @@ export async function startGrpcServer(
         });
       });
     },
+  };
+}
+
+/**
+ * Raises the HTTP/2 flow-control windows of the connections `server` accepts.
+ *
+ * Why: a pushed gradient flows client → server, so the server's receive window
+ * paces it. HTTP/2 starts every stream and connection at 64 KiB, and on a
+ * 2-core loopback host that held a 64 MB push to ≈ 150–300 MB/s; clients
+ * raise their own window with `grpc-node.flow_control_window`, but grpc-js
+ * 1.14 has no server option for it.
+ *
+ * How (a contained workaround over grpc-js internals, checked at run time):
+ * grpc-js passes its private `commonServerOptions` to `http2.createServer`, so
+ * its `settings.initialWindowSize` sets every stream's window; the connection
+ * window is raised per session with `setLocalWindowSize`, on each http2 server
+ * grpc-js creates through its `createHttp2Server` method. If a grpc-js upgrade
+ * renames either, the server keeps working with HTTP/2's default windows and
+ * says so at debug level. Remove once grpc-js exposes a server window option.
+ */
+function raiseFlowControlWindows(server: grpc.Server, windowBytes: number): void {
+  const internals = server as unknown as {
+    commonServerOptions?: http2.ServerOptions;
+    createHttp2Server?: (...args: unknown[]) => http2.Http2Server;
+  };
+  const create = internals.createHttp2Server;
+  if (typeof internals.commonServerOptions !== 'object' || typeof create !== 'function') {
+    log.debug('grpc-js internals changed: server flow-control windows stay at the HTTP/2 default of 64 KiB');
+    return;
+  }
+  internals.commonServerOptions.settings = { ...internals.commonServerOptions.settings, initialWindowSize: windowBytes };
+  internals.createHttp2Server = (...args: unknown[]) => {
+    const h2 = create.apply(server, args);
+    h2.on('session', (session: http2.ServerHttp2Session) => {
+      try {
+        session.setLocalWindowSize(windowBytes);
+      } catch (err) {
+        log.debug(`cannot raise a connection's flow-control window: ${(err as Error).message}`);
+      }
+    });
+    return h2;
   };
 }

@@ -2,8 +2,9 @@ import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { InvalidArgumentError, MovedError, NotReadyError, StaleEpochError } from '../cluster/errors.js';
 import { type ShardMap, ownedRanges } from '../cluster/shard-map.js';
 import { type SlotRange, checkRanges, rangesLength } from '../cluster/slots.js';
-import { floatBytes } from '../cluster/wire.js';
+import { copyBytes, floatBytes } from '../cluster/wire.js';
 import { applyGradient } from './optimizers.js';
+import { addressOf, simdKernels } from './simd-kernels.js';
 import { SlotStore } from './slot-store.js';
 
 /** A push as the data plane hands it over, its gradient already assembled. */
@@ -52,7 +53,7 @@ export class Shard {
     if (this.map && map.epoch <= this.map.epoch) return false;
     if (map.slots !== this.config.slots) throw new InvalidArgumentError(`shard map has ${map.slots} slots but the cluster has ${this.config.slots}`);
     this.map = map;
-    for (const r of ownedRanges(map, this.id)) for (let s = r.begin; s < r.end; s++) this.store.ensure(s);
+    for (const r of ownedRanges(map, this.id)) this.store.ensureRange(r.begin, r.end);
     return true;
   }
 
@@ -86,8 +87,9 @@ export class Shard {
 
   /**
    * The values of `ranges`, concatenated, as chunks of at most `maxBytes`.
-   * A chunk inside one slot is a view of the slot's memory; one spanning slots
-   * is copied together once.
+   * A chunk whose slots lie side by side in memory (slots created together,
+   * see SlotStore) is a view of that memory; only a chunk spanning separately
+   * allocated slots is copied together, once.
    */
   *pullChunks(ranges: readonly SlotRange[], maxBytes: number): Generator<{ offset: number; bytes: Buffer }> {
     const maxElems = Math.max(1, Math.floor(maxBytes / 4));
@@ -95,7 +97,7 @@ export class Shard {
     let pending = 0;
     let offset = 0;
     const flush = () => {
-      const bytes = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pending * 4);
+      const bytes = pieces.length === 1 ? pieces[0]! : join(pieces, pending * 4);
       const chunk = { offset, bytes };
       offset += pending;
       pieces = [];
@@ -108,7 +110,14 @@ export class Shard {
         let i = 0;
         while (i < values.length) {
           const take = Math.min(values.length - i, maxElems - pending);
-          pieces.push(floatBytes(values, i, i + take));
+          const last = pieces[pieces.length - 1];
+          const at = values.byteOffset + i * 4;
+          if (last && last.buffer === values.buffer && last.byteOffset + last.byteLength === at) {
+            // Adjacent in memory: widen the previous view instead of copying later.
+            pieces[pieces.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.byteLength + take * 4);
+          } else {
+            pieces.push(floatBytes(values, i, i + take));
+          }
           pending += take;
           i += take;
           if (pending === maxElems) yield flush();
@@ -153,15 +162,50 @@ export class Shard {
   }
 }
 
+/** Pieces copied into one buffer (out of shared memory at word speed, see copyBytes). */
+function join(pieces: readonly Buffer[], bytes: number): Buffer {
+  const out = Buffer.allocUnsafe(bytes);
+  let at = 0;
+  for (const p of pieces) {
+    copyBytes(p, out.subarray(at, at + p.byteLength));
+    at += p.byteLength;
+  }
+  return out;
+}
+
 function describe(ranges: readonly SlotRange[]): string {
   return ranges.map((r) => `[${r.begin}, ${r.end})`).join(' ');
 }
 
-/** Index of the first NaN or ±Inf, or -1. One multiply-add per element in the common case. */
+/**
+ * Index of the first NaN or ±Inf, or -1. The common case — all finite — is
+ * one SIMD pass over the exponent bits when `g` lies in the float heap (as a
+ * pushed gradient does); otherwise one multiply-add per element (x·0 is 0 for
+ * finite x, NaN otherwise), in four independent sums so the adds overlap
+ * instead of waiting on each other. Only a gradient with a bad value is
+ * scanned again, element by element, to name it.
+ */
 export function firstNonFinite(g: Float32Array): number {
-  let acc = 0;
-  for (let i = 0; i < g.length; i++) acc += g[i]! * 0;
-  if (acc === 0) return -1;
-  for (let i = 0; i < g.length; i++) if (!Number.isFinite(g[i]!)) return i;
+  const k = simdKernels();
+  const body = g.length - (g.length % 8);
+  if (k && k.heap.holds(g) && k.fn.nonfinite(addressOf(g), body) === 0) return scalarFirstNonFinite(g, body, g.length);
+  return scalarFirstNonFinite(g, 0, g.length);
+}
+
+function scalarFirstNonFinite(g: Float32Array, from: number, to: number): number {
+  let a0 = 0;
+  let a1 = 0;
+  let a2 = 0;
+  let a3 = 0;
+  let i = from;
+  for (; i + 4 <= to; i += 4) {
+    a0 += g[i]! * 0;
+    a1 += g[i + 1]! * 0;
+    a2 += g[i + 2]! * 0;
+    a3 += g[i + 3]! * 0;
+  }
+  for (; i < to; i++) a0 += g[i]! * 0;
+  if (a0 + a1 + a2 + a3 === 0) return -1;
+  for (let j = from; j < to; j++) if (!Number.isFinite(g[j]!)) return j;
   return -1;
 }

@@ -2,6 +2,7 @@ import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { initialValues, layout } from '../cluster/model-spec.js';
 import { stateFloatsPerElement } from '../cluster/optimizer-config.js';
 import { slotElements } from '../cluster/slots.js';
+import { floatHeap } from './float-heap.js';
 import { newState, type SlotState } from './optimizers.js';
 import { PushDedup } from './push-dedup.js';
 
@@ -13,9 +14,17 @@ export interface Slot extends SlotState {
 }
 
 /**
- * The slots a shard holds, each in its own arrays so a slot can be
+ * The slots a shard holds, each with its own arrays so a slot can be
  * checkpointed or migrated alone. A slot is created, with the model's
  * deterministic initial values, the first time the shard owns it.
+ *
+ * Slots created together as a run ({@link ensureRange}) keep their values in
+ * one allocation (and each kind of optimizer state in another), each slot a
+ * view of its part: a pull over the run is then sent straight from that
+ * memory, one view per chunk, with no copy to join slots (docs/benchmarks.md).
+ * A slot added alone later gets its own arrays. Arrays come from the float
+ * heap where there is one, so the optimizers' SIMD kernels reach them; they
+ * are reclaimed once this store is garbage-collected.
  */
 export class SlotStore {
   readonly elements: number;
@@ -31,15 +40,50 @@ export class SlotStore {
 
   /** The slot, created with its initial values if this shard never held it. */
   ensure(s: number): Slot {
-    let slot = this.slots.get(s);
-    if (!slot) {
-      const { start, end } = slotElements(s, this.elements, this.config.slots);
-      const values = new Float32Array(end - start);
-      initialValues(this.config.model, start, values);
-      slot = { ...newState(values, this.config.optimizer), start, dedup: new PushDedup() };
-      this.slots.set(s, slot);
+    return this.slots.get(s) ?? this.ensureRange(s, s + 1)[0]!;
+  }
+
+  /**
+   * Slots [begin, end), each created with its initial values if this shard
+   * never held it; the values of each run of new slots share one allocation.
+   */
+  ensureRange(begin: number, end: number): Slot[] {
+    const out: Slot[] = [];
+    let s = begin;
+    while (s < end) {
+      const held = this.slots.get(s);
+      if (held) {
+        out.push(held);
+        s++;
+        continue;
+      }
+      let runEnd = s + 1;
+      while (runEnd < end && !this.slots.has(runEnd)) runEnd++;
+      const first = slotElements(s, this.elements, this.config.slots).start;
+      const length = slotElements(runEnd - 1, this.elements, this.config.slots).end - first;
+      const all = this.allocate(length);
+      initialValues(this.config.model, first, all);
+      // Each kind of state (first, second) is one array for the run too, handed out slot by slot.
+      const states: Float32Array[] = [];
+      for (; s < runEnd; s++) {
+        const { start, end: stop } = slotElements(s, this.elements, this.config.slots);
+        let kind = 0;
+        const part = () => {
+          const block = (states[kind] ??= this.allocate(length));
+          kind++;
+          return block.subarray(start - first, stop - first);
+        };
+        const slot: Slot = { ...newState(all.subarray(start - first, stop - first), this.config.optimizer, part), start, dedup: new PushDedup() };
+        this.slots.set(s, slot);
+        out.push(slot);
+      }
     }
-    return slot;
+    return out;
+  }
+
+  /** A zero-filled array, from the float heap where possible. */
+  private allocate(length: number): Float32Array {
+    return floatHeap()?.alloc(length, this) ?? new Float32Array(length);
   }
 
   /** Elements held. */

@@ -1,0 +1,215 @@
+import { cpus, totalmem } from 'node:os';
+import { resolve } from 'node:path';
+import { applyRate } from './apply.js';
+import { GrpcPair, limitFigure, Memcpy, TcpPair } from './baselines.js';
+import { setChildExecArgv } from './child-rpc.js';
+import { type DenseCase, runDense } from './dense.js';
+import { type Figure, formatTable, median, rateFigure, roundFigure } from './figures.js';
+import { trainSamplesPerSec } from './train.js';
+import { OPTIMIZERS } from '../cluster/optimizer-config.js';
+import { DEFAULT_CHUNK_BYTES } from '../cluster/wire.js';
+
+/**
+ * `npm run bench` (a table for people) and `npm run bench -- --json` (one JSON
+ * object): the data path's figures, each the median of repeated runs, beside
+ * the limits they are held against, measured in the same run.
+ *
+ * Flags: --json · --quick (fewer repetitions) · --only baselines,apply,dense,train ·
+ * --cases 16M_1w1s,1M_2w2s,… (dense cases; default all) ·
+ * --profile DIR (every child process writes a V8 CPU profile there) · --node-flag FLAG
+ * (passed to every child's node, e.g. --trace-gc; repeatable) · --chunk-bytes N (client chunk size).
+ */
+
+const SECTIONS = ['baselines', 'apply', 'dense', 'train'] as const;
+type Section = (typeof SECTIONS)[number];
+
+const M = 1 << 20;
+const SIZES = [
+  { elements: M, label: '1M' },
+  { elements: 16 * M, label: '16M' },
+];
+
+interface Args {
+  json: boolean;
+  quick: boolean;
+  only: Set<Section>;
+  /** Dense cases to run, as `16M_1w1s`; all when absent. */
+  cases?: Set<string>;
+  profile?: string;
+  /** Client chunk size for the dense runs (default: the client's). */
+  chunkBytes?: number;
+  /** Extra node/V8 flags for every child (e.g. --trace-gc). */
+  nodeFlags: string[];
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { json: false, quick: false, only: new Set(SECTIONS), nodeFlags: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const f = argv[i]!;
+    if (f === '--json') a.json = true;
+    else if (f === '--quick') a.quick = true;
+    else if (f === '--only') {
+      const names = (argv[++i] ?? '').split(',').filter(Boolean);
+      for (const n of names) if (!(SECTIONS as readonly string[]).includes(n)) throw new Error(`--only takes ${SECTIONS.join(',')}; got "${n}"`);
+      a.only = new Set(names as Section[]);
+    } else if (f === '--cases') a.cases = new Set((argv[++i] ?? '').split(',').filter(Boolean));
+    else if (f === '--chunk-bytes') a.chunkBytes = Number(argv[++i]);
+    else if (f === '--node-flag') a.nodeFlags.push(argv[++i] ?? '');
+    else if (f === '--profile') a.profile = resolve(argv[++i] ?? 'profiles');
+    else throw new Error(`unknown flag ${f}; use --json, --quick, --only SECTIONS, --cases 16M_1w1s,…, --profile DIR, --node-flag FLAG, --chunk-bytes N`);
+  }
+  return a;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const started = Date.now();
+  const progress = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
+  setChildExecArgv([...(args.profile ? ['--cpu-prof', '--cpu-prof-dir', args.profile] : []), ...args.nodeFlags]);
+  const reps = (n: number) => (args.quick ? Math.max(3, Math.ceil(n / 3)) : n);
+  const figures: Figure[] = [];
+  const skipped: { name: string; reason: string }[] = [
+    { name: 'sparse_pull_rows', reason: 'no sparse-table workload in this suite yet' },
+    { name: 'sparse_push_rows', reason: 'no sparse-table workload in this suite yet' },
+  ];
+
+  // Limits are sampled between the repetitions of the figures they bound (see baselines.ts).
+  if (args.only.has('baselines') || args.only.has('apply')) {
+    progress('memory copy bandwidth and optimizer apply rates');
+    const memcpy = new Memcpy(64 * M);
+    const copies: number[] = [];
+    for (let r = 0; r < reps(9); r++) copies.push(memcpy.once());
+    const applied: Figure[] = [];
+    if (args.only.has('apply')) for (const name of OPTIMIZERS) applied.push(applyRate(name, 16 * M, 1024, reps(7), memcpy, copies));
+    figures.push(limitFigure('memcpy', copies, memcpy.bytes, true), ...applied);
+  }
+
+  if (args.only.has('baselines') || args.only.has('dense')) {
+    progress('raw loopback TCP');
+    const tcp16 = await TcpPair.start(64 * M);
+    const tcpSamples = new Map<number, number[]>();
+    try {
+      for (const bytes of [64 * M, 4 * M]) {
+        const samples: number[] = [];
+        for (let r = 0; r < reps(bytes >= 64 * M ? 9 : 25); r++) samples.push(await tcp16.transfer(bytes));
+        tcpSamples.set(bytes, samples);
+      }
+      const dense: Figure[] = [];
+      progress('gRPC transport alone');
+      const grpcPair = await GrpcPair.start(args.chunkBytes ?? DEFAULT_CHUNK_BYTES);
+      try {
+        for (const op of ['push', 'pull'] as const) {
+          const samples: number[] = [];
+          const tcp: number[] = [];
+          for (let r = 0; r <= reps(9); r++) {
+            const rate = await grpcPair.transfer(op, 64 * M);
+            if (r === 0) continue;
+            samples.push(rate);
+            tcp.push(await tcp16.transfer(64 * M));
+          }
+          const f = limitFigure(`grpc_stream_${op}_64MiB`, samples, 64 * M);
+          Object.assign(f, { limit: 'loopback_tcp', ratio: f.value / median(tcp) });
+          dense.push(f);
+          tcpSamples.get(64 * M)!.push(...tcp);
+        }
+      } finally {
+        await grpcPair.close();
+      }
+      if (args.only.has('dense')) {
+        let cases: DenseCase[] = [];
+        for (const size of SIZES) for (const shards of [1, 2]) for (const workers of [1, 2]) cases.push({ ...size, shards, workers });
+        if (args.cases) cases = cases.filter((c) => args.cases!.has(`${c.label}_${c.workers}w${c.shards}s`));
+        dense.push(...(await runDense({ cases, reps: (n) => (n >= 16 * M ? reps(7) : reps(15)), tcp: tcp16, tcpSamples, chunkBytes: args.chunkBytes }, progress)));
+      }
+      figures.push(limitFigure('loopback_tcp', tcpSamples.get(64 * M)!, 64 * M), limitFigure('loopback_tcp_4MiB', tcpSamples.get(4 * M)!, 4 * M), ...dense);
+    } finally {
+      await tcp16.close();
+    }
+  }
+
+  if (args.only.has('train')) {
+    // 1 and 2 workers alternate, so both see the same conditions on a shared host.
+    const runs = new Map<number, Figure[]>([
+      [1, []],
+      [2, []],
+    ]);
+    const failures = new Map<number, string>();
+    for (let r = 0; r < (args.quick ? 1 : 2); r++) {
+      for (const workers of [1, 2]) {
+        if (failures.has(workers)) continue;
+        progress(`training mnist-mlp, ${workers} worker(s), run ${r + 1}`);
+        try {
+          runs.get(workers)!.push(await trainSamplesPerSec(workers));
+        } catch (err) {
+          failures.set(workers, (err as Error).message);
+        }
+      }
+    }
+    for (const [workers, got] of runs) {
+      if (got.length === 0) skipped.push({ name: `train_mnist_${workers}w`, reason: failures.get(workers) ?? 'not run' });
+      else figures.push({ ...rateFigure(got[0]!.name, got[0]!.unit, got.map((f) => f.value)), detail: got[0]!.detail });
+    }
+  }
+
+  const rounded = figures.map(roundFigure);
+  const targets = checkTargets(figures);
+  const machine = { cpus: cpus().length, cpu_model: cpus()[0]?.model ?? '', memory_gib: Math.round(totalmem() / 2 ** 30), node: process.version, platform: `${process.platform}-${process.arch}` };
+  const wallS = (Date.now() - started) / 1000;
+  if (args.json) {
+    process.stdout.write(`${JSON.stringify({ machine, wall_s: wallS, figures: rounded, targets, skipped })}\n`);
+  } else {
+    process.stdout.write(`Tessera benchmarks — ${machine.cpus} × ${machine.cpu_model}, Node ${machine.node}, ${wallS.toFixed(0)} s\n\n`);
+    process.stdout.write(formatTable(rounded));
+    if (targets.length) {
+      process.stdout.write('\ntargets\n');
+      for (const t of targets) process.stdout.write(`  ${t.holds ? 'holds' : 'MISSED'}  ${t.target}: ${t.measured}\n`);
+    }
+    if (skipped.length) {
+      process.stdout.write('\nnot measured\n');
+      for (const s of skipped) process.stdout.write(`  ${s.name}: ${s.reason}\n`);
+    }
+  }
+}
+
+interface Target {
+  target: string;
+  measured: string;
+  holds: boolean;
+}
+
+/** The issue's targets, checked against this run's figures (absent figures are left out). */
+function checkTargets(figures: Figure[]): Target[] {
+  const f = (n: string) => figures.find((x) => x.name === n);
+  const out: Target[] = [];
+  const pct = (v: number) => `${(v * 100).toFixed(1)} %`;
+  const pp = f('dense_pushpull_16M_1w1s');
+  if (pp?.ratio !== undefined) out.push({ target: 'dense push+pull 16M 1w↔1s ≥ 50 % of loopback TCP', measured: pct(pp.ratio), holds: pp.ratio >= 0.5 });
+  if (pp?.detail) {
+    const push = Number(pp.detail['push_leg_MBps']);
+    const pull = Number(pp.detail['pull_leg_MBps']);
+    out.push({ target: 'dense push+pull 16M 1w↔1s ≥ 600 MB/s each way', measured: `push ${push.toFixed(0)} MB/s, pull ${pull.toFixed(0)} MB/s`, holds: push >= 600 && pull >= 600 });
+  }
+  for (const [opt, min] of [
+    ['sgd', 0.5],
+    ['adam', 0.25],
+  ] as const) {
+    const a = f(`apply_${opt}`);
+    if (a?.ratio !== undefined) out.push({ target: `apply_${opt} ≥ ${pct(min)} of the memory-copy bound`, measured: pct(a.ratio), holds: a.ratio >= min });
+  }
+  for (const op of ['push', 'pull', 'pushpull']) {
+    for (const size of ['1M', '16M']) {
+      const one = f(`dense_${op}_${size}_1w1s`);
+      const two = f(`dense_${op}_${size}_1w2s`);
+      if (one && two) out.push({ target: `a second shard does not lower dense ${op} ${size}`, measured: `${two.value.toFixed(0)} vs ${one.value.toFixed(0)} MB/s (×${(two.value / one.value).toFixed(2)})`, holds: two.value >= one.value });
+    }
+  }
+  const t1 = f('train_mnist_1w');
+  const t2 = f('train_mnist_2w');
+  if (t1 && t2) out.push({ target: 'a second worker raises samples/s', measured: `${t2.value.toFixed(0)} vs ${t1.value.toFixed(0)} samples/s (×${(t2.value / t1.value).toFixed(2)})`, holds: t2.value > t1.value });
+  return out;
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});

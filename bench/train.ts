@@ -1,0 +1,49 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { type Figure } from './figures.js';
+
+/**
+ * End-to-end training throughput: `tessera local --json` trains mnist-mlp on
+ * the wasm backend for one epoch with N worker processes; the figure is its
+ * `samples_per_sec` (samples over the training wall time).
+ */
+
+const TRAIN_TIMEOUT_MS = 150_000;
+
+export async function trainSamplesPerSec(workers: number): Promise<Figure> {
+  const bin = fileURLToPath(new URL('../../bin/tessera.js', import.meta.url));
+  const args = [bin, 'local', '--json', '--model', 'mnist-mlp', '--backend', 'wasm', '--workers', String(workers), '--epochs', '1'];
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TESSERA_LOG_LEVEL: 'warn' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGTERM'), TRAIN_TIMEOUT_MS);
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(stdout);
+      else reject(new Error(`tessera local exited with ${code ?? signal}: ${lastLines(stderr || stdout, 3)}`));
+    });
+  });
+  const line = out.trim().split('\n').pop() ?? '';
+  let result: { samples_per_sec?: unknown; samples?: number; test_accuracy?: number; backend?: string };
+  try {
+    result = JSON.parse(line) as typeof result;
+  } catch {
+    throw new Error(`tessera local printed no JSON: ${lastLines(out, 3)}`);
+  }
+  if (typeof result.samples_per_sec !== 'number') throw new Error('tessera local --json has no samples_per_sec');
+  return {
+    name: `train_mnist_${workers}w`,
+    value: result.samples_per_sec,
+    unit: 'samples/s',
+    runs: 1,
+    detail: { samples: result.samples ?? 0, test_accuracy: result.test_accuracy ?? 0, backend: result.backend ?? '' },
+  };
+}
+
+function lastLines(text: string, n: number): string {
+  return text.trim().split('\n').slice(-n).join(' | ');
+}
