@@ -1,3 +1,5 @@
+import { fmix32 } from './hash.js';
+
 /**
  * A map from 64-bit ids, given as lo/hi uint32 halves, to non-negative int32
  * values (row numbers), in flat typed arrays: open addressing with linear
@@ -13,15 +15,6 @@ const MIN_CAPACITY = 16;
 /** Grow when more than half full: probes stay short. */
 const MAX_LOAD = 0.5;
 
-/** murmur3's 32-bit finalizer. */
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
 
 /**
  * The probe start of an id. Deliberately unrelated to the slot hash of

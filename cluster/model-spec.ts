@@ -1,3 +1,4 @@
+import { fmix32 } from './hash.js';
 import { InvalidArgumentError } from './errors.js';
 
 /**
@@ -78,15 +79,6 @@ export function validateModelSpec(spec: ModelSpec): void {
   }
 }
 
-/** murmur3's 32-bit finalizer: a counter-based hash, so any element can be drawn on its own. */
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
 
 /** Uniform in [0, 1) for element `i` of tensor `t` under `seed`. */
 export function uniformAt(seed: number, t: number, i: number): number {

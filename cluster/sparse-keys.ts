@@ -1,3 +1,4 @@
+import { fmix32 } from './hash.js';
 import { InvalidArgumentError } from './errors.js';
 import { type InitSpec, type ModelSpec, type SparseTableSpec } from './model-spec.js';
 
@@ -26,15 +27,6 @@ function rotl32(x: number, r: number): number {
   return (x << r) | (x >>> (32 - r));
 }
 
-/** murmur3's 32-bit finalizer. */
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
 
 function mixBlock(h: number, k: number): number {
   k = Math.imul(k, C1);

@@ -1,3 +1,4 @@
+import { firstNonFinite as firstNonFiniteScalar } from '../cluster/finite.js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { InvalidArgumentError, MovedError, NotReadyError, StaleEpochError } from '../cluster/errors.js';
 import { type ShardMap, ownedRanges } from '../cluster/shard-map.js';
@@ -188,24 +189,7 @@ function describe(ranges: readonly SlotRange[]): string {
 export function firstNonFinite(g: Float32Array): number {
   const k = simdKernels();
   const body = g.length - (g.length % 8);
-  if (k && k.heap.holds(g) && k.fn.nonfinite(addressOf(g), body) === 0) return scalarFirstNonFinite(g, body, g.length);
-  return scalarFirstNonFinite(g, 0, g.length);
+  if (k && k.heap.holds(g) && k.fn.nonfinite(addressOf(g), body) === 0) return firstNonFiniteScalar(g, body, g.length);
+  return firstNonFiniteScalar(g, 0, g.length);
 }
 
-function scalarFirstNonFinite(g: Float32Array, from: number, to: number): number {
-  let a0 = 0;
-  let a1 = 0;
-  let a2 = 0;
-  let a3 = 0;
-  let i = from;
-  for (; i + 4 <= to; i += 4) {
-    a0 += g[i]! * 0;
-    a1 += g[i + 1]! * 0;
-    a2 += g[i + 2]! * 0;
-    a3 += g[i + 3]! * 0;
-  }
-  for (; i < to; i++) a0 += g[i]! * 0;
-  if (a0 + a1 + a2 + a3 === 0) return -1;
-  for (let j = from; j < to; j++) if (!Number.isFinite(g[j]!)) return j;
-  return -1;
-}

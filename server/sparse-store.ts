@@ -1,3 +1,4 @@
+import { firstNonFinite } from '../cluster/finite.js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { InvalidArgumentError, ResourceExhaustedError } from '../cluster/errors.js';
 import { type SlotRange } from '../cluster/slots.js';
@@ -224,13 +225,4 @@ function slotRuns(g: IdGroups): SlotRange[] {
     else runs.push({ begin: s, end: s + 1 });
   }
   return runs;
-}
-
-/** Index of the first NaN or ±Inf, or -1: one multiply-add per element unless there is one (x·0 is 0 only for finite x). */
-function firstNonFinite(g: Float32Array): number {
-  let acc = 0;
-  for (let i = 0; i < g.length; i++) acc += g[i]! * 0;
-  if (acc === 0) return -1;
-  for (let i = 0; i < g.length; i++) if (!Number.isFinite(g[i]!)) return i;
-  return -1;
 }

@@ -1,11 +1,10 @@
-import { type ClusterConfig } from '../../cluster/cluster-config.js';
 import { layout } from '../../cluster/model-spec.js';
-import { OPTIMIZERS, type OptimizerName, optimizerWithDefaults } from '../../cluster/optimizer-config.js';
+import { OPTIMIZERS, type OptimizerName } from '../../cluster/optimizer-config.js';
 import { DEFAULT_SLOTS } from '../../cluster/slots.js';
 import { getModel, MODEL_NAMES } from '../../worker/models/index.js';
 import { type Command } from '../command.js';
 import { EXIT } from '../handle-error.js';
-import { defaultLearningRate } from '../local/defaults.js';
+import { clusterConfig } from '../local/defaults.js';
 import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 
 export const initCommand: Command = {
@@ -26,14 +25,15 @@ export const initCommand: Command = {
   async run(o) {
     const model = getModel(o['model'] as string);
     const optimizer = o['optimizer'] as OptimizerName;
-    const config: ClusterConfig = {
+    const config = clusterConfig({
       name: o['cluster'] as string,
       slots: o['slots'] as number,
-      model: model.spec(o['seed'] as number),
-      optimizer: optimizerWithDefaults({ name: optimizer, learningRate: (o['learning-rate'] as number | undefined) ?? defaultLearningRate(model.name, optimizer) }),
-      consistency: 'async',
+      model,
+      seed: o['seed'] as number,
+      optimizer: optimizer,
+      learningRate: o['learning-rate'] as number | undefined,
       initialShards: o['shards'] as number,
-    };
+    });
     const store = openStore(o);
     try {
       await store.createCluster(config, Boolean(o['force']));

@@ -1,6 +1,6 @@
 import { type ClusterConfig } from '../../cluster/cluster-config.js';
 import { setLogLevel } from '../../cluster/log.js';
-import { OPTIMIZERS, type OptimizerName, optimizerWithDefaults } from '../../cluster/optimizer-config.js';
+import { OPTIMIZERS, type OptimizerName } from '../../cluster/optimizer-config.js';
 import { DEFAULT_SLOTS } from '../../cluster/slots.js';
 import { MemoryMembershipStore } from '../../cluster/membership/memory-store.js';
 import { type MembershipStore } from '../../cluster/membership/store.js';
@@ -18,7 +18,7 @@ import { EXIT } from '../handle-error.js';
 import { RoleProcesses } from '../local/processes.js';
 import { ProgressLine } from '../local/progress.js';
 import { parseWorkerEvent } from '../local/worker-events.js';
-import { DEFAULT_TRAINING, defaultLearningRate } from '../local/defaults.js';
+import { DEFAULT_TRAINING, clusterConfig } from '../local/defaults.js';
 
 /** How long shards may take to start and register before `local` gives up. */
 const SHARD_START_TIMEOUT_MS = 30_000;
@@ -57,14 +57,15 @@ export const localCommand: Command = {
     if (batchSize < 1) throw new UsageError('--batch-size must be at least 1');
     const model = getModel(o['model'] as string);
     const optimizerName = o['optimizer'] as OptimizerName;
-    const config: ClusterConfig = {
+    const config = clusterConfig({
       name: o['cluster'] as string,
       slots: o['slots'] as number,
-      model: model.spec(o['seed'] as number),
-      optimizer: optimizerWithDefaults({ name: optimizerName, learningRate: (o['learning-rate'] as number | undefined) ?? defaultLearningRate(model.name, optimizerName) }),
-      consistency: 'async',
+      model,
+      seed: o['seed'] as number,
+      optimizer: optimizerName,
+      learningRate: o['learning-rate'] as number | undefined,
       initialShards: shards,
-    };
+    });
 
     const membership = await openMembership(config, o['redis'] as string | undefined);
     const store = membership.store;

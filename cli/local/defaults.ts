@@ -1,4 +1,6 @@
-import { type OptimizerName } from '../../cluster/optimizer-config.js';
+import { type ClusterConfig } from '../../cluster/cluster-config.js';
+import { type OptimizerName, optimizerWithDefaults } from '../../cluster/optimizer-config.js';
+import { type Model } from '../../worker/models/model.js';
 
 /**
  * What `tessera local` (and so `npm start`) does with no options: chosen to
@@ -23,4 +25,16 @@ const TUNED: Record<string, Partial<Record<OptimizerName, number>>> = {
 
 export function defaultLearningRate(model: string, optimizer: OptimizerName): number | undefined {
   return TUNED[model]?.[optimizer];
+}
+
+/** The configuration `tessera init` and `tessera local` write: the model's spec, the optimizer with its tuned learning rate unless one is given. */
+export function clusterConfig(o: { name: string; slots: number; model: Model; seed: number; optimizer: OptimizerName; learningRate?: number; initialShards: number }): ClusterConfig {
+  return {
+    name: o.name,
+    slots: o.slots,
+    model: o.model.spec(o.seed),
+    optimizer: optimizerWithDefaults({ name: o.optimizer, learningRate: o.learningRate ?? defaultLearningRate(o.model.name, o.optimizer) }),
+    consistency: 'async',
+    initialShards: o.initialShards,
+  };
 }

@@ -3,22 +3,7 @@ import { InvalidArgumentError } from '../../../cluster/errors.js';
 import { type ShardBatch, allSlots, route } from '../../../cluster/routing.js';
 import { type ShardMap, evenAssignment, ownedRanges, slotCounts, validateMap } from '../../../cluster/shard-map.js';
 import { type SlotRange, normalizeRanges, rangesLength, slotStart } from '../../../cluster/slots.js';
-
-/** mulberry32: a tiny seeded generator, so every failure reproduces. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randInt(next: () => number, lo: number, hi: number): number {
-  return lo + Math.floor(next() * (hi - lo + 1));
-}
+import { rng, randInt } from '../../helpers/random.js';
 
 const ADDRESSES: Record<string, string> = { a: '10.0.0.1:7000', b: '10.0.0.2:7000', c: '10.0.0.3:7000' };
 

@@ -10,22 +10,7 @@ import {
   slotElements,
   slotStart,
 } from '../../../cluster/slots.js';
-
-/** mulberry32: a tiny seeded generator, so every failure reproduces. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randInt(next: () => number, lo: number, hi: number): number {
-  return lo + Math.floor(next() * (hi - lo + 1));
-}
+import { rng, randInt } from '../../helpers/random.js';
 
 /** ⌊s·D/S⌋ in exact integer arithmetic: the definition the float code must match. */
 function exactStart(s: number, d: number, slots: number): number {

@@ -1,18 +1,7 @@
 import { expect } from 'chai';
 import { type OptimizerConfig, type OptimizerName, optimizerWithDefaults } from '../../../cluster/optimizer-config.js';
 import { type SlotState, applyGradient, newState } from '../../../server/optimizers.js';
-
-/** mulberry32: a tiny seeded generator, so every failure reproduces. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from '../../helpers/random.js';
 
 function randomFloats(next: () => number, n: number, scale: number): Float32Array {
   const out = new Float32Array(n);

@@ -1,0 +1,9 @@
+/** murmur3's 32-bit finalizer: mixes every input bit into every output bit. The one copy every hash in the project builds on. */
+export function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
