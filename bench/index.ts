@@ -5,7 +5,8 @@ import { GrpcPair, limitFigure, Memcpy, TcpPair } from './baselines.js';
 import { setChildExecArgv } from './child-rpc.js';
 import { type DenseCase, runDense } from './dense.js';
 import { type Figure, formatTable, median, rateFigure, roundFigure } from './figures.js';
-import { trainSamplesPerSec } from './train.js';
+import { runSparse } from './sparse.js';
+import { trainFigureName, trainSamplesPerSec } from './train.js';
 import { OPTIMIZERS } from '../cluster/optimizer-config.js';
 import { DEFAULT_CHUNK_BYTES } from '../cluster/wire.js';
 
@@ -14,16 +15,18 @@ import { DEFAULT_CHUNK_BYTES } from '../cluster/wire.js';
  * object): the data path's figures, each the median of repeated runs, beside
  * the limits they are held against, measured in the same run.
  *
- * Flags: --json · --quick (fewer repetitions) · --only baselines,apply,dense,train ·
+ * Flags: --json · --quick (fewer repetitions) · --only baselines,apply,dense,sparse,train ·
  * --cases 16M_1w1s,1M_2w2s,… (dense cases; default all) ·
  * --profile DIR (every child process writes a V8 CPU profile there) · --node-flag FLAG
  * (passed to every child's node, e.g. --trace-gc; repeatable) · --chunk-bytes N (client chunk size).
  */
 
-const SECTIONS = ['baselines', 'apply', 'dense', 'train'] as const;
+const SECTIONS = ['baselines', 'apply', 'dense', 'sparse', 'train'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const M = 1 << 20;
+/** Training runs per variant (1 worker, 2 workers, 2 workers unpipelined), alternating; ≈ 5 s each. */
+const TRAIN_ROUNDS = 5;
 const SIZES = [
   { elements: M, label: '1M' },
   { elements: 16 * M, label: '16M' },
@@ -68,10 +71,7 @@ async function main(): Promise<void> {
   setChildExecArgv([...(args.profile ? ['--cpu-prof', '--cpu-prof-dir', args.profile] : []), ...args.nodeFlags]);
   const reps = (n: number) => (args.quick ? Math.max(3, Math.ceil(n / 3)) : n);
   const figures: Figure[] = [];
-  const skipped: { name: string; reason: string }[] = [
-    { name: 'sparse_pull_rows', reason: 'no sparse-table workload in this suite yet' },
-    { name: 'sparse_push_rows', reason: 'no sparse-table workload in this suite yet' },
-  ];
+  const skipped: { name: string; reason: string }[] = [];
 
   // Limits are sampled between the repetitions of the figures they bound (see baselines.ts).
   if (args.only.has('baselines') || args.only.has('apply')) {
@@ -84,70 +84,90 @@ async function main(): Promise<void> {
     figures.push(limitFigure('memcpy', copies, memcpy.bytes, true), ...applied);
   }
 
-  if (args.only.has('baselines') || args.only.has('dense')) {
+  const transport = args.only.has('baselines') || args.only.has('dense');
+  if (transport || args.only.has('sparse')) {
     progress('raw loopback TCP');
-    const tcp16 = await TcpPair.start(64 * M);
+    const tcp16 = await TcpPair.start(transport ? 64 * M : 4 * M);
     const tcpSamples = new Map<number, number[]>();
     try {
-      for (const bytes of [64 * M, 4 * M]) {
-        const samples: number[] = [];
-        for (let r = 0; r < reps(bytes >= 64 * M ? 9 : 25); r++) samples.push(await tcp16.transfer(bytes));
-        tcpSamples.set(bytes, samples);
-      }
-      const dense: Figure[] = [];
-      progress('gRPC transport alone');
-      const grpcPair = await GrpcPair.start(args.chunkBytes ?? DEFAULT_CHUNK_BYTES);
-      try {
-        for (const op of ['push', 'pull'] as const) {
+      if (transport) {
+        for (const bytes of [64 * M, 4 * M]) {
           const samples: number[] = [];
-          const tcp: number[] = [];
-          for (let r = 0; r <= reps(9); r++) {
-            const rate = await grpcPair.transfer(op, 64 * M);
-            if (r === 0) continue;
-            samples.push(rate);
-            tcp.push(await tcp16.transfer(64 * M));
-          }
-          const f = limitFigure(`grpc_stream_${op}_64MiB`, samples, 64 * M);
-          Object.assign(f, { limit: 'loopback_tcp', ratio: f.value / median(tcp) });
-          dense.push(f);
-          tcpSamples.get(64 * M)!.push(...tcp);
+          for (let r = 0; r < reps(bytes >= 64 * M ? 9 : 25); r++) samples.push(await tcp16.transfer(bytes));
+          tcpSamples.set(bytes, samples);
         }
-      } finally {
-        await grpcPair.close();
+        const dense: Figure[] = [];
+        progress('gRPC transport alone');
+        const grpcPair = await GrpcPair.start(args.chunkBytes ?? DEFAULT_CHUNK_BYTES);
+        try {
+          for (const op of ['push', 'pull'] as const) {
+            const samples: number[] = [];
+            const tcp: number[] = [];
+            for (let r = 0; r <= reps(9); r++) {
+              const rate = await grpcPair.transfer(op, 64 * M);
+              if (r === 0) continue;
+              samples.push(rate);
+              tcp.push(await tcp16.transfer(64 * M));
+            }
+            const f = limitFigure(`grpc_stream_${op}_64MiB`, samples, 64 * M);
+            Object.assign(f, { limit: 'loopback_tcp', ratio: f.value / median(tcp) });
+            dense.push(f);
+            tcpSamples.get(64 * M)!.push(...tcp);
+          }
+        } finally {
+          await grpcPair.close();
+        }
+        if (args.only.has('dense')) {
+          let cases: DenseCase[] = [];
+          for (const size of SIZES) for (const shards of [1, 2]) for (const workers of [1, 2]) cases.push({ ...size, shards, workers });
+          if (args.cases) cases = cases.filter((c) => args.cases!.has(`${c.label}_${c.workers}w${c.shards}s`));
+          dense.push(...(await runDense({ cases, reps: (n) => (n >= 16 * M ? reps(7) : reps(15)), tcp: tcp16, tcpSamples, chunkBytes: args.chunkBytes }, progress)));
+        }
+        figures.push(limitFigure('loopback_tcp', tcpSamples.get(64 * M)!, 64 * M), limitFigure('loopback_tcp_4MiB', tcpSamples.get(4 * M)!, 4 * M), ...dense);
       }
-      if (args.only.has('dense')) {
-        let cases: DenseCase[] = [];
-        for (const size of SIZES) for (const shards of [1, 2]) for (const workers of [1, 2]) cases.push({ ...size, shards, workers });
-        if (args.cases) cases = cases.filter((c) => args.cases!.has(`${c.label}_${c.workers}w${c.shards}s`));
-        dense.push(...(await runDense({ cases, reps: (n) => (n >= 16 * M ? reps(7) : reps(15)), tcp: tcp16, tcpSamples, chunkBytes: args.chunkBytes }, progress)));
-      }
-      figures.push(limitFigure('loopback_tcp', tcpSamples.get(64 * M)!, 64 * M), limitFigure('loopback_tcp_4MiB', tcpSamples.get(4 * M)!, 4 * M), ...dense);
+      if (args.only.has('sparse')) figures.push(...(await runSparse({ reps: reps(9), requestsPerRep: 32, warmUpRequests: 32, tcp: tcp16 }, progress)));
     } finally {
       await tcp16.close();
     }
   }
 
   if (args.only.has('train')) {
-    // 1 and 2 workers alternate, so both see the same conditions on a shared host.
-    const runs = new Map<number, Figure[]>([
-      [1, []],
-      [2, []],
-    ]);
-    const failures = new Map<number, string>();
-    for (let r = 0; r < (args.quick ? 1 : 2); r++) {
-      for (const workers of [1, 2]) {
-        if (failures.has(workers)) continue;
-        progress(`training mnist-mlp, ${workers} worker(s), run ${r + 1}`);
+    // 1 worker, 2 workers and 2 workers unpipelined alternate, so all see the same conditions on a shared host;
+    // the pipelining speedup is the median of the ratios of runs taken side by side.
+    const variants = [
+      { workers: 1, pipeline: true },
+      { workers: 2, pipeline: true },
+      { workers: 2, pipeline: false },
+    ];
+    const runs = new Map<string, Figure[]>(variants.map((v) => [trainFigureName(v.workers, v.pipeline), []]));
+    const failures = new Map<string, string>();
+    const speedups: number[] = [];
+    for (let r = 0; r < (args.quick ? 1 : TRAIN_ROUNDS); r++) {
+      const round = new Map<string, number>();
+      for (const v of variants) {
+        const name = trainFigureName(v.workers, v.pipeline);
+        if (failures.has(name)) continue;
+        progress(`training mnist-mlp, ${v.workers} worker(s)${v.pipeline ? '' : ', unpipelined'}, run ${r + 1}`);
         try {
-          runs.get(workers)!.push(await trainSamplesPerSec(workers));
+          const f = await trainSamplesPerSec(v.workers, v.pipeline);
+          runs.get(name)!.push(f);
+          round.set(name, f.value);
         } catch (err) {
-          failures.set(workers, (err as Error).message);
+          failures.set(name, (err as Error).message);
         }
       }
+      const pipelined = round.get(trainFigureName(2, true));
+      const unpipelined = round.get(trainFigureName(2, false));
+      if (pipelined !== undefined && unpipelined !== undefined) speedups.push(pipelined / unpipelined);
     }
-    for (const [workers, got] of runs) {
-      if (got.length === 0) skipped.push({ name: `train_mnist_${workers}w`, reason: failures.get(workers) ?? 'not run' });
-      else figures.push({ ...rateFigure(got[0]!.name, got[0]!.unit, got.map((f) => f.value)), detail: got[0]!.detail });
+    for (const [name, got] of runs) {
+      if (got.length === 0) skipped.push({ name, reason: failures.get(name) ?? 'not run' });
+      else figures.push({ ...rateFigure(name, got[0]!.unit, got.map((f) => f.value)), detail: got[0]!.detail });
+    }
+    if (speedups.length === 0) skipped.push({ name: 'train_pipeline_speedup', reason: 'no pair of pipelined and unpipelined 2-worker runs completed' });
+    else {
+      const median2 = (name: string) => median(runs.get(name)!.map((f) => f.value));
+      figures.push(rateFigure('train_pipeline_speedup', '×', speedups, { detail: { workers: 2, pipelined_samples_per_s: median2(trainFigureName(2, true)), unpipelined_samples_per_s: median2(trainFigureName(2, false)) } }));
     }
   }
 
@@ -206,6 +226,15 @@ function checkTargets(figures: Figure[]): Target[] {
   const t1 = f('train_mnist_1w');
   const t2 = f('train_mnist_2w');
   if (t1 && t2) out.push({ target: 'a second worker raises samples/s', measured: `${t2.value.toFixed(0)} vs ${t1.value.toFixed(0)} samples/s (×${(t2.value / t1.value).toFixed(2)})`, holds: t2.value > t1.value });
+  const sp = f('train_pipeline_speedup');
+  const tu = f('train_mnist_2w_unpipelined');
+  if (sp && t2 && tu) {
+    out.push({
+      target: 'pipelined training beats unpipelined (2 workers)',
+      measured: `${t2.value.toFixed(0)} vs ${tu.value.toFixed(0)} samples/s (×${sp.value.toFixed(2)}, paired runs ×${sp.min!.toFixed(2)}–${sp.max!.toFixed(2)})`,
+      holds: sp.value > 1,
+    });
+  }
   return out;
 }
 

@@ -5,14 +5,17 @@ import { type Figure } from './figures.js';
 /**
  * End-to-end training throughput: `tessera local --json` trains mnist-mlp on
  * the wasm backend for one epoch with N worker processes; the figure is its
- * `samples_per_sec` (samples over the training wall time).
+ * `samples_per_sec` (samples over the training wall time). Workers run
+ * pipelined (tessera's default: the next pull and this push overlap the
+ * compute) unless `pipeline` is false (`--pipeline=false`: strictly in turn),
+ * which names the figure `…_unpipelined`.
  */
 
 const TRAIN_TIMEOUT_MS = 150_000;
 
-export async function trainSamplesPerSec(workers: number): Promise<Figure> {
+export async function trainSamplesPerSec(workers: number, pipeline = true): Promise<Figure> {
   const bin = fileURLToPath(new URL('../../bin/tessera.js', import.meta.url));
-  const args = [bin, 'local', '--json', '--model', 'mnist-mlp', '--backend', 'wasm', '--workers', String(workers), '--epochs', '1'];
+  const args = [bin, 'local', '--json', '--model', 'mnist-mlp', '--backend', 'wasm', '--workers', String(workers), '--epochs', '1', ...(pipeline ? [] : ['--pipeline=false'])];
   const out = await new Promise<string>((resolve, reject) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TESSERA_LOG_LEVEL: 'warn' } });
     let stdout = '';
@@ -28,20 +31,25 @@ export async function trainSamplesPerSec(workers: number): Promise<Figure> {
     });
   });
   const line = out.trim().split('\n').pop() ?? '';
-  let result: { samples_per_sec?: unknown; samples?: number; test_accuracy?: number; backend?: string };
+  let result: { samples_per_sec?: unknown; samples?: number; test_accuracy?: number; backend?: string; pipeline?: unknown };
   try {
     result = JSON.parse(line) as typeof result;
   } catch {
     throw new Error(`tessera local printed no JSON: ${lastLines(out, 3)}`);
   }
   if (typeof result.samples_per_sec !== 'number') throw new Error('tessera local --json has no samples_per_sec');
+  if (result.pipeline !== pipeline) throw new Error(`tessera local reported pipeline ${String(result.pipeline)}, asked for ${pipeline}`);
   return {
-    name: `train_mnist_${workers}w`,
+    name: trainFigureName(workers, pipeline),
     value: result.samples_per_sec,
     unit: 'samples/s',
     runs: 1,
-    detail: { samples: result.samples ?? 0, test_accuracy: result.test_accuracy ?? 0, backend: result.backend ?? '' },
+    detail: { samples: result.samples ?? 0, test_accuracy: result.test_accuracy ?? 0, backend: result.backend ?? '', pipeline: pipeline ? 'yes' : 'no' },
   };
+}
+
+export function trainFigureName(workers: number, pipeline = true): string {
+  return `train_mnist_${workers}w${pipeline ? '' : '_unpipelined'}`;
 }
 
 function lastLines(text: string, n: number): string {

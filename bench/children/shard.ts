@@ -21,6 +21,8 @@ serve(
       const u = process.resourceUsage();
       return { ms: (u.userCPUTime + u.systemCPUTime) / 1000, faults: u.minorPageFault };
     },
+    /** The shard's sparse tables and their counters (rows held, rows created, bytes held…). */
+    sparse: () => server!.sparse.stats(),
     /** Resolves once the shard serves the map of `epoch` (or a later one). */
     awaitEpoch: async ({ epoch }: { epoch: number }) => {
       const s = server!;
