@@ -163,8 +163,9 @@ const RESPONSE_ENCODERS: Record<string, (msg: never) => Buffer | null> = {
 
 /**
  * A server-side service definition whose hot responses are encoded by this
- * module instead of the generic encoder: the same bytes on the wire, without
- * the generic encoder's fresh buffer per message. Only for definitions a
+ * module instead of the generic encoder: the same message on the wire (in
+ * canonical proto3 form: fields set to zero are left out, where the generic
+ * encoder writes them), without the generic encoder's fresh buffer per message. Only for definitions a
  * grpc-js server serves (its serializer output is copied at once; a client's
  * is not, so clients keep the generic encoder).
  */

@@ -139,7 +139,10 @@ export class FloatHeap {
     this.pages += want;
     this.current = this.memory.buffer;
     this.buffers.add(this.current);
-    this.release({ offset: start, bytes: want * PAGE_BYTES });
+    // The last bytes below 4 GiB are never handed out either: the kernels compute an
+    // array's end address in 32 bits, and an end of exactly 2^32 would wrap to 0.
+    const end = Math.min(this.pages * PAGE_BYTES, MAX_PAGES * PAGE_BYTES - ALIGN_BYTES);
+    this.release({ offset: start, bytes: end - start });
     return true;
   }
 }
