@@ -197,7 +197,7 @@ interface Target {
   holds: boolean;
 }
 
-/** The targets, checked against this run's figures (absent figures are left out). */
+/** The project's performance targets, checked against this run's figures (absent figures are left out). */
 function checkTargets(figures: Figure[]): Target[] {
   const f = (n: string) => figures.find((x) => x.name === n);
   const out: Target[] = [];
