@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
+import { isClocked, parseConsistency } from '../cluster/consistency.js';
 import { InvalidArgumentError, NotFoundError, NotReadyError, TesseraError, TooManyRedirectionsError } from '../cluster/errors.js';
 import { deadlineIn } from '../cluster/grpc-client.js';
 import { createLogger } from '../cluster/log.js';
@@ -22,6 +23,14 @@ export interface PushStats {
   seq: number;
   appliedSlots: number;
   duplicateSlots: number;
+}
+
+/** Where a training worker's pull or push stands under ssp/bsp (see cluster/consistency.ts). */
+export interface StepClock {
+  /** The step: the clock of the pull it computes from, and of the push it sends. */
+  clock: number;
+  /** On a worker's first pull after it (re)started: its clock on the shards becomes `clock`. */
+  join?: boolean;
 }
 
 /**
@@ -85,9 +94,36 @@ export class TesseraClient {
     if (map) this.adopt(map);
   }
 
-  /** The whole model's values. */
-  pull(out?: Float32Array): Promise<Float32Array> {
-    return this.pullRanges(allSlots(this.map), out);
+  /** Whether the cluster's consistency model (ssp, bsp) wants training workers to send clocks. */
+  get clocked(): boolean {
+    return isClocked(parseConsistency(this.config.consistency));
+  }
+
+  /**
+   * The whole model's values. A training worker under ssp/bsp passes the
+   * step it is about to compute (`at`): the shards answer once that step may
+   * see the weights. Without `at` a pull never waits.
+   */
+  pull(out?: Float32Array, at?: StepClock): Promise<Float32Array> {
+    return this.pullRanges(allSlots(this.map), out, at);
+  }
+
+  /**
+   * The clock a worker joining now starts from: the highest any shard reports
+   * (under bsp its open step, under ssp its slowest live worker's clock).
+   */
+  async clusterClock(): Promise<number> {
+    const addresses = [...new Set(Object.values(this.map.addresses))];
+    const clocks = await Promise.all(
+      addresses.map(
+        (address) =>
+          new Promise<number>((resolve, reject) => {
+            const client = this.pool.get(address) as grpc.Client & { describe(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: { clock: number }) => void): void };
+            client.describe({}, { deadline: deadlineIn(this.options.deadlineMs) }, (err, res) => (err ? reject(fromStatus(err, address)) : resolve(res!.clock)));
+          }),
+      ),
+    );
+    return Math.max(0, ...clocks);
   }
 
   /**
@@ -117,12 +153,12 @@ export class TesseraClient {
   }
 
   /** The values of `ranges` (ordered, disjoint slot runs), concatenated into `out`. */
-  async pullRanges(ranges: readonly SlotRange[], out?: Float32Array): Promise<Float32Array> {
+  async pullRanges(ranges: readonly SlotRange[], out?: Float32Array, at?: StepClock): Promise<Float32Array> {
     this.checkRanges(ranges);
     const length = rangesLength(ranges, this.elements, this.config.slots);
     const target = out ?? new Float32Array(length);
     if (target.length !== length) throw new InvalidArgumentError(`pull target holds ${target.length} values but the slots hold ${length}`);
-    await this.fanOut(pieces(ranges, this.elements, this.config.slots), (b) => this.pullBatch(b, target));
+    await this.fanOut(pieces(ranges, this.elements, this.config.slots), (b) => this.pullBatch(b, target, at));
     return target;
   }
 
@@ -131,11 +167,12 @@ export class TesseraClient {
    * applied it. Retrying with the same `seq` after a failure never applies a
    * slot twice.
    */
-  push(gradient: Float32Array, seq?: number): Promise<PushStats> {
-    return this.pushRanges(allSlots(this.map), gradient, seq);
+  push(gradient: Float32Array, seq?: number, clock?: number): Promise<PushStats> {
+    return this.pushRanges(allSlots(this.map), gradient, seq, clock);
   }
 
-  async pushRanges(ranges: readonly SlotRange[], gradient: Float32Array, seq: number = this.nextSeq()): Promise<PushStats> {
+  /** Pushes a gradient for `ranges`; `clock` is the step it belongs to under ssp/bsp (see {@link pull}). */
+  async pushRanges(ranges: readonly SlotRange[], gradient: Float32Array, seq: number = this.nextSeq(), clock?: number): Promise<PushStats> {
     this.checkRanges(ranges);
     const length = rangesLength(ranges, this.elements, this.config.slots);
     if (gradient.length !== length) throw new InvalidArgumentError(`gradient has ${gradient.length} values but the slots hold ${length}`);
@@ -144,7 +181,7 @@ export class TesseraClient {
     if (bad >= 0) throw new InvalidArgumentError(`gradient has a non-finite value (${gradient[bad]}) at element ${bad}; nothing was sent`);
     const stats: PushStats = { seq, appliedSlots: 0, duplicateSlots: 0 };
     await this.fanOut(pieces(ranges, this.elements, this.config.slots), async (b) => {
-      const ack = await this.pushBatch(b, gradient, seq);
+      const ack = await this.pushBatch(b, gradient, seq, clock);
       stats.appliedSlots += ack.appliedSlots;
       stats.duplicateSlots += ack.duplicateSlots;
     });
@@ -196,10 +233,10 @@ export class TesseraClient {
     return [...byShard.values()];
   }
 
-  private pullBatch(batch: ShardBatch, out: Float32Array): Promise<void> {
+  private pullBatch(batch: ShardBatch, out: Float32Array, at?: StepClock): Promise<void> {
     const client = this.pool.get(batch.address) as grpc.Client & { pull(req: object, opts: grpc.CallOptions): grpc.ClientReadableStream<{ offset: number; values: Buffer }> };
     const call = client.pull(
-      { epoch: this.map.epoch, ranges: batch.ranges.map(({ begin, end }) => ({ begin, end })), workerId: this.options.workerId, maxChunkBytes: this.options.chunkBytes, model: this.config.model.name },
+      { epoch: this.map.epoch, ranges: batch.ranges.map(({ begin, end }) => ({ begin, end })), workerId: this.options.workerId, maxChunkBytes: this.options.chunkBytes, model: this.config.model.name, ...(at ? { clocked: true, clock: at.clock, join: Boolean(at.join) } : {}) },
       { deadline: deadlineIn(this.options.deadlineMs) },
     );
     const scatter = scatterer(batch.ranges, out);
@@ -217,7 +254,7 @@ export class TesseraClient {
     });
   }
 
-  private async pushBatch(batch: ShardBatch, gradient: Float32Array, seq: number): Promise<{ appliedSlots: number; duplicateSlots: number }> {
+  private async pushBatch(batch: ShardBatch, gradient: Float32Array, seq: number, clock?: number): Promise<{ appliedSlots: number; duplicateSlots: number }> {
     type Ack = { appliedSlots: number; duplicateSlots: number };
     const client = this.pool.get(batch.address) as grpc.Client & {
       push(opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Ack) => void): grpc.ClientWritableStream<object>;
@@ -234,6 +271,7 @@ export class TesseraClient {
       seq,
       codec: 'CODEC_FLOAT32',
       model: this.config.model.name,
+      ...(clock !== undefined ? { clocked: true, clock } : {}),
     };
     let batchOffset = 0;
     let first = true;

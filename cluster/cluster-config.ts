@@ -2,10 +2,8 @@ import { type ModelSpec, validateModelSpec } from './model-spec.js';
 import { validateSparseTables } from './sparse-keys.js';
 import { type OptimizerConfig, validateOptimizer } from './optimizer-config.js';
 import { DEFAULT_SLOTS } from './slots.js';
+import { type Consistency, parseConsistency } from './consistency.js';
 import { InvalidArgumentError } from './errors.js';
-
-/** Consistency models; only `async` so far. */
-export type Consistency = 'async';
 
 /** What a cluster is, written once when it is created and read by every role. */
 export interface ClusterConfig {
@@ -15,13 +13,24 @@ export interface ClusterConfig {
   slots: number;
   model: ModelSpec;
   optimizer: OptimizerConfig;
+  /** `async`, `ssp:K` or `bsp` (cluster/consistency.ts). */
   consistency: Consistency;
   /**
    * Shards that must hold live leases before the first map is written; the
    * slots are then spread evenly over every live shard. Default 1.
    */
   initialShards?: number;
+  /**
+   * Under `ssp:K` and `bsp`: workers that must have joined before the first
+   * step is let through, so a run's workers start together (a worker that
+   * never comes is waited for at most {@link WORKER_START_TIMEOUT_MS}).
+   * Default 1.
+   */
+  initialWorkers?: number;
 }
+
+/** How long clocked consistency waits for `initialWorkers` after the first worker joined. */
+export const WORKER_START_TIMEOUT_MS = 30_000;
 
 export const DEFAULT_CLUSTER_NAME = 'default';
 
@@ -32,9 +41,10 @@ export function validateClusterConfig(c: ClusterConfig): void {
   if (!Number.isInteger(c.slots) || c.slots < 1 || c.slots > 65536) {
     throw new InvalidArgumentError(`slots must be an integer in [1, 65536], got ${c.slots} (default ${DEFAULT_SLOTS})`);
   }
+  if (c.initialWorkers !== undefined && (!Number.isInteger(c.initialWorkers) || c.initialWorkers < 1)) throw new InvalidArgumentError(`initial worker count must be a positive integer, got ${c.initialWorkers}`);
   if (c.initialShards !== undefined && (!Number.isInteger(c.initialShards) || c.initialShards < 1)) throw new InvalidArgumentError(`initial shard count must be a positive integer, got ${c.initialShards}`);
   validateModelSpec(c.model);
   validateSparseTables(c.model);
   validateOptimizer(c.optimizer);
-  if (c.consistency !== 'async') throw new InvalidArgumentError(`unknown consistency "${c.consistency}"; this build supports: async`);
+  parseConsistency(c.consistency);
 }

@@ -119,6 +119,18 @@ export class ClusterExistsError extends TesseraError {
   readonly reason = 'cluster-exists';
 }
 
+/** A clocked pull (ssp, bsp) waited longer than its server allows for slower workers. */
+export class ClockTimeoutError extends TesseraError {
+  readonly code = status.DEADLINE_EXCEEDED;
+  readonly reason = 'clock-timeout';
+}
+
+/** A bsp push for a step its shard has not opened: the worker skipped the pull at that clock. */
+export class StepAheadError extends TesseraError {
+  readonly code = status.FAILED_PRECONDITION;
+  readonly reason = 'step-ahead';
+}
+
 /** The cluster (or a member) does not exist. */
 export class NotFoundError extends TesseraError {
   readonly code = status.NOT_FOUND;

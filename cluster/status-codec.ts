@@ -1,5 +1,6 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import {
+  ClockTimeoutError,
   ClusterExistsError,
   InvalidArgumentError,
   MapConflictError,
@@ -10,6 +11,7 @@ import {
   ResourceExhaustedError,
   ShardUnavailableError,
   StaleEpochError,
+  StepAheadError,
   TesseraError,
 } from './errors.js';
 import { MembershipUnavailableError } from './membership/membership-errors.js';
@@ -63,6 +65,10 @@ export function fromStatus(err: Partial<ServiceError> & { code?: number; details
       return new ClusterExistsError(details);
     case 'not-found':
       return new NotFoundError(details);
+    case 'clock-timeout':
+      return new ClockTimeoutError(details);
+    case 'step-ahead':
+      return new StepAheadError(details);
   }
   switch (err.code) {
     case status.UNAVAILABLE:

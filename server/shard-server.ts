@@ -29,9 +29,18 @@ export interface ShardServerOptions {
   lease?: LeaseOptions;
   /** Re-read the map this often besides the watch (also how soon a store that lost its data is repaired). Default 1 000 ms. */
   mapPollMs?: number;
+  /**
+   * Under ssp/bsp: re-read the live workers this often, so a worker whose
+   * lease expired (or that left, or went idle) stops holding the others back
+   * within the lease TTL plus this. Default 500 ms.
+   */
+  workerPollMs?: number;
 }
 
 export const DEFAULT_MAP_POLL_MS = 1_000;
+export const DEFAULT_WORKER_POLL_MS = 500;
+/** The lease state of a worker that has no data left to train on for now: it holds no one back under ssp/bsp. */
+export const IDLE_WORKER_STATE = 'idle';
 /** How often the store is checked while it holds no map (cluster forming, or store lost its data). */
 const NO_MAP_POLL_MS = 250;
 
@@ -46,6 +55,7 @@ export class ShardServer extends EventEmitter {
   state: ShardState = 'joining';
   private stopWatch: (() => void) | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
+  private workerTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     readonly shard: Shard,
@@ -78,7 +88,26 @@ export class ShardServer extends EventEmitter {
     await lease.start();
     server.stopWatch = options.store.watchMap((map) => server!.adopt(map));
     await server.poll();
+    if (shard.gate.clocked) await server.pollWorkers(options.workerPollMs ?? DEFAULT_WORKER_POLL_MS);
     return server;
+  }
+
+  /** Under ssp/bsp: tells the clock gate which workers are live, now and then every `everyMs`. */
+  private async pollWorkers(everyMs: number): Promise<void> {
+    const readAt = Date.now();
+    try {
+      const workers = await this.store.members('worker');
+      this.shard.gate.setLive(
+        workers.filter((w) => w.state !== IDLE_WORKER_STATE).map((w) => w.id),
+        readAt,
+      );
+    } catch (err) {
+      // Redis away: keep the last set (invariant 4); a dead worker then waits for the store.
+      log.debug(`shard ${this.shard.id}: cannot read the live workers (${(err as Error).message})`);
+    }
+    if (this.state === 'draining' || this.state === 'gone') return;
+    this.workerTimer = setTimeout(() => void this.pollWorkers(everyMs), everyMs);
+    this.workerTimer.unref();
   }
 
   /**
@@ -142,6 +171,8 @@ export class ShardServer extends EventEmitter {
       bytes: this.shard.store.heldBytes() + this.sparse.heldBytes(),
       pushesApplied: this.shard.pushesApplied,
       state: this.state,
+      consistency: this.config.consistency,
+      clock: this.shard.gate.clock(),
     };
   }
 
@@ -155,6 +186,8 @@ export class ShardServer extends EventEmitter {
     this.transition('draining');
     this.stopWatch?.();
     clearTimeout(this.pollTimer);
+    clearTimeout(this.workerTimer);
+    this.shard.gate.close();
     await this.grpc.close(graceMs);
     await this.lease.close();
     this.transition('gone');

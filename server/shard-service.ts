@@ -14,6 +14,9 @@ interface PullRequestMsg {
   workerId: string;
   maxChunkBytes: number;
   model: string;
+  clocked: boolean;
+  clock: number;
+  join: boolean;
 }
 interface PushHeaderMsg {
   epoch: number;
@@ -22,12 +25,21 @@ interface PushHeaderMsg {
   seq: number;
   codec: string;
   model: string;
+  clocked: boolean;
+  clock: number;
 }
 interface PushChunkMsg {
   header: PushHeaderMsg | null;
   offset: number;
   values: Buffer;
 }
+
+/**
+ * How long a clocked pull (ssp, bsp) may wait for slower workers before it is
+ * answered with a clock-timeout error: below the client's default deadline
+ * (60 s), so the caller learns why rather than just that it timed out.
+ */
+export const CLOCK_WAIT_MS = 45_000;
 
 /** Bytes of idle push buffers a shard keeps for reuse: enough for two whole-model pushes of a 64 MB model at once. */
 export const GRADIENT_POOL_BYTES = 128 << 20;
@@ -98,6 +110,12 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
         try {
           const req = call.request;
           shard.check(req.epoch, req.ranges, req.model);
+          if (req.clocked) {
+            await shard.gate.beforePull(req.workerId || call.getPeer(), req.clock, req.join, CLOCK_WAIT_MS);
+            if (call.cancelled) return;
+            // The map may have moved on while the pull waited.
+            shard.check(req.epoch, req.ranges, req.model);
+          }
           const maxBytes = Math.min(req.maxChunkBytes || DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES - 1024);
           const total = shard.lengthOf(req.ranges);
           const epoch = shard.epoch;
@@ -162,7 +180,8 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
         try {
           if (!header || !gradient) throw new InvalidArgumentError('empty push: no header was sent');
           if (received !== gradient.length) throw new InvalidArgumentError(`push carries ${received} values but its slots hold ${gradient.length}`);
-          const res = shard.push({ epoch: header.epoch, ranges: header.ranges, workerId: header.workerId, seq: header.seq, model: header.model }, gradient);
+          const h = header;
+          const res = shard.push({ epoch: h.epoch, ranges: h.ranges, workerId: h.workerId, seq: h.seq, model: h.model, ...(h.clocked ? { clock: h.clock } : {}) }, gradient);
           settle();
           callback(null, res);
         } catch (err) {

@@ -1,9 +1,11 @@
 import { firstNonFinite as firstNonFiniteScalar } from '../cluster/finite.js';
-import { type ClusterConfig } from '../cluster/cluster-config.js';
+import { type ClusterConfig, WORKER_START_TIMEOUT_MS } from '../cluster/cluster-config.js';
+import { parseConsistency } from '../cluster/consistency.js';
 import { InvalidArgumentError, MovedError, NotReadyError, StaleEpochError } from '../cluster/errors.js';
 import { type ShardMap, ownedRanges } from '../cluster/shard-map.js';
 import { type SlotRange, checkRanges, rangesLength } from '../cluster/slots.js';
 import { copyBytes, floatBytes } from '../cluster/wire.js';
+import { ClockGate } from './clock-gate.js';
 import { applyGradient } from './optimizers.js';
 import { addressOf, simdKernels } from './simd-kernels.js';
 import { SlotStore } from './slot-store.js';
@@ -15,6 +17,8 @@ export interface PushHeader {
   workerId: string;
   seq: number;
   model?: string;
+  /** Under ssp/bsp: the step the gradient belongs to (see ClockGate). */
+  clock?: number;
 }
 
 export interface PushResult {
@@ -31,7 +35,11 @@ export interface PushResult {
  */
 export class Shard {
   readonly store: SlotStore;
+  /** Worker clocks and waiting pulls under ssp/bsp; inert under async. */
+  readonly gate: ClockGate;
   private map: ShardMap | null = null;
+  /** bsp: the open step's pushes, summed per slot, with how many were summed. */
+  private readonly pending = new Map<number, { sum: Float32Array; count: number }>();
   pushesApplied = 0;
 
   constructor(
@@ -39,6 +47,8 @@ export class Shard {
     readonly config: ClusterConfig,
   ) {
     this.store = new SlotStore(config);
+    this.gate = new ClockGate(parseConsistency(config.consistency), config.initialWorkers ?? 1, WORKER_START_TIMEOUT_MS);
+    this.gate.onStepClosed = () => this.applyPending();
   }
 
   get epoch(): number {
@@ -137,6 +147,10 @@ export class Shard {
     if (!header.workerId) throw new InvalidArgumentError('push has no worker_id; every push needs (worker_id, seq) to be applied once');
     if (!Number.isSafeInteger(header.seq) || header.seq < 0) throw new InvalidArgumentError(`push seq must be a non-negative integer, got ${header.seq}`);
     this.check(header.epoch, header.ranges, header.model);
+    const clocked = header.clock !== undefined && this.gate.clocked;
+    if (clocked && !(Number.isSafeInteger(header.clock) && header.clock! >= 0)) throw new InvalidArgumentError(`push clock must be a non-negative integer, got ${header.clock}`);
+    if (clocked) this.gate.checkPush(header.workerId, header.clock!);
+    const summed = clocked && this.gate.model.kind === 'bsp';
     const expected = this.lengthOf(header.ranges);
     if (gradient.length !== expected) {
       throw new InvalidArgumentError(`push carries ${gradient.length} values but slots ${describe(header.ranges)} hold ${expected}`);
@@ -151,7 +165,8 @@ export class Shard {
         const slot = this.store.ensure(s);
         if (slot.dedup.has(header.workerId, header.seq)) duplicates++;
         else {
-          applyGradient(slot, gradient, off, this.config.optimizer);
+          if (summed) this.sum(s, gradient, off, slot.values.length);
+          else applyGradient(slot, gradient, off, this.config.optimizer);
           slot.dedup.add(header.workerId, header.seq);
           applied++;
         }
@@ -159,7 +174,30 @@ export class Shard {
       }
     }
     if (applied > 0) this.pushesApplied++;
+    // May close a bsp step, which applies what was summed (this push included).
+    if (clocked) this.gate.afterPush(header.workerId, header.clock!);
     return { epoch: this.epoch, appliedSlots: applied, duplicateSlots: duplicates };
+  }
+
+  /** bsp: adds one push's part for slot `s` to the open step's sum. */
+  private sum(s: number, gradient: Float32Array, off: number, length: number): void {
+    let p = this.pending.get(s);
+    if (!p) this.pending.set(s, (p = { sum: new Float32Array(length), count: 0 }));
+    const sum = p.sum;
+    for (let i = 0; i < length; i++) sum[i] = sum[i]! + gradient[off + i]!;
+    p.count++;
+  }
+
+  /** bsp: applies the open step, each slot's summed pushes divided by their count (the mean gradient). */
+  private applyPending(): void {
+    for (const [s, { sum, count }] of this.pending) {
+      if (count > 1) {
+        const k = 1 / count;
+        for (let i = 0; i < sum.length; i++) sum[i] = sum[i]! * k;
+      }
+      applyGradient(this.store.ensure(s), sum, 0, this.config.optimizer);
+    }
+    this.pending.clear();
   }
 }
 

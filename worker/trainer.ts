@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../cluster/errors.js';
+import { type StepClock } from '../client/tessera-client.js';
 import { batchesPerEpoch, type Dataset, epochBatches } from './data/dataset.js';
 import { type Model } from './models/model.js';
 
@@ -9,10 +10,14 @@ import { type Model } from './models/model.js';
 export interface ParameterClient {
   /** Elements of the cluster's parameter vector. */
   readonly elements: number;
-  /** The whole parameter vector, written into `out`. */
-  pull(out: Float32Array): Promise<Float32Array>;
-  /** Applies a gradient of the whole vector; resolves once it is applied. */
-  push(gradient: Float32Array): Promise<unknown>;
+  /** Whether pulls and pushes carry the worker's clock (the cluster runs ssp or bsp). Default false. */
+  readonly clocked?: boolean;
+  /** The whole parameter vector, written into `out`; with `at`, once step `at.clock` may see it. */
+  pull(out: Float32Array, at?: StepClock): Promise<Float32Array>;
+  /** Applies a gradient of the whole vector (of step `clock` when clocked); resolves once it is applied or, under bsp, summed. */
+  push(gradient: Float32Array, seq?: number, clock?: number): Promise<unknown>;
+  /** The clock a worker joining now starts from; needed when clocked. */
+  clusterClock?(): Promise<number>;
 }
 
 /** Reported after every step. */
@@ -91,6 +96,9 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
   const totalSteps = batchesPerEpoch(data.count, batchSize) * epochs;
   let pulling: Promise<Float32Array> | null = null;
   let pushing: Promise<unknown> | null = null;
+  // Under ssp/bsp every pull and push carries the step's clock, counted from where the cluster is now.
+  const startClock = client.clocked ? await client.clusterClock!() : 0;
+  const at = (step: number): StepClock | undefined => (client.clocked ? { clock: startClock + step, join: step === 0 } : undefined);
   try {
     epochs: for (let epoch = 0; epoch < epochs; epoch++) {
       for (const batch of epochBatches(data, batchSize, seed, epoch)) {
@@ -99,13 +107,13 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
           break epochs;
         }
         const slot = pipeline ? steps % 2 : 0;
-        const current = await (pulling ?? client.pull(params[slot]!));
+        const current = await (pulling ?? client.pull(params[slot]!, at(steps)));
         // Pipelined: fetch the next step's weights into the other buffer while this one computes.
-        pulling = pipeline && steps + 1 < totalSteps ? client.pull(params[1 - slot]!) : null;
+        pulling = pipeline && steps + 1 < totalSteps ? client.pull(params[1 - slot]!, at(steps + 1)) : null;
         const { loss } = await model.gradient(current, batch, gradients[slot]!);
         // The previous push must finish before its buffer is reused, and at most one is in flight.
         if (pushing) await pushing;
-        pushing = client.push(gradients[slot]!);
+        pushing = client.push(gradients[slot]!, undefined, at(steps)?.clock);
         if (!pipeline) {
           await pushing;
           pushing = null;

@@ -1,4 +1,5 @@
 import { type ClusterConfig } from '../../cluster/cluster-config.js';
+import { type Consistency } from '../../cluster/consistency.js';
 import { type ModelSpec } from '../../cluster/model-spec.js';
 import { type OptimizerConfig, optimizerWithDefaults } from '../../cluster/optimizer-config.js';
 import { MemoryMembershipStore } from '../../cluster/membership/memory-store.js';
@@ -23,15 +24,23 @@ export interface TestCluster {
  * An in-process cluster over real gRPC on loopback: an embedded store, `shards`
  * shard servers on free ports, slots spread evenly (epoch 1).
  */
-export async function startCluster(opts: { shards: number; model: ModelSpec; optimizer?: Partial<OptimizerConfig> & { name: OptimizerConfig['name'] }; slots?: number }): Promise<TestCluster> {
+export async function startCluster(opts: {
+  shards: number;
+  model: ModelSpec;
+  optimizer?: Partial<OptimizerConfig> & { name: OptimizerConfig['name'] };
+  slots?: number;
+  consistency?: Consistency;
+  initialWorkers?: number;
+}): Promise<TestCluster> {
   const store = new MemoryMembershipStore();
   const config: ClusterConfig = {
     name: 'test',
     slots: opts.slots ?? 1024,
     model: opts.model,
     optimizer: optimizerWithDefaults(opts.optimizer ?? { name: 'sgd' }),
-    consistency: 'async',
+    consistency: opts.consistency ?? 'async',
     initialShards: opts.shards,
+    ...(opts.initialWorkers ? { initialWorkers: opts.initialWorkers } : {}),
   };
   await store.createCluster(config);
   const shards: ShardServer[] = [];

@@ -1,0 +1,207 @@
+import { type ConsistencyModel } from '../cluster/consistency.js';
+import { ClockTimeoutError, NotReadyError, StepAheadError } from '../cluster/errors.js';
+
+/**
+ * A shard's side of the clocked consistency models (`ssp:K`, `bsp`): the
+ * workers that take part, their clocks, and the pulls waiting on them.
+ *
+ * A worker's clock is the number of steps it has pushed. It joins with its
+ * first clocked pull (at the clock it starts from: 0 at the start of a run,
+ * the cluster's clock for one that joins later). A worker stops counting when
+ * the live-worker set read from the membership store no longer holds it
+ * (its lease expired, it left, or it said it is idle); a worker the set has
+ * not seen yet (it joined after the set was read) counts.
+ *
+ * - `ssp:K`: a pull at clock c waits until every live worker's clock is
+ *   ≥ c − K. Pushes apply on arrival.
+ * - `bsp`: pushes of the open step are summed, not applied; once every live
+ *   worker's clock is past the step, {@link onStepClosed} applies their mean
+ *   and the next step opens. A pull at clock c waits until c steps are closed.
+ *   A push for a step already closed (a worker that joined as the step closed)
+ *   counts towards the open step instead: nothing is lost, nothing waits.
+ *
+ * Until `initialWorkers` workers have joined (or `startTimeoutMs` after the
+ * first did), no pull waits through and no step closes, so a run's workers
+ * start from the same weights.
+ */
+export class ClockGate {
+  private readonly participants = new Map<string, { clock: number; joinedAt: number }>();
+  private live: ReadonlySet<string> | null = null;
+  private liveReadAt = -Infinity;
+  private firstJoinAt: number | null = null;
+  private started = false;
+  private waiters: Waiter[] = [];
+  private startTimer: NodeJS.Timeout | undefined;
+  /** bsp: steps closed (applied) so far; the open step's number. */
+  closedSteps = 0;
+  /** bsp: called to apply the open step's summed pushes, just before it closes. */
+  onStepClosed: (step: number) => void = () => undefined;
+
+  constructor(
+    readonly model: ConsistencyModel,
+    private readonly initialWorkers = 1,
+    private readonly startTimeoutMs = 30_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Whether this gate does anything (every model but async). */
+  get clocked(): boolean {
+    return this.model.kind !== 'async';
+  }
+
+  /**
+   * The clock a worker joining now should start from: under bsp the open
+   * step, under ssp the slowest live worker's clock (0 before any joined).
+   */
+  clock(): number {
+    if (this.model.kind === 'bsp') return this.closedSteps;
+    const min = this.minLiveClock();
+    return Number.isFinite(min) ? min : 0;
+  }
+
+  /** Live workers' clocks, for status and tests. */
+  clocks(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [id, p] of this.participants) if (this.isLive(id, p.joinedAt)) out.set(id, p.clock);
+    return out;
+  }
+
+  /**
+   * The live workers as the membership store last listed them (read at
+   * `readAt`, before the call that returned them). Re-evaluates every wait.
+   */
+  setLive(workers: Iterable<string>, readAt: number = this.now()): void {
+    this.live = new Set(workers);
+    this.liveReadAt = readAt;
+    this.settle();
+  }
+
+  /**
+   * Waits until a pull by `worker` at `clock` may be served. `join` (a
+   * worker's first clocked pull since it started or came back) sets its clock
+   * to `clock`; otherwise an unknown worker joins at `clock` and a known one
+   * keeps the clock its pushes gave it.
+   *
+   * @throws ClockTimeoutError after `timeoutMs`.
+   */
+  async beforePull(worker: string, clock: number, join: boolean, timeoutMs: number): Promise<void> {
+    if (!this.clocked) return;
+    this.join(worker, clock, join);
+    this.settle();
+    if (this.pullReady(clock)) return;
+    await new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = {
+        ready: () => this.pullReady(clock),
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters = this.waiters.filter((w) => w !== waiter);
+          reject(new ClockTimeoutError(`pull at clock ${clock} waited ${timeoutMs} ms for slower workers (${this.describeWait()}); is a worker stuck?`));
+        }, timeoutMs),
+      };
+      this.waiters.push(waiter);
+    });
+  }
+
+  /**
+   * Where a push by `worker` for step `clock` goes under bsp: 'open' (sum it
+   * into the open step) — also for a late push, which counts towards the open
+   * step. Under ssp the push is applied by the caller at once.
+   *
+   * @throws StepAheadError for a bsp push ahead of the open step (its
+   *   worker never pulled at that clock).
+   */
+  checkPush(worker: string, clock: number): void {
+    if (this.model.kind !== 'bsp') return;
+    if (clock > this.closedSteps) {
+      throw new StepAheadError(`push for step ${clock} from ${worker} is ahead of this shard's open step ${this.closedSteps}; pull at clock ${clock} before pushing it`);
+    }
+  }
+
+  /** Records that `worker` pushed step `clock` (after the push was applied or summed). */
+  afterPush(worker: string, clock: number): void {
+    if (!this.clocked) return;
+    this.join(worker, clock, false);
+    const p = this.participants.get(worker)!;
+    p.clock = Math.max(p.clock, clock + 1);
+    this.settle();
+  }
+
+  /** Fails every waiting pull with a retryable error (the shard is closing). */
+  close(): void {
+    clearTimeout(this.startTimer);
+    for (const w of this.waiters) {
+      clearTimeout(w.timer);
+      w.reject(new NotReadyError('the shard is shutting down; retry against the new owner'));
+    }
+    this.waiters = [];
+  }
+
+  private join(worker: string, clock: number, reset: boolean): void {
+    const p = this.participants.get(worker);
+    const now = this.now();
+    if (!p) this.participants.set(worker, { clock, joinedAt: now });
+    else if (reset) Object.assign(p, { clock, joinedAt: now });
+    if (this.firstJoinAt === null) {
+      this.firstJoinAt = now;
+      this.startTimer = setTimeout(() => this.settle(), this.startTimeoutMs);
+      this.startTimer.unref();
+    }
+  }
+
+  private isLive(id: string, joinedAt: number): boolean {
+    return this.live === null || joinedAt > this.liveReadAt || this.live.has(id);
+  }
+
+  private minLiveClock(): number {
+    let min = Infinity;
+    for (const [id, p] of this.participants) if (this.isLive(id, p.joinedAt) && p.clock < min) min = p.clock;
+    return min;
+  }
+
+  private pullReady(clock: number): boolean {
+    if (!this.started) return false;
+    if (this.model.kind === 'bsp') return this.closedSteps >= clock;
+    if (this.model.kind === 'ssp') return this.minLiveClock() >= clock - this.model.staleness;
+    return true;
+  }
+
+  /** Starts the run when it may, closes every bsp step it can, releases every pull that may go. */
+  private settle(): void {
+    if (!this.started) {
+      const joined = this.participants.size;
+      const waited = this.firstJoinAt !== null && this.now() - this.firstJoinAt >= this.startTimeoutMs;
+      if (joined >= this.initialWorkers || waited) {
+        this.started = true;
+        clearTimeout(this.startTimer);
+      }
+    }
+    if (this.started && this.model.kind === 'bsp') {
+      // A step closes once every live worker is past it; with none live, the pushes already summed still count.
+      while (this.minLiveClock() > this.closedSteps && Number.isFinite(this.minLiveClock())) {
+        this.onStepClosed(this.closedSteps);
+        this.closedSteps++;
+      }
+    }
+    const still: Waiter[] = [];
+    for (const w of this.waiters) {
+      if (w.ready()) {
+        clearTimeout(w.timer);
+        w.resolve();
+      } else still.push(w);
+    }
+    this.waiters = still;
+  }
+
+  private describeWait(): string {
+    const clocks = [...this.clocks()].map(([id, c]) => `${id}@${c}`).join(', ');
+    return this.started ? `live clocks: ${clocks || 'none'}` : `${this.participants.size} of ${this.initialWorkers} workers joined`;
+  }
+}
+
+interface Waiter {
+  ready(): boolean;
+  resolve(): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
+}
