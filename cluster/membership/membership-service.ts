@@ -58,6 +58,15 @@ export function membershipImplementation(store: MembershipStore): grpc.UntypedSe
       const members = await store.members(kindOf(req.kind));
       return { memberJson: members.map((m) => JSON.stringify(m)) };
     }),
+    claimWork: handle(async (req: { workerId: string; epochs: number; blocksPerEpoch: number; floor: number }) => {
+      const claim = await store.claimWork(req.workerId, { epochs: req.epochs, blocksPerEpoch: req.blocksPerEpoch }, req.floor);
+      return { kind: claim.kind, item: claim.kind === 'item' ? claim.item : 0 };
+    }),
+    completeWork: handle(async (req: { workerId: string; item: number }) => ({ completed: await store.completeWork(req.workerId, req.item) })),
+    getWorkProgress: handle(async () => {
+      const progress = await store.workProgress();
+      return { progressJson: progress ? JSON.stringify(progress) : '' };
+    }),
     watchMap: (call: grpc.ServerWritableStream<unknown, { mapJson: string }>) => {
       const unsubscribe = store.watchMap((map: ShardMap) => call.write({ mapJson: JSON.stringify(map) }));
       const stop = () => unsubscribe();

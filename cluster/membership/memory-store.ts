@@ -3,6 +3,7 @@ import { ClusterExistsError, InvalidArgumentError, MapConflictError } from '../e
 import { type ShardMap, validateMap } from '../shard-map.js';
 import { createLogger } from '../log.js';
 import { type MemberInfo, type MemberKind, type MembershipStore } from './store.js';
+import { type WorkClaim, type WorkPlan, type WorkProgress, claimRule, planMismatch, validatePlan } from './work-queue.js';
 
 const log = createLogger('membership');
 
@@ -16,6 +17,7 @@ export class MemoryMembershipStore implements MembershipStore {
   private map: ShardMap | null = null;
   private readonly leases = new Map<string, { info: MemberInfo; expiresAt: number }>();
   private readonly listeners = new Set<(map: ShardMap) => void>();
+  private work: { plan: WorkPlan; next: number; claims: Map<number, string> } | null = null;
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -27,7 +29,10 @@ export class MemoryMembershipStore implements MembershipStore {
     validateClusterConfig(config);
     if (this.config && !force) throw new ClusterExistsError(`cluster "${this.config.name}" already exists; pass --force to overwrite its configuration`);
     this.config = structuredClone(config);
-    if (force) this.map = null;
+    if (force) {
+      this.map = null;
+      this.work = null;
+    }
   }
 
   async getMap(): Promise<ShardMap | null> {
@@ -67,6 +72,29 @@ export class MemoryMembershipStore implements MembershipStore {
     const current = this.map;
     if (current) queueMicrotask(() => this.listeners.has(listener) && notify(listener, current));
     return () => this.listeners.delete(listener);
+  }
+
+  async claimWork(worker: string, plan: WorkPlan, floor: number): Promise<WorkClaim> {
+    validatePlan(plan);
+    if (!worker) throw new InvalidArgumentError('a work claim needs a worker id');
+    this.work ??= { plan: { ...plan }, next: 0, claims: new Map() };
+    const held = this.work.plan;
+    if (held.epochs !== plan.epochs || held.blocksPerEpoch !== plan.blocksPerEpoch) throw planMismatch(held, plan);
+    const now = this.now();
+    return claimRule(this.work, worker, plan, floor, (w) => (this.leases.get(`worker/${w}`)?.expiresAt ?? 0) > now);
+  }
+
+  async completeWork(worker: string, item: number): Promise<boolean> {
+    if (this.work?.claims.get(item) !== worker) return false;
+    this.work.claims.delete(item);
+    return true;
+  }
+
+  async workProgress(): Promise<WorkProgress | null> {
+    if (!this.work) return null;
+    const held: Record<string, number[]> = {};
+    for (const [item, w] of [...this.work.claims].sort((a, b) => a[0] - b[0])) (held[w] ??= []).push(item);
+    return { plan: { ...this.work.plan }, handedOut: this.work.next, held };
   }
 
   async close(): Promise<void> {

@@ -16,6 +16,9 @@ import { type MemberKind } from './store.js';
  * | `…:member:<kind>:<id>` | string with a TTL | a member's lease: its MemberInfo, JSON |
  * | `…:members:<kind>` | set | ids that may hold a lease (pruned lazily when listed) |
  * | `…:map-announce` | pub/sub channel | each new map's JSON, published by the CAS script |
+ * | `…:work:plan` | string | the run's data plan, `epochs:blocksPerEpoch` (work-queue.ts) |
+ * | `…:work:next` | string | the next never-claimed item |
+ * | `…:work:claims` | hash | item → the worker holding it |
  */
 
 /** The default first part of every key. */
@@ -37,6 +40,9 @@ export interface RedisKeys {
   member(kind: MemberKind, id: string): string;
   /** The set of ids of one kind that may hold a lease. */
   memberIndex(kind: MemberKind): string;
+  readonly workPlan: string;
+  readonly workNext: string;
+  readonly workClaims: string;
 }
 
 /** The keys of cluster `cluster`; throws InvalidArgumentError on a name that would break the layout. */
@@ -52,5 +58,8 @@ export function redisKeys(cluster: string, prefix: string = DEFAULT_KEY_PREFIX):
     mapChannel: `${base}map-announce`,
     member: (kind, id) => `${base}member:${kind}:${id}`,
     memberIndex: (kind) => `${base}members:${kind}`,
+    workPlan: `${base}work:plan`,
+    workNext: `${base}work:next`,
+    workClaims: `${base}work:claims`,
   };
 }

@@ -6,7 +6,10 @@ import { RedisLink } from './redis-connection.js';
 import { type RedisKeys, redisKeys } from './redis-keys.js';
 import { type RedisStoreOptions, type RedisStoreOptionsInput, reconnectDelay, redisStoreWithDefaults } from './redis-options.js';
 import { CAS_MAP_2 } from './scripts/cas-map-2.js';
+import { CLAIM_WORK_4 } from './scripts/claim-work-4.js';
+import { COMPLETE_WORK_1 } from './scripts/complete-work-1.js';
 import { LIVE_MEMBERS_N } from './scripts/live-members-n.js';
+import { type WorkClaim, type WorkPlan, type WorkProgress, planMismatch, totalItems, validatePlan } from './work-queue.js';
 import { type MemberInfo, type MemberKind, type MembershipStore } from './store.js';
 
 type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
@@ -50,6 +53,8 @@ export class RedisMembershipStore implements MembershipStore {
     this.cmd = this.link.open('command');
     this.cmd.defineCommand(CAS_MAP_2.name, { numberOfKeys: CAS_MAP_2.numberOfKeys, lua: CAS_MAP_2.lua });
     this.cmd.defineCommand(LIVE_MEMBERS_N.name, { lua: LIVE_MEMBERS_N.lua });
+    this.cmd.defineCommand(CLAIM_WORK_4.name, { numberOfKeys: CLAIM_WORK_4.numberOfKeys, lua: CLAIM_WORK_4.lua });
+    this.cmd.defineCommand(COMPLETE_WORK_1.name, { numberOfKeys: COMPLETE_WORK_1.numberOfKeys, lua: COMPLETE_WORK_1.lua });
   }
 
   /** Whether Redis is reachable as far as the store knows (false from a dropped connection until it is back). */
@@ -69,8 +74,9 @@ export class RedisMembershipStore implements MembershipStore {
     }
     const json = JSON.stringify(config);
     if (force) {
-      // Like the embedded store, a forced re-creation also drops the map (and its epoch).
-      await this.run('create the cluster', (c) => c.multi().set(this.keys.config, json).del(this.keys.map, this.keys.epoch).exec().then(execResult));
+      // Like the embedded store, a forced re-creation also drops the map (and its epoch) and the run's data queue.
+      const k = this.keys;
+      await this.run('create the cluster', (c) => c.multi().set(k.config, json).del(k.map, k.epoch, k.workPlan, k.workNext, k.workClaims).exec().then(execResult));
       return;
     }
     const ok = await this.run('create the cluster', (c) => c.set(this.keys.config, json, 'NX'));
@@ -125,6 +131,47 @@ export class RedisMembershipStore implements MembershipStore {
       }
     }
     return out.sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  async claimWork(worker: string, plan: WorkPlan, floor: number): Promise<WorkClaim> {
+    validatePlan(plan);
+    if (!worker) throw new InvalidArgumentError('a work claim needs a worker id');
+    const k = this.keys;
+    const reply = (await this.run(`claim work for ${worker}`, (c) =>
+      this.script(c, CLAIM_WORK_4.name)(k.workPlan, k.workNext, k.workClaims, k.member('worker', ''), worker, `${plan.epochs}:${plan.blocksPerEpoch}`, totalItems(plan), floor),
+    )) as [string, (number | string)?];
+    switch (reply[0]) {
+      case 'item':
+        return { kind: 'item', item: Number(reply[1]) };
+      case 'wait':
+        return { kind: 'wait' };
+      case 'finished':
+        return { kind: 'finished' };
+      default: {
+        const [epochs, blocksPerEpoch] = String(reply[1]).split(':').map(Number);
+        throw planMismatch({ epochs: epochs!, blocksPerEpoch: blocksPerEpoch! }, plan);
+      }
+    }
+  }
+
+  async completeWork(worker: string, item: number): Promise<boolean> {
+    const done = await this.run(`complete work item ${item} of ${worker}`, (c) => this.script(c, COMPLETE_WORK_1.name)(this.keys.workClaims, item, worker));
+    return done === 1;
+  }
+
+  async workProgress(): Promise<WorkProgress | null> {
+    const k = this.keys;
+    const [plan, next, claims] = await this.run('read the work queue', (c) =>
+      c.multi().get(k.workPlan).get(k.workNext).hgetall(k.workClaims).exec().then((res) => {
+        execResult(res);
+        return res!.map(([, v]) => v) as [string | null, string | null, Record<string, string>];
+      }),
+    );
+    if (plan === null) return null;
+    const [epochs, blocksPerEpoch] = plan.split(':').map(Number);
+    const held: Record<string, number[]> = {};
+    for (const [item, w] of Object.entries(claims).sort((a, b) => Number(a[0]) - Number(b[0]))) (held[w] ??= []).push(Number(item));
+    return { plan: { epochs: epochs!, blocksPerEpoch: blocksPerEpoch! }, handedOut: Number(next ?? 0), held };
   }
 
   watchMap(listener: (map: ShardMap) => void): () => void {

@@ -4,6 +4,7 @@ import { type ShardMap } from '../shard-map.js';
 import { CHANNEL_OPTIONS, unary } from '../grpc-client.js';
 import { membershipService } from '../proto.js';
 import { createLogger } from '../log.js';
+import { type WorkClaim, type WorkPlan, type WorkProgress } from './work-queue.js';
 import { type MemberInfo, type MemberKind, type MembershipStore } from './store.js';
 
 const log = createLogger('membership');
@@ -59,6 +60,20 @@ export class RemoteMembershipStore implements MembershipStore {
   async members(kind: MemberKind): Promise<MemberInfo[]> {
     const res = await this.call<{ memberJson: string[] }>('listMembers', { kind });
     return res.memberJson.map((j) => JSON.parse(j) as MemberInfo);
+  }
+
+  async claimWork(worker: string, plan: WorkPlan, floor: number): Promise<WorkClaim> {
+    const res = await this.call<{ kind: string; item: number }>('claimWork', { workerId: worker, epochs: plan.epochs, blocksPerEpoch: plan.blocksPerEpoch, floor });
+    return res.kind === 'item' ? { kind: 'item', item: res.item } : { kind: res.kind === 'finished' ? 'finished' : 'wait' };
+  }
+
+  async completeWork(worker: string, item: number): Promise<boolean> {
+    return (await this.call<{ completed: boolean }>('completeWork', { workerId: worker, item })).completed;
+  }
+
+  async workProgress(): Promise<WorkProgress | null> {
+    const doc = await this.call<{ progressJson: string }>('getWorkProgress', {});
+    return doc.progressJson ? (JSON.parse(doc.progressJson) as WorkProgress) : null;
   }
 
   /** Keeps a WatchMap stream open, reopening it with backoff when it breaks. */

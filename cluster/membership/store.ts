@@ -1,6 +1,7 @@
 import { type ClusterConfig } from '../cluster-config.js';
 import { type ShardMap } from '../shard-map.js';
 import { type SlotRange } from '../slots.js';
+import { type WorkClaim, type WorkPlan, type WorkProgress } from './work-queue.js';
 
 /** The roles that hold leases. */
 export type MemberKind = 'shard' | 'worker';
@@ -14,6 +15,9 @@ export interface MemberInfo {
   state?: string;
   /** A worker's step count. */
   step?: number;
+  /** The pass over the data a worker is in (from 0), and its latest training loss. */
+  trainEpoch?: number;
+  loss?: number;
   /** A worker's compute backend. */
   backend?: string;
   /** Bytes a shard holds (values + optimizer state). */
@@ -52,5 +56,16 @@ export interface MembershipStore {
   members(kind: MemberKind): Promise<MemberInfo[]>;
   /** Calls `listener` with every new map (and the current one, if any, soon after). Returns an unsubscribe function. */
   watchMap(listener: (map: ShardMap) => void): () => void;
+  /**
+   * Hands `worker` the next item of the run's data (see work-queue.ts). The
+   * first claim fixes the plan; a claim with another plan fails with
+   * InvalidArgumentError. `floor` is one past the highest item this worker
+   * ever claimed.
+   */
+  claimWork(worker: string, plan: WorkPlan, floor: number): Promise<WorkClaim>;
+  /** Marks `item` done if `worker` still holds it; returns whether it did. */
+  completeWork(worker: string, item: number): Promise<boolean>;
+  /** Where the run's data stands, or null before the first claim. */
+  workProgress(): Promise<WorkProgress | null>;
   close(): Promise<void>;
 }

@@ -247,5 +247,67 @@ export function describeStoreContract(name: string, open: () => Promise<StoreHan
         }
       });
     });
+
+    describe('work queue', () => {
+      const plan = { epochs: 2, blocksPerEpoch: 3 };
+      const claim = async (store: MembershipStore, worker: string) => {
+        const c = await store.claimWork(worker, plan, 0);
+        if (c.kind !== 'item') throw new Error(`${worker}'s claim was ${c.kind}`);
+        return c.item;
+      };
+
+      it('hands out every item once, in order, to workers holding one at a time; then wait while items are held, finished once all are done', async () => {
+        await h.store.register('worker', { id: 'a' }, 60_000);
+        await h.store.register('worker', { id: 'b' }, 60_000);
+        expect(await h.store.workProgress()).to.equal(null);
+        const other = h.peer();
+        const got = [await claim(h.store, 'a'), await claim(other, 'b')];
+        for (let i = 2; i < 6; i++) {
+          const [worker, store] = i % 2 === 0 ? ['a', h.store] as const : ['b', other] as const;
+          expect(await store.completeWork(worker, got[i - 2]!)).to.equal(true);
+          got.push(await claim(store, worker));
+        }
+        expect(got).to.deep.equal([0, 1, 2, 3, 4, 5]);
+        expect(await h.store.completeWork('a', 4)).to.equal(true);
+        expect(await h.store.completeWork('a', 4), 'twice').to.equal(false);
+        expect(await h.store.completeWork('a', 5), "another's item").to.equal(false);
+        expect(await h.store.claimWork('a', plan, 0)).to.deep.equal({ kind: 'wait' });
+        const progress = (await h.store.workProgress())!;
+        expect(progress).to.deep.equal({ plan, handedOut: 6, held: { b: [5] } });
+        expect(await other.completeWork('b', 5)).to.equal(true);
+        expect(await h.store.claimWork('a', plan, 0)).to.deep.equal({ kind: 'finished' });
+      });
+
+      it("a dead worker's item goes to the next claimer, lowest first; a restarted worker gets its own back; a late completion does not count", async () => {
+        await h.store.register('worker', { id: 'a' }, 60_000);
+        await h.store.register('worker', { id: 'dead1' }, 150);
+        await h.store.register('worker', { id: 'dead2' }, 150);
+        expect(await claim(h.store, 'dead1')).to.equal(0);
+        expect(await claim(h.store, 'dead2')).to.equal(1);
+        await new Promise((r) => setTimeout(r, 300));
+        expect(await claim(h.store, 'a')).to.equal(0);
+        expect(await claim(h.store, 'a'), 'a restarted: its own item again').to.equal(0);
+        expect(await h.store.completeWork('dead1', 0)).to.equal(false);
+        expect(await h.store.completeWork('a', 0)).to.equal(true);
+        expect(await claim(h.store, 'a')).to.equal(1);
+      });
+
+      it('a claim with another plan is refused naming both; a floor moves the queue forward', async () => {
+        await h.store.register('worker', { id: 'a' }, 60_000);
+        await h.store.claimWork('a', plan, 0);
+        const err = await h.store.claimWork('a', { epochs: 3, blocksPerEpoch: 3 }, 0).catch((e: unknown) => e);
+        expect(err).to.be.instanceOf(InvalidArgumentError);
+        expect((err as Error).message).to.match(/2 epochs of 3 blocks.*asks for 3 of 3/);
+        await h.store.completeWork('a', 0);
+        expect(await h.store.claimWork('a', plan, 4)).to.deep.equal({ kind: 'item', item: 4 });
+      });
+
+      it('force re-creating the cluster empties the queue', async () => {
+        await h.store.register('worker', { id: 'a' }, 60_000);
+        await h.store.claimWork('a', plan, 0);
+        await h.store.createCluster(testConfig(h.cluster), true);
+        expect(await h.store.workProgress()).to.equal(null);
+      });
+    });
   });
 }
