@@ -1,7 +1,8 @@
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { type StepClock } from '../client/tessera-client.js';
-import { batchesPerEpoch, type Dataset, epochBatches } from './data/dataset.js';
-import { type Model } from './models/model.js';
+import { batchesPerEpoch, type Dataset, epochIndexBatches } from './data/dataset.js';
+import { type IndexBatch } from './data/work-source.js';
+import { type Batch, type Model } from './models/model.js';
 
 /**
  * What the training loop needs of the cluster: a `TesseraClient`, or any
@@ -35,13 +36,20 @@ export interface StepEvent {
 export interface TrainerOptions {
   client: ParameterClient;
   model: Model;
-  /** This worker's examples (its `partition` of the training set). */
+  /** The examples: this worker's share of the training set, or with `source` the whole set that `source` indexes. */
   data: Dataset;
+  /**
+   * Where the batches come from: examples of `data` by index (claimedBatches:
+   * the blocks this worker claims from the cluster's work queue). Without it
+   * the worker trains `epochs` passes over `data` in a seeded order (`seed`),
+   * the last partial batch of each pass dropped.
+   */
+  source?: AsyncIterable<IndexBatch>;
   /** Examples per step. Default 64. */
   batchSize?: number;
-  /** Passes over `data`. */
+  /** Passes over `data` (without `source`). */
   epochs: number;
-  /** Seed of the example order; each epoch reshuffles from (seed, epoch). */
+  /** Seed of the example order; each epoch reshuffles from (seed, epoch) (without `source`). */
   seed: number;
   onStep?: (event: StepEvent) => void;
   /** Stops the loop between two steps; `train` then resolves with `aborted: true`. */
@@ -93,36 +101,38 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
   let samples = 0;
   let lastLoss = NaN;
   let aborted = false;
-  const totalSteps = batchesPerEpoch(data.count, batchSize) * epochs;
+  // Known up front without a source: the last step then starts no pull for a step that will not come.
+  const totalSteps = options.source ? Infinity : batchesPerEpoch(data.count, batchSize) * epochs;
+  const batches = options.source ?? staticBatches(data.count, batchSize, epochs, seed);
+  const batch: Batch = { x: new Float32Array(batchSize * data.inputSize), y: new Int32Array(batchSize), count: 0 };
   let pulling: Promise<Float32Array> | null = null;
   let pushing: Promise<unknown> | null = null;
   // Under ssp/bsp every pull and push carries the step's clock, counted from where the cluster is now.
   const startClock = client.clocked ? await client.clusterClock!() : 0;
   const at = (step: number): StepClock | undefined => (client.clocked ? { clock: startClock + step, join: step === 0 } : undefined);
   try {
-    epochs: for (let epoch = 0; epoch < epochs; epoch++) {
-      for (const batch of epochBatches(data, batchSize, seed, epoch)) {
-        if (signal?.aborted) {
-          aborted = true;
-          break epochs;
-        }
-        const slot = pipeline ? steps % 2 : 0;
-        const current = await (pulling ?? client.pull(params[slot]!, at(steps)));
-        // Pipelined: fetch the next step's weights into the other buffer while this one computes.
-        pulling = pipeline && steps + 1 < totalSteps ? client.pull(params[1 - slot]!, at(steps + 1)) : null;
-        const { loss } = await model.gradient(current, batch, gradients[slot]!);
-        // The previous push must finish before its buffer is reused, and at most one is in flight.
-        if (pushing) await pushing;
-        pushing = client.push(gradients[slot]!, undefined, at(steps)?.clock);
-        if (!pipeline) {
-          await pushing;
-          pushing = null;
-        }
-        steps++;
-        samples += batch.count;
-        lastLoss = loss;
-        onStep?.({ step: steps, epoch, loss, samples });
+    for await (const { epoch, indices } of batches) {
+      if (signal?.aborted) {
+        aborted = true;
+        break;
       }
+      gather(data, indices, batch);
+      const slot = pipeline ? steps % 2 : 0;
+      const current = await (pulling ?? client.pull(params[slot]!, at(steps)));
+      // Pipelined: fetch the next step's weights into the other buffer while this one computes.
+      pulling = pipeline && steps + 1 < totalSteps ? client.pull(params[1 - slot]!, at(steps + 1)) : null;
+      const { loss } = await model.gradient(current, batch, gradients[slot]!);
+      // The previous push must finish before its buffer is reused, and at most one is in flight.
+      if (pushing) await pushing;
+      pushing = client.push(gradients[slot]!, undefined, at(steps)?.clock);
+      if (!pipeline) {
+        await pushing;
+        pushing = null;
+      }
+      steps++;
+      samples += batch.count;
+      lastLoss = loss;
+      onStep?.({ step: steps, epoch, loss, samples });
     }
     if (pushing) await pushing;
   } finally {
@@ -131,6 +141,24 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
     await pushing?.catch(() => undefined);
   }
   return { steps, samples, lastLoss, wallMs: performance.now() - started, aborted };
+}
+
+/** `epochs` passes over `examples` in a seeded order each, cut into full batches (as epochBatches does). */
+async function* staticBatches(examples: number, batchSize: number, epochs: number, seed: number): AsyncGenerator<IndexBatch> {
+  for (let epoch = 0; epoch < epochs; epoch++) for (const indices of epochIndexBatches(examples, batchSize, seed, epoch)) yield { epoch, indices };
+}
+
+/** Copies the examples at `indices` into `batch` (at most its capacity). */
+function gather(data: Dataset, indices: Uint32Array, batch: Batch): void {
+  const d = data.inputSize;
+  if (indices.length * d > batch.x.length) throw new InvalidArgumentError(`a batch of ${indices.length} examples is larger than the batch size ${batch.y.length}`);
+  for (let i = 0; i < indices.length; i++) {
+    const src = indices[i]!;
+    if (src >= data.count) throw new InvalidArgumentError(`example index ${src} is outside the dataset's ${data.count} examples`);
+    batch.x.set(data.x.subarray(src * d, (src + 1) * d), i * d);
+    batch.y[i] = data.y[src]!;
+  }
+  batch.count = indices.length;
 }
 
 function validate(o: TrainerOptions, batchSize: number): void {
@@ -143,7 +171,7 @@ function validate(o: TrainerOptions, batchSize: number): void {
   if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new InvalidArgumentError(`batch size must be a positive integer, got ${batchSize}`);
   if (!(Number.isInteger(o.epochs) && o.epochs >= 0)) throw new InvalidArgumentError(`epochs must be a non-negative integer, got ${o.epochs}`);
   if (!Number.isInteger(o.seed)) throw new InvalidArgumentError(`seed must be an integer, got ${o.seed}`);
-  if (o.epochs > 0 && batchesPerEpoch(o.data.count, batchSize) === 0) {
+  if (!o.source && o.epochs > 0 && batchesPerEpoch(o.data.count, batchSize) === 0) {
     throw new InvalidArgumentError(`this worker's ${o.data.count} examples do not fill one batch of ${batchSize}; use a smaller batch size or fewer workers`);
   }
 }

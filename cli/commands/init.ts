@@ -4,7 +4,7 @@ import { DEFAULT_SLOTS } from '../../cluster/slots.js';
 import { getModel, MODEL_NAMES } from '../../worker/models/index.js';
 import { type Command } from '../command.js';
 import { EXIT } from '../handle-error.js';
-import { clusterConfig } from '../local/defaults.js';
+import { clusterConfig, parseConsistencyOption } from '../local/defaults.js';
 import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 
 export const initCommand: Command = {
@@ -16,7 +16,8 @@ export const initCommand: Command = {
     { name: 'slots', type: 'int', default: DEFAULT_SLOTS, description: 'slots in the key space (fixed for the life of the cluster)' },
     { name: 'optimizer', type: 'string', default: 'adam', choices: OPTIMIZERS, description: 'server-side optimizer' },
     { name: 'learning-rate', type: 'number', description: 'learning rate (default: per optimizer, tuned for the model)' },
-    { name: 'consistency', type: 'string', default: 'async', choices: ['async'], description: 'consistency model' },
+    { name: 'consistency', type: 'string', default: 'async', metavar: 'async|ssp:K|bsp', description: 'consistency model (docs/consistency.md)' },
+    { name: 'workers', type: 'int', default: 1, description: 'under ssp/bsp: workers that must join before the first step goes through' },
     { name: 'shards', type: 'int', default: 1, description: 'shards that must have registered before the slots are first spread over every live shard' },
     { name: 'seed', type: 'int', default: 1, description: 'seed of the initial weights' },
     { name: 'force', type: 'boolean', description: 'overwrite the configuration of an existing cluster (its shard map is dropped)' },
@@ -33,6 +34,8 @@ export const initCommand: Command = {
       optimizer: optimizer,
       learningRate: o['learning-rate'] as number | undefined,
       initialShards: o['shards'] as number,
+      consistency: parseConsistencyOption(o['consistency'] as string),
+      initialWorkers: o['workers'] as number,
     });
     const store = openStore(o);
     try {

@@ -18,7 +18,7 @@ import { EXIT } from '../handle-error.js';
 import { RoleProcesses } from '../local/processes.js';
 import { ProgressLine } from '../local/progress.js';
 import { parseWorkerEvent } from '../local/worker-events.js';
-import { DEFAULT_TRAINING, clusterConfig } from '../local/defaults.js';
+import { DEFAULT_TRAINING, clusterConfig, parseConsistencyOption } from '../local/defaults.js';
 
 /** How long shards may take to start and register before `local` gives up. */
 const SHARD_START_TIMEOUT_MS = 30_000;
@@ -37,6 +37,7 @@ export const localCommand: Command = {
     { name: 'slots', type: 'int', default: DEFAULT_SLOTS, description: 'slots in the key space' },
     { name: 'seed', type: 'int', default: DEFAULT_TRAINING.seed, description: 'seed of initial weights, data split and shuffling' },
     { name: 'backend', type: 'string', default: 'auto', choices: ['auto', ...BACKENDS], description: 'compute backend of the workers' },
+    { name: 'consistency', type: 'string', default: 'async', metavar: 'async|ssp:K|bsp', description: 'consistency model: async (no waiting), ssp:K (no worker more than K steps ahead of the slowest), bsp (every step the mean of all workers’ gradients)' },
     { name: 'pipeline', type: 'boolean', default: true, description: 'workers overlap communication with compute (--pipeline=false: strictly in turn)' },
     { name: 'redis', type: 'string', metavar: 'URL', description: 'keep the membership in this Redis instead of the embedded store (the cluster named by --cluster is overwritten)' },
     { name: 'cluster', type: 'string', metavar: 'NAME', default: 'local', description: 'cluster name, with --redis' },
@@ -65,6 +66,8 @@ export const localCommand: Command = {
       optimizer: optimizerName,
       learningRate: o['learning-rate'] as number | undefined,
       initialShards: shards,
+      consistency: parseConsistencyOption(o['consistency'] as string),
+      initialWorkers: workers,
     });
 
     const membership = await openMembership(config, o['redis'] as string | undefined);
@@ -110,6 +113,7 @@ export const localCommand: Command = {
         epochs,
         batch_size: batchSize,
         pipeline: o['pipeline'] as boolean,
+        consistency: config.consistency,
       };
       if (json) process.stdout.write(`${JSON.stringify(result)}\n`);
       else printSummary(result);
@@ -134,10 +138,10 @@ export const localCommand: Command = {
         const epoch = all.length ? Math.min(...all.map((s) => s.epoch)) : 0;
         line.update({ steps, epoch, epochs, loss, samplesPerSec: elapsedS > 0 ? samples / elapsedS : 0, elapsedS }, force);
       };
-      for (const [i, id] of workerNames.entries()) {
+      for (const id of workerNames) {
         procs.start(
           id,
-          ['worker', ...membership.args, '--id', id, '--index', String(i), '--count', String(workers), '--model', model.name, '--epochs', String(epochs), '--batch-size', String(batchSize), '--seed', String(o['seed']), '--backend', String(o['backend']), `--pipeline=${o['pipeline'] as boolean}`, '--json'],
+          ['worker', ...membership.args, '--id', id, '--model', model.name, '--epochs', String(epochs), '--batch-size', String(batchSize), '--seed', String(o['seed']), '--backend', String(o['backend']), `--pipeline=${o['pipeline'] as boolean}`, '--json'],
           (text) => {
             const e = parseWorkerEvent(text);
             if (!e) return;
@@ -146,8 +150,10 @@ export const localCommand: Command = {
             if (e.event === 'ready') {
               s.backend = e.backend;
               s.examples = e.examples;
-              if (line) line.totalSteps += Math.floor(e.examples / batchSize) * epochs;
+              if (line && line.totalSteps === 0) line.totalSteps = stepsOfRun(e.examples, e.blocksPerEpoch, batchSize) * epochs;
               t0 ||= Date.now();
+            } else if (e.event === 'block') {
+              return;
             } else if (e.event === 'step') {
               Object.assign(s, { steps: e.step, samples: e.samples, loss: e.loss, epoch: e.epoch });
             } else {
@@ -206,6 +212,14 @@ async function waitForMap(store: MembershipStore, shards: number): Promise<void>
   }
 }
 
+/** Steps one pass takes when `examples` are cut into `blocks` blocks and each block into batches (its last one shorter). */
+function stepsOfRun(examples: number, blocks: number, batchSize: number): number {
+  const blockSize = Math.ceil(examples / blocks);
+  const full = Math.floor(examples / blockSize);
+  const rest = examples - full * blockSize;
+  return full * Math.ceil(blockSize / batchSize) + Math.ceil(rest / batchSize);
+}
+
 function round(v: number, digits: number): number {
   const k = 10 ** digits;
   return Math.round(v * k) / k;
@@ -215,7 +229,7 @@ function printSummary(r: Record<string, string | number | boolean>): void {
   const rows: [string, string | number | boolean][] = [
     ['test accuracy', `${(Number(r['test_accuracy']) * 100).toFixed(2)} %`],
     ['model', `${r['model']} (${r['optimizer']}, lr ${r['learning_rate']}, batch ${r['batch_size']}, ${r['epochs']} epochs)`],
-    ['cluster', `${r['shards']} shard(s), ${r['workers']} worker(s), backend ${r['backend']}${r['pipeline'] ? ', pipelined' : ''}`],
+    ['cluster', `${r['shards']} shard(s), ${r['workers']} worker(s), backend ${r['backend']}, ${r['consistency']}${r['pipeline'] ? ', pipelined' : ''}`],
     ['steps', r['steps']!],
     ['throughput', `${Number(r['samples_per_sec']).toLocaleString('en-US')} samples/s`],
     ['final loss', r['final_loss']!],

@@ -8,23 +8,28 @@ import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 export interface ClusterStatus {
   cluster: string;
   model: string;
+  /** async, ssp:K or bsp. */
+  consistency: string;
   epoch: number;
   slots: number;
   /** Slots the map gives to no live shard. */
   orphaned_slots: number;
   shards: { id: string; address: string; state: string; slots: number; bytes: number; epoch: number }[];
-  workers: { id: string; state: string; step: number; backend: string }[];
+  /** state: training, idle (no block to claim for now); train_epoch: the pass over the data it is in; loss: its latest training loss. */
+  workers: { id: string; state: string; step: number; backend: string; train_epoch: number; loss: number | null }[];
+  /** The run's data: blocks (work items) in all, handed out, held now; null before a worker claimed one. */
+  data: { epochs: number; blocks_per_epoch: number; items: number; handed_out: number; held: Record<string, number[]> } | null;
 }
 
 export const statusCommand: Command = {
   name: 'status',
-  summary: "Show the cluster: map epoch, each shard (address, alive/dead by lease, slots, bytes) and each worker (step, backend).",
+  summary: "Show the cluster: map epoch, each shard (address, alive/dead by lease, slots, bytes), each worker (step, epoch, loss, backend) and the run's data progress.",
   options: [...MEMBERSHIP_OPTIONS, { name: 'json', type: 'boolean', description: 'print one JSON object instead of tables' }],
   async run(o) {
     const store = openStore(o);
     let status: ClusterStatus;
     try {
-      const [config, map, shards, workers] = await Promise.all([store.getConfig(), store.getMap(), store.members('shard'), store.members('worker')]);
+      const [config, map, shards, workers, work] = await Promise.all([store.getConfig(), store.getMap(), store.members('shard'), store.members('worker'), store.workProgress()]);
       if (!config) throw new NotFoundError(`no cluster "${o['cluster'] as string}" in the membership store; create it with \`tessera init\``);
       const counts = map ? slotCounts(map) : new Map<string, number>();
       const live = new Map(shards.map((m) => [m.id, m]));
@@ -32,6 +37,7 @@ export const statusCommand: Command = {
       status = {
         cluster: config.name,
         model: config.model.name,
+        consistency: config.consistency,
         epoch: map?.epoch ?? 0,
         slots: config.slots,
         orphaned_slots: map ? map.owners.filter((id) => !live.has(id)).length : config.slots,
@@ -46,7 +52,14 @@ export const statusCommand: Command = {
             epoch: m?.epoch ?? 0,
           };
         }),
-        workers: workers.map((w) => ({ id: w.id, state: w.state ?? 'alive', step: w.step ?? 0, backend: w.backend ?? '' })),
+        workers: workers.map((w) => ({ id: w.id, state: w.state ?? 'alive', step: w.step ?? 0, backend: w.backend ?? '', train_epoch: w.trainEpoch ?? 0, loss: w.loss ?? null })),
+        data: work && {
+          epochs: work.plan.epochs,
+          blocks_per_epoch: work.plan.blocksPerEpoch,
+          items: work.plan.epochs * work.plan.blocksPerEpoch,
+          handed_out: work.handedOut,
+          held: work.held,
+        },
       };
     } finally {
       await store.close();
@@ -65,9 +78,16 @@ function table(header: string[], rows: (string | number)[][]): string {
 
 function render(s: ClusterStatus): string {
   const mb = (b: number) => `${(b / 1e6).toFixed(1)} MB`;
-  let out = `cluster ${s.cluster} · model ${s.model} · epoch ${s.epoch} · ${s.slots} slots${s.orphaned_slots ? ` · ${s.orphaned_slots} slots on dead shards` : ''}\n\n`;
+  let out = `cluster ${s.cluster} · model ${s.model} · ${s.consistency} · map epoch ${s.epoch} · ${s.slots} slots${s.orphaned_slots ? ` · ${s.orphaned_slots} slots on dead shards` : ''}\n`;
+  if (s.data) {
+    const held = Object.values(s.data.held).reduce((a, h) => a + h.length, 0);
+    out += `data: ${s.data.epochs} epochs × ${s.data.blocks_per_epoch} blocks · ${s.data.handed_out - held} of ${s.data.items} blocks done · ${held} in progress\n`;
+  }
+  out += '\n';
   out += s.shards.length ? table(['SHARD', 'ADDRESS', 'STATE', 'SLOTS', 'HELD'], s.shards.map((x) => [x.id, x.address, x.state, x.slots, mb(x.bytes)])) : 'no shards\n';
   out += '\n';
-  out += s.workers.length ? table(['WORKER', 'STATE', 'STEP', 'BACKEND'], s.workers.map((w) => [w.id, w.state, w.step, w.backend])) : 'no workers\n';
+  out += s.workers.length
+    ? table(['WORKER', 'STATE', 'STEP', 'EPOCH', 'LOSS', 'BACKEND'], s.workers.map((w) => [w.id, w.state, w.step, w.train_epoch + 1, w.loss === null ? '-' : w.loss.toFixed(4), w.backend]))
+    : 'no workers\n';
   return out;
 }

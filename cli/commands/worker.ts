@@ -3,8 +3,9 @@ import { createLogger } from '../../cluster/log.js';
 import { DEFAULT_LEASE, Lease } from '../../cluster/membership/lease.js';
 import { TesseraClient } from '../../client/tessera-client.js';
 import { BACKENDS, type BackendName, selectBackend } from '../../worker/backend.js';
-import { partition } from '../../worker/data/dataset.js';
+import { BlockPlan, DEFAULT_BLOCK_SIZE, claimedBatches } from '../../worker/data/work-source.js';
 import { mnistSplit } from '../../worker/data/mnist.js';
+import { IDLE_WORKER_STATE } from '../../server/shard-server.js';
 import { getModel } from '../../worker/models/index.js';
 import { TRAINER_DEFAULTS, train } from '../../worker/trainer.js';
 import { type Command } from '../command.js';
@@ -23,21 +24,20 @@ export const workerCommand: Command = {
   options: [
     ...MEMBERSHIP_OPTIONS,
     { name: 'id', type: 'string', metavar: 'ID', required: true, description: 'worker id, unique in the cluster (half of what makes pushes idempotent)' },
-    { name: 'index', type: 'int', default: 0, description: "this worker's part of the training data, 0 … count−1" },
-    { name: 'count', type: 'int', default: 1, description: 'number of parts the training data is split into' },
     { name: 'model', type: 'string', description: 'model to train (default: the one the cluster was created with; must match it)' },
-    { name: 'epochs', type: 'int', default: 5, description: 'passes over this worker’s part of the data' },
+    { name: 'epochs', type: 'int', default: 5, description: 'passes over the training data, shared by all workers of the run (every worker must be given the same)' },
     { name: 'batch-size', type: 'int', default: TRAINER_DEFAULTS.batchSize, description: 'examples per step' },
-    { name: 'seed', type: 'int', default: 1, description: 'seed of the example order' },
+    { name: 'block-size', type: 'int', default: DEFAULT_BLOCK_SIZE, description: 'examples per block of work claimed from the cluster (same on every worker)' },
+    { name: 'seed', type: 'int', default: 1, description: 'seed of the example order (same on every worker)' },
+    { name: 'lease-ttl', type: 'int', metavar: 'MS', default: DEFAULT_LEASE.ttlMs, description: 'lease TTL: how soon a dead worker’s block goes to another and it stops holding back ssp/bsp (renewed every third of it)' },
     { name: 'backend', type: 'string', default: 'auto', choices: ['auto', ...BACKENDS], description: 'compute backend; a forced one that is unavailable is an error' },
     { name: 'pipeline', type: 'boolean', default: TRAINER_DEFAULTS.pipeline, description: 'overlap the next pull and this push with the compute (--pipeline=false: strictly in turn)' },
     { name: 'json', type: 'boolean', description: 'print progress as JSON lines on stdout (what `tessera local` reads)' },
   ],
   async run(o) {
     const id = o['id'] as string;
-    const index = o['index'] as number;
-    const count = o['count'] as number;
-    if (count < 1 || index >= count) throw new InvalidArgumentError(`--index must be in [0, --count), got index ${index} of ${count}`);
+    const ttlMs = o['lease-ttl'] as number;
+    if (!(ttlMs >= 100)) throw new InvalidArgumentError(`--lease-ttl must be at least 100 ms, got ${ttlMs}`);
     const json = Boolean(o['json']);
     const emit = (e: WorkerEvent) => json && process.stdout.write(`${JSON.stringify(e)}\n`);
 
@@ -54,27 +54,43 @@ export const workerCommand: Command = {
       if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera local)');
       const model = getModel((o['model'] as string | undefined) ?? config.model.name);
       if (model.name !== config.model.name) throw new InvalidArgumentError(`this cluster trains ${config.model.name}, not ${model.name}; drop --model or pass --model ${config.model.name}`);
-      const data = partition(mnistSplit().train, index, count);
-      lease = new Lease(store, 'worker', { id, state: 'training', step: 0, backend }, DEFAULT_LEASE);
+      const data = mnistSplit().train;
+      const epochs = o['epochs'] as number;
+      const batchSize = o['batch-size'] as number;
+      const plan = new BlockPlan(data.count, epochs, o['block-size'] as number, o['seed'] as number);
+      lease = new Lease(store, 'worker', { id, state: 'training', step: 0, backend }, { ttlMs, renewMs: Math.max(50, Math.floor(ttlMs / 3)) });
       await lease.start();
       client = await TesseraClient.connect({ store, workerId: id });
-      emit({ event: 'ready', id, backend, examples: data.count });
-      log.info(`worker ${id}: ${data.count} examples (part ${index + 1} of ${count}), ${model.name} on ${backend}`);
+      emit({ event: 'ready', id, backend, examples: data.count, epochs, blocksPerEpoch: plan.blocksPerEpoch });
+      log.info(`worker ${id}: ${model.name} on ${backend}, ${epochs} epochs of ${plan.blocksPerEpoch} blocks of ${plan.blockSize} examples, claimed from the cluster`);
       let lastReport = 0;
+      const source = claimedBatches({
+        store,
+        workerId: id,
+        plan,
+        batchSize,
+        signal: abort.signal,
+        onBlock: (e) => emit({ event: 'block', id, ...e }),
+        onIdle: (idle) => {
+          lease!.update({ state: idle ? IDLE_WORKER_STATE : 'training' });
+          void lease!.renew();
+        },
+      });
       const result = await train({
         client,
         model,
         data,
-        epochs: o['epochs'] as number,
-        batchSize: o['batch-size'] as number,
-        seed: (o['seed'] as number) * 1000 + index,
+        source,
+        epochs,
+        batchSize,
+        seed: o['seed'] as number,
         pipeline: o['pipeline'] as boolean,
         signal: abort.signal,
         onStep: (e) => {
           const now = Date.now();
           if (now - lastReport < REPORT_EVERY_MS) return;
           lastReport = now;
-          lease!.update({ step: e.step });
+          lease!.update({ step: e.step, trainEpoch: e.epoch, loss: e.loss });
           emit({ event: 'step', id, ...e });
           log.debug(`worker ${id}: step ${e.step}, epoch ${e.epoch}, loss ${e.loss.toFixed(4)}`);
         },

@@ -1,4 +1,6 @@
 import { type ClusterConfig } from '../../cluster/cluster-config.js';
+import { type Consistency, parseConsistency } from '../../cluster/consistency.js';
+import { UsageError } from '../args.js';
 import { type OptimizerName, optimizerWithDefaults } from '../../cluster/optimizer-config.js';
 import { type Model } from '../../worker/models/model.js';
 
@@ -28,13 +30,34 @@ export function defaultLearningRate(model: string, optimizer: OptimizerName): nu
 }
 
 /** The configuration `tessera init` and `tessera local` write: the model's spec, the optimizer with its tuned learning rate unless one is given. */
-export function clusterConfig(o: { name: string; slots: number; model: Model; seed: number; optimizer: OptimizerName; learningRate?: number; initialShards: number }): ClusterConfig {
+export function clusterConfig(o: {
+  name: string;
+  slots: number;
+  model: Model;
+  seed: number;
+  optimizer: OptimizerName;
+  learningRate?: number;
+  initialShards: number;
+  consistency?: Consistency;
+  initialWorkers?: number;
+}): ClusterConfig {
   return {
     name: o.name,
     slots: o.slots,
     model: o.model.spec(o.seed),
     optimizer: optimizerWithDefaults({ name: o.optimizer, learningRate: o.learningRate ?? defaultLearningRate(o.model.name, o.optimizer) }),
-    consistency: 'async',
+    consistency: o.consistency ?? 'async',
     initialShards: o.initialShards,
+    ...(o.initialWorkers ? { initialWorkers: o.initialWorkers } : {}),
   };
+}
+
+/** A `--consistency` value, checked: async, bsp or ssp:K. */
+export function parseConsistencyOption(text: string): Consistency {
+  try {
+    parseConsistency(text);
+  } catch (err) {
+    throw new UsageError(`--consistency: ${(err as Error).message}`);
+  }
+  return text as Consistency;
 }

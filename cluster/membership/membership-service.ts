@@ -60,7 +60,7 @@ export function membershipImplementation(store: MembershipStore): grpc.UntypedSe
     }),
     claimWork: handle(async (req: { workerId: string; epochs: number; blocksPerEpoch: number; floor: number }) => {
       const claim = await store.claimWork(req.workerId, { epochs: req.epochs, blocksPerEpoch: req.blocksPerEpoch }, req.floor);
-      return { kind: claim.kind, item: claim.kind === 'item' ? claim.item : 0 };
+      return claim.kind === 'item' ? claim : { kind: claim.kind };
     }),
     completeWork: handle(async (req: { workerId: string; item: number }) => ({ completed: await store.completeWork(req.workerId, req.item) })),
     getWorkProgress: handle(async () => {

@@ -139,10 +139,10 @@ export class RedisMembershipStore implements MembershipStore {
     const k = this.keys;
     const reply = (await this.run(`claim work for ${worker}`, (c) =>
       this.script(c, CLAIM_WORK_4.name)(k.workPlan, k.workNext, k.workClaims, k.member('worker', ''), worker, `${plan.epochs}:${plan.blocksPerEpoch}`, totalItems(plan), floor),
-    )) as [string, (number | string)?];
+    )) as [string, (number | string)?, number?];
     switch (reply[0]) {
       case 'item':
-        return { kind: 'item', item: Number(reply[1]) };
+        return { kind: 'item', item: Number(reply[1]), handedOut: Number(reply[2]) };
       case 'wait':
         return { kind: 'wait' };
       case 'finished':

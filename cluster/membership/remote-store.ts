@@ -63,8 +63,8 @@ export class RemoteMembershipStore implements MembershipStore {
   }
 
   async claimWork(worker: string, plan: WorkPlan, floor: number): Promise<WorkClaim> {
-    const res = await this.call<{ kind: string; item: number }>('claimWork', { workerId: worker, epochs: plan.epochs, blocksPerEpoch: plan.blocksPerEpoch, floor });
-    return res.kind === 'item' ? { kind: 'item', item: res.item } : { kind: res.kind === 'finished' ? 'finished' : 'wait' };
+    const res = await this.call<{ kind: string; item: number; handedOut: number }>('claimWork', { workerId: worker, epochs: plan.epochs, blocksPerEpoch: plan.blocksPerEpoch, floor });
+    return res.kind === 'item' ? { kind: 'item', item: res.item, handedOut: res.handedOut } : { kind: res.kind === 'finished' ? 'finished' : 'wait' };
   }
 
   async completeWork(worker: string, item: number): Promise<boolean> {

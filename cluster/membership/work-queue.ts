@@ -16,7 +16,11 @@ export interface WorkPlan {
 }
 
 /** What a claim returns: an item to train on, nothing for now (others hold the last items), or the end of the run. */
-export type WorkClaim = { kind: 'item'; item: number } | { kind: 'wait' } | { kind: 'finished' };
+export type WorkClaim =
+  /** `handedOut`: the queue's position after this claim; a worker keeps the highest it saw as its floor. */
+  | { kind: 'item'; item: number; handedOut: number }
+  | { kind: 'wait' }
+  | { kind: 'finished' };
 
 /** The queue's state, for `tessera status`. */
 export interface WorkProgress {
@@ -47,8 +51,9 @@ export function planMismatch(held: WorkPlan, asked: WorkPlan): InvalidArgumentEr
  * The claim rule both stores implement (the Redis store in Lua): the lowest
  * item held by a worker that is not live (or by the claimer itself, which
  * restarted) is handed over first; else the next never-claimed item, at or
- * after `floor` (a worker's own high-water mark, which restores the queue's
- * position if the store lost its data); else wait while items are held; else
+ * after `floor` (the highest queue position the worker has seen, which
+ * restores the queue's position if the store lost its data: blocks handed
+ * out after that worker's last claim may then be handed out again); else wait while items are held; else
  * the run is finished.
  */
 export function claimRule(state: { next: number; claims: Map<number, string> }, worker: string, plan: WorkPlan, floor: number, isLive: (worker: string) => boolean): WorkClaim {
@@ -56,13 +61,13 @@ export function claimRule(state: { next: number; claims: Map<number, string> }, 
   for (const [item, holder] of state.claims) if ((holder === worker || !isLive(holder)) && (best < 0 || item < best)) best = item;
   if (best >= 0) {
     state.claims.set(best, worker);
-    return { kind: 'item', item: best };
+    return { kind: 'item', item: best, handedOut: Math.max(state.next, floor) };
   }
   state.next = Math.max(state.next, floor);
   if (state.next < totalItems(plan)) {
     const item = state.next++;
     state.claims.set(item, worker);
-    return { kind: 'item', item };
+    return { kind: 'item', item, handedOut: state.next };
   }
   return state.claims.size > 0 ? { kind: 'wait' } : { kind: 'finished' };
 }

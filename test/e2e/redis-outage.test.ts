@@ -25,8 +25,8 @@ describe('e2e: Redis outage during training', function () {
     const r = await run(['local', '--redis', redis.url, '--cluster', 'same', '--json', '--epochs', '2']);
     expect(r.code, r.stderr).to.equal(0);
     const out = JSON.parse(r.stdout) as Record<string, number>;
-    // The embedded run of the same options takes 248 steps (e2e/local-cli) and lands near 0.92.
-    expect(out['steps']).to.equal(248);
+    // The embedded run of the same options takes 250 steps (e2e/local-cli) and lands near 0.92.
+    expect(out['steps']).to.equal(250);
     expect(out['test_accuracy']).to.be.greaterThan(0.85);
     const s = new RedisMembershipStore({ url: redis.url, cluster: 'same' });
     expect((await s.getMap())?.epoch).to.equal(1);
@@ -58,7 +58,9 @@ describe('e2e: Redis outage during training', function () {
     const r = await local.finished;
     expect(r.code, r.stderr).to.equal(0);
     const out = JSON.parse(r.stdout) as Record<string, number>;
-    expect(out['steps']).to.equal(14 * 124);
+    // 125 steps a pass (15 blocks of 512 examples, one of 320). Redis lost the run's data queue: each worker
+    // restores it from the highest position it had seen, so blocks handed out since then may be trained twice.
+    expect(out['steps']).to.be.within(14 * 125, 14 * 125 + 4 * 8);
     expect(out['test_accuracy']).to.be.at.least(0.94);
   });
 });

@@ -299,7 +299,7 @@ export function describeStoreContract(name: string, open: () => Promise<StoreHan
         expect(err).to.be.instanceOf(InvalidArgumentError);
         expect((err as Error).message).to.match(/2 epochs of 3 blocks.*asks for 3 of 3/);
         await h.store.completeWork('a', 0);
-        expect(await h.store.claimWork('a', plan, 4)).to.deep.equal({ kind: 'item', item: 4 });
+        expect(await h.store.claimWork('a', plan, 4)).to.deep.equal({ kind: 'item', item: 4, handedOut: 5 });
       });
 
       it('force re-creating the cluster empties the queue', async () => {

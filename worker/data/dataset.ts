@@ -49,6 +49,14 @@ export function batchesPerEpoch(examples: number, batchSize: number): number {
   return Math.floor(examples / batchSize);
 }
 
+/** The example indices of each full batch of one epoch, in the order {@link epochBatches} uses; views of one array. */
+export function* epochIndexBatches(examples: number, batchSize: number, seed: number, epoch: number): Generator<Uint32Array> {
+  if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new InvalidArgumentError(`batch size must be a positive integer, got ${batchSize}`);
+  const order = permutation(examples, mixSeeds(seed, epoch));
+  const full = batchesPerEpoch(examples, batchSize);
+  for (let b = 0; b < full; b++) yield order.subarray(b * batchSize, (b + 1) * batchSize);
+}
+
 /**
  * The batches of one epoch: the examples in an order drawn from (seed, epoch),
  * cut into `batchSize` runs. The last partial batch is dropped, as

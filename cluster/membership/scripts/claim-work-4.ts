@@ -9,7 +9,7 @@
  * ARGV[1] the claiming worker, ARGV[2] its plan, ARGV[3] the items in the
  * plan, ARGV[4] its floor.
  *
- * Returns {'item', n}, {'wait'}, {'finished'} or {'plan', heldPlan} when the
+ * Returns {'item', n, handedOut}, {'wait'}, {'finished'} or {'plan', heldPlan} when the
  * claim's plan differs from the queue's.
  */
 export const CLAIM_WORK_4 = {
@@ -33,13 +33,13 @@ for i = 1, #claims, 2 do
 end
 if best ~= nil then
   redis.call('HSET', KEYS[3], best, ARGV[1])
-  return {'item', best}
+  return {'item', best, math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(ARGV[4]))}
 end
 local nextItem = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(ARGV[4]))
 if nextItem < tonumber(ARGV[3]) then
   redis.call('SET', KEYS[2], nextItem + 1)
   redis.call('HSET', KEYS[3], nextItem, ARGV[1])
-  return {'item', nextItem}
+  return {'item', nextItem, nextItem + 1}
 end
 redis.call('SET', KEYS[2], nextItem)
 if #claims > 0 then return {'wait'} end
