@@ -1,4 +1,5 @@
 import { fmix32 } from './hash.js';
+import { type OptimizerConfig } from './optimizer-config.js';
 import { InvalidArgumentError } from './errors.js';
 
 /**
@@ -31,6 +32,12 @@ export interface SparseTableSpec {
   name: string;
   dim: number;
   init: InitSpec;
+  /**
+   * The table's own optimizer, when its rows want another rule than the dense
+   * tensors (e.g. adagrad for embeddings, adam for the rest). Default: the
+   * cluster's optimizer.
+   */
+  optimizer?: OptimizerConfig;
 }
 
 export interface ModelSpec {

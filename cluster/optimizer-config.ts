@@ -27,6 +27,20 @@ export interface OptimizerConfig {
   epsilon: number;
   /** Adagrad's starting accumulator. Default 0.1. */
   initialAccumulator: number;
+  /**
+   * Step decay of η: from a slot's update number `afterSteps + 1` on, η is
+   * multiplied by `factor` (drops compound). Updates are counted per slot
+   * (per row in a sparse table): under async every whole-model push is one,
+   * under bsp every closed step. Default none (η constant).
+   */
+  schedule?: { afterSteps: number; factor: number }[];
+}
+
+/** η for a slot's `step`-th update (from 1) under the config's schedule. */
+export function learningRateAt(c: OptimizerConfig, step: number): number {
+  let lr = c.learningRate;
+  for (const d of c.schedule ?? []) if (step > d.afterSteps) lr *= d.factor;
+  return lr;
 }
 
 const DEFAULT_LEARNING_RATES: Record<OptimizerName, number> = { sgd: 0.1, momentum: 0.05, adagrad: 0.05, adam: 0.001 };
@@ -41,6 +55,7 @@ export function optimizerWithDefaults(partial: Partial<OptimizerConfig> & { name
     beta2: partial.beta2 ?? 0.999,
     epsilon: partial.epsilon ?? (partial.name === 'adagrad' ? 1e-7 : 1e-8),
     initialAccumulator: partial.initialAccumulator ?? 0.1,
+    ...(partial.schedule?.length ? { schedule: partial.schedule.map((d) => ({ ...d })) } : {}),
   };
   validateOptimizer(config);
   return config;
@@ -61,6 +76,10 @@ export function validateOptimizer(c: OptimizerConfig): void {
     [c.beta2, 'beta2'],
   ] as const) {
     if (!(v >= 0 && v < 1)) throw new InvalidArgumentError(`optimizer ${what} must be in [0, 1), got ${v}`);
+  }
+  for (const d of c.schedule ?? []) {
+    if (!(Number.isInteger(d.afterSteps) && d.afterSteps >= 0)) throw new InvalidArgumentError(`a learning-rate drop's step must be a non-negative integer, got ${d.afterSteps}`);
+    if (!(Number.isFinite(d.factor) && d.factor > 0)) throw new InvalidArgumentError(`a learning-rate drop's factor must be a positive number, got ${d.factor}`);
   }
   if (!(c.initialAccumulator >= 0)) throw new InvalidArgumentError(`adagrad initial accumulator must be ≥ 0, got ${c.initialAccumulator}`);
 }

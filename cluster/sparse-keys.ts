@@ -1,6 +1,7 @@
 import { fmix32 } from './hash.js';
 import { InvalidArgumentError } from './errors.js';
 import { type InitSpec, type ModelSpec, type SparseTableSpec } from './model-spec.js';
+import { validateOptimizer } from './optimizer-config.js';
 
 /**
  * The key space of sparse tables: which slot a row (table, id) lives in, and
@@ -149,6 +150,13 @@ export function validateSparseTables(spec: ModelSpec): void {
     }
     const bad = checkInit(t.init);
     if (bad) throw new InvalidArgumentError(`sparse table ${t.name}: ${bad}`);
+    if (t.optimizer) {
+      try {
+        validateOptimizer(t.optimizer);
+      } catch (err) {
+        throw new InvalidArgumentError(`sparse table ${t.name}: ${(err as Error).message}`);
+      }
+    }
   }
 }
 

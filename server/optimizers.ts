@@ -1,4 +1,4 @@
-import { type OptimizerConfig } from '../cluster/optimizer-config.js';
+import { type OptimizerConfig, learningRateAt } from '../cluster/optimizer-config.js';
 import { type SimdKernels, addressOf, simdKernels } from './simd-kernels.js';
 
 /**
@@ -171,9 +171,11 @@ export function newState(values: Float32Array, config: OptimizerConfig, alloc: (
  * with the SIMD kernels when the slot and the gradient lie in the float heap
  * (as a shard's do), else with the loops above; both give the same bits.
  */
-export function applyGradient(slot: SlotState, g: Float32Array, gOff: number, config: OptimizerConfig): void {
+export function applyGradient(slot: SlotState, g: Float32Array, gOff: number, scheduled: OptimizerConfig): void {
   const n = slot.values.length;
   slot.step++;
+  // A learning-rate schedule: this update's rate, by the slot's update count.
+  const config = scheduled.schedule?.length ? { ...scheduled, learningRate: learningRateAt(scheduled, slot.step) } : scheduled;
   const k = simdKernels();
   if (k && n >= 4 && inHeap(k, slot, g)) {
     const body = n - (n % 4);

@@ -82,7 +82,7 @@ export class SparseStore {
     private readonly owner: OwnershipCheck,
   ) {
     validateSparseTables(config.model);
-    for (const spec of config.model.sparse ?? []) this.tables.set(spec.name, new SparseTable(spec, config.model.seed, config.optimizer));
+    for (const spec of config.model.sparse ?? []) this.tables.set(spec.name, new SparseTable(spec, config.model.seed, spec.optimizer ?? config.optimizer));
   }
 
   /** The table named `name`; throws InvalidArgumentError naming the tables there are. */

@@ -1,6 +1,7 @@
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { type StepClock } from '../client/tessera-client.js';
 import { batchesPerEpoch, type Dataset, epochIndexBatches } from './data/dataset.js';
+import { type AugmentOptions, augmentSeed, resolveAugmentOptions, shiftBatch } from './data/augment.js';
 import { type IndexBatch } from './data/work-source.js';
 import { type Batch, type Model } from './models/model.js';
 
@@ -62,6 +63,12 @@ export interface TrainerOptions {
    * BytePS). Default true; false runs pull → compute → push strictly in order.
    */
   pipeline?: boolean;
+  /**
+   * Shift each training image by up to `maxShift` pixels (worker/data/augment.ts),
+   * drawn from (seed, epoch, the batch's first example) so a batch is shifted
+   * the same whichever worker trains it. Default none.
+   */
+  augment?: AugmentOptions;
 }
 
 /** The defaults of {@link TrainerOptions}. */
@@ -93,6 +100,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
   validate(options, batchSize);
 
   const pipeline = options.pipeline ?? TRAINER_DEFAULTS.pipeline;
+  const augment = options.augment?.maxShift ? resolveAugmentOptions(options.augment, data.inputSize) : undefined;
   // Two of each buffer when pipelined: one in use by the network while the other is computed on.
   const params = [new Float32Array(model.elements), new Float32Array(model.elements)];
   const gradients = [new Float32Array(model.elements), new Float32Array(model.elements)];
@@ -117,6 +125,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
         break;
       }
       gather(data, indices, batch);
+      if (augment) shiftBatch(batch, augment, augmentSeed(seed, epoch, indices[0]!));
       const slot = pipeline ? steps % 2 : 0;
       const current = await (pulling ?? client.pull(params[slot]!, at(steps)));
       // Pipelined: fetch the next step's weights into the other buffer while this one computes.

@@ -1,7 +1,7 @@
 import { layout } from '../../cluster/model-spec.js';
 import { OPTIMIZERS, type OptimizerName } from '../../cluster/optimizer-config.js';
 import { DEFAULT_SLOTS } from '../../cluster/slots.js';
-import { getModel, MODEL_NAMES } from '../../worker/models/index.js';
+import { TASK_NAMES, loadTask } from '../../worker/tasks/index.js';
 import { type Command } from '../command.js';
 import { EXIT } from '../handle-error.js';
 import { clusterConfig, parseConsistencyOption } from '../local/defaults.js';
@@ -12,7 +12,7 @@ export const initCommand: Command = {
   summary: 'Create a cluster: write its configuration (model, slots, optimizer, consistency) once to the membership store.',
   options: [
     ...MEMBERSHIP_OPTIONS,
-    { name: 'model', type: 'string', required: true, choices: MODEL_NAMES, description: 'model the cluster trains' },
+    { name: 'model', type: 'string', required: true, metavar: 'NAME|PATH', description: `model the cluster trains: ${TASK_NAMES.join(', ')}, or a module (docs/user-models.md)` },
     { name: 'slots', type: 'int', default: DEFAULT_SLOTS, description: 'slots in the key space (fixed for the life of the cluster)' },
     { name: 'optimizer', type: 'string', default: 'adam', choices: OPTIMIZERS, description: 'server-side optimizer' },
     { name: 'learning-rate', type: 'number', description: 'learning rate (default: per optimizer, tuned for the model)' },
@@ -24,12 +24,12 @@ export const initCommand: Command = {
     { name: 'json', type: 'boolean', description: 'print the configuration written as JSON' },
   ],
   async run(o) {
-    const model = getModel(o['model'] as string);
+    const task = await loadTask(o['model'] as string);
     const optimizer = o['optimizer'] as OptimizerName;
     const config = clusterConfig({
       name: o['cluster'] as string,
       slots: o['slots'] as number,
-      model,
+      task,
       seed: o['seed'] as number,
       optimizer: optimizer,
       learningRate: o['learning-rate'] as number | undefined,
@@ -47,7 +47,7 @@ export const initCommand: Command = {
     else {
       const { elements } = layout(config.model);
       process.stdout.write(
-        `cluster ${config.name} created: ${model.name} (${elements.toLocaleString('en-US')} parameters), ${config.slots} slots, ${config.optimizer.name} lr ${config.optimizer.learningRate}, ${config.consistency}.\n` +
+        `cluster ${config.name} created: ${task.name} (${elements.toLocaleString('en-US')} parameters), ${config.slots} slots, ${config.optimizer.name} lr ${config.optimizer.learningRate}, ${config.consistency}.\n` +
           `Start ${config.initialShards} shard(s) with \`tessera shard\`: once they have registered, the slots are spread over them.\n`,
       );
     }

@@ -4,10 +4,9 @@ import { DEFAULT_LEASE, Lease } from '../../cluster/membership/lease.js';
 import { TesseraClient } from '../../client/tessera-client.js';
 import { BACKENDS, type BackendName, selectBackend } from '../../worker/backend.js';
 import { BlockPlan, DEFAULT_BLOCK_SIZE, claimedBatches } from '../../worker/data/work-source.js';
-import { mnistSplit } from '../../worker/data/mnist.js';
 import { IDLE_WORKER_STATE } from '../../server/shard-server.js';
-import { getModel } from '../../worker/models/index.js';
-import { TRAINER_DEFAULTS, train } from '../../worker/trainer.js';
+import { loadTask } from '../../worker/tasks/index.js';
+import { TRAINER_DEFAULTS } from '../../worker/trainer.js';
 import { type Command } from '../command.js';
 import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 import { EXIT } from '../handle-error.js';
@@ -24,11 +23,12 @@ export const workerCommand: Command = {
   options: [
     ...MEMBERSHIP_OPTIONS,
     { name: 'id', type: 'string', metavar: 'ID', required: true, description: 'worker id, unique in the cluster (half of what makes pushes idempotent)' },
-    { name: 'model', type: 'string', description: 'model to train (default: the one the cluster was created with; must match it)' },
+    { name: 'model', type: 'string', metavar: 'NAME|PATH', description: 'model to train (default: the one the cluster was created with; must match it; a module path for a model of your own)' },
     { name: 'epochs', type: 'int', default: 5, description: 'passes over the training data, shared by all workers of the run (every worker must be given the same)' },
     { name: 'batch-size', type: 'int', default: TRAINER_DEFAULTS.batchSize, description: 'examples per step' },
     { name: 'block-size', type: 'int', default: DEFAULT_BLOCK_SIZE, description: 'examples per block of work claimed from the cluster (same on every worker)' },
     { name: 'seed', type: 'int', default: 1, description: 'seed of the example order (same on every worker)' },
+    { name: 'augment', type: 'int', default: 0, metavar: 'PIXELS', description: 'shift each training image by up to this many pixels each way (0: no augmentation)' },
     { name: 'lease-ttl', type: 'int', metavar: 'MS', default: DEFAULT_LEASE.ttlMs, description: 'lease TTL: how soon a dead worker’s block goes to another and it stops holding back ssp/bsp (renewed every third of it)' },
     { name: 'backend', type: 'string', default: 'auto', choices: ['auto', ...BACKENDS], description: 'compute backend; a forced one that is unavailable is an error' },
     { name: 'pipeline', type: 'boolean', default: TRAINER_DEFAULTS.pipeline, description: 'overlap the next pull and this push with the compute (--pipeline=false: strictly in turn)' },
@@ -52,17 +52,17 @@ export const workerCommand: Command = {
     try {
       const config = await store.getConfig();
       if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera local)');
-      const model = getModel((o['model'] as string | undefined) ?? config.model.name);
-      if (model.name !== config.model.name) throw new InvalidArgumentError(`this cluster trains ${config.model.name}, not ${model.name}; drop --model or pass --model ${config.model.name}`);
-      const data = mnistSplit().train;
+      const task = await loadTask((o['model'] as string | undefined) ?? config.model.name);
+      if (task.name !== config.model.name) throw new InvalidArgumentError(`this cluster trains ${config.model.name}, not ${task.name}; drop --model or pass --model ${config.model.name} (or its module)`);
       const epochs = o['epochs'] as number;
       const batchSize = o['batch-size'] as number;
-      const plan = new BlockPlan(data.count, epochs, o['block-size'] as number, o['seed'] as number);
+      const examples = task.trainExamples;
+      const plan = new BlockPlan(examples, epochs, o['block-size'] as number, o['seed'] as number);
       lease = new Lease(store, 'worker', { id, state: 'training', step: 0, backend }, { ttlMs, renewMs: Math.max(50, Math.floor(ttlMs / 3)) });
       await lease.start();
       client = await TesseraClient.connect({ store, workerId: id });
-      emit({ event: 'ready', id, backend, examples: data.count, epochs, blocksPerEpoch: plan.blocksPerEpoch });
-      log.info(`worker ${id}: ${model.name} on ${backend}, ${epochs} epochs of ${plan.blocksPerEpoch} blocks of ${plan.blockSize} examples, claimed from the cluster`);
+      emit({ event: 'ready', id, backend, examples, epochs, blockSize: plan.blockSize, blocksPerEpoch: plan.blocksPerEpoch });
+      log.info(`worker ${id}: ${task.name} on ${backend}, ${epochs} epochs of ${plan.blocksPerEpoch} blocks of ${plan.blockSize} examples, claimed from the cluster`);
       let lastReport = 0;
       const source = claimedBatches({
         store,
@@ -76,15 +76,13 @@ export const workerCommand: Command = {
           void lease!.renew();
         },
       });
-      const result = await train({
+      const result = await task.train({
         client,
-        model,
-        data,
         source,
-        epochs,
         batchSize,
         seed: o['seed'] as number,
         pipeline: o['pipeline'] as boolean,
+        augment: { maxShift: o['augment'] as number },
         signal: abort.signal,
         onStep: (e) => {
           const now = Date.now();

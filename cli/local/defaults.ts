@@ -1,8 +1,9 @@
 import { type ClusterConfig } from '../../cluster/cluster-config.js';
 import { type Consistency, parseConsistency } from '../../cluster/consistency.js';
 import { UsageError } from '../args.js';
+import { DEFAULT_BLOCK_SIZE } from '../../worker/data/work-source.js';
 import { type OptimizerName, optimizerWithDefaults } from '../../cluster/optimizer-config.js';
-import { type Model } from '../../worker/models/model.js';
+import { type TrainingTask } from '../../worker/tasks/index.js';
 
 /**
  * What `tessera local` (and so `npm start`) does with no options: chosen to
@@ -19,34 +20,35 @@ export const DEFAULT_TRAINING = {
   seed: 1,
 } as const;
 
-/** Learning rates that train the built-in models well with each optimizer (the optimizer's own default otherwise). */
-const TUNED: Record<string, Partial<Record<OptimizerName, number>>> = {
-  'mnist-mlp': { sgd: 0.1, momentum: 0.05, adagrad: 0.05, adam: 0.002 },
-  logreg: { sgd: 0.1, momentum: 0.02, adagrad: 0.1, adam: 0.002 },
-};
-
-export function defaultLearningRate(model: string, optimizer: OptimizerName): number | undefined {
-  return TUNED[model]?.[optimizer];
-}
-
-/** The configuration `tessera init` and `tessera local` write: the model's spec, the optimizer with its tuned learning rate unless one is given. */
+/** The configuration `tessera init` and `tessera local` write: the model's spec, the optimizer with the task's tuned learning rate unless one is given. */
 export function clusterConfig(o: {
   name: string;
   slots: number;
-  model: Model;
+  task: TrainingTask;
   seed: number;
   optimizer: OptimizerName;
   learningRate?: number;
   initialShards: number;
   consistency?: Consistency;
   initialWorkers?: number;
+  /** Multiply the learning rate by `factor` from `epoch` on (the updates a pass makes follow from the data, workers and consistency). */
+  lrDrop?: { epoch: number; factor: number; workers: number; batchSize: number };
 }): ClusterConfig {
+  const consistency = o.consistency ?? 'async';
+  let schedule: { afterSteps: number; factor: number }[] | undefined;
+  if (o.lrDrop) {
+    // Under bsp one update is a step of every worker; otherwise each batch is one.
+    const examples = o.task.trainExamples;
+    const batches = stepsOfRun(examples, DEFAULT_BLOCK_SIZE, o.lrDrop.batchSize);
+    const perEpoch = consistency === 'bsp' ? Math.ceil(batches / o.lrDrop.workers) : batches;
+    schedule = [{ afterSteps: o.lrDrop.epoch * perEpoch, factor: o.lrDrop.factor }];
+  }
   return {
     name: o.name,
     slots: o.slots,
-    model: o.model.spec(o.seed),
-    optimizer: optimizerWithDefaults({ name: o.optimizer, learningRate: o.learningRate ?? defaultLearningRate(o.model.name, o.optimizer) }),
-    consistency: o.consistency ?? 'async',
+    model: o.task.spec(o.seed),
+    optimizer: optimizerWithDefaults({ name: o.optimizer, learningRate: o.learningRate ?? o.task.tunedLearningRates[o.optimizer], ...(schedule ? { schedule } : {}) }),
+    consistency,
     initialShards: o.initialShards,
     ...(o.initialWorkers ? { initialWorkers: o.initialWorkers } : {}),
   };
@@ -60,4 +62,11 @@ export function parseConsistencyOption(text: string): Consistency {
     throw new UsageError(`--consistency: ${(err as Error).message}`);
   }
   return text as Consistency;
+}
+
+/** Steps one pass takes when `examples` are cut into blocks of `blockSize` and each block into batches (the last of each shorter). */
+export function stepsOfRun(examples: number, blockSize: number, batchSize: number): number {
+  const full = Math.floor(examples / blockSize);
+  const rest = examples - full * blockSize;
+  return full * Math.ceil(blockSize / batchSize) + Math.ceil(rest / batchSize);
 }

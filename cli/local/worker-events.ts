@@ -3,7 +3,7 @@
  * `tessera local` reads to show progress and sum up.
  */
 export type WorkerEvent =
-  | { event: 'ready'; id: string; backend: string; examples: number; epochs: number; blocksPerEpoch: number }
+  | { event: 'ready'; id: string; backend: string; examples: number; epochs: number; blockSize: number; blocksPerEpoch: number }
   /** A block of work trained on in full (`counted`: the cluster still had it as this worker's). */
   | { event: 'block'; id: string; item: number; epoch: number; block: number; examples: number; counted: boolean }
   | { event: 'step'; id: string; step: number; epoch: number; loss: number; samples: number }

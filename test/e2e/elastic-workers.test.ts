@@ -7,7 +7,7 @@ import { clusterConfig } from '../../cli/local/defaults.js';
 import { ShardServer } from '../../server/shard-server.js';
 import { BlockPlan } from '../../worker/data/work-source.js';
 import { MNIST_TRAIN_EXAMPLES } from '../../worker/data/mnist.js';
-import { getModel } from '../../worker/models/index.js';
+import { loadTask } from '../../worker/tasks/index.js';
 import { type Running, start, waitFor } from '../helpers/cli.js';
 
 const EPOCHS = 2;
@@ -42,7 +42,7 @@ describe('e2e: elastic workers', function () {
   });
 
   it('a worker killed and one added mid-run: the run finishes, each example used once per epoch by a live worker', async () => {
-    await store.createCluster(clusterConfig({ name: 'elastic', slots: 64, model: getModel('mnist-mlp'), seed: 1, optimizer: 'adam', initialShards: 1 }));
+    await store.createCluster(clusterConfig({ name: 'elastic', slots: 64, task: await loadTask('mnist-mlp'), seed: 1, optimizer: 'adam', initialShards: 1 }));
     server = await startGrpcServer('127.0.0.1:0', [{ name: MEMBERSHIP_SERVICE_NAME, definition: membershipService().service, implementation: membershipImplementation(store) }]);
     shard = await ShardServer.start({ id: 'shard-0', listen: '127.0.0.1:0', store });
 

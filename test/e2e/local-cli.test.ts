@@ -15,8 +15,9 @@ describe('e2e: tessera local', function () {
     expect(out['shards']).to.equal(2);
     expect(out['workers']).to.equal(2);
     expect(out['backend']).to.equal('wasm');
-    // Two epochs of 8,000 examples in batches of 64, split over 2 workers: 2 × 2 × 62 steps.
+    // Two epochs of 8,000 examples, in blocks of 512 (the last of 320) cut into batches of 64: 2 × (15 × 8 + 5) steps, whatever the workers.
     expect(out['steps']).to.equal(250);
+    expect(out['consistency']).to.equal('async');
     expect(out['test_accuracy'] as number).to.be.greaterThan(0.85);
   });
 
@@ -30,6 +31,9 @@ describe('e2e: tessera local', function () {
     const optimizer = await run(['local', '--optimizer', 'lion']);
     expect(optimizer.code).to.equal(2);
     expect(optimizer.stderr).to.match(/--optimizer must be one of sgd, momentum, adagrad, adam/);
+    const consistency = await run(['local', '--consistency', 'ssp']);
+    expect(consistency.code).to.equal(2);
+    expect(consistency.stderr).to.match(/--consistency: unknown consistency "ssp"; use async, bsp, or ssp:K/);
   });
 
   it('Ctrl-C stops every process it started and exits 130', async () => {

@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { InvalidArgumentError } from '../../cluster/errors.js';
 import { type ModelSpec, type TensorSpec, layout, validateModelSpec } from '../../cluster/model-spec.js';
 import { validateSparseTables } from '../../cluster/sparse-keys.js';
+import { optimizerWithDefaults } from '../../cluster/optimizer-config.js';
 import { CLICK_LOG_DEFAULTS } from '../data/click-log.js';
 import { affine, matMulTranspose, transposeMatMul } from './ops.js';
 
@@ -23,6 +24,8 @@ import { affine, matMulTranspose, transposeMatMul } from './ops.js';
 export const CTR_DIM = 8;
 /** Units of the hidden layer. */
 export const CTR_HIDDEN = 32;
+/** How the embedding rows are trained: adagrad, η 0.1, starting accumulator 0.1. */
+export const CTR_ROW_OPTIMIZER = optimizerWithDefaults({ name: 'adagrad', learningRate: 0.1, initialAccumulator: 0.1 });
 /** Name of the model's sparse table. */
 export const CTR_TABLE = 'emb';
 
@@ -85,7 +88,9 @@ export function ctrModel(fields: number = CLICK_LOG_DEFAULTS.fields): CtrModel {
     name: 'ctr',
     seed,
     tensors: tensors.map((t) => ({ ...t, shape: [...t.shape] })),
-    sparse: [{ name: CTR_TABLE, dim, init: { kind: 'uniform', low: -0.05, high: 0.05 } }],
+    // Adagrad for the rows, whatever the dense tensors use: a row is updated only when its id comes up, and
+    // adagrad's per-coordinate rate suits that (adam's moments go stale between touches and overfit; docs/worker.md).
+    sparse: [{ name: CTR_TABLE, dim, init: { kind: 'uniform', low: -0.05, high: 0.05 }, optimizer: CTR_ROW_OPTIMIZER }],
   });
   validateModelSpec(spec(0));
   validateSparseTables(spec(0));

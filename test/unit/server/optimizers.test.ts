@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { type OptimizerConfig, type OptimizerName, optimizerWithDefaults } from '../../../cluster/optimizer-config.js';
+import { type OptimizerConfig, type OptimizerName, optimizerWithDefaults, learningRateAt } from '../../../cluster/optimizer-config.js';
 import { type SlotState, applyGradient, newState } from '../../../server/optimizers.js';
 import { rng } from '../../helpers/random.js';
 
@@ -220,5 +220,15 @@ describe('server/optimizers', () => {
     const g = new Float32Array([0.25, 0.5, -1, 1]);
     applyGradient(slot, g, 0, config);
     expect(Array.from(slot.values)).to.deep.equal([0.75, 0, -2, Math.fround(1e-8 - 1)]);
+  });
+
+  it('a schedule multiplies η from the update after each drop on, compounding; a bad drop is refused', () => {
+    const config = optimizerWithDefaults({ name: 'sgd', learningRate: 1, schedule: [{ afterSteps: 2, factor: 0.5 }, { afterSteps: 3, factor: 0.5 }] });
+    expect([1, 2, 3, 4, 5].map((t) => learningRateAt(config, t))).to.deep.equal([1, 1, 0.5, 0.25, 0.25]);
+    const slot = newState(new Float32Array([0]), config);
+    for (let t = 0; t < 4; t++) applyGradient(slot, new Float32Array([1]), 0, config);
+    expect(slot.values[0]).to.equal(-(1 + 1 + 0.5 + 0.25));
+    expect(() => optimizerWithDefaults({ name: 'adam', schedule: [{ afterSteps: -1, factor: 0.1 }] })).to.throw(/non-negative integer/);
+    expect(() => optimizerWithDefaults({ name: 'adam', schedule: [{ afterSteps: 5, factor: 0 }] })).to.throw(/positive number/);
   });
 });

@@ -1,0 +1,111 @@
+import { SparseClient } from '../../client/sparse-client.js';
+import { type StepClock, type TesseraClient } from '../../client/tessera-client.js';
+import { InvalidArgumentError } from '../../cluster/errors.js';
+import { type ClickData, clickLog } from '../data/click-log.js';
+import { auc } from '../metrics/auc.js';
+import { CTR_TABLE, ctr } from '../models/ctr.js';
+import { type TrainResult } from '../trainer.js';
+import { type TaskTrainOptions, type TrainingTask } from './task.js';
+
+/** Examples per pull while evaluating: bounds the rows in flight. */
+const EVAL_CHUNK = 2_000;
+
+/**
+ * Click-through-rate prediction on the synthetic click log (worker/data/click-log.ts):
+ * per example, one row of the sparse table `emb` per field, looked up by the
+ * field's id, feeds a small MLP (worker/models/ctr.ts). Each step pulls the
+ * dense weights and only the rows its batch touches (each distinct id once),
+ * and pushes the dense gradient and those rows' gradients (a repeated id's
+ * summed). Rows are created by their shard on first touch.
+ *
+ * Under ssp/bsp the dense weights follow the clocks; rows are applied as they
+ * arrive (docs/consistency.md).
+ */
+export const ctrTask: TrainingTask = {
+  name: ctr.name,
+  spec: (seed) => ctr.spec(seed),
+  get trainExamples() {
+    return clickLog().train.count;
+  },
+  defaultShift: 0,
+  tunedLearningRates: { adam: 0.003, adagrad: 0.1, sgd: 0.5, momentum: 0.05 },
+
+  async train(o: TaskTrainOptions): Promise<TrainResult> {
+    if (o.augment?.maxShift) throw new InvalidArgumentError('ctr trains on click logs, not images: drop --augment');
+    const { client, batchSize, signal, onStep } = o;
+    const data = clickLog().train;
+    const sparse = new SparseClient(client);
+    const fields = ctr.fields;
+    const dense = new Float32Array(ctr.elements);
+    const gradients = [new Float32Array(ctr.elements), new Float32Array(ctr.elements)];
+    const ids = new BigUint64Array(batchSize * fields);
+    const y = new Int32Array(batchSize);
+    const startClock = client.clocked ? await client.clusterClock() : 0;
+    const started = performance.now();
+    let steps = 0;
+    let samples = 0;
+    let lastLoss = NaN;
+    let aborted = false;
+    let pushing: Promise<unknown> | null = null;
+    try {
+      for await (const { epoch, indices } of o.source) {
+        if (signal?.aborted) {
+          aborted = true;
+          break;
+        }
+        const n = gather(data, indices, ids, y);
+        const batchIds = ids.slice(0, n * fields);
+        const at: StepClock | undefined = client.clocked ? { clock: startClock + steps, join: steps === 0 } : undefined;
+        const [, rows] = await Promise.all([client.pull(dense, at), sparse.pull(CTR_TABLE, batchIds)]);
+        const g = await ctr.gradient(dense, rows, y, n, gradients[steps % 2]);
+        // At most one push in flight: with pipelining it overlaps the next step's pulls and compute.
+        if (pushing) await pushing;
+        pushing = Promise.all([client.push(g.dense, undefined, at?.clock), sparse.push(CTR_TABLE, batchIds, g.rows.slice(0, n * fields * ctr.dim))]);
+        if (!o.pipeline) {
+          await pushing;
+          pushing = null;
+        }
+        steps++;
+        samples += n;
+        lastLoss = g.loss;
+        onStep?.({ step: steps, epoch, loss: g.loss, samples });
+      }
+      if (pushing) await pushing;
+    } finally {
+      await pushing?.catch(() => undefined);
+    }
+    return { steps, samples, lastLoss, wallMs: performance.now() - started, aborted };
+  },
+
+  async evaluate(client: TesseraClient) {
+    const log = clickLog();
+    const test = log.test;
+    const sparse = new SparseClient(client);
+    const dense = await client.pull();
+    const scores = new Float32Array(test.count);
+    const ids = new BigUint64Array(EVAL_CHUNK * ctr.fields);
+    const y = new Int32Array(EVAL_CHUNK);
+    for (let begin = 0; begin < test.count; begin += EVAL_CHUNK) {
+      const indices = Uint32Array.from({ length: Math.min(EVAL_CHUNK, test.count - begin) }, (_, i) => begin + i);
+      const n = gather(test, indices, ids, y);
+      const rows = await sparse.pull(CTR_TABLE, ids.subarray(0, n * ctr.fields));
+      scores.set((await ctr.predict(dense, rows, n)).subarray(0, n), begin);
+    }
+    let correct = 0;
+    for (let i = 0; i < test.count; i++) if ((scores[i]! >= 0.5 ? 1 : 0) === test.y[i]) correct++;
+    return { test_accuracy: correct / test.count, test_auc: auc(scores, test.y), reference_auc: log.referenceAuc };
+  },
+};
+
+/** Copies the ids and labels of the examples at `indices` into `ids` and `y`; returns how many. */
+function gather(data: ClickData, indices: Uint32Array, ids: BigUint64Array, y: Int32Array): number {
+  const f = data.fields;
+  if (indices.length > y.length) throw new InvalidArgumentError(`a batch of ${indices.length} examples is larger than the batch size ${y.length}`);
+  for (let i = 0; i < indices.length; i++) {
+    const src = indices[i]!;
+    if (src >= data.count) throw new InvalidArgumentError(`example index ${src} is outside the click log's ${data.count} examples`);
+    ids.set(data.ids.subarray(src * f, (src + 1) * f), i * f);
+    y[i] = data.y[src]!;
+  }
+  return indices.length;
+}
