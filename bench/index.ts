@@ -6,7 +6,7 @@ import { setChildExecArgv } from './child-rpc.js';
 import { type DenseCase, runDense } from './dense.js';
 import { type Figure, formatTable, median, rateFigure, roundFigure } from './figures.js';
 import { runSparse } from './sparse.js';
-import { trainFigureName, trainSamplesPerSec } from './train.js';
+import { type TrainVariant, trainFigureName, trainSamplesPerSec } from './train.js';
 import { OPTIMIZERS } from '../cluster/optimizer-config.js';
 import { DEFAULT_CHUNK_BYTES } from '../cluster/wire.js';
 
@@ -26,7 +26,7 @@ type Section = (typeof SECTIONS)[number];
 
 const M = 1 << 20;
 /** Training runs per variant (1 worker, 2 workers, 2 workers unpipelined), alternating; ≈ 5 s each. */
-const TRAIN_ROUNDS = 5;
+const TRAIN_ROUNDS = 3;
 const SIZES = [
   { elements: M, label: '1M' },
   { elements: 16 * M, label: '16M' },
@@ -134,30 +134,33 @@ async function main(): Promise<void> {
   if (args.only.has('train')) {
     // 1 worker, 2 workers and 2 workers unpipelined alternate, so all see the same conditions on a shared host;
     // the pipelining speedup is the median of the ratios of runs taken side by side.
-    const variants = [
+    const variants: TrainVariant[] = [
       { workers: 1, pipeline: true },
       { workers: 2, pipeline: true },
       { workers: 2, pipeline: false },
+      { workers: 2, consistency: 'ssp:2' },
+      { workers: 2, consistency: 'bsp' },
+      { workers: 2, model: 'ctr' },
     ];
-    const runs = new Map<string, Figure[]>(variants.map((v) => [trainFigureName(v.workers, v.pipeline), []]));
+    const runs = new Map<string, Figure[]>(variants.map((v) => [trainFigureName(v), []]));
     const failures = new Map<string, string>();
     const speedups: number[] = [];
     for (let r = 0; r < (args.quick ? 1 : TRAIN_ROUNDS); r++) {
       const round = new Map<string, number>();
       for (const v of variants) {
-        const name = trainFigureName(v.workers, v.pipeline);
+        const name = trainFigureName(v);
         if (failures.has(name)) continue;
-        progress(`training mnist-mlp, ${v.workers} worker(s)${v.pipeline ? '' : ', unpipelined'}, run ${r + 1}`);
+        progress(`training ${v.model ?? 'mnist-mlp'}, ${v.workers} worker(s)${v.pipeline === false ? ', unpipelined' : ''}, ${v.consistency ?? 'async'}, run ${r + 1}`);
         try {
-          const f = await trainSamplesPerSec(v.workers, v.pipeline);
+          const f = await trainSamplesPerSec(v);
           runs.get(name)!.push(f);
           round.set(name, f.value);
         } catch (err) {
           failures.set(name, (err as Error).message);
         }
       }
-      const pipelined = round.get(trainFigureName(2, true));
-      const unpipelined = round.get(trainFigureName(2, false));
+      const pipelined = round.get(trainFigureName({ workers: 2 }));
+      const unpipelined = round.get(trainFigureName({ workers: 2, pipeline: false }));
       if (pipelined !== undefined && unpipelined !== undefined) speedups.push(pipelined / unpipelined);
     }
     for (const [name, got] of runs) {
@@ -167,7 +170,7 @@ async function main(): Promise<void> {
     if (speedups.length === 0) skipped.push({ name: 'train_pipeline_speedup', reason: 'no pair of pipelined and unpipelined 2-worker runs completed' });
     else {
       const median2 = (name: string) => median(runs.get(name)!.map((f) => f.value));
-      figures.push(rateFigure('train_pipeline_speedup', '×', speedups, { detail: { workers: 2, pipelined_samples_per_s: median2(trainFigureName(2, true)), unpipelined_samples_per_s: median2(trainFigureName(2, false)) } }));
+      figures.push(rateFigure('train_pipeline_speedup', '×', speedups, { detail: { workers: 2, pipelined_samples_per_s: median2(trainFigureName({ workers: 2 })), unpipelined_samples_per_s: median2(trainFigureName({ workers: 2, pipeline: false })) } }));
     }
   }
 

@@ -125,7 +125,7 @@ export const localCommand: Command = {
         augment,
         ...(config.optimizer.schedule ? { lr_drop_after_steps: config.optimizer.schedule[0]!.afterSteps } : {}),
       };
-      if (json) process.stdout.write(`${JSON.stringify(result)}\n`);
+      if (json) process.stdout.write(`${JSON.stringify({ ...result, held_out_by_epoch: run.heldOut })}\n`);
       else printSummary(result);
       return EXIT.ok;
     } finally {
@@ -133,8 +133,9 @@ export const localCommand: Command = {
       await membership.close();
     }
 
-    async function trainWithWorkers(): Promise<{ steps: number; samples: number; trainMs: number; lastLoss: number; backend: string }> {
+    async function trainWithWorkers(): Promise<{ steps: number; samples: number; trainMs: number; lastLoss: number; backend: string; heldOut: Record<string, number>[] }> {
       const workerNames = Array.from({ length: workers }, (_, i) => `worker-${i}`);
+      const heldOut: Record<string, number>[] = [];
       const state = new Map<string, { steps: number; samples: number; loss: number; epoch: number; done: boolean; backend: string; examples: number }>();
       let t0 = 0;
       const line = json ? null : new ProgressLine();
@@ -151,7 +152,7 @@ export const localCommand: Command = {
       for (const id of workerNames) {
         procs.start(
           id,
-          ['worker', ...membership.args, '--id', id, '--model', modelFlag, '--epochs', String(epochs), '--batch-size', String(batchSize), '--seed', String(o['seed']), '--backend', String(o['backend']), `--pipeline=${o['pipeline'] as boolean}`, '--augment', String(augment), '--json'],
+          ['worker', ...membership.args, '--id', id, '--model', modelFlag, '--epochs', String(epochs), '--batch-size', String(batchSize), '--seed', String(o['seed']), '--backend', String(o['backend']), `--pipeline=${o['pipeline'] as boolean}`, '--augment', String(augment), ...(id === workerNames[0] ? ['--eval'] : []), '--json'],
           (text) => {
             const e = parseWorkerEvent(text);
             if (!e) return;
@@ -163,6 +164,9 @@ export const localCommand: Command = {
               if (line && line.totalSteps === 0) line.totalSteps = stepsOfRun(e.examples, e.blockSize, batchSize) * epochs;
               t0 ||= Date.now();
             } else if (e.event === 'block') {
+              return;
+            } else if (e.event === 'eval') {
+              heldOut.push({ epoch: e.epoch, ...e.metrics });
               return;
             } else if (e.event === 'step') {
               Object.assign(s, { steps: e.step, samples: e.samples, loss: e.loss, epoch: e.epoch });
@@ -185,6 +189,7 @@ export const localCommand: Command = {
         trainMs,
         lastLoss: all.reduce((a, s) => a + s.loss, 0) / Math.max(1, all.length),
         backend: [...new Set(all.map((s) => s.backend))].join(','),
+        heldOut,
       };
     }
   },

@@ -16,7 +16,7 @@ export interface ClusterStatus {
   orphaned_slots: number;
   shards: { id: string; address: string; state: string; slots: number; bytes: number; epoch: number }[];
   /** state: training, idle (no block to claim for now); train_epoch: the pass over the data it is in; loss: its latest training loss. */
-  workers: { id: string; state: string; step: number; backend: string; train_epoch: number; loss: number | null }[];
+  workers: { id: string; state: string; step: number; backend: string; train_epoch: number; loss: number | null; held_out: Record<string, number> | null }[];
   /** The run's data: blocks (work items) in all, handed out, held now; null before a worker claimed one. */
   data: { epochs: number; blocks_per_epoch: number; items: number; handed_out: number; held: Record<string, number[]> } | null;
 }
@@ -52,7 +52,7 @@ export const statusCommand: Command = {
             epoch: m?.epoch ?? 0,
           };
         }),
-        workers: workers.map((w) => ({ id: w.id, state: w.state ?? 'alive', step: w.step ?? 0, backend: w.backend ?? '', train_epoch: w.trainEpoch ?? 0, loss: w.loss ?? null })),
+        workers: workers.map((w) => ({ id: w.id, state: w.state ?? 'alive', step: w.step ?? 0, backend: w.backend ?? '', train_epoch: w.trainEpoch ?? 0, loss: w.loss ?? null, held_out: w.heldOut ?? null })),
         data: work && {
           epochs: work.plan.epochs,
           blocks_per_epoch: work.plan.blocksPerEpoch,
@@ -87,7 +87,10 @@ function render(s: ClusterStatus): string {
   out += s.shards.length ? table(['SHARD', 'ADDRESS', 'STATE', 'SLOTS', 'HELD'], s.shards.map((x) => [x.id, x.address, x.state, x.slots, mb(x.bytes)])) : 'no shards\n';
   out += '\n';
   out += s.workers.length
-    ? table(['WORKER', 'STATE', 'STEP', 'EPOCH', 'LOSS', 'BACKEND'], s.workers.map((w) => [w.id, w.state, w.step, w.train_epoch + 1, w.loss === null ? '-' : w.loss.toFixed(4), w.backend]))
+    ? table(
+        ['WORKER', 'STATE', 'STEP', 'EPOCH', 'LOSS', 'HELD-OUT', 'BACKEND'],
+        s.workers.map((w) => [w.id, w.state, w.step, w.train_epoch + 1, w.loss === null ? '-' : w.loss.toFixed(4), w.held_out ? Object.entries(w.held_out).map(([k, v]) => `${k.replace('test_', '')} ${v.toFixed(4)}`).join(' ') : '-', w.backend]),
+      )
     : 'no workers\n';
   return out;
 }

@@ -29,15 +29,16 @@ export const workerCommand: Command = {
     { name: 'block-size', type: 'int', default: DEFAULT_BLOCK_SIZE, description: 'examples per block of work claimed from the cluster (same on every worker)' },
     { name: 'seed', type: 'int', default: 1, description: 'seed of the example order (same on every worker)' },
     { name: 'augment', type: 'int', default: 0, metavar: 'PIXELS', description: 'shift each training image by up to this many pixels each way (0: no augmentation)' },
-    { name: 'lease-ttl', type: 'int', metavar: 'MS', default: DEFAULT_LEASE.ttlMs, description: 'lease TTL: how soon a dead worker’s block goes to another and it stops holding back ssp/bsp (renewed every third of it)' },
+    { name: 'lease-ttl-ms', type: 'int', metavar: 'MS', default: DEFAULT_LEASE.ttlMs, description: 'lease TTL: how soon a dead worker’s block goes to another and it stops holding back ssp/bsp (renewed every third of it)' },
     { name: 'backend', type: 'string', default: 'auto', choices: ['auto', ...BACKENDS], description: 'compute backend; a forced one that is unavailable is an error' },
     { name: 'pipeline', type: 'boolean', default: TRAINER_DEFAULTS.pipeline, description: 'overlap the next pull and this push with the compute (--pipeline=false: strictly in turn)' },
+    { name: 'eval', type: 'boolean', default: false, description: 'evaluate on the held-out data each time this worker starts a new epoch; published with its lease (tessera status) and, with --json, as an event' },
     { name: 'json', type: 'boolean', description: 'print progress as JSON lines on stdout (what `tessera local` reads)' },
   ],
   async run(o) {
     const id = o['id'] as string;
-    const ttlMs = o['lease-ttl'] as number;
-    if (!(ttlMs >= 100)) throw new InvalidArgumentError(`--lease-ttl must be at least 100 ms, got ${ttlMs}`);
+    const ttlMs = o['lease-ttl-ms'] as number;
+    if (!(ttlMs >= 100)) throw new InvalidArgumentError(`--lease-ttl-ms must be at least 100 ms, got ${ttlMs}`);
     const json = Boolean(o['json']);
     const emit = (e: WorkerEvent) => json && process.stdout.write(`${JSON.stringify(e)}\n`);
 
@@ -64,6 +65,22 @@ export const workerCommand: Command = {
       emit({ event: 'ready', id, backend, examples, epochs, blockSize: plan.blockSize, blocksPerEpoch: plan.blocksPerEpoch });
       log.info(`worker ${id}: ${task.name} on ${backend}, ${epochs} epochs of ${plan.blocksPerEpoch} blocks of ${plan.blockSize} examples, claimed from the cluster`);
       let lastReport = 0;
+      // Held-out evaluation at each epoch this worker enters: one at a time, beside training.
+      let evaluatedEpoch = 0;
+      let evaluating: Promise<void> | null = null;
+      const evaluateAfter = (epoch: number) => {
+        if (!o['eval'] || evaluating || epoch <= evaluatedEpoch) return;
+        evaluatedEpoch = epoch;
+        evaluating = task
+          .evaluate(client!)
+          .then((metrics) => {
+            lease!.update({ heldOut: metrics, heldOutEpoch: epoch });
+            emit({ event: 'eval', id, epoch, metrics });
+            log.info(`worker ${id}: held-out after ${epoch} epoch(s): ${Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}`);
+          })
+          .catch((err: unknown) => log.warn(`worker ${id}: held-out evaluation failed: ${(err as Error).message}`))
+          .finally(() => (evaluating = null));
+      };
       const source = claimedBatches({
         store,
         workerId: id,
@@ -85,6 +102,7 @@ export const workerCommand: Command = {
         augment: { maxShift: o['augment'] as number },
         signal: abort.signal,
         onStep: (e) => {
+          evaluateAfter(e.epoch);
           const now = Date.now();
           if (now - lastReport < REPORT_EVERY_MS) return;
           lastReport = now;
@@ -93,6 +111,7 @@ export const workerCommand: Command = {
           log.debug(`worker ${id}: step ${e.step}, epoch ${e.epoch}, loss ${e.loss.toFixed(4)}`);
         },
       });
+      await evaluating;
       emit({ event: 'done', id, steps: result.steps, samples: result.samples, wallMs: result.wallMs, lastLoss: result.lastLoss, backend });
       log.info(`worker ${id}: ${result.aborted ? 'stopped' : 'done'} after ${result.steps} steps, loss ${result.lastLoss.toFixed(4)}`);
       return result.aborted ? EXIT.interrupted : EXIT.ok;

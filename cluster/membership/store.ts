@@ -18,6 +18,9 @@ export interface MemberInfo {
   /** The pass over the data a worker is in (from 0), and its latest training loss. */
   trainEpoch?: number;
   loss?: number;
+  /** A worker's latest held-out evaluation (test_accuracy; test_auc for ctr), and the epoch it followed. */
+  heldOut?: Record<string, number>;
+  heldOutEpoch?: number;
   /** A worker's compute backend. */
   backend?: string;
   /** Bytes a shard holds (values + optimizer state). */

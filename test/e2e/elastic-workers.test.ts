@@ -48,7 +48,7 @@ describe('e2e: elastic workers', function () {
 
     const blocks: BlockEvent[] = [];
     const worker = (id: string) => {
-      const w = start(['worker', '--membership', `127.0.0.1:${server!.port}`, '--id', id, '--epochs', String(EPOCHS), '--block-size', String(BLOCK), '--seed', String(SEED), '--lease-ttl', '1500', '--json']);
+      const w = start(['worker', '--membership', `127.0.0.1:${server!.port}`, '--id', id, '--epochs', String(EPOCHS), '--block-size', String(BLOCK), '--seed', String(SEED), '--lease-ttl-ms', '1500', '--json']);
       let pending = '';
       w.child.stdout!.on('data', (d: Buffer) => {
         pending += d.toString();
