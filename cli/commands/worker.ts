@@ -87,6 +87,7 @@ export const workerCommand: Command = {
         plan,
         batchSize,
         signal: abort.signal,
+        claimGraceMs: ttlMs,
         onBlock: (e) => emit({ event: 'block', id, ...e }),
         onIdle: (idle) => {
           lease!.update({ state: idle ? IDLE_WORKER_STATE : 'training' });

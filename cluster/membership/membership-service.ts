@@ -58,8 +58,8 @@ export function membershipImplementation(store: MembershipStore): grpc.UntypedSe
       const members = await store.members(kindOf(req.kind));
       return { memberJson: members.map((m) => JSON.stringify(m)) };
     }),
-    claimWork: handle(async (req: { workerId: string; epochs: number; blocksPerEpoch: number; floor: number }) => {
-      const claim = await store.claimWork(req.workerId, { epochs: req.epochs, blocksPerEpoch: req.blocksPerEpoch }, req.floor);
+    claimWork: handle(async (req: { workerId: string; epochs: number; blocksPerEpoch: number; floor: number; graceMs: number }) => {
+      const claim = await store.claimWork(req.workerId, { epochs: req.epochs, blocksPerEpoch: req.blocksPerEpoch }, req.floor, req.graceMs || undefined);
       return claim.kind === 'item' ? claim : { kind: claim.kind };
     }),
     completeWork: handle(async (req: { workerId: string; item: number }) => ({ completed: await store.completeWork(req.workerId, req.item) })),

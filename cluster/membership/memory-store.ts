@@ -3,7 +3,7 @@ import { ClusterExistsError, InvalidArgumentError, MapConflictError } from '../e
 import { type ShardMap, validateMap } from '../shard-map.js';
 import { createLogger } from '../log.js';
 import { type MemberInfo, type MemberKind, type MembershipStore } from './store.js';
-import { type WorkClaim, type WorkPlan, type WorkProgress, claimRule, planMismatch, validatePlan } from './work-queue.js';
+import { type Claim, DEFAULT_CLAIM_GRACE_MS, type WorkClaim, type WorkPlan, type WorkProgress, claimRule, planMismatch, validatePlan } from './work-queue.js';
 
 const log = createLogger('membership');
 
@@ -17,7 +17,7 @@ export class MemoryMembershipStore implements MembershipStore {
   private map: ShardMap | null = null;
   private readonly leases = new Map<string, { info: MemberInfo; expiresAt: number }>();
   private readonly listeners = new Set<(map: ShardMap) => void>();
-  private work: { plan: WorkPlan; next: number; claims: Map<number, string> } | null = null;
+  private work: { plan: WorkPlan; next: number; claims: Map<number, Claim> } | null = null;
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -74,18 +74,18 @@ export class MemoryMembershipStore implements MembershipStore {
     return () => this.listeners.delete(listener);
   }
 
-  async claimWork(worker: string, plan: WorkPlan, floor: number): Promise<WorkClaim> {
+  async claimWork(worker: string, plan: WorkPlan, floor: number, graceMs = DEFAULT_CLAIM_GRACE_MS): Promise<WorkClaim> {
     validatePlan(plan);
     if (!worker) throw new InvalidArgumentError('a work claim needs a worker id');
     this.work ??= { plan: { ...plan }, next: 0, claims: new Map() };
     const held = this.work.plan;
     if (held.epochs !== plan.epochs || held.blocksPerEpoch !== plan.blocksPerEpoch) throw planMismatch(held, plan);
     const now = this.now();
-    return claimRule(this.work, worker, plan, floor, (w) => (this.leases.get(`worker/${w}`)?.expiresAt ?? 0) > now);
+    return claimRule(this.work, worker, plan, floor, (w) => (this.leases.get(`worker/${w}`)?.expiresAt ?? 0) > now, now, graceMs);
   }
 
   async completeWork(worker: string, item: number): Promise<boolean> {
-    if (this.work?.claims.get(item) !== worker) return false;
+    if (this.work?.claims.get(item)?.worker !== worker) return false;
     this.work.claims.delete(item);
     return true;
   }
@@ -93,7 +93,7 @@ export class MemoryMembershipStore implements MembershipStore {
   async workProgress(): Promise<WorkProgress | null> {
     if (!this.work) return null;
     const held: Record<string, number[]> = {};
-    for (const [item, w] of [...this.work.claims].sort((a, b) => a[0] - b[0])) (held[w] ??= []).push(item);
+    for (const [item, c] of [...this.work.claims].sort((a, b) => a[0] - b[0])) (held[c.worker] ??= []).push(item);
     return { plan: { ...this.work.plan }, handedOut: this.work.next, held };
   }
 

@@ -19,6 +19,7 @@ import { type MemberKind } from './store.js';
  * | `…:work:plan` | string | the run's data plan, `epochs:blocksPerEpoch` (work-queue.ts) |
  * | `…:work:next` | string | the next never-claimed item |
  * | `…:work:claims` | hash | item → the worker holding it |
+ * | `…:work:claimed-at` | hash | item → when it was claimed (ms, Redis's clock) |
  */
 
 /** The default first part of every key. */
@@ -43,6 +44,7 @@ export interface RedisKeys {
   readonly workPlan: string;
   readonly workNext: string;
   readonly workClaims: string;
+  readonly workClaimedAt: string;
 }
 
 /** The keys of cluster `cluster`; throws InvalidArgumentError on a name that would break the layout. */
@@ -61,5 +63,6 @@ export function redisKeys(cluster: string, prefix: string = DEFAULT_KEY_PREFIX):
     workPlan: `${base}work:plan`,
     workNext: `${base}work:next`,
     workClaims: `${base}work:claims`,
+    workClaimedAt: `${base}work:claimed-at`,
   };
 }

@@ -6,10 +6,10 @@ import { RedisLink } from './redis-connection.js';
 import { type RedisKeys, redisKeys } from './redis-keys.js';
 import { type RedisStoreOptions, type RedisStoreOptionsInput, reconnectDelay, redisStoreWithDefaults } from './redis-options.js';
 import { CAS_MAP_2 } from './scripts/cas-map-2.js';
-import { CLAIM_WORK_4 } from './scripts/claim-work-4.js';
-import { COMPLETE_WORK_1 } from './scripts/complete-work-1.js';
+import { CLAIM_WORK_5 } from './scripts/claim-work-5.js';
+import { COMPLETE_WORK_2 } from './scripts/complete-work-2.js';
 import { LIVE_MEMBERS_N } from './scripts/live-members-n.js';
-import { type WorkClaim, type WorkPlan, type WorkProgress, planMismatch, totalItems, validatePlan } from './work-queue.js';
+import { DEFAULT_CLAIM_GRACE_MS, type WorkClaim, type WorkPlan, type WorkProgress, planMismatch, totalItems, validatePlan } from './work-queue.js';
 import { type MemberInfo, type MemberKind, type MembershipStore } from './store.js';
 
 type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
@@ -53,8 +53,8 @@ export class RedisMembershipStore implements MembershipStore {
     this.cmd = this.link.open('command');
     this.cmd.defineCommand(CAS_MAP_2.name, { numberOfKeys: CAS_MAP_2.numberOfKeys, lua: CAS_MAP_2.lua });
     this.cmd.defineCommand(LIVE_MEMBERS_N.name, { lua: LIVE_MEMBERS_N.lua });
-    this.cmd.defineCommand(CLAIM_WORK_4.name, { numberOfKeys: CLAIM_WORK_4.numberOfKeys, lua: CLAIM_WORK_4.lua });
-    this.cmd.defineCommand(COMPLETE_WORK_1.name, { numberOfKeys: COMPLETE_WORK_1.numberOfKeys, lua: COMPLETE_WORK_1.lua });
+    this.cmd.defineCommand(CLAIM_WORK_5.name, { numberOfKeys: CLAIM_WORK_5.numberOfKeys, lua: CLAIM_WORK_5.lua });
+    this.cmd.defineCommand(COMPLETE_WORK_2.name, { numberOfKeys: COMPLETE_WORK_2.numberOfKeys, lua: COMPLETE_WORK_2.lua });
   }
 
   /** Whether Redis is reachable as far as the store knows (false from a dropped connection until it is back). */
@@ -76,7 +76,7 @@ export class RedisMembershipStore implements MembershipStore {
     if (force) {
       // Like the embedded store, a forced re-creation also drops the map (and its epoch) and the run's data queue.
       const k = this.keys;
-      await this.run('create the cluster', (c) => c.multi().set(k.config, json).del(k.map, k.epoch, k.workPlan, k.workNext, k.workClaims).exec().then(execResult));
+      await this.run('create the cluster', (c) => c.multi().set(k.config, json).del(k.map, k.epoch, k.workPlan, k.workNext, k.workClaims, k.workClaimedAt).exec().then(execResult));
       return;
     }
     const ok = await this.run('create the cluster', (c) => c.set(this.keys.config, json, 'NX'));
@@ -133,12 +133,12 @@ export class RedisMembershipStore implements MembershipStore {
     return out.sort((a, b) => a.id.localeCompare(b.id));
   }
 
-  async claimWork(worker: string, plan: WorkPlan, floor: number): Promise<WorkClaim> {
+  async claimWork(worker: string, plan: WorkPlan, floor: number, graceMs = DEFAULT_CLAIM_GRACE_MS): Promise<WorkClaim> {
     validatePlan(plan);
     if (!worker) throw new InvalidArgumentError('a work claim needs a worker id');
     const k = this.keys;
     const reply = (await this.run(`claim work for ${worker}`, (c) =>
-      this.script(c, CLAIM_WORK_4.name)(k.workPlan, k.workNext, k.workClaims, k.member('worker', ''), worker, `${plan.epochs}:${plan.blocksPerEpoch}`, totalItems(plan), floor),
+      this.script(c, CLAIM_WORK_5.name)(k.workPlan, k.workNext, k.workClaims, k.member('worker', ''), k.workClaimedAt, worker, `${plan.epochs}:${plan.blocksPerEpoch}`, totalItems(plan), floor, Math.max(0, Math.round(graceMs))),
     )) as [string, (number | string)?, number?];
     switch (reply[0]) {
       case 'item':
@@ -155,7 +155,7 @@ export class RedisMembershipStore implements MembershipStore {
   }
 
   async completeWork(worker: string, item: number): Promise<boolean> {
-    const done = await this.run(`complete work item ${item} of ${worker}`, (c) => this.script(c, COMPLETE_WORK_1.name)(this.keys.workClaims, item, worker));
+    const done = await this.run(`complete work item ${item} of ${worker}`, (c) => this.script(c, COMPLETE_WORK_2.name)(this.keys.workClaims, this.keys.workClaimedAt, item, worker));
     return done === 1;
   }
 

@@ -62,8 +62,8 @@ export class RemoteMembershipStore implements MembershipStore {
     return res.memberJson.map((j) => JSON.parse(j) as MemberInfo);
   }
 
-  async claimWork(worker: string, plan: WorkPlan, floor: number): Promise<WorkClaim> {
-    const res = await this.call<{ kind: string; item: number; handedOut: number }>('claimWork', { workerId: worker, epochs: plan.epochs, blocksPerEpoch: plan.blocksPerEpoch, floor });
+  async claimWork(worker: string, plan: WorkPlan, floor: number, graceMs?: number): Promise<WorkClaim> {
+    const res = await this.call<{ kind: string; item: number; handedOut: number }>('claimWork', { workerId: worker, epochs: plan.epochs, blocksPerEpoch: plan.blocksPerEpoch, floor, graceMs: graceMs ?? 0 });
     return res.kind === 'item' ? { kind: 'item', item: res.item, handedOut: res.handedOut } : { kind: res.kind === 'finished' ? 'finished' : 'wait' };
   }
 

@@ -62,10 +62,11 @@ export interface MembershipStore {
   /**
    * Hands `worker` the next item of the run's data (see work-queue.ts). The
    * first claim fixes the plan; a claim with another plan fails with
-   * InvalidArgumentError. `floor` is one past the highest item this worker
-   * ever claimed.
+   * InvalidArgumentError. `floor` is the highest queue position this worker
+   * has seen; `graceMs` how long a claim stays with a holder whose lease is
+   * missing (the workers' lease TTL; default DEFAULT_CLAIM_GRACE_MS).
    */
-  claimWork(worker: string, plan: WorkPlan, floor: number): Promise<WorkClaim>;
+  claimWork(worker: string, plan: WorkPlan, floor: number, graceMs?: number): Promise<WorkClaim>;
   /** Marks `item` done if `worker` still holds it; returns whether it did. */
   completeWork(worker: string, item: number): Promise<boolean>;
   /** Where the run's data stands, or null before the first claim. */

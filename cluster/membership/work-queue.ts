@@ -47,26 +47,48 @@ export function planMismatch(held: WorkPlan, asked: WorkPlan): InvalidArgumentEr
   );
 }
 
+/** How long a claim is kept from a holder whose lease is missing, unless the claimer says: the default lease TTL. */
+export const DEFAULT_CLAIM_GRACE_MS = 10_000;
+
+/** Who holds an item, and since when (ms, the store's clock). */
+export interface Claim {
+  worker: string;
+  at: number;
+}
+
 /**
  * The claim rule both stores implement (the Redis store in Lua): the lowest
- * item held by a worker that is not live (or by the claimer itself, which
- * restarted) is handed over first; else the next never-claimed item, at or
+ * item held by a worker that is not live — its lease is gone and it claimed
+ * the item at least `graceMs` ago, so a store that lost its data (leases
+ * included) does not hand a block away before its holder could re-register —
+ * or by the claimer itself (it restarted) is handed over first; else the next never-claimed item, at or
  * after `floor` (the highest queue position the worker has seen, which
  * restores the queue's position if the store lost its data: blocks handed
  * out after that worker's last claim may then be handed out again); else wait while items are held; else
  * the run is finished.
  */
-export function claimRule(state: { next: number; claims: Map<number, string> }, worker: string, plan: WorkPlan, floor: number, isLive: (worker: string) => boolean): WorkClaim {
+export function claimRule(
+  state: { next: number; claims: Map<number, Claim> },
+  worker: string,
+  plan: WorkPlan,
+  floor: number,
+  isLive: (worker: string) => boolean,
+  now: number,
+  graceMs: number,
+): WorkClaim {
   let best = -1;
-  for (const [item, holder] of state.claims) if ((holder === worker || !isLive(holder)) && (best < 0 || item < best)) best = item;
+  for (const [item, c] of state.claims) {
+    const gone = c.worker === worker || (!isLive(c.worker) && now - c.at >= graceMs);
+    if (gone && (best < 0 || item < best)) best = item;
+  }
   if (best >= 0) {
-    state.claims.set(best, worker);
+    state.claims.set(best, { worker, at: now });
     return { kind: 'item', item: best, handedOut: Math.max(state.next, floor) };
   }
   state.next = Math.max(state.next, floor);
   if (state.next < totalItems(plan)) {
     const item = state.next++;
-    state.claims.set(item, worker);
+    state.claims.set(item, { worker, at: now });
     return { kind: 'item', item, handedOut: state.next };
   }
   return state.claims.size > 0 ? { kind: 'wait' } : { kind: 'finished' };

@@ -69,6 +69,8 @@ export interface WorkSourceOptions extends WorkSourceEvents {
   signal?: AbortSignal;
   /** How often to ask again while idle. Default 200 ms. */
   idlePollMs?: number;
+  /** How long a block stays with a holder whose lease is missing: the workers' lease TTL. Default DEFAULT_CLAIM_GRACE_MS. */
+  claimGraceMs?: number;
 }
 
 /**
@@ -87,7 +89,7 @@ export async function* claimedBatches(o: WorkSourceOptions): AsyncGenerator<Inde
   let idle = false;
   const retrying = new Retry(o.signal);
   while (!o.signal?.aborted) {
-    const claim = await retrying.run(`claim work for ${o.workerId}`, () => o.store.claimWork(o.workerId, o.plan.plan, floor));
+    const claim = await retrying.run(`claim work for ${o.workerId}`, () => o.store.claimWork(o.workerId, o.plan.plan, floor, o.claimGraceMs));
     if (!claim || claim.kind === 'finished') return;
     if (claim.kind === 'wait') {
       if (!idle) o.onIdle?.((idle = true));

@@ -4,7 +4,7 @@ import { initialValues, layout } from '../../../cluster/model-spec.js';
 import { selectBackend } from '../../../worker/backend.js';
 import { CLICK_LOG_DEFAULTS } from '../../../worker/data/click-log.js';
 import { seededRandom } from '../../../worker/data/random.js';
-import { CTR_DIM, CTR_HIDDEN, CTR_TABLE, ctr, type CtrModel, ctrModel } from '../../../worker/models/ctr.js';
+import { CTR_DIM, CTR_HIDDEN, CTR_ROW_OPTIMIZER, CTR_TABLE, ctr, type CtrModel, ctrModel } from '../../../worker/models/ctr.js';
 
 /**
  * A float64 reference of the CTR network, loop by loop with no TensorFlow.js:
@@ -99,7 +99,8 @@ describe('worker/models: ctr spec', () => {
       { name: 'W2', shape: [CTR_HIDDEN, 1], init: { kind: 'glorot-uniform', fanIn: CTR_HIDDEN, fanOut: 1 } },
       { name: 'b2', shape: [1], init: { kind: 'zeros' } },
     ]);
-    expect(spec.sparse).to.deep.equal([{ name: CTR_TABLE, dim: CTR_DIM, init: { kind: 'uniform', low: -0.05, high: 0.05 } }]);
+    expect(spec.sparse).to.deep.equal([{ name: CTR_TABLE, dim: CTR_DIM, init: { kind: 'uniform', low: -0.05, high: 0.05 }, optimizer: CTR_ROW_OPTIMIZER }]);
+    expect(CTR_ROW_OPTIMIZER).to.include({ name: 'adagrad', learningRate: 0.1, initialAccumulator: 0.1 });
     expect(ctr.elements).to.equal(layout(spec).elements);
     expect(ctr.elements).to.equal(inputSize * CTR_HIDDEN + 2 * CTR_HIDDEN + 1);
     expect(ctrModel(3).elements).to.equal(3 * CTR_DIM * CTR_HIDDEN + 2 * CTR_HIDDEN + 1);
