@@ -9,32 +9,38 @@ const HIDDEN = 256;
 const CLASSES = 10;
 
 /**
- * A multilayer perceptron for MNIST, 784-256-10: h = relu(x·W1 + b1),
+ * A one-hidden-layer perceptron over MNIST's 784 pixels: h = relu(x·W1 + b1),
  * logits = h·W2 + b2, softmax cross-entropy. Glorot-uniform weights, zero
- * biases. D = 784·256 + 256 + 256·10 + 10 = 203 530.
+ * biases. `mnistMlp` is the 256-unit one; wider ones serve the compute
+ * benchmarks (bench/gpu-compare.ts).
  */
-export const mnistMlp: Model = defineDenseModel({
-  name: 'mnist-mlp',
-  inputSize: INPUTS,
-  classes: CLASSES,
-  tensors: [
-    { name: 'W1', shape: [INPUTS, HIDDEN], init: { kind: 'glorot-uniform', fanIn: INPUTS, fanOut: HIDDEN } },
-    { name: 'b1', shape: [HIDDEN], init: { kind: 'zeros' } },
-    { name: 'W2', shape: [HIDDEN, CLASSES], init: { kind: 'glorot-uniform', fanIn: HIDDEN, fanOut: CLASSES } },
-    { name: 'b2', shape: [CLASSES], init: { kind: 'zeros' } },
-  ],
+export function mlp(name: string, hidden: number): Model {
+  return defineDenseModel({
+    name,
+    inputSize: INPUTS,
+    classes: CLASSES,
+    tensors: [
+      { name: 'W1', shape: [INPUTS, hidden], init: { kind: 'glorot-uniform', fanIn: INPUTS, fanOut: hidden } },
+      { name: 'b1', shape: [hidden], init: { kind: 'zeros' } },
+      { name: 'W2', shape: [hidden, CLASSES], init: { kind: 'glorot-uniform', fanIn: hidden, fanOut: CLASSES } },
+      { name: 'b2', shape: [CLASSES], init: { kind: 'zeros' } },
+    ],
 
-  logits(w, x) {
-    const [W1, b1, W2, b2] = w as [tf.Tensor2D, tf.Tensor1D, tf.Tensor2D, tf.Tensor1D];
-    return affine(tf.relu(affine(x, W1, b1)), W2, b2);
-  },
+    logits(w, x) {
+      const [W1, b1, W2, b2] = w as [tf.Tensor2D, tf.Tensor1D, tf.Tensor2D, tf.Tensor1D];
+      return affine(tf.relu(affine(x, W1, b1)), W2, b2);
+    },
 
-  lossAndGradients(w, x, labels) {
-    const [W1, b1, W2, b2] = w as [tf.Tensor2D, tf.Tensor1D, tf.Tensor2D, tf.Tensor1D];
-    const h = tf.relu(affine(x, W1, b1));
-    const { loss, dLogits } = softmaxCrossEntropy(affine(h, W2, b2), labels);
-    // relu'(z) is taken as 0 at z = 0, as TensorFlow does; h > 0 exactly where z > 0.
-    const dz = tf.mul<tf.Tensor2D>(matMulTranspose(dLogits, W2), tf.step(h));
-    return { loss, gradients: [transposeMatMul(x, dz), tf.sum(dz, 0), transposeMatMul(h, dLogits), tf.sum(dLogits, 0)] };
-  },
-});
+    lossAndGradients(w, x, labels) {
+      const [W1, b1, W2, b2] = w as [tf.Tensor2D, tf.Tensor1D, tf.Tensor2D, tf.Tensor1D];
+      const h = tf.relu(affine(x, W1, b1));
+      const { loss, dLogits } = softmaxCrossEntropy(affine(h, W2, b2), labels);
+      // relu'(z) is taken as 0 at z = 0, as TensorFlow does; h > 0 exactly where z > 0.
+      const dz = tf.mul<tf.Tensor2D>(matMulTranspose(dLogits, W2), tf.step(h));
+      return { loss, gradients: [transposeMatMul(x, dz), tf.sum(dz, 0), transposeMatMul(h, dLogits), tf.sum(dLogits, 0)] };
+    },
+  });
+}
+
+/** The MNIST model, 784-256-10. D = 784·256 + 256 + 256·10 + 10 = 203 530. */
+export const mnistMlp: Model = mlp('mnist-mlp', HIDDEN);
