@@ -3,6 +3,7 @@ import { type BackendName, isBackendName, selectBackend } from '../worker/backen
 import { seededRandom } from '../worker/data/random.js';
 import { mlp, mnistMlp } from '../worker/models/mnist-mlp.js';
 import { type Batch, type Model } from '../worker/models/model.js';
+import { stepTimes } from './step-time.js';
 
 /**
  * The worker's compute on one backend against the others, for a GPU host:
@@ -50,19 +51,6 @@ async function on<T>(name: string, fn: () => Promise<T>): Promise<T> {
   return fn();
 }
 
-async function stepMs(model: Model, params: Float32Array, batch: Batch): Promise<number> {
-  const gradient = new Float32Array(model.elements);
-  for (let i = 0; i < WARMUP; i++) await model.gradient(params, batch, gradient);
-  const ms: number[] = [];
-  for (let i = 0; i < TIMED; i++) {
-    const t0 = performance.now();
-    await model.gradient(params, batch, gradient);
-    ms.push(performance.now() - t0);
-  }
-  ms.sort((a, b) => a - b);
-  return ms[ms.length >> 1]!;
-}
-
 const results = [];
 for (const [i, { model, batchSize }] of CASES.entries()) {
   const params = uniform(model.elements, 100 + i, -0.05, 0.05);
@@ -75,8 +63,8 @@ for (const [i, { model, batchSize }] of CASES.entries()) {
     worst = Math.max(worst, Math.abs(tested.gradient[k]! - reference.gradient[k]!));
     scale = Math.max(scale, Math.abs(reference.gradient[k]!));
   }
-  const testedMs = await on(backend, () => stepMs(model, params, batch));
-  const wasmMs = await on('wasm', () => stepMs(model, params, batch));
+  const testedMs = (await on(backend, () => stepTimes(model, params, batch, WARMUP, TIMED))).medianMs;
+  const wasmMs = (await on('wasm', () => stepTimes(model, params, batch, WARMUP, TIMED))).medianMs;
   results.push({
     model: model.name,
     parameters: model.elements,

@@ -1,4 +1,4 @@
-import { MovedError, NotReadyError, ShardUnavailableError, StaleEpochError, type TesseraError } from '../cluster/errors.js';
+import { ClockTimeoutError, MovedError, NotReadyError, ShardUnavailableError, StaleEpochError, type TesseraError } from '../cluster/errors.js';
 
 /** What the client does after a failed call to one shard. */
 export type Recovery =
@@ -18,6 +18,9 @@ const HANDLERS: [new (...args: never[]) => TesseraError, Recovery][] = [
   [StaleEpochError, 'redirect'],
   [NotReadyError, 'retry'],
   [ShardUnavailableError, 'retry'],
+  // A slower worker held a clocked pull back past the shard's wait bound (it may be waiting for
+  // the membership store): wait again, within maxRetries, before giving up.
+  [ClockTimeoutError, 'retry'],
 ];
 
 export function recoveryFor(err: unknown): Recovery {

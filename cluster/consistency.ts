@@ -15,9 +15,6 @@ export type ConsistencyModel =
   /** A step is applied, as the mean of the workers' pushes, once every live worker has pushed it; a pull at clock c waits for steps < c. */
   | { kind: 'bsp' };
 
-/** The names `--consistency` accepts, for help texts. */
-export const CONSISTENCY_FORMS = ['async', 'ssp:K', 'bsp'] as const;
-
 /** Largest K of `ssp:K`: beyond it, bounded staleness is async in all but name. */
 export const MAX_STALENESS = 1_000_000;
 

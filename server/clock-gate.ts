@@ -1,4 +1,4 @@
-import { type ConsistencyModel } from '../cluster/consistency.js';
+import { type ConsistencyModel, isClocked } from '../cluster/consistency.js';
 import { ClockTimeoutError, NotReadyError, StepAheadError } from '../cluster/errors.js';
 
 /**
@@ -30,6 +30,8 @@ export class ClockGate {
   private liveReadAt = -Infinity;
   private firstJoinAt: number | null = null;
   private started = false;
+  private startTimedOut = false;
+  private closed = false;
   private waiters: Waiter[] = [];
   private startTimer: NodeJS.Timeout | undefined;
   /** bsp: steps closed (applied) so far; the open step's number. */
@@ -46,7 +48,7 @@ export class ClockGate {
 
   /** Whether this gate does anything (every model but async). */
   get clocked(): boolean {
-    return this.model.kind !== 'async';
+    return isClocked(this.model);
   }
 
   /**
@@ -86,6 +88,7 @@ export class ClockGate {
    */
   async beforePull(worker: string, clock: number, join: boolean, timeoutMs: number): Promise<void> {
     if (!this.clocked) return;
+    if (this.closed) throw new NotReadyError('the shard is shutting down; retry against the new owner');
     this.join(worker, clock, join);
     this.settle();
     if (this.pullReady(clock)) return;
@@ -113,6 +116,7 @@ export class ClockGate {
    */
   checkPush(worker: string, clock: number): void {
     if (this.model.kind !== 'bsp') return;
+    this.adopt(clock);
     if (clock > this.closedSteps) {
       throw new StepAheadError(`push for step ${clock} from ${worker} is ahead of this shard's open step ${this.closedSteps}; pull at clock ${clock} before pushing it`);
     }
@@ -129,6 +133,7 @@ export class ClockGate {
 
   /** Fails every waiting pull with a retryable error (the shard is closing). */
   close(): void {
+    this.closed = true;
     clearTimeout(this.startTimer);
     for (const w of this.waiters) {
       clearTimeout(w.timer);
@@ -137,14 +142,27 @@ export class ClockGate {
     this.waiters = [];
   }
 
+  /**
+   * bsp on a gate that has seen no worker yet, met at a clock past 0: a shard
+   * that (re)started in the middle of a run. Its open step is where the
+   * workers are, not step 0.
+   */
+  private adopt(clock: number): void {
+    if (this.model.kind === 'bsp' && this.participants.size === 0 && this.closedSteps === 0 && clock > 0) this.closedSteps = clock;
+  }
+
   private join(worker: string, clock: number, reset: boolean): void {
+    this.adopt(clock);
     const p = this.participants.get(worker);
     const now = this.now();
     if (!p) this.participants.set(worker, { clock, joinedAt: now });
     else if (reset) Object.assign(p, { clock, joinedAt: now });
     if (this.firstJoinAt === null) {
       this.firstJoinAt = now;
-      this.startTimer = setTimeout(() => this.settle(), this.startTimeoutMs);
+      this.startTimer = setTimeout(() => {
+        this.startTimedOut = true;
+        this.settle();
+      }, this.startTimeoutMs);
       this.startTimer.unref();
     }
   }
@@ -170,7 +188,7 @@ export class ClockGate {
   private settle(): void {
     if (!this.started) {
       const joined = this.participants.size;
-      const waited = this.firstJoinAt !== null && this.now() - this.firstJoinAt >= this.startTimeoutMs;
+      const waited = this.startTimedOut || (this.firstJoinAt !== null && this.now() - this.firstJoinAt >= this.startTimeoutMs);
       if (joined >= this.initialWorkers || waited) {
         this.started = true;
         clearTimeout(this.startTimer);

@@ -3,7 +3,7 @@ import { NotFoundError } from '../cluster/errors.js';
 import { startGrpcServer, type TesseraGrpcServer } from '../cluster/grpc-server.js';
 import { createLogger } from '../cluster/log.js';
 import { DEFAULT_LEASE, Lease, type LeaseOptions } from '../cluster/membership/lease.js';
-import { type MembershipStore } from '../cluster/membership/store.js';
+import { IDLE_WORKER_STATE, type MembershipStore } from '../cluster/membership/store.js';
 import { reconcileMap } from '../cluster/membership/reconcile.js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME, shardService, sparseShardService } from '../cluster/proto.js';
@@ -39,8 +39,7 @@ export interface ShardServerOptions {
 
 export const DEFAULT_MAP_POLL_MS = 1_000;
 export const DEFAULT_WORKER_POLL_MS = 500;
-/** The lease state of a worker that has no data left to train on for now: it holds no one back under ssp/bsp. */
-export const IDLE_WORKER_STATE = 'idle';
+
 /** How often the store is checked while it holds no map (cluster forming, or store lost its data). */
 const NO_MAP_POLL_MS = 250;
 

@@ -1,6 +1,5 @@
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { type Dataset } from './data/dataset.js';
-import { DEFAULT_SPLIT_SEED, mnistSplit } from './data/mnist.js';
 import { type Model } from './models/model.js';
 
 /** Examples per forward pass when evaluating: large enough to amortize the per-call cost, small enough to bound memory. */
@@ -19,9 +18,4 @@ export async function accuracy(model: Model, params: Float32Array, data: Dataset
     for (let i = 0; i < n; i++) if (predicted[i] === data.y[begin + i]) correct++;
   }
   return correct / data.count;
-}
-
-/** Accuracy on the held-out MNIST test set of the split drawn by `splitSeed` (the split the workers trained beside). */
-export function evaluate(model: Model, params: Float32Array, splitSeed: number = DEFAULT_SPLIT_SEED): Promise<number> {
-  return accuracy(model, params, mnistSplit(splitSeed).test);
 }

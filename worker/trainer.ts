@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { type StepClock } from '../client/tessera-client.js';
+import { WorkerClock } from './step-clock.js';
 import { batchesPerEpoch, type Dataset, epochIndexBatches } from './data/dataset.js';
 import { type AugmentOptions, augmentSeed, resolveAugmentOptions, shiftBatch } from './data/augment.js';
 import { type IndexBatch } from './data/work-source.js';
@@ -48,8 +49,8 @@ export interface TrainerOptions {
   source?: AsyncIterable<IndexBatch>;
   /** Examples per step. Default 64. */
   batchSize?: number;
-  /** Passes over `data` (without `source`). */
-  epochs: number;
+  /** Passes over `data`; required without `source`, ignored with it. */
+  epochs?: number;
   /** Seed of the example order; each epoch reshuffles from (seed, epoch) (without `source`). */
   seed: number;
   onStep?: (event: StepEvent) => void;
@@ -88,8 +89,10 @@ export interface TrainResult {
  * One worker's training loop: for each batch of each epoch, pull the
  * parameters, compute the gradient of the batch's mean loss, push it; with
  * `pipeline` (the default) the pull of the next step and the push of this one
- * overlap the compute, else the three happen strictly in sequence. Batches follow `epochBatches`: a seeded reshuffle per epoch, the
- * last partial batch of an epoch dropped.
+ * overlap the compute, else the three happen strictly in sequence. Batches
+ * come from `source` (the blocks claimed from the cluster), or without one
+ * follow `epochBatches`: a seeded reshuffle per epoch, the last partial
+ * batch of an epoch dropped.
  *
  * @throws InvalidArgumentError when the model does not match the cluster's
  *   vector or the data cannot fill one batch; client errors as they come.
@@ -110,31 +113,39 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
   let lastLoss = NaN;
   let aborted = false;
   // Known up front without a source: the last step then starts no pull for a step that will not come.
-  const totalSteps = options.source ? Infinity : batchesPerEpoch(data.count, batchSize) * epochs;
-  const batches = options.source ?? staticBatches(data.count, batchSize, epochs, seed);
+  const totalSteps = options.source ? Infinity : batchesPerEpoch(data.count, batchSize) * epochs!;
+  const batches = options.source ?? staticBatches(data.count, batchSize, epochs!, seed);
   const batch: Batch = { x: new Float32Array(batchSize * data.inputSize), y: new Int32Array(batchSize), count: 0 };
   let pulling: Promise<Float32Array> | null = null;
   let pushing: Promise<unknown> | null = null;
   // Under ssp/bsp every pull and push carries the step's clock, counted from where the cluster is now.
-  const startClock = client.clocked ? await client.clusterClock!() : 0;
-  const at = (step: number): StepClock | undefined => (client.clocked ? { clock: startClock + step, join: step === 0 } : undefined);
+  const clock = new WorkerClock(client);
+  await clock.join(0);
+  const at = (step: number) => clock.at(step);
   try {
-    for await (const { epoch, indices } of batches) {
+    for await (const { epoch, indices, lastOfBlock, resumed } of batches) {
       if (signal?.aborted) {
         aborted = true;
         break;
+      }
+      if (resumed && clock.clocked) {
+        // Back from idle: the steps closed without this worker; rejoin where the run is now.
+        await pulling?.catch(() => undefined);
+        pulling = null;
+        await clock.join(steps);
       }
       gather(data, indices, batch);
       if (augment) shiftBatch(batch, augment, augmentSeed(seed, epoch, indices[0]!));
       const slot = pipeline ? steps % 2 : 0;
       const current = await (pulling ?? client.pull(params[slot]!, at(steps)));
       // Pipelined: fetch the next step's weights into the other buffer while this one computes.
-      pulling = pipeline && steps + 1 < totalSteps ? client.pull(params[1 - slot]!, at(steps + 1)) : null;
+      pulling = pipeline && steps + 1 < totalSteps ? handled(client.pull(params[1 - slot]!, at(steps + 1))) : null;
       const { loss } = await model.gradient(current, batch, gradients[slot]!);
       // The previous push must finish before its buffer is reused, and at most one is in flight.
       if (pushing) await pushing;
-      pushing = client.push(gradients[slot]!, undefined, at(steps)?.clock);
-      if (!pipeline) {
+      pushing = handled(client.push(gradients[slot]!, undefined, at(steps)?.clock));
+      // A block is reported done only once its last push is acknowledged (work-source.ts).
+      if (!pipeline || lastOfBlock) {
         await pushing;
         pushing = null;
       }
@@ -150,6 +161,17 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
     await pushing?.catch(() => undefined);
   }
   return { steps, samples, lastLoss, wallMs: performance.now() - started, aborted };
+}
+
+/**
+ * `p`, marked as observed: a prefetched pull or an unawaited push may fail
+ * while the loop waits elsewhere (for its data source); the loop awaits it
+ * later and sees the error then, rather than Node ending the process for an
+ * unhandled rejection first.
+ */
+export function handled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
 }
 
 /** `epochs` passes over `examples` in a seeded order each, cut into full batches (as epochBatches does). */
@@ -178,9 +200,9 @@ function validate(o: TrainerOptions, batchSize: number): void {
     throw new InvalidArgumentError(`model ${o.model.name} takes ${o.model.inputSize} features per example, the data has ${o.data.inputSize}`);
   }
   if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new InvalidArgumentError(`batch size must be a positive integer, got ${batchSize}`);
-  if (!(Number.isInteger(o.epochs) && o.epochs >= 0)) throw new InvalidArgumentError(`epochs must be a non-negative integer, got ${o.epochs}`);
+  if (!o.source && !(Number.isInteger(o.epochs) && o.epochs! >= 0)) throw new InvalidArgumentError(`epochs must be a non-negative integer, got ${o.epochs}`);
   if (!Number.isInteger(o.seed)) throw new InvalidArgumentError(`seed must be an integer, got ${o.seed}`);
-  if (!o.source && o.epochs > 0 && batchesPerEpoch(o.data.count, batchSize) === 0) {
+  if (!o.source && o.epochs! > 0 && batchesPerEpoch(o.data.count, batchSize) === 0) {
     throw new InvalidArgumentError(`this worker's ${o.data.count} examples do not fill one batch of ${batchSize}; use a smaller batch size or fewer workers`);
   }
 }

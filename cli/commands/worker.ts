@@ -4,7 +4,7 @@ import { DEFAULT_LEASE, Lease } from '../../cluster/membership/lease.js';
 import { TesseraClient } from '../../client/tessera-client.js';
 import { BACKENDS, type BackendName, selectBackend } from '../../worker/backend.js';
 import { BlockPlan, DEFAULT_BLOCK_SIZE, claimedBatches } from '../../worker/data/work-source.js';
-import { IDLE_WORKER_STATE } from '../../server/shard-server.js';
+import { IDLE_WORKER_STATE } from '../../cluster/membership/store.js';
 import { loadTask } from '../../worker/tasks/index.js';
 import { TRAINER_DEFAULTS } from '../../worker/trainer.js';
 import { type Command } from '../command.js';
@@ -19,7 +19,7 @@ const REPORT_EVERY_MS = 250;
 
 export const workerCommand: Command = {
   name: 'worker',
-  summary: 'Run a training worker: pull the weights, compute gradients on its part of the data, push them.',
+  summary: 'Run a training worker: pull the weights, compute gradients on the blocks of data it claims from the cluster, push them.',
   options: [
     ...MEMBERSHIP_OPTIONS,
     { name: 'id', type: 'string', metavar: 'ID', required: true, description: 'worker id, unique in the cluster (half of what makes pushes idempotent)' },

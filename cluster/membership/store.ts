@@ -6,6 +6,9 @@ import { type WorkClaim, type WorkPlan, type WorkProgress } from './work-queue.j
 /** The roles that hold leases. */
 export type MemberKind = 'shard' | 'worker';
 
+/** The lease state of a worker that has no data to train on for now: it holds no one back under ssp/bsp. */
+export const IDLE_WORKER_STATE = 'idle';
+
 /** What a member publishes about itself with its lease. */
 export interface MemberInfo {
   id: string;

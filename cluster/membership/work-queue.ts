@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../errors.js';
+import { DEFAULT_LEASE } from './lease.js';
 
 /**
  * A training run's data as a queue of work items, handed out by the
@@ -48,7 +49,7 @@ export function planMismatch(held: WorkPlan, asked: WorkPlan): InvalidArgumentEr
 }
 
 /** How long a claim is kept from a holder whose lease is missing, unless the claimer says: the default lease TTL. */
-export const DEFAULT_CLAIM_GRACE_MS = 10_000;
+export const DEFAULT_CLAIM_GRACE_MS = DEFAULT_LEASE.ttlMs;
 
 /** Who holds an item, and since when (ms, the store's clock). */
 export interface Claim {

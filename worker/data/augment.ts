@@ -67,13 +67,14 @@ function check(maxShift: number, width: number, height: number): void {
 }
 
 /**
- * The seed of the shifts applied to batch `batchIndex` of epoch `epoch` in a
- * run seeded with `seed` (a worker's data seed): a different, reproducible set
- * of shifts for every batch of every epoch, unrelated to the example order
- * that `epochBatches` draws from the same seed.
+ * The seed of the shifts applied to a batch of epoch `epoch` in a run seeded
+ * with `seed`, the batch named by `batchKey` (the trainer uses the index of
+ * its first example, so a batch is shifted alike whichever worker trains it):
+ * a different, reproducible set of shifts for every batch of every epoch,
+ * unrelated to the example order drawn from the same seed.
  */
-export function augmentSeed(seed: number, epoch: number, batchIndex: number): number {
-  return mixSeeds(seed, AUGMENT_STREAM, epoch, batchIndex);
+export function augmentSeed(seed: number, epoch: number, batchKey: number): number {
+  return mixSeeds(seed, AUGMENT_STREAM, epoch, batchKey);
 }
 
 /**

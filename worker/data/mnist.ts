@@ -60,7 +60,7 @@ export function loadMnist(): Dataset {
  * and {@link MNIST_TEST_EXAMPLES} examples, disjoint. Stratified: each digit
  * gives the test set its share of the corpus (largest remainders), so the test
  * set's class mix is the corpus's. Both sets come in a seeded random order, so
- * contiguous blocks of them (see `partition`) are random samples too. The same
+ * contiguous runs of them are random samples too. The same
  * seed gives the same split on any host; cached per seed.
  */
 export function mnistSplit(seed: number = DEFAULT_SPLIT_SEED): { train: Dataset; test: Dataset } {

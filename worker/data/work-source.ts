@@ -10,6 +10,10 @@ const log = createLogger('work');
 export interface IndexBatch {
   epoch: number;
   indices: Uint32Array;
+  /** The last batch of its block: the block is reported done once this batch's push is acknowledged. */
+  lastOfBlock?: boolean;
+  /** The first batch after this worker was idle: under ssp/bsp it rejoins the run at the cluster's clock. */
+  resumed?: boolean;
 }
 
 /** Examples per block unless a run says otherwise: 8 batches of 64. */
@@ -78,7 +82,8 @@ export interface WorkSourceOptions extends WorkSourceEvents {
  * work queue, until the run is finished (or `signal` aborts). Each block is
  * cut into batches of `batchSize` (its last batch may be shorter, so every
  * example of every epoch is used); a block is completed once the batch after
- * its last is asked for, that is once its last step was computed and pushed.
+ * its last is asked for: the trainer asks only once the push of a block's
+ * last batch was acknowledged (`lastOfBlock`).
  * While the store is unreachable the source retries with backoff, logging
  * once: claims are control plane, pushes and pulls go on without the store.
  */
@@ -96,13 +101,15 @@ export async function* claimedBatches(o: WorkSourceOptions): AsyncGenerator<Inde
       await sleep(idlePollMs, o.signal);
       continue;
     }
+    const resumed = idle;
     if (idle) o.onIdle?.((idle = false));
     const item = claim.item;
     floor = Math.max(floor, claim.handedOut, item + 1);
     const { epoch, block } = o.plan.locate(item);
     const indices = o.plan.indices(item);
     for (let at = 0; at < indices.length; at += o.batchSize) {
-      yield { epoch, indices: indices.subarray(at, Math.min(indices.length, at + o.batchSize)) };
+      const end = Math.min(indices.length, at + o.batchSize);
+      yield { epoch, indices: indices.subarray(at, end), lastOfBlock: end === indices.length, resumed: resumed && at === 0 };
       if (o.signal?.aborted) return;
     }
     const counted = await retrying.run(`complete work item ${item}`, () => o.store.completeWork(o.workerId, item));

@@ -1,10 +1,11 @@
 import { SparseClient } from '../../client/sparse-client.js';
-import { type StepClock, type TesseraClient } from '../../client/tessera-client.js';
+import { type TesseraClient } from '../../client/tessera-client.js';
 import { InvalidArgumentError } from '../../cluster/errors.js';
 import { type ClickData, clickLog } from '../data/click-log.js';
 import { auc } from '../metrics/auc.js';
 import { CTR_TABLE, ctr } from '../models/ctr.js';
-import { type TrainResult } from '../trainer.js';
+import { WorkerClock } from '../step-clock.js';
+import { type TrainResult, handled } from '../trainer.js';
 import { type TaskTrainOptions, type TrainingTask } from './task.js';
 
 /** Examples per pull while evaluating: bounds the rows in flight. */
@@ -40,7 +41,8 @@ export const ctrTask: TrainingTask = {
     const gradients = [new Float32Array(ctr.elements), new Float32Array(ctr.elements)];
     const ids = new BigUint64Array(batchSize * fields);
     const y = new Int32Array(batchSize);
-    const startClock = client.clocked ? await client.clusterClock() : 0;
+    const clock = new WorkerClock(client);
+    await clock.join(0);
     const started = performance.now();
     let steps = 0;
     let samples = 0;
@@ -48,20 +50,22 @@ export const ctrTask: TrainingTask = {
     let aborted = false;
     let pushing: Promise<unknown> | null = null;
     try {
-      for await (const { epoch, indices } of o.source) {
+      for await (const { epoch, indices, lastOfBlock, resumed } of o.source) {
         if (signal?.aborted) {
           aborted = true;
           break;
         }
+        if (resumed) await clock.join(steps);
         const n = gather(data, indices, ids, y);
         const batchIds = ids.slice(0, n * fields);
-        const at: StepClock | undefined = client.clocked ? { clock: startClock + steps, join: steps === 0 } : undefined;
+        const at = clock.at(steps);
         const [, rows] = await Promise.all([client.pull(dense, at), sparse.pull(CTR_TABLE, batchIds)]);
         const g = await ctr.gradient(dense, rows, y, n, gradients[steps % 2]);
         // At most one push in flight: with pipelining it overlaps the next step's pulls and compute.
         if (pushing) await pushing;
-        pushing = Promise.all([client.push(g.dense, undefined, at?.clock), sparse.push(CTR_TABLE, batchIds, g.rows.slice(0, n * fields * ctr.dim))]);
-        if (!o.pipeline) {
+        pushing = handled(Promise.all([client.push(g.dense, undefined, at?.clock), sparse.push(CTR_TABLE, batchIds, g.rows.slice(0, n * fields * ctr.dim))]));
+        // A block is reported done only once its last push is acknowledged (work-source.ts).
+        if (!o.pipeline || lastOfBlock) {
           await pushing;
           pushing = null;
         }

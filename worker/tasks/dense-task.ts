@@ -17,7 +17,7 @@ export function denseTask(model: Model, data: () => { train: Dataset; test: Data
     },
     tunedLearningRates,
     train: (o: TaskTrainOptions) =>
-      train({ client: o.client, model, data: data().train, source: o.source, epochs: 0, seed: o.seed, batchSize: o.batchSize, pipeline: o.pipeline, augment: o.augment, signal: o.signal, onStep: o.onStep }),
+      train({ client: o.client, model, data: data().train, source: o.source, seed: o.seed, batchSize: o.batchSize, pipeline: o.pipeline, augment: o.augment, signal: o.signal, onStep: o.onStep }),
     async evaluate(client: TesseraClient) {
       const params = await client.pull();
       return { test_accuracy: await accuracy(model, params, data().test) };

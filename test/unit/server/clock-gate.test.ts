@@ -106,11 +106,20 @@ describe('unit: ClockGate', () => {
     await first; // the start timeout lets the lone worker go
   });
 
-  it('close fails waiting pulls with a retryable error', async () => {
+  it('close fails waiting pulls, and any later one, with a retryable error', async () => {
     const g = gate('ssp:0', 2);
     const waiting = g.beforePull('a', 0, true, 5_000);
     g.close();
-    const err = await waiting.catch((e: unknown) => e);
-    expect(err).to.be.instanceOf(NotReadyError);
+    expect(await waiting.catch((e: unknown) => e)).to.be.instanceOf(NotReadyError);
+    expect(await g.beforePull('b', 0, true, 5_000).catch((e: unknown) => e)).to.be.instanceOf(NotReadyError);
+  });
+
+  it('bsp on a shard that restarted mid-run opens its first step where the workers are', async () => {
+    const g = gate('bsp');
+    expect(() => g.checkPush('a', 7), 'a pipelined push before any pull').not.to.throw();
+    expect(g.clock()).to.equal(7);
+    const h = gate('bsp');
+    await h.beforePull('a', 12, false, 1_000);
+    expect(h.clock()).to.equal(12);
   });
 });

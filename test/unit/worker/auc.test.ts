@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { seededRandom } from '../../../worker/data/random.js';
 import { auc } from '../../../worker/metrics/auc.js';
+import { expectInvalid } from '../../helpers/expect-errors.js';
 
 /** The AUC by its definition: over every (positive, negative) pair, 1 for a win, ½ for a tie. O(n²). */
 function pairwiseAuc(scores: ArrayLike<number>, labels: ArrayLike<number>): number {
@@ -16,18 +17,6 @@ function pairwiseAuc(scores: ArrayLike<number>, labels: ArrayLike<number>): numb
     }
   }
   return wins / pairs;
-}
-
-function expectInvalid(f: () => unknown, message: RegExp): void {
-  let err: Error | null = null;
-  try {
-    f();
-  } catch (e) {
-    err = e as Error;
-  }
-  expect(err, `expected an error matching ${message}`).to.be.instanceOf(Error);
-  expect(err!.name).to.equal('InvalidArgumentError');
-  expect(err!.message).to.match(message);
 }
 
 describe('worker/metrics: AUC', () => {

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { CLICK_LOG_DEFAULTS, type ClickData, clickLog, clickSlice } from '../../../worker/data/click-log.js';
 import { auc } from '../../../worker/metrics/auc.js';
+import { expectInvalid } from '../../helpers/expect-errors.js';
 
 const SMALL = { seed: 5, train: 3_000, test: 2_000 };
 
@@ -18,18 +19,6 @@ function expectSameData(a: ClickData, b: ClickData): void {
   expect(Buffer.from(a.ids.buffer, a.ids.byteOffset, a.ids.byteLength).equals(Buffer.from(b.ids.buffer, b.ids.byteOffset, b.ids.byteLength))).to.equal(true);
   expect([...a.y]).to.deep.equal([...b.y]);
   expect([...a.truth]).to.deep.equal([...b.truth]);
-}
-
-function expectInvalid(f: () => unknown, message: RegExp): void {
-  let err: Error | null = null;
-  try {
-    f();
-  } catch (e) {
-    err = e as Error;
-  }
-  expect(err, `expected an error matching ${message}`).to.be.instanceOf(Error);
-  expect(err!.name).to.equal('InvalidArgumentError');
-  expect(err!.message).to.match(message);
 }
 
 describe('worker/data: synthetic click log', function () {

@@ -5,6 +5,7 @@ import { selectBackend } from '../../../worker/backend.js';
 import { CLICK_LOG_DEFAULTS } from '../../../worker/data/click-log.js';
 import { seededRandom } from '../../../worker/data/random.js';
 import { CTR_DIM, CTR_HIDDEN, CTR_ROW_OPTIMIZER, CTR_TABLE, ctr, type CtrModel, ctrModel } from '../../../worker/models/ctr.js';
+import { expectRejection } from '../../helpers/expect-errors.js';
 
 /**
  * A float64 reference of the CTR network, loop by loop with no TensorFlow.js:
@@ -73,16 +74,6 @@ function inputs(model: CtrModel, count: number, seed: number): { dense: Float32A
 }
 
 const maxAbs = (xs: ArrayLike<number>): number => Array.from(xs).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-
-async function expectRejection(p: Promise<unknown>, message: RegExp): Promise<void> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e as Error,
-  );
-  expect(err, `expected a rejection matching ${message}`).to.be.instanceOf(Error);
-  expect(err!.name).to.equal('InvalidArgumentError');
-  expect(err!.message).to.match(message);
-}
 
 describe('worker/models: ctr spec', () => {
   it('declares W1, b1, W2, b2 and the sparse table emb', () => {

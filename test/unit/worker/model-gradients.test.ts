@@ -7,6 +7,7 @@ import { logreg } from '../../../worker/models/logreg.js';
 import { mnistMlp } from '../../../worker/models/mnist-mlp.js';
 import { type Model } from '../../../worker/models/model.js';
 import { layersOf, referenceGradient, referenceLoss, referencePredict } from './float64-reference.js';
+import { expectRejection } from '../../helpers/expect-errors.js';
 
 const EXAMPLES = 4;
 
@@ -91,12 +92,3 @@ for (const [model, sizes] of [
   });
 }
 
-async function expectRejection(p: Promise<unknown>, message: RegExp): Promise<void> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e as Error,
-  );
-  expect(err, `expected a rejection matching ${message}`).to.be.instanceOf(Error);
-  expect(err!.name).to.equal('InvalidArgumentError');
-  expect(err!.message).to.match(message);
-}

@@ -1,0 +1,25 @@
+import { expect } from 'chai';
+
+/** `f()` throws an InvalidArgumentError whose message matches `message`. */
+export function expectInvalid(f: () => unknown, message: RegExp): void {
+  let err: Error | null = null;
+  try {
+    f();
+  } catch (e) {
+    err = e as Error;
+  }
+  expect(err, `expected an error matching ${message}`).to.be.instanceOf(Error);
+  expect(err!.name).to.equal('InvalidArgumentError');
+  expect(err!.message).to.match(message);
+}
+
+/** `p` rejects with an InvalidArgumentError whose message matches `message`. */
+export async function expectRejection(p: Promise<unknown>, message: RegExp): Promise<void> {
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e as Error,
+  );
+  expect(err, `expected a rejection matching ${message}`).to.be.instanceOf(Error);
+  expect(err!.name).to.equal('InvalidArgumentError');
+  expect(err!.message).to.match(message);
+}
