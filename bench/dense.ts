@@ -41,6 +41,8 @@ export interface DenseOptions {
   tcpSamples: Map<number, number[]>;
   /** Client chunk size; the client's default when absent. */
   chunkBytes?: number;
+  /** The workers' client transport (default: the client's, bulk). */
+  transport?: 'bulk' | 'grpc';
 }
 
 const OPS: DenseOp[] = ['push', 'pull', 'pushpull'];
@@ -91,7 +93,7 @@ export async function runDense(opts: DenseOptions, progress: (msg: string) => vo
           while (rig.workers.length < workers) {
             const w = Child.start(`worker-${rig.shards}s-${rig.workers.length}`, 'dense-worker');
             rig.workers.push(w);
-            await w.call('connect', { membership: rig.cluster.membershipAddress, workerId: `bench-worker-${rig.workers.length - 1}`, chunkBytes: opts.chunkBytes });
+            await w.call('connect', { membership: rig.cluster.membershipAddress, workerId: `bench-worker-${rig.workers.length - 1}`, chunkBytes: opts.chunkBytes, transport: opts.transport });
           }
         }
         for (const op of OPS) {

@@ -18,7 +18,8 @@ import { DEFAULT_CHUNK_BYTES } from '../cluster/wire.js';
  * Flags: --json · --quick (fewer repetitions) · --only baselines,apply,dense,sparse,train ·
  * --cases 16M_1w1s,1M_2w2s,… (dense cases; default all) ·
  * --profile DIR (every child process writes a V8 CPU profile there) · --node-flag FLAG
- * (passed to every child's node, e.g. --trace-gc; repeatable) · --chunk-bytes N (client chunk size).
+ * (passed to every child's node, e.g. --trace-gc; repeatable) · --chunk-bytes N (client chunk size) ·
+ * --transport bulk|grpc (the dense workers' client transport; default bulk).
  */
 
 const SECTIONS = ['baselines', 'apply', 'dense', 'sparse', 'train'] as const;
@@ -41,6 +42,7 @@ interface Args {
   profile?: string;
   /** Client chunk size for the dense runs (default: the client's). */
   chunkBytes?: number;
+  transport?: 'bulk' | 'grpc';
   /** Extra node/V8 flags for every child (e.g. --trace-gc). */
   nodeFlags: string[];
 }
@@ -57,9 +59,14 @@ function parseArgs(argv: string[]): Args {
       a.only = new Set(names as Section[]);
     } else if (f === '--cases') a.cases = new Set((argv[++i] ?? '').split(',').filter(Boolean));
     else if (f === '--chunk-bytes') a.chunkBytes = Number(argv[++i]);
+    else if (f === '--transport') {
+      const t = argv[++i];
+      if (t !== 'bulk' && t !== 'grpc') throw new Error(`--transport takes bulk or grpc; got "${t}"`);
+      a.transport = t;
+    }
     else if (f === '--node-flag') a.nodeFlags.push(argv[++i] ?? '');
     else if (f === '--profile') a.profile = resolve(argv[++i] ?? 'profiles');
-    else throw new Error(`unknown flag ${f}; use --json, --quick, --only SECTIONS, --cases 16M_1w1s,…, --profile DIR, --node-flag FLAG, --chunk-bytes N`);
+    else throw new Error(`unknown flag ${f}; use --json, --quick, --only SECTIONS, --cases 16M_1w1s,…, --profile DIR, --node-flag FLAG, --chunk-bytes N, --transport bulk|grpc`);
   }
   return a;
 }
@@ -121,7 +128,7 @@ async function main(): Promise<void> {
           let cases: DenseCase[] = [];
           for (const size of SIZES) for (const shards of [1, 2]) for (const workers of [1, 2]) cases.push({ ...size, shards, workers });
           if (args.cases) cases = cases.filter((c) => args.cases!.has(`${c.label}_${c.workers}w${c.shards}s`));
-          dense.push(...(await runDense({ cases, reps: (n) => (n >= 16 * M ? reps(7) : reps(15)), tcp: tcp16, tcpSamples, chunkBytes: args.chunkBytes }, progress)));
+          dense.push(...(await runDense({ cases, reps: (n) => (n >= 16 * M ? reps(7) : reps(15)), tcp: tcp16, tcpSamples, chunkBytes: args.chunkBytes, ...(args.transport ? { transport: args.transport } : {}) }, progress)));
         }
         figures.push(limitFigure('loopback_tcp', tcpSamples.get(64 * M)!, 64 * M), limitFigure('loopback_tcp_4MiB', tcpSamples.get(4 * M)!, 4 * M), ...dense);
       }

@@ -19,6 +19,13 @@ export interface ClientOptions {
   chunkBytes: number;
   /** Re-read the map this often, besides the store's announcements and every redirect. Default 5 000 ms. */
   mapRefreshMs: number;
+  /**
+   * How dense values travel: `bulk`, over each shard's plain-TCP bulk port
+   * (cluster/bulk-wire.ts; the client learns it from the shard's Describe and
+   * falls back to gRPC where a shard has none), or `grpc`, as chunked gRPC
+   * streams. Default `bulk`.
+   */
+  transport: 'bulk' | 'grpc';
   /** Push sequence numbers start after this (a restarted worker passes its last one). Default: the current time in ms, so a restart never reuses one. */
   firstSeq: number;
 }
@@ -34,10 +41,12 @@ export function clientWithDefaults(input: ClientOptionsInput): ClientOptions {
     deadlineMs: 60_000,
     chunkBytes: DEFAULT_CHUNK_BYTES,
     mapRefreshMs: 5_000,
+    transport: 'bulk',
     firstSeq: Date.now(),
     ...input,
   };
   if (!o.workerId) throw new InvalidArgumentError('client needs a workerId');
+  if (o.transport !== 'bulk' && o.transport !== 'grpc') throw new InvalidArgumentError(`client transport must be "bulk" or "grpc", got ${String(o.transport)}`);
   if (!(o.chunkBytes >= 4 && o.chunkBytes <= MAX_MESSAGE_BYTES - (1 << 20))) {
     throw new InvalidArgumentError(`chunkBytes must be in [4, ${MAX_MESSAGE_BYTES - (1 << 20)}], got ${o.chunkBytes}`);
   }

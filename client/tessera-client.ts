@@ -12,6 +12,7 @@ import { type SlotRange, checkRanges, rangesLength, slotStart } from '../cluster
 import { firstNonFinite } from '../cluster/finite.js';
 import { fromStatus } from '../cluster/status-codec.js';
 import { chunkBounds, copyBytesInto, floatBytes } from '../cluster/wire.js';
+import { BulkChannel } from './bulk-channel.js';
 import { ConnectionPool } from './connection-pool.js';
 import { recoveryFor } from './error-policy.js';
 import { type ClientOptions, type ClientOptionsInput, clientWithDefaults } from './options.js';
@@ -45,6 +46,8 @@ export class TesseraClient {
   private map: ShardMap;
   private seq: number;
   private readonly pool = new ConnectionPool();
+  /** Per shard address: its bulk channel, or null where it serves none (learnt once, from Describe). */
+  private readonly bulk = new Map<string, Promise<BulkChannel | null>>();
   private readonly stopWatch: () => void;
   private readonly refreshTimer: NodeJS.Timeout;
 
@@ -114,16 +117,29 @@ export class TesseraClient {
    */
   async clusterClock(): Promise<number> {
     const addresses = [...new Set(Object.values(this.map.addresses))];
-    const clocks = await Promise.all(
-      addresses.map(
-        (address) =>
-          new Promise<number>((resolve, reject) => {
-            const client = this.pool.get(address) as grpc.Client & { describe(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: { clock: number }) => void): void };
-            client.describe({}, { deadline: deadlineIn(this.options.deadlineMs) }, (err, res) => (err ? reject(fromStatus(err, address)) : resolve(res!.clock)));
-          }),
-      ),
-    );
+    const clocks = await Promise.all(addresses.map(async (address) => (await this.describe(address)).clock));
     return Math.max(0, ...clocks);
+  }
+
+  /** A shard's Describe. */
+  private describe(address: string): Promise<{ clock: number; bulkAddress: string }> {
+    return new Promise((resolve, reject) => {
+      const client = this.pool.get(address) as grpc.Client & { describe(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: { clock: number; bulkAddress: string }) => void): void };
+      client.describe({}, { deadline: deadlineIn(this.options.deadlineMs) }, (err, res) => (err ? reject(fromStatus(err, address)) : resolve(res!)));
+    });
+  }
+
+  /** The bulk channel of the shard at `address`, or null to use gRPC (transport grpc, or a shard without one). */
+  private bulkChannel(address: string): Promise<BulkChannel | null> {
+    if (this.options.transport !== 'bulk') return Promise.resolve(null);
+    let channel = this.bulk.get(address);
+    if (!channel) {
+      channel = this.describe(address).then((d) => (d.bulkAddress ? new BulkChannel(d.bulkAddress) : null));
+      // A failed lookup is retried on the next request (the shard may be starting).
+      channel.catch(() => this.bulk.delete(address));
+      this.bulk.set(address, channel);
+    }
+    return channel;
   }
 
   /**
@@ -233,7 +249,23 @@ export class TesseraClient {
     return [...byShard.values()];
   }
 
-  private pullBatch(batch: ShardBatch, out: Float32Array, at?: StepClock): Promise<void> {
+  private async pullBatch(batch: ShardBatch, out: Float32Array, at?: StepClock): Promise<void> {
+    const bulk = await this.bulkChannel(batch.address);
+    if (bulk) {
+      const scatter = byteScatterer(batch.ranges, out);
+      let received = 0;
+      const req = { op: 'pull' as const, epoch: this.map.epoch, ranges: batch.ranges.map(({ begin, end }) => ({ begin, end })), workerId: this.options.workerId, model: this.config.model.name, ...(at ? { clock: at.clock, join: Boolean(at.join) } : {}) };
+      await bulk.request(req, this.options.deadlineMs, undefined, (bytes, offset) => {
+        scatter(offset, bytes);
+        received += bytes.byteLength;
+      });
+      if (received !== batch.length * 4) throw new InvalidArgumentError(`shard at ${batch.address} sent ${received / 4} of ${batch.length} values`);
+      return;
+    }
+    return this.pullBatchGrpc(batch, out, at);
+  }
+
+  private pullBatchGrpc(batch: ShardBatch, out: Float32Array, at?: StepClock): Promise<void> {
     const client = this.pool.get(batch.address) as grpc.Client & { pull(req: object, opts: grpc.CallOptions): grpc.ClientReadableStream<{ offset: number; values: Buffer }> };
     const call = client.pull(
       { epoch: this.map.epoch, ranges: batch.ranges.map(({ begin, end }) => ({ begin, end })), workerId: this.options.workerId, maxChunkBytes: this.options.chunkBytes, model: this.config.model.name, ...(at ? { clocked: true, clock: at.clock, join: Boolean(at.join) } : {}) },
@@ -255,6 +287,13 @@ export class TesseraClient {
   }
 
   private async pushBatch(batch: ShardBatch, gradient: Float32Array, seq: number, clock?: number): Promise<{ appliedSlots: number; duplicateSlots: number }> {
+    const bulk = await this.bulkChannel(batch.address);
+    if (bulk) {
+      const payload = batch.ranges.map((r) => floatBytes(gradient, r.offset, r.offset + r.length));
+      const req = { op: 'push' as const, epoch: this.map.epoch, ranges: batch.ranges.map(({ begin, end }) => ({ begin, end })), workerId: this.options.workerId, model: this.config.model.name, seq, length: batch.length, ...(clock !== undefined ? { clock } : {}) };
+      const ack = (await bulk.request(req, this.options.deadlineMs, payload)) as { appliedSlots: number; duplicateSlots: number };
+      return { appliedSlots: ack.appliedSlots, duplicateSlots: ack.duplicateSlots };
+    }
     type Ack = { appliedSlots: number; duplicateSlots: number };
     const client = this.pool.get(batch.address) as grpc.Client & {
       push(opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Ack) => void): grpc.ClientWritableStream<object>;
@@ -291,6 +330,7 @@ export class TesseraClient {
     clearInterval(this.refreshTimer);
     this.stopWatch();
     this.pool.close();
+    for (const c of this.bulk.values()) void c.then((ch) => ch?.close(), () => undefined);
   }
 }
 
@@ -303,6 +343,34 @@ function pieces(ranges: readonly SlotRange[], elements: number, slots: number): 
     offset += length;
     return p;
   });
+}
+
+/**
+ * Writes pieces of a bulk reply (byte offsets in the batch's payload, any
+ * length: TCP may cut a float in two) to their places in the caller's vector.
+ */
+function byteScatterer(ranges: readonly RoutedRange[], out: Float32Array): (offset: number, bytes: Buffer) => void {
+  const target = Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+  const starts: number[] = [];
+  let acc = 0;
+  for (const r of ranges) {
+    starts.push(acc);
+    acc += r.length * 4;
+  }
+  return (offset, bytes) => {
+    let i = 0;
+    while (i + 1 < ranges.length && starts[i + 1]! <= offset) i++;
+    let src = 0;
+    while (src < bytes.length) {
+      const r = ranges[i];
+      if (!r) throw new InvalidArgumentError(`bulk reply runs past the requested slots at byte ${offset + src}`);
+      const within = offset + src - starts[i]!;
+      const take = Math.min(bytes.length - src, r.length * 4 - within);
+      bytes.copy(target, r.offset * 4 + within, src, src + take);
+      src += take;
+      i++;
+    }
+  };
 }
 
 /** Writes chunks of a batch's reply (offsets in batch space) to their places in the caller's vector. */

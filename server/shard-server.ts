@@ -10,7 +10,8 @@ import { SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME, shardService, sparseShar
 import { type ShardMap } from '../cluster/shard-map.js';
 import { formatRanges } from '../cluster/slots.js';
 import { Shard } from './shard.js';
-import { shardImplementation } from './shard-service.js';
+import { BulkServer } from './bulk-service.js';
+import { GradientPool, shardImplementation } from './shard-service.js';
 import { SparseStore } from './sparse-store.js';
 import { sparseShardImplementation } from './sparse-service.js';
 
@@ -35,6 +36,8 @@ export interface ShardServerOptions {
    * within the lease TTL plus this. Default 500 ms.
    */
   workerPollMs?: number;
+  /** Serve the bulk transport (plain TCP for dense values, docs/wire-protocol.md) on a second port of the listen host. Default true. */
+  bulk?: boolean;
 }
 
 export const DEFAULT_MAP_POLL_MS = 1_000;
@@ -61,7 +64,10 @@ export class ShardServer extends EventEmitter {
     /** The shard's sparse tables, served by `tessera.v1.SparseShard` under the same map and ownership as `shard`. */
     readonly sparse: SparseStore,
     readonly address: string,
+    /** host:port of the bulk transport; empty when it is off. */
+    readonly bulkAddress: string,
     private readonly grpc: TesseraGrpcServer,
+    private readonly bulk: BulkServer | null,
     private readonly lease: Lease,
     private readonly store: MembershipStore,
     private readonly config: ClusterConfig,
@@ -76,14 +82,17 @@ export class ShardServer extends EventEmitter {
     const shard = new Shard(options.id, config);
     const sparse = new SparseStore(config, shard);
     let server: ShardServer | undefined;
+    const pool = new GradientPool();
     const grpc = await startGrpcServer(options.listen, [
-      { name: SHARD_SERVICE_NAME, definition: shardService().service, implementation: shardImplementation(shard, () => server!.describe()) },
+      { name: SHARD_SERVICE_NAME, definition: shardService().service, implementation: shardImplementation(shard, () => server!.describe(), pool) },
       { name: SPARSE_SHARD_SERVICE_NAME, definition: sparseShardService().service, implementation: sparseShardImplementation(sparse, () => server!.describeSparse()) },
     ]);
     const address = options.advertise ?? advertised(options.listen, grpc.port);
+    const bulk = options.bulk === false ? null : await BulkServer.start(shard, listenHost(options.listen), pool);
+    const bulkAddress = bulk ? `${address.slice(0, address.lastIndexOf(':'))}:${bulk.port}` : '';
     const lease = new Lease(options.store, 'shard', { id: options.id, address, state: 'joining', bytes: 0 }, options.lease ?? DEFAULT_LEASE);
-    server = new ShardServer(shard, sparse, address, grpc, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS);
-    log.info(`shard ${options.id} listening on ${address} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
+    server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS);
+    log.info(`shard ${options.id} listening on ${address}${bulkAddress ? `, bulk on ${bulkAddress}` : ''} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
     await lease.start();
     server.stopWatch = options.store.watchMap((map) => server!.adopt(map));
     await server.poll();
@@ -172,6 +181,7 @@ export class ShardServer extends EventEmitter {
       state: this.state,
       consistency: this.config.consistency,
       clock: this.shard.gate.clock(),
+      bulkAddress: this.bulkAddress,
     };
   }
 
@@ -187,10 +197,17 @@ export class ShardServer extends EventEmitter {
     clearTimeout(this.pollTimer);
     clearTimeout(this.workerTimer);
     this.shard.gate.close();
+    await this.bulk?.close();
     await this.grpc.close(graceMs);
     await this.lease.close();
     this.transition('gone');
   }
+}
+
+/** The host part of a listen address ('' for the wildcard forms, which Node binds as all interfaces). */
+function listenHost(listen: string): string {
+  const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[(.*)\]$/, '$1');
+  return host === '0.0.0.0' || host === '::' ? '' : host;
 }
 
 function advertised(listen: string, port: number): string {

@@ -30,9 +30,9 @@ export interface OpTiming {
 
 serve(
   {
-    connect: async ({ membership, workerId, chunkBytes }: { membership: string; workerId: string; chunkBytes?: number }) => {
+    connect: async ({ membership, workerId, chunkBytes, transport }: { membership: string; workerId: string; chunkBytes?: number; transport?: 'bulk' | 'grpc' }) => {
       store = new RemoteMembershipStore(membership);
-      client = await TesseraClient.connect({ store, workerId, ...(chunkBytes ? { chunkBytes } : {}) });
+      client = await TesseraClient.connect({ store, workerId, ...(chunkBytes ? { chunkBytes } : {}), ...(transport ? { transport } : {}) });
       // A small constant gradient keeps sgd's values finite however often it is pushed.
       gradient = new Float32Array(client.elements).fill(1e-3);
       values = new Float32Array(client.elements);

@@ -1,0 +1,189 @@
+import { once } from 'node:events';
+import * as net from 'node:net';
+import { type BulkReply, type BulkRequest, FrameReader, encodeHead } from '../cluster/bulk-wire.js';
+import { InvalidArgumentError } from '../cluster/errors.js';
+import { createLogger } from '../cluster/log.js';
+import { toStatus } from '../cluster/status-codec.js';
+import { CLOCK_WAIT_MS, type GradientPool } from './shard-service.js';
+import { type Shard } from './shard.js';
+
+const log = createLogger('bulk');
+
+/** Bytes per write of a pull reply: views of slot memory, handed to the socket as they are. */
+const PULL_PIECE_BYTES = 8 << 20;
+
+/**
+ * A shard's bulk transport (cluster/bulk-wire.ts): dense pulls and pushes
+ * over plain TCP, with the same checks, typed errors and exactly-once rule as
+ * `tessera.v1.Shard` (shard-service.ts). A push's values are read straight
+ * from the socket into a pooled gradient buffer; a pull's are written straight
+ * from slot memory. A request that fails its checks gets an error reply and
+ * its payload is read and dropped, so the connection carries on; only a
+ * stream that cannot be parsed is closed.
+ */
+export class BulkServer {
+  private readonly sockets = new Set<net.Socket>();
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly port: number,
+  ) {}
+
+  static async start(shard: Shard, host: string, pool: GradientPool): Promise<BulkServer> {
+    let bulk: BulkServer | undefined;
+    const server = net.createServer({ pauseOnConnect: true }, (accepted) => {
+      const { socket, read } = withReadBuffer(accepted);
+      bulk!.sockets.add(socket);
+      socket.on('close', () => bulk!.sockets.delete(socket));
+      serve(shard, pool, socket, read);
+    });
+    if (host) server.listen(0, host);
+    else server.listen(0);
+    await once(server, 'listening');
+    bulk = new BulkServer(server, (server.address() as net.AddressInfo).port);
+    return bulk;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/** Bytes of each connection's read buffer. */
+const READ_BUFFER_BYTES = 1 << 20;
+
+/**
+ * The accepted connection, reading into one buffer of its own, reused read
+ * after read, instead of a new buffer per read: a 64 MB push then allocates
+ * nothing per read, where fresh buffers cost a full garbage collection every
+ * 64 MB (docs/benchmarks.md). Node offers `onread` only to sockets it
+ * creates, so the accepted socket's handle is moved into one created with it
+ * (a documented option of `net.Socket`, `handle` being the internal one);
+ * where that handle is not there (another Node), the plain socket and its
+ * 'data' events are used. `read` is set by the caller.
+ */
+function withReadBuffer(accepted: net.Socket): { socket: net.Socket; read: { on: (bytes: Buffer) => void } } {
+  const read = { on: (_bytes: Buffer) => undefined as void };
+  const raw = accepted as net.Socket & { _handle?: unknown };
+  if (raw._handle) {
+    const handle = raw._handle;
+    raw._handle = null;
+    const buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+    const socket = new net.Socket({
+      handle,
+      readable: true,
+      writable: true,
+      onread: {
+        buffer,
+        callback: (n: number, buf: Uint8Array) => {
+          read.on(Buffer.from(buf.buffer, buf.byteOffset, n));
+          return true;
+        },
+      },
+    } as net.SocketConstructorOpts);
+    socket.resume();
+    return { socket, read };
+  }
+  accepted.on('data', (chunk: Buffer) => read.on(chunk));
+  accepted.resume();
+  return { socket: accepted, read };
+}
+
+function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on: (bytes: Buffer) => void }): void {
+  socket.setNoDelay(true);
+  let busy = false;
+  let push: { req: BulkRequest; gradient: Float32Array | null; bytes: Buffer | null; error: unknown } | null = null;
+
+  const reply = (r: BulkReply) => socket.write(encodeHead(r));
+  const fail = (id: number, err: unknown) => {
+    const s = toStatus(err);
+    const metadata: Record<string, string> = {};
+    for (const [k, v] of Object.entries(s.metadata.getMap())) metadata[k] = String(v);
+    reply({ id, ok: false, code: s.code, details: s.details, metadata });
+  };
+
+  const reader = new FrameReader(
+    (header) => {
+      if (busy) throw new Error('a bulk request arrived before the previous one was answered');
+      busy = true;
+      const req = header as BulkRequest;
+      const id = Number.isInteger(req?.id) ? req.id : 0;
+      if (req?.op === 'pull') {
+        void pull(req, id);
+        return 0;
+      }
+      const length = req?.length;
+      if (req?.op !== 'push' || !(Number.isSafeInteger(length) && length! >= 0 && length! <= 2 ** 31)) {
+        throw new Error(`a bulk request needs op "pull" or "push" and, for a push, a length; got ${JSON.stringify(header).slice(0, 120)}`);
+      }
+      push = { req, gradient: null, bytes: null, error: null };
+      try {
+        if (!Array.isArray(req.ranges)) throw new InvalidArgumentError('a bulk push needs its slot ranges');
+        shard.check(req.epoch, req.ranges, req.model || undefined);
+        const expected = shard.lengthOf(req.ranges);
+        if (length !== expected) throw new InvalidArgumentError(`push carries ${length} values but slots of the request hold ${expected}`);
+        push.gradient = pool.acquire(expected);
+        push.bytes = Buffer.from(push.gradient.buffer, push.gradient.byteOffset, expected * 4);
+      } catch (err) {
+        // Refused before anything was applied: read the payload and drop it, then answer.
+        push.error = err;
+      }
+      return length! * 4;
+    },
+    (bytes, offset) => {
+      if (push?.bytes) bytes.copy(push.bytes, offset);
+    },
+    () => {
+      const p = push;
+      if (!p) return;
+      push = null;
+      busy = false;
+      const { req } = p;
+      try {
+        if (p.error) throw p.error;
+        const res = shard.push({ epoch: req.epoch, ranges: req.ranges, workerId: req.workerId, seq: req.seq as number, model: req.model || undefined, ...(req.clock !== undefined ? { clock: req.clock } : {}) }, p.gradient!);
+        reply({ id: req.id, ok: true, epoch: res.epoch, appliedSlots: res.appliedSlots, duplicateSlots: res.duplicateSlots });
+      } catch (err) {
+        fail(req.id, err);
+      } finally {
+        if (p.gradient) pool.release(p.gradient);
+      }
+    },
+  );
+
+  async function pull(req: BulkRequest, id: number): Promise<void> {
+    try {
+      if (!Array.isArray(req.ranges)) throw new InvalidArgumentError('a bulk pull needs its slot ranges');
+      shard.check(req.epoch, req.ranges, req.model || undefined);
+      if (req.clock !== undefined) {
+        await shard.gate.beforePull(req.workerId, req.clock, Boolean(req.join), CLOCK_WAIT_MS);
+        shard.check(req.epoch, req.ranges, req.model || undefined);
+      }
+      const total = shard.lengthOf(req.ranges);
+      // Views of slot memory, as over gRPC: a push applied while they drain may show in the later bytes (async reads latest values).
+      const pieces = [...shard.pullChunks(req.ranges, PULL_PIECE_BYTES)].map((c) => c.bytes);
+      busy = false;
+      reply({ id, ok: true, total, epoch: shard.epoch });
+      for (const bytes of pieces) if (!socket.write(bytes) && !socket.destroyed) await once(socket, 'drain');
+    } catch (err) {
+      busy = false;
+      if (!socket.destroyed) fail(id, err);
+    }
+  }
+
+  read.on = (chunk: Buffer) => {
+    try {
+      reader.push(chunk);
+    } catch (err) {
+      log.warn(`closing a bulk connection from ${socket.remoteAddress}:${socket.remotePort}: ${(err as Error).message}`);
+      if (push?.gradient) pool.release(push.gradient);
+      push = null;
+      socket.destroy();
+    }
+  };
+  socket.on('error', () => {
+    if (push?.gradient) pool.release(push.gradient);
+    push = null;
+  });
+}
