@@ -30,11 +30,21 @@ export class BulkChannel {
   private readonly all = new Set<BulkConnection>();
   private closed = false;
 
-  constructor(readonly address: string) {}
+  /** `address`: the bulk port; `shardAddress`: the shard's gRPC address, which errors name (it is the one in the map). */
+  constructor(
+    readonly address: string,
+    readonly shardAddress: string = address,
+  ) {}
 
   async request(req: Omit<BulkRequest, 'id'>, timeoutMs: number, payload?: Buffer[], onValues?: (bytes: Buffer, offset: number) => void): Promise<BulkReply & { ok: true }> {
-    if (this.closed) throw new ShardUnavailableError(`bulk channel to ${this.address} is closed`, this.address);
-    const conn = this.idle.pop() ?? (await this.open());
+    if (this.closed) throw new ShardUnavailableError(`bulk channel to ${this.address} is closed`, this.shardAddress);
+    // An idle connection may have been closed by the shard since (it restarted, or went away).
+    let conn = this.idle.pop();
+    while (conn && !conn.usable) {
+      this.all.delete(conn);
+      conn = this.idle.pop();
+    }
+    conn ??= await this.open();
     try {
       return await conn.send(req, timeoutMs, payload, onValues);
     } finally {
@@ -70,9 +80,9 @@ export class BulkChannel {
     });
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
-      socket.once('error', (err) => reject(new ShardUnavailableError(`bulk transport at ${this.address} unreachable: ${err.message}`, this.address)));
+      socket.once('error', (err) => reject(new ShardUnavailableError(`shard ${this.shardAddress} unreachable (bulk transport at ${this.address}): ${err.message}`, this.shardAddress)));
     });
-    const conn = new BulkConnection(socket, this.address);
+    const conn = new BulkConnection(socket, this.address, this.shardAddress);
     onRead = (bytes) => conn.read(bytes);
     this.all.add(conn);
     return conn;
@@ -88,6 +98,7 @@ class BulkConnection {
   constructor(
     private readonly socket: net.Socket,
     private readonly address: string,
+    private readonly shardAddress: string,
   ) {
     this.reader = new FrameReader(
       (header) => {
@@ -97,7 +108,7 @@ class BulkConnection {
         if (!reply.ok) {
           const md = new Metadata();
           for (const [k, v] of Object.entries(reply.metadata ?? {})) md.set(k, v);
-          this.settle((q) => q.reject(fromStatus({ code: reply.code, details: reply.details, metadata: md }, this.address)));
+          this.settle((q) => q.reject(fromStatus({ code: reply.code, details: reply.details, metadata: md }, this.shardAddress)));
           return 0;
         }
         if ('total' in reply) {
@@ -139,6 +150,7 @@ class BulkConnection {
 
   send(req: Omit<BulkRequest, 'id'>, timeoutMs: number, payload?: Buffer[], onValues?: (bytes: Buffer, offset: number) => void): Promise<BulkReply & { ok: true }> {
     const id = this.nextId++;
+    if (this.broken) return Promise.reject(new ShardUnavailableError(`shard ${this.shardAddress} unavailable (bulk transport at ${this.address}): connection closed`, this.shardAddress));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => this.fail(`no reply within ${timeoutMs} ms`), timeoutMs);
       this.pending = { id, resolve, reject, timer, ...(onValues ? { onValues } : {}) };
@@ -167,6 +179,6 @@ class BulkConnection {
       this.broken = true;
       this.socket.destroy();
     }
-    this.settle((p) => p.reject(new ShardUnavailableError(`bulk transport at ${this.address}: ${why}`, this.address)));
+    this.settle((p) => p.reject(new ShardUnavailableError(`shard ${this.shardAddress} unavailable (bulk transport at ${this.address}): ${why}`, this.shardAddress)));
   }
 }

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { isClocked, parseConsistency } from '../cluster/consistency.js';
-import { InvalidArgumentError, NotFoundError, NotReadyError, TesseraError, TooManyRedirectionsError } from '../cluster/errors.js';
+import { InvalidArgumentError, NotFoundError, NotReadyError, ShardUnavailableError, TesseraError, TooManyRedirectionsError } from '../cluster/errors.js';
 import { deadlineIn } from '../cluster/grpc-client.js';
 import { createLogger } from '../cluster/log.js';
 import { layout } from '../cluster/model-spec.js';
@@ -129,12 +129,28 @@ export class TesseraClient {
     });
   }
 
+  /**
+   * Runs a bulk request; when the shard is unreachable, forgets its channel,
+   * so the retry asks the shard (perhaps restarted, on another bulk port) anew.
+   */
+  private async onBulk<T>(address: string, channel: BulkChannel, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (err instanceof ShardUnavailableError && this.bulk.get(address)) {
+        this.bulk.delete(address);
+        channel.close();
+      }
+      throw err;
+    }
+  }
+
   /** The bulk channel of the shard at `address`, or null to use gRPC (transport grpc, or a shard without one). */
   private bulkChannel(address: string): Promise<BulkChannel | null> {
     if (this.options.transport !== 'bulk') return Promise.resolve(null);
     let channel = this.bulk.get(address);
     if (!channel) {
-      channel = this.describe(address).then((d) => (d.bulkAddress ? new BulkChannel(d.bulkAddress) : null));
+      channel = this.describe(address).then((d) => (d.bulkAddress ? new BulkChannel(d.bulkAddress, address) : null));
       // A failed lookup is retried on the next request (the shard may be starting).
       channel.catch(() => this.bulk.delete(address));
       this.bulk.set(address, channel);
@@ -255,10 +271,12 @@ export class TesseraClient {
       const scatter = byteScatterer(batch.ranges, out);
       let received = 0;
       const req = { op: 'pull' as const, epoch: this.map.epoch, ranges: batch.ranges.map(({ begin, end }) => ({ begin, end })), workerId: this.options.workerId, model: this.config.model.name, ...(at ? { clock: at.clock, join: Boolean(at.join) } : {}) };
-      await bulk.request(req, this.options.deadlineMs, undefined, (bytes, offset) => {
-        scatter(offset, bytes);
-        received += bytes.byteLength;
-      });
+      await this.onBulk(batch.address, bulk, () =>
+        bulk.request(req, this.options.deadlineMs, undefined, (bytes, offset) => {
+          scatter(offset, bytes);
+          received += bytes.byteLength;
+        }),
+      );
       if (received !== batch.length * 4) throw new InvalidArgumentError(`shard at ${batch.address} sent ${received / 4} of ${batch.length} values`);
       return;
     }
@@ -291,7 +309,7 @@ export class TesseraClient {
     if (bulk) {
       const payload = batch.ranges.map((r) => floatBytes(gradient, r.offset, r.offset + r.length));
       const req = { op: 'push' as const, epoch: this.map.epoch, ranges: batch.ranges.map(({ begin, end }) => ({ begin, end })), workerId: this.options.workerId, model: this.config.model.name, seq, length: batch.length, ...(clock !== undefined ? { clock } : {}) };
-      const ack = (await bulk.request(req, this.options.deadlineMs, payload)) as { appliedSlots: number; duplicateSlots: number };
+      const ack = (await this.onBulk(batch.address, bulk, () => bulk.request(req, this.options.deadlineMs, payload))) as { appliedSlots: number; duplicateSlots: number };
       return { appliedSlots: ack.appliedSlots, duplicateSlots: ack.duplicateSlots };
     }
     type Ack = { appliedSlots: number; duplicateSlots: number };

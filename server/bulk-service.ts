@@ -82,6 +82,8 @@ function withReadBuffer(accepted: net.Socket): { socket: net.Socket; read: { on:
         },
       },
     } as net.SocketConstructorOpts);
+    // The server counts the accepted socket as a connection until it is destroyed (server.close waits for it).
+    socket.once('close', () => accepted.destroy());
     socket.resume();
     return { socket, read };
   }

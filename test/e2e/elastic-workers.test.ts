@@ -62,11 +62,15 @@ describe('e2e: elastic workers', function () {
     const w0 = worker('w0');
     const w1 = worker('w1');
     await waitFor('w1 to finish two blocks', () => blocks.filter((b) => b.id === 'w1').length >= 2, 60_000, 50);
+    // Killed while it holds a block (it holds one but for the instant between completing a block and claiming the next).
+    await waitFor('w1 to hold a block', async () => (await store.workProgress())?.held['w1'], 10_000, 5);
     w1.kill('SIGKILL');
-    const killedHolding = await waitFor('the store to show what w1 held', async () => (await store.workProgress())?.held['w1'], 5_000, 20);
+    await w1.finished;
+    const killedHolding = (await store.workProgress())?.held['w1'] ?? [];
     const w2 = worker('w2');
 
     const [r0, r1, r2] = await Promise.all([w0.finished, w1.finished, w2.finished]);
+    expect(killedHolding.length, 'blocks w1 held when it died').to.be.at.most(1);
     expect(r0.code, r0.stderr).to.equal(0);
     expect(r1.code).to.equal(137);
     expect(r2.code, r2.stderr).to.equal(0);
