@@ -63,7 +63,7 @@ const READ_BUFFER_BYTES = 1 << 20;
  * where that handle is not there (another Node), the plain socket and its
  * 'data' events are used. `read` is set by the caller.
  */
-function withReadBuffer(accepted: net.Socket): { socket: net.Socket; read: { on: (bytes: Buffer) => void } } {
+export function withReadBuffer(accepted: net.Socket): { socket: net.Socket; read: { on: (bytes: Buffer) => void } } {
   const read = { on: (_bytes: Buffer) => undefined as void };
   const raw = accepted as net.Socket & { _handle?: unknown };
   if (raw._handle) {
