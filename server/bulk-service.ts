@@ -29,7 +29,7 @@ export class BulkServer {
     readonly port: number,
   ) {}
 
-  static async start(shard: Shard, host: string, pool: GradientPool): Promise<BulkServer> {
+  static async start(shard: Shard, host: string, pool: GradientPool, port = 0): Promise<BulkServer> {
     let bulk: BulkServer | undefined;
     const server = net.createServer({ pauseOnConnect: true }, (accepted) => {
       const { socket, read } = withReadBuffer(accepted);
@@ -37,9 +37,14 @@ export class BulkServer {
       socket.on('close', () => bulk!.sockets.delete(socket));
       serve(shard, pool, socket, read);
     });
-    if (host) server.listen(0, host);
-    else server.listen(0);
-    await once(server, 'listening');
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.once('listening', resolve);
+      if (host) server.listen(port, host);
+      else server.listen(port);
+    }).catch((err: Error) => {
+      throw new InvalidArgumentError(`cannot serve the bulk transport on ${host || '*'}:${port}: ${err.message}; pick another --bulk-port, or 0 for a free one`);
+    });
     bulk = new BulkServer(server, (server.address() as net.AddressInfo).port);
     return bulk;
   }

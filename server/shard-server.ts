@@ -38,6 +38,8 @@ export interface ShardServerOptions {
   workerPollMs?: number;
   /** Serve the bulk transport (plain TCP for dense values, docs/wire-protocol.md) on a second port of the listen host. Default true. */
   bulk?: boolean;
+  /** Port of the bulk transport; 0 (the default) picks a free one. */
+  bulkPort?: number;
 }
 
 export const DEFAULT_MAP_POLL_MS = 1_000;
@@ -88,7 +90,7 @@ export class ShardServer extends EventEmitter {
       { name: SPARSE_SHARD_SERVICE_NAME, definition: sparseShardService().service, implementation: sparseShardImplementation(sparse, () => server!.describeSparse()) },
     ]);
     const address = options.advertise ?? advertised(options.listen, grpc.port);
-    const bulk = options.bulk === false ? null : await BulkServer.start(shard, listenHost(options.listen), pool);
+    const bulk = options.bulk === false ? null : await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0);
     const bulkAddress = bulk ? `${address.slice(0, address.lastIndexOf(':'))}:${bulk.port}` : '';
     const lease = new Lease(options.store, 'shard', { id: options.id, address, state: 'joining', bytes: 0 }, options.lease ?? DEFAULT_LEASE);
     server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS);

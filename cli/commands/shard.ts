@@ -16,6 +16,8 @@ export const shardCommand: Command = {
     { name: 'id', type: 'string', metavar: 'ID', required: true, description: 'shard id, unique in the cluster' },
     { name: 'listen', type: 'string', metavar: 'HOST:PORT', default: '127.0.0.1:0', description: 'address to serve gRPC on; port 0 picks a free one' },
     { name: 'advertise', type: 'string', metavar: 'HOST:PORT', description: 'address clients dial (default: the listen address with the bound port)' },
+    { name: 'bulk-port', type: 'int', default: 0, description: 'port of the bulk transport (dense values over plain TCP, on the listen host; 0 picks a free one)' },
+    { name: 'bulk', type: 'boolean', default: true, description: 'serve the bulk transport (--bulk=false: clients move dense values over gRPC)' },
     { name: 'lease-ttl-ms', type: 'int', default: DEFAULT_LEASE.ttlMs, description: 'membership lease TTL' },
     { name: 'lease-renew-ms', type: 'int', default: DEFAULT_LEASE.renewMs, description: 'how often the lease is renewed' },
   ],
@@ -25,6 +27,8 @@ export const shardCommand: Command = {
       id: o['id'] as string,
       listen: o['listen'] as string,
       advertise: o['advertise'] as string | undefined,
+      bulk: o['bulk'] as boolean,
+      bulkPort: o['bulk-port'] as number,
       store,
       lease: { ttlMs: o['lease-ttl-ms'] as number, renewMs: o['lease-renew-ms'] as number },
     });
