@@ -88,7 +88,13 @@ export class TesseraClient {
     if (map.epoch <= this.map.epoch) return;
     log.debug(`${this.options.workerId}: map epoch ${this.map.epoch} → ${map.epoch}`);
     this.map = map;
-    this.pool.prune(Object.values(map.addresses));
+    const live = new Set(Object.values(map.addresses));
+    this.pool.prune(live);
+    for (const [address, channel] of this.bulk) {
+      if (live.has(address)) continue;
+      this.bulk.delete(address);
+      void channel.then((c) => c?.close(), () => undefined);
+    }
   }
 
   /** Re-reads the map from the store (also done after every redirect). */
