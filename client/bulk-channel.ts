@@ -1,11 +1,9 @@
 import * as net from 'node:net';
 import { Metadata } from '@grpc/grpc-js';
-import { type BulkReply, type BulkRequest, FrameReader, encodeHead } from '../cluster/bulk-wire.js';
+import { splitHostPort } from '../cluster/address.js';
+import { BULK_READ_BUFFER_BYTES, type BulkReply, type BulkRequest, FrameReader, encodeHead } from '../cluster/bulk-wire.js';
 import { ShardUnavailableError, type TesseraError } from '../cluster/errors.js';
 import { fromStatus } from '../cluster/status-codec.js';
-
-/** Bytes of each connection's read buffer. */
-const READ_BUFFER_BYTES = 1 << 20;
 
 /** A request in flight on one connection. */
 interface Pending {
@@ -61,11 +59,11 @@ export class BulkChannel {
   }
 
   private async open(): Promise<BulkConnection> {
-    const [host, port] = [this.address.slice(0, this.address.lastIndexOf(':')).replace(/^\[(.*)\]$/, '$1'), Number(this.address.slice(this.address.lastIndexOf(':') + 1))];
+    const { host, port } = splitHostPort(this.address);
     // Replies are read into one buffer per connection, reused read after read: a 64 MB pull
     // then allocates nothing per read (the values are copied out as they arrive).
     let onRead: (bytes: Buffer) => void = () => undefined;
-    const readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+    const readBuffer = Buffer.allocUnsafe(BULK_READ_BUFFER_BYTES);
     const socket = net.connect({
       host,
       port,

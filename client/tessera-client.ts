@@ -11,7 +11,7 @@ import { type ShardMap } from '../cluster/shard-map.js';
 import { type SlotRange, checkRanges, rangesLength, slotStart } from '../cluster/slots.js';
 import { firstNonFinite } from '../cluster/finite.js';
 import { fromStatus } from '../cluster/status-codec.js';
-import { chunkBounds, copyBytesInto, floatBytes } from '../cluster/wire.js';
+import { chunkBounds, copyBytes, floatBytes } from '../cluster/wire.js';
 import { BulkChannel } from './bulk-channel.js';
 import { ConnectionPool } from './connection-pool.js';
 import { recoveryFor } from './error-policy.js';
@@ -274,7 +274,7 @@ export class TesseraClient {
   private async pullBatch(batch: ShardBatch, out: Float32Array, at?: StepClock): Promise<void> {
     const bulk = await this.bulkChannel(batch.address);
     if (bulk) {
-      const scatter = byteScatterer(batch.ranges, out);
+      const scatter = scatterer(batch.ranges, out);
       let received = 0;
       const req = { op: 'pull' as const, epoch: this.map.epoch, ranges: batch.ranges.map(({ begin, end }) => ({ begin, end })), workerId: this.options.workerId, model: this.config.model.name, ...(at ? { clock: at.clock, join: Boolean(at.join) } : {}) };
       await this.onBulk(batch.address, bulk, () =>
@@ -299,7 +299,7 @@ export class TesseraClient {
     let received = 0;
     return new Promise<void>((resolve, reject) => {
       call.on('data', (chunk: { offset: number; values: Buffer }) => {
-        scatter(chunk.offset, chunk.values);
+        scatter(chunk.offset * 4, chunk.values);
         received += chunk.values.byteLength / 4;
       });
       call.on('error', (err: grpc.ServiceError) => reject(fromStatus(err, batch.address)));
@@ -370,11 +370,12 @@ function pieces(ranges: readonly SlotRange[], elements: number, slots: number): 
 }
 
 /**
- * Writes pieces of a bulk reply (byte offsets in the batch's payload, any
- * length: TCP may cut a float in two) to their places in the caller's vector.
+ * Writes pieces of a batch's reply to their places in the caller's vector:
+ * `offset` in bytes of the batch's values, any length (a gRPC chunk holds
+ * whole floats; a piece of a bulk reply may cut one in two, as TCP does).
  */
-function byteScatterer(ranges: readonly RoutedRange[], out: Float32Array): (offset: number, bytes: Buffer) => void {
-  const target = Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+function scatterer(ranges: readonly RoutedRange[], out: Float32Array): (offset: number, bytes: Uint8Array) => void {
+  const target = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
   const starts: number[] = [];
   let acc = 0;
   for (const r of ranges) {
@@ -387,39 +388,12 @@ function byteScatterer(ranges: readonly RoutedRange[], out: Float32Array): (offs
     let src = 0;
     while (src < bytes.length) {
       const r = ranges[i];
-      if (!r) throw new InvalidArgumentError(`bulk reply runs past the requested slots at byte ${offset + src}`);
-      const within = offset + src - starts[i]!;
-      const take = Math.min(bytes.length - src, r.length * 4 - within);
-      bytes.copy(target, r.offset * 4 + within, src, src + take);
+      const within = offset + src - (starts[i] ?? 0);
+      const take = r ? Math.min(bytes.length - src, r.length * 4 - within) : 0;
+      if (take <= 0) throw new InvalidArgumentError(`reply at byte ${offset} overruns the requested slots`);
+      const at = r!.offset * 4 + within;
+      copyBytes(bytes.subarray(src, src + take), target.subarray(at, at + take));
       src += take;
-      i++;
-    }
-  };
-}
-
-/** Writes chunks of a batch's reply (offsets in batch space) to their places in the caller's vector. */
-function scatterer(ranges: readonly RoutedRange[], out: Float32Array): (offset: number, bytes: Buffer) => void {
-  const starts: number[] = [];
-  let acc = 0;
-  for (const r of ranges) {
-    starts.push(acc);
-    acc += r.length;
-  }
-  return (offset, bytes) => {
-    let n = bytes.byteLength / 4;
-    let src = 0;
-    let pos = offset;
-    let i = 0;
-    while (i + 1 < ranges.length && starts[i + 1]! <= pos) i++;
-    while (n > 0) {
-      const r = ranges[i]!;
-      const within = pos - starts[i]!;
-      const take = Math.min(n, r.length - within);
-      if (take <= 0) throw new InvalidArgumentError(`pull chunk at offset ${offset} overruns the requested slots`);
-      copyBytesInto(bytes.subarray(src * 4, (src + take) * 4), out, r.offset + within);
-      src += take;
-      pos += take;
-      n -= take;
       i++;
     }
   };

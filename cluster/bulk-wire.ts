@@ -13,6 +13,9 @@ import { type SlotRange } from './slots.js';
  * the reply names the request's `id`.
  */
 
+/** Bytes of the buffer each end of a bulk connection reads into, reused read after read. */
+export const BULK_READ_BUFFER_BYTES = 1 << 20;
+
 /** Largest header accepted, in bytes: a header names slot runs, never values. */
 export const MAX_BULK_HEADER_BYTES = 1 << 20;
 

@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import * as net from 'node:net';
-import { type BulkReply, type BulkRequest, FrameReader, encodeHead } from '../cluster/bulk-wire.js';
+import { BULK_READ_BUFFER_BYTES, type BulkReply, type BulkRequest, FrameReader, encodeHead } from '../cluster/bulk-wire.js';
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { createLogger } from '../cluster/log.js';
 import { toStatus } from '../cluster/status-codec.js';
@@ -55,9 +55,6 @@ export class BulkServer {
   }
 }
 
-/** Bytes of each connection's read buffer. */
-const READ_BUFFER_BYTES = 1 << 20;
-
 /**
  * The accepted connection, reading into one buffer of its own, reused read
  * after read, instead of a new buffer per read: a 64 MB push then allocates
@@ -74,7 +71,7 @@ export function withReadBuffer(accepted: net.Socket): { socket: net.Socket; read
   if (raw._handle) {
     const handle = raw._handle;
     raw._handle = null;
-    const buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+    const buffer = Buffer.allocUnsafe(BULK_READ_BUFFER_BYTES);
     const socket = new net.Socket({
       handle,
       readable: true,

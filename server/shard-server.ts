@@ -9,6 +9,7 @@ import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME, shardService, sparseShardService } from '../cluster/proto.js';
 import { type ShardMap } from '../cluster/shard-map.js';
 import { formatRanges } from '../cluster/slots.js';
+import { isWildcardHost, splitHostPort } from '../cluster/address.js';
 import { Shard } from './shard.js';
 import { BulkServer } from './bulk-service.js';
 import { GradientPool, shardImplementation } from './shard-service.js';
@@ -208,12 +209,11 @@ export class ShardServer extends EventEmitter {
 
 /** The host part of a listen address ('' for the wildcard forms, which Node binds as all interfaces). */
 function listenHost(listen: string): string {
-  const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[(.*)\]$/, '$1');
-  return host === '0.0.0.0' || host === '::' ? '' : host;
+  const { host } = splitHostPort(listen);
+  return isWildcardHost(host) ? '' : host;
 }
 
 function advertised(listen: string, port: number): string {
-  const host = listen.slice(0, listen.lastIndexOf(':'));
-  const reachable = host === '' || host === '0.0.0.0' || host === '[::]' || host === '::' ? '127.0.0.1' : host;
-  return `${reachable}:${port}`;
+  const { host } = splitHostPort(listen);
+  return `${isWildcardHost(host) ? '127.0.0.1' : listen.slice(0, listen.lastIndexOf(':'))}:${port}`;
 }

@@ -121,7 +121,6 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
   // Under ssp/bsp every pull and push carries the step's clock, counted from where the cluster is now.
   const clock = new WorkerClock(client);
   await clock.join(0);
-  const at = (step: number) => clock.at(step);
   try {
     for await (const { epoch, indices, lastOfBlock, resumed } of batches) {
       if (signal?.aborted) {
@@ -137,13 +136,13 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
       gather(data, indices, batch);
       if (augment) shiftBatch(batch, augment, augmentSeed(seed, epoch, indices[0]!));
       const slot = pipeline ? steps % 2 : 0;
-      const current = await (pulling ?? client.pull(params[slot]!, at(steps)));
+      const current = await (pulling ?? client.pull(params[slot]!, clock.at(steps)));
       // Pipelined: fetch the next step's weights into the other buffer while this one computes.
-      pulling = pipeline && steps + 1 < totalSteps ? handled(client.pull(params[1 - slot]!, at(steps + 1))) : null;
+      pulling = pipeline && steps + 1 < totalSteps ? handled(client.pull(params[1 - slot]!, clock.at(steps + 1))) : null;
       const { loss } = await model.gradient(current, batch, gradients[slot]!);
       // The previous push must finish before its buffer is reused, and at most one is in flight.
       if (pushing) await pushing;
-      pushing = handled(client.push(gradients[slot]!, undefined, at(steps)?.clock));
+      pushing = handled(client.push(gradients[slot]!, undefined, clock.at(steps)?.clock));
       // A block is reported done only once its last push is acknowledged (work-source.ts).
       if (!pipeline || lastOfBlock) {
         await pushing;
