@@ -11,7 +11,7 @@ import { SPARSE_MESSAGE_BYTES, SPARSE_MESSAGE_OVERHEAD, type SparseIds, bytesToF
 import { MAX_MESSAGE_BYTES } from '../cluster/wire.js';
 import { fromStatus } from '../cluster/status-codec.js';
 import { recoveryFor } from './error-policy.js';
-import { type TesseraClient } from './tessera-client.js';
+import { type StepClock, type TesseraClient } from './tessera-client.js';
 
 const log = createLogger('sparse-client');
 
@@ -25,6 +25,13 @@ export interface SparseClientOptions {
 }
 
 export const SPARSE_CLIENT_DEFAULTS: SparseClientOptions = { maxMessageBytes: SPARSE_MESSAGE_BYTES };
+
+export interface SparsePullOptions {
+  /** Under ssp/bsp: the step the rows are pulled for; the pull waits at the shards as a dense pull at that step does. */
+  at?: StepClock;
+  /** Create no row: missing rows read as their initial values (for evaluation, which must not grow the tables). */
+  readOnly?: boolean;
+}
 
 /** What one sparse push did across the shards it reached. */
 export interface SparsePushStats {
@@ -108,9 +115,11 @@ export class SparseClient {
 
   /**
    * The rows of `ids` (ids.length × dim floats, row i for ids[i]), created
-   * with the table's initializer where they did not exist.
+   * with the table's initializer where they did not exist — or, with
+   * `readOnly`, read as the values they would be created with, and not created.
    */
-  async pull(table: string, ids: SparseIds): Promise<Float32Array> {
+  async pull(table: string, ids: SparseIds, options: SparsePullOptions = {}): Promise<Float32Array> {
+    const { at, readOnly = false } = options;
     const spec = this.table(table);
     const halves = toIdHalves(ids);
     const dim = spec.dim;
@@ -118,7 +127,8 @@ export class SparseClient {
     if (halves.length === 0) return out;
     const rowBytes = Math.max(8, 4 * dim);
     await this.run(table, halves, undefined, rowBytes, false, async (part, map) => {
-      const reply = await this.call<PullReply>(part.address, 'pull', { epoch: map.epoch, model: this.client.config.model.name, table, workerId: this.client.options.workerId, ids: idBytes(part.ids) });
+      const msg = { epoch: map.epoch, model: this.client.config.model.name, table, workerId: this.client.options.workerId, ids: idBytes(part.ids), readOnly, ...(at ? { clocked: true, clock: at.clock, join: Boolean(at.join) } : {}) };
+      const reply = await this.call<PullReply>(part.address, 'pull', msg);
       const rows = rowCount(part);
       if (reply.dim !== dim || reply.values.byteLength !== rows * dim * 4) {
         throw new InvalidArgumentError(`shard at ${part.address} sent ${reply.values.byteLength} bytes of dim ${reply.dim} for ${rows} rows of table ${table} (dim ${dim})`);
@@ -133,10 +143,14 @@ export class SparseClient {
   /**
    * Applies `gradients` (ids.length × dim floats) to the rows of `ids`; a
    * repeated id's gradients are summed. Resolves once every owning shard has
-   * applied its part. Retrying with the same `seq` after a failure never
-   * applies a slot's rows twice.
+   * applied its part (under bsp: summed it into step `clock`). Retrying with
+   * the same `seq` after a failure never applies a slot's rows twice.
+   *
+   * `clock`: under ssp/bsp, the step the gradients belong to. Send a step's
+   * rows, and wait for them, before its dense push: the dense push ends the
+   * step on the shards (docs/consistency.md).
    */
-  async push(table: string, ids: SparseIds, gradients: Float32Array, seq: number = this.nextSeq()): Promise<SparsePushStats> {
+  async push(table: string, ids: SparseIds, gradients: Float32Array, seq: number = this.nextSeq(), clock?: number): Promise<SparsePushStats> {
     const spec = this.table(table);
     const halves = toIdHalves(ids);
     const n = halves.length / 2;
@@ -151,7 +165,7 @@ export class SparseClient {
     if (n === 0) return stats;
     await this.run(table, halves, undefined, 8 + 4 * dim, true, async (part, map) => {
       const sums = sumRows(part, gradients, dim);
-      const msg = { epoch: map.epoch, model: this.client.config.model.name, table, workerId: this.client.options.workerId, seq, ids: idBytes(part.ids), gradients: f32Bytes(sums) };
+      const msg = { epoch: map.epoch, model: this.client.config.model.name, table, workerId: this.client.options.workerId, seq, ids: idBytes(part.ids), gradients: f32Bytes(sums), ...(clock !== undefined ? { clocked: true, clock } : {}) };
       stats.messages++;
       const ack = await this.call<Ack>(part.address, 'push', msg);
       this.traffic.bytesSent += part.ids.byteLength + sums.byteLength;

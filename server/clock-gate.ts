@@ -15,8 +15,9 @@ import { ClockTimeoutError, NotReadyError, StepAheadError } from '../cluster/err
  * - `ssp:K`: a pull at clock c waits until every live worker's clock is
  *   ≥ c − K. Pushes apply on arrival.
  * - `bsp`: pushes of the open step are summed, not applied; once every live
- *   worker's clock is past the step, {@link onStepClosed} applies their mean
- *   and the next step opens. A pull at clock c waits until c steps are closed.
+ *   worker's clock is past the step, the listeners given to
+ *   {@link onStepClosed} apply the sums divided by the number of workers that
+ *   pushed in the step (their mean gradient), and the next step opens. A pull at clock c waits until c steps are closed.
  *   A push for a step already closed (a worker that joined as the step closed)
  *   counts towards the open step instead: nothing is lost, nothing waits.
  *
@@ -36,8 +37,9 @@ export class ClockGate {
   private startTimer: NodeJS.Timeout | undefined;
   /** bsp: steps closed (applied) so far; the open step's number. */
   closedSteps = 0;
-  /** bsp: called to apply the open step's summed pushes, just before it closes. */
-  onStepClosed: (step: number) => void = () => undefined;
+  private readonly stepListeners: StepListener[] = [];
+  /** bsp: the workers whose pushes were summed into the open step. */
+  private stepWorkers = new Set<string>();
 
   constructor(
     readonly model: ConsistencyModel,
@@ -122,13 +124,36 @@ export class ClockGate {
     }
   }
 
-  /** Records that `worker` pushed step `clock` (after the push was applied or summed). */
-  afterPush(worker: string, clock: number): void {
+  /**
+   * bsp: `listener` applies the open step's sums, divided by `workers` (the
+   * workers that pushed in it), just before the step closes.
+   */
+  onStepClosed(listener: StepListener): void {
+    this.stepListeners.push(listener);
+  }
+
+  /**
+   * Records that `worker` pushed step `clock` (after the push was applied or
+   * summed): its clock moves past the step, which may close it. `summed`: the
+   * push was summed into the open step now (not a duplicate), so its worker
+   * counts in the step's mean.
+   */
+  afterPush(worker: string, clock: number, summed = false): void {
     if (!this.clocked) return;
     this.join(worker, clock, false);
     const p = this.participants.get(worker)!;
     p.clock = Math.max(p.clock, clock + 1);
+    if (summed) this.stepWorkers.add(worker);
     this.settle();
+  }
+
+  /**
+   * bsp: records that `worker` summed a push into the open step without
+   * moving its clock — a sparse push, which a worker sends before the dense
+   * push that ends its step (sparse-store.ts).
+   */
+  noteSummed(worker: string): void {
+    this.stepWorkers.add(worker);
   }
 
   /** Fails every waiting pull with a retryable error (the shard is closing). */
@@ -197,7 +222,9 @@ export class ClockGate {
     if (this.started && this.model.kind === 'bsp') {
       // A step closes once every live worker is past it; with none live, the pushes already summed still count.
       while (this.minLiveClock() > this.closedSteps && Number.isFinite(this.minLiveClock())) {
-        this.onStepClosed(this.closedSteps);
+        const workers = Math.max(1, this.stepWorkers.size);
+        for (const listener of this.stepListeners) listener(this.closedSteps, workers);
+        this.stepWorkers = new Set();
         this.closedSteps++;
       }
     }
@@ -216,6 +243,19 @@ export class ClockGate {
     return this.started ? `live clocks: ${clocks || 'none'}` : `${this.participants.size} of ${this.initialWorkers} workers joined`;
   }
 }
+
+/**
+ * bsp: turns a step's sum into its mean over `workers` in place (× 1/workers,
+ * which is exact for 1, 2, 4, … workers).
+ */
+export function toMean(sum: Float32Array, workers: number): void {
+  if (workers <= 1) return;
+  const k = 1 / workers;
+  for (let i = 0; i < sum.length; i++) sum[i] = sum[i]! * k;
+}
+
+/** bsp: applies step `step`'s sums divided by `workers`, the workers that pushed in it. */
+export type StepListener = (step: number, workers: number) => void;
 
 interface Waiter {
   ready(): boolean;

@@ -5,7 +5,7 @@ import { InvalidArgumentError, MovedError, NotReadyError, StaleEpochError } from
 import { type ShardMap, ownedRanges } from '../cluster/shard-map.js';
 import { type SlotRange, checkRanges, rangesLength } from '../cluster/slots.js';
 import { copyBytes, floatBytes } from '../cluster/wire.js';
-import { ClockGate } from './clock-gate.js';
+import { ClockGate, toMean } from './clock-gate.js';
 import { applyGradient } from './optimizers.js';
 import { addressOf, simdKernels } from './simd-kernels.js';
 import { SlotStore } from './slot-store.js';
@@ -38,8 +38,8 @@ export class Shard {
   /** Worker clocks and waiting pulls under ssp/bsp; inert under async. */
   readonly gate: ClockGate;
   private map: ShardMap | null = null;
-  /** bsp: the open step's pushes, summed per slot, with how many were summed. */
-  private readonly pending = new Map<number, { sum: Float32Array; count: number }>();
+  /** bsp: the open step's pushes, summed per slot. */
+  private readonly pending = new Map<number, Float32Array>();
   pushesApplied = 0;
 
   constructor(
@@ -48,7 +48,7 @@ export class Shard {
   ) {
     this.store = new SlotStore(config);
     this.gate = new ClockGate(parseConsistency(config.consistency), config.initialWorkers ?? 1, WORKER_START_TIMEOUT_MS);
-    this.gate.onStepClosed = () => this.applyPending();
+    this.gate.onStepClosed((_step, workers) => this.applyPending(workers));
   }
 
   get epoch(): number {
@@ -175,26 +175,21 @@ export class Shard {
     }
     if (applied > 0) this.pushesApplied++;
     // May close a bsp step, which applies what was summed (this push included).
-    if (clocked) this.gate.afterPush(header.workerId, header.clock!);
+    if (clocked) this.gate.afterPush(header.workerId, header.clock!, summed && applied > 0);
     return { epoch: this.epoch, appliedSlots: applied, duplicateSlots: duplicates };
   }
 
   /** bsp: adds one push's part for slot `s` to the open step's sum. */
   private sum(s: number, gradient: Float32Array, off: number, length: number): void {
-    let p = this.pending.get(s);
-    if (!p) this.pending.set(s, (p = { sum: new Float32Array(length), count: 0 }));
-    const sum = p.sum;
+    let sum = this.pending.get(s);
+    if (!sum) this.pending.set(s, (sum = new Float32Array(length)));
     for (let i = 0; i < length; i++) sum[i] = sum[i]! + gradient[off + i]!;
-    p.count++;
   }
 
-  /** bsp: applies the open step, each slot's summed pushes divided by their count (the mean gradient). */
-  private applyPending(): void {
-    for (const [s, { sum, count }] of this.pending) {
-      if (count > 1) {
-        const k = 1 / count;
-        for (let i = 0; i < sum.length; i++) sum[i] = sum[i]! * k;
-      }
+  /** bsp: applies the open step, each slot's summed pushes divided by the step's `workers` (the mean gradient). */
+  private applyPending(workers: number): void {
+    for (const [s, sum] of this.pending) {
+      toMean(sum, workers);
       applyGradient(this.store.ensure(s), sum, 0, this.config.optimizer);
     }
     this.pending.clear();

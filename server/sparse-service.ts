@@ -2,6 +2,8 @@ import type * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { toStatus } from '../cluster/status-codec.js';
 import { bytesToF32, bytesToIdHalves, f32Bytes } from '../cluster/sparse-wire.js';
+import { type ClockGate } from './clock-gate.js';
+import { CLOCK_WAIT_MS } from './shard-service.js';
 import { type SparseStore } from './sparse-store.js';
 
 /** Messages as proto-loader decodes them (see cluster/proto.ts). */
@@ -11,6 +13,10 @@ interface SparsePullMsg {
   table: string;
   workerId: string;
   ids: Buffer;
+  clocked: boolean;
+  clock: number;
+  join: boolean;
+  readOnly: boolean;
 }
 interface SparsePushMsg {
   epoch: number;
@@ -20,18 +26,23 @@ interface SparsePushMsg {
   seq: number;
   ids: Buffer;
   gradients: Buffer;
+  clocked: boolean;
+  clock: number;
 }
 
 /**
  * `tessera.v1.SparseShard` over a {@link SparseStore}: the transport edge,
- * where bytes become aligned arrays and typed errors become statuses.
+ * where bytes become aligned arrays and typed errors become statuses. A
+ * clocked pull waits at the shard's clock gate first, as a dense pull does.
  */
-export function sparseShardImplementation(store: SparseStore, describe: () => object): grpc.UntypedServiceImplementation {
+export function sparseShardImplementation(store: SparseStore, gate: ClockGate, describe: () => object): grpc.UntypedServiceImplementation {
   return {
-    pull: (call: grpc.ServerUnaryCall<SparsePullMsg, object>, callback: grpc.sendUnaryData<object>) => {
+    pull: async (call: grpc.ServerUnaryCall<SparsePullMsg, object>, callback: grpc.sendUnaryData<object>) => {
       try {
         const req = call.request;
-        const res = store.pull({ epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, ids: bytesToIdHalves(bytesOf(req.ids, 'ids')) });
+        const ids = bytesToIdHalves(bytesOf(req.ids, 'ids'));
+        if (req.clocked) await gate.beforePull(req.workerId || call.getPeer(), req.clock, req.join, CLOCK_WAIT_MS);
+        const res = store.pull({ epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, ids, readOnly: req.readOnly });
         store.countBytes(req.table, req.ids.byteLength, res.values.byteLength);
         callback(null, { epoch: res.epoch, dim: res.dim, values: f32Bytes(res.values), rowsCreated: res.rowsCreated });
       } catch (err) {
@@ -44,7 +55,7 @@ export function sparseShardImplementation(store: SparseStore, describe: () => ob
         const req = call.request;
         const ids = bytesToIdHalves(bytesOf(req.ids, 'ids'));
         const gradients = bytesToF32(bytesOf(req.gradients, 'gradients'), 'gradients');
-        const res = store.push({ epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, seq: req.seq, ids, gradients });
+        const res = store.push({ epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, seq: req.seq, ids, gradients, ...(req.clocked ? { clock: req.clock } : {}) });
         store.countBytes(req.table, req.ids.byteLength + req.gradients.byteLength, 0);
         callback(null, res);
       } catch (err) {

@@ -5,7 +5,8 @@ import { type SlotRange } from '../cluster/slots.js';
 import { validateSparseTables } from '../cluster/sparse-keys.js';
 import { type IdGroups, groupIds, rowCount, sumRows } from '../cluster/sparse-routing.js';
 import { SPARSE_MAX_REPLY_BYTES } from '../cluster/sparse-wire.js';
-import { SparseTable } from './sparse-table.js';
+import { type ClockGate, toMean } from './clock-gate.js';
+import { type SparseRows, SparseTable } from './sparse-table.js';
 
 /**
  * A shard's sparse tables and the data-plane operations on them, without the
@@ -13,13 +14,19 @@ import { SparseTable } from './sparse-table.js';
  * finiteness, epoch, ownership of every row's slot) before any row is created
  * or changed, so a refused request leaves the tables exactly as they were.
  * Single-threaded, like Shard: a push is applied in one synchronous pass.
+ *
+ * Under bsp a push that names its step is summed into that step, as a dense
+ * push is, and applied as the step's mean when the shard's clock gate closes
+ * the step (docs/consistency.md).
  */
 
-/** What the store needs of its shard: the cached map's epoch and ownership checks (Shard has both). */
+/** What the store needs of its shard: the cached map's epoch, ownership checks and the clock gate (Shard has all three). */
 export interface OwnershipCheck {
   readonly epoch: number;
   /** Throws MovedError, StaleEpochError, NotReadyError or InvalidArgumentError for a request of `ranges` at `epoch`. */
   check(epoch: number, ranges: readonly SlotRange[], model?: string): void;
+  /** The shard's worker clocks under ssp/bsp. */
+  readonly gate: ClockGate;
 }
 
 export interface SparsePullInput {
@@ -29,6 +36,8 @@ export interface SparsePullInput {
   workerId?: string;
   /** Ids as lo/hi halves. */
   ids: Uint32Array;
+  /** Create no row: a missing row reads as the values it would be created with. */
+  readOnly?: boolean;
 }
 
 export interface SparsePullResult {
@@ -50,6 +59,8 @@ export interface SparsePushInput {
   ids: Uint32Array;
   /** ids × dim. */
   gradients: Float32Array;
+  /** Under ssp/bsp: the step the gradients belong to (bsp sums them into it). */
+  clock?: number;
 }
 
 export interface SparsePushResult {
@@ -76,6 +87,8 @@ export interface SparseTableStats {
 
 export class SparseStore {
   private readonly tables = new Map<string, SparseTable>();
+  /** bsp: the open step's row gradients, summed, per table, slot and row. */
+  private readonly pending = new Map<SparseTable, Map<SparseRows, Map<number, Float32Array>>>();
 
   constructor(
     private readonly config: ClusterConfig,
@@ -83,6 +96,7 @@ export class SparseStore {
   ) {
     validateSparseTables(config.model);
     for (const spec of config.model.sparse ?? []) this.tables.set(spec.name, new SparseTable(spec, config.model.seed, spec.optimizer ?? config.optimizer));
+    owner.gate.onStepClosed((_step, workers) => this.applyPending(workers));
   }
 
   /** The table named `name`; throws InvalidArgumentError naming the tables there are. */
@@ -93,7 +107,7 @@ export class SparseStore {
     throw new InvalidArgumentError(`unknown sparse table "${name}": model ${this.config.model.name} has ${known.length ? known.join(', ') : 'no sparse tables'}`);
   }
 
-  /** The rows of `ids`, created on first touch. */
+  /** The rows of `ids`, created on first touch (unless `readOnly`). */
   pull(req: SparsePullInput): SparsePullResult {
     const table = this.admit(req.model, req.table, req.ids);
     const n = req.ids.length >>> 1;
@@ -107,13 +121,24 @@ export class SparseStore {
     const values = new Float32Array(n * dim);
     const created = table.rowsCreated;
     const rows = rowCount(g);
+    const fresh = req.readOnly ? new Float32Array(dim) : null;
     for (let a = 0; a < rows; ) {
       const s = g.slots[a]!;
-      const slot = table.ensureSlot(s);
+      const slot = fresh ? table.slot(s) : table.ensureSlot(s);
       for (; a < rows && g.slots[a] === s; a++) {
-        const row = table.ensureRow(slot, g.ids[2 * a]!, g.ids[2 * a + 1]!);
-        const src = row * dim;
-        const from = slot.values;
+        const lo = g.ids[2 * a]!;
+        const hi = g.ids[2 * a + 1]!;
+        let from: Float32Array;
+        let src: number;
+        const found = slot ? (fresh ? slot.find(lo, hi) : table.ensureRow(slot, lo, hi)) : -1;
+        if (found >= 0) {
+          from = slot!.values;
+          src = found * dim;
+        } else {
+          table.initialRow(lo, hi, fresh!, 0);
+          from = fresh!;
+          src = 0;
+        }
         for (let k = g.rowStart[a]!; k < g.rowStart[a + 1]!; k++) {
           const dst = g.positions[k]! * dim;
           for (let c = 0; c < dim; c++) values[dst + c] = from[src + c]!;
@@ -127,8 +152,9 @@ export class SparseStore {
 
   /**
    * Applies a push: gradients of a repeated id are summed first (float64, in
-   * request order, rounded once), then each distinct row gets one update. A
-   * slot that already applied (worker, seq) skips its rows.
+   * request order, rounded once), then each distinct row gets one update (under
+   * bsp, with a clock: is summed into the open step). A slot that already
+   * applied (worker, seq) skips its rows.
    */
   push(req: SparsePushInput): SparsePushResult {
     if (!req.workerId) throw new InvalidArgumentError('sparse push has no worker_id; every push needs (worker_id, seq) to be applied once');
@@ -145,6 +171,11 @@ export class SparseStore {
     }
     const g = groupIds(req.ids, table.hash, this.config.slots);
     this.owner.check(req.epoch, slotRuns(g), req.model || undefined);
+    const gate = this.owner.gate;
+    const clocked = req.clock !== undefined && gate.clocked;
+    if (clocked && !(Number.isSafeInteger(req.clock) && req.clock! >= 0)) throw new InvalidArgumentError(`sparse push clock must be a non-negative integer, got ${req.clock}`);
+    if (clocked) gate.checkPush(req.workerId, req.clock!);
+    const summed = clocked && gate.model.kind === 'bsp';
 
     // Everything is valid: from here on, apply.
     const sums = sumRows(g, req.gradients, dim);
@@ -161,7 +192,11 @@ export class SparseStore {
         duplicateSlots++;
       } else {
         const slot = table.ensureSlot(s);
-        for (let r = a; r < b; r++) table.applyRow(slot, table.ensureRow(slot, g.ids[2 * r]!, g.ids[2 * r + 1]!), sums, r * dim);
+        for (let r = a; r < b; r++) {
+          const row = table.ensureRow(slot, g.ids[2 * r]!, g.ids[2 * r + 1]!);
+          if (summed) this.sum(table, slot, row, sums, r * dim);
+          else table.applyRow(slot, row, sums, r * dim);
+        }
         slot.dedup.add(req.workerId, req.seq);
         appliedSlots++;
         rowsApplied += b - a;
@@ -170,7 +205,33 @@ export class SparseStore {
     }
     table.pushes++;
     table.rowsTouched += rowsApplied;
+    if (summed && appliedSlots > 0) gate.noteSummed(req.workerId);
     return { epoch: this.owner.epoch, appliedSlots, duplicateSlots, rowsApplied, rowsCreated: table.rowsCreated - created };
+  }
+
+  /** bsp: adds a row's gradient g[off, off + dim) to the open step's sum for that row. */
+  private sum(table: SparseTable, slot: SparseRows, row: number, g: Float32Array, off: number): void {
+    let bySlot = this.pending.get(table);
+    if (!bySlot) this.pending.set(table, (bySlot = new Map()));
+    let byRow = bySlot.get(slot);
+    if (!byRow) bySlot.set(slot, (byRow = new Map()));
+    const dim = table.dim;
+    let sum = byRow.get(row);
+    if (!sum) byRow.set(row, (sum = new Float32Array(dim)));
+    for (let c = 0; c < dim; c++) sum[c] = sum[c]! + g[off + c]!;
+  }
+
+  /** bsp: applies the open step: each summed row moves by its sum over the step's `workers` (its mean gradient). */
+  private applyPending(workers: number): void {
+    for (const [table, bySlot] of this.pending) {
+      for (const [slot, byRow] of bySlot) {
+        for (const [row, sum] of byRow) {
+          toMean(sum, workers);
+          table.applyRow(slot, row, sum, 0);
+        }
+      }
+    }
+    this.pending.clear();
   }
 
   /** Counts payload bytes of a request served for `table` (the service calls it). */

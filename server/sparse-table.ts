@@ -140,11 +140,16 @@ export class SparseTable {
     if (found >= 0) return found;
     const row = rows.add(lo, hi);
     const off = row * this.dim;
-    initialRow(this.spec.init, this.dim, this.seed, this.hash, lo, hi, rows.values, off);
+    this.initialRow(lo, hi, rows.values, off);
     if (rows.s1) rows.s1.set(this.fresh.s1!, off);
     if (rows.s2) rows.s2.set(this.fresh.s2!, off);
     this.rowsCreated++;
     return row;
+  }
+
+  /** Writes the values a row of id (lo, hi) is created with to out[off, off + dim): a function of the table, the seed and the id alone. */
+  initialRow(lo: number, hi: number, out: Float32Array, off: number): void {
+    initialRow(this.spec.init, this.dim, this.seed, this.hash, lo, hi, out, off);
   }
 
   /** Applies gradient g[gOff, gOff + dim) to `row` with the cluster's optimizer, and counts the update in its t. */

@@ -14,7 +14,6 @@ export const DEFAULT_TRAINING = {
   shards: 2,
   workers: 2,
   model: 'mnist-mlp',
-  epochs: 10,
   batchSize: 64,
   optimizer: 'adam' as OptimizerName,
   seed: 1,

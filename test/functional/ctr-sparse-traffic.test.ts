@@ -12,7 +12,8 @@ const BATCH = 64;
 /**
  * Training ctr through a real cluster: rows exist only once a batch touched
  * them, and each step moves exactly the rows its batch touches — each
- * distinct id once each way — as the shards' own counters show.
+ * distinct id once each way — as the shards' own counters show; evaluation
+ * creates none.
  */
 describe('functional: ctr moves only the rows a batch touches', function () {
   this.timeout(60_000);
@@ -47,5 +48,10 @@ describe('functional: ctr moves only the rows a batch touches', function () {
     expect(sum('rows'), 'rows held = distinct ids trained on').to.equal(seen.size);
     expect(sum('rowsTouched'), 'rows pulled + rows pushed').to.equal(2 * perBatch);
     expect(sum('bytesOut'), 'bytes of row values sent to the worker').to.equal(perBatch * CTR_DIM * 4);
+
+    // Evaluation reads the held-out examples' rows, most of them never trained on, without creating them.
+    const metrics = await ctrTask.evaluate(client);
+    expect(metrics['test_auc']).to.be.within(0.5, 1);
+    expect(sum('rows'), 'evaluation created no row').to.equal(seen.size);
   });
 });

@@ -11,6 +11,7 @@ export function denseTask(model: Model, data: () => { train: Dataset; test: Data
   return {
     name: model.name,
     defaultShift,
+    defaultEpochs: 10,
     spec: (seed) => model.spec(seed),
     get trainExamples() {
       return data().train.count;

@@ -63,7 +63,7 @@ describe('unit: ClockGate', () => {
   it('bsp closes a step once every live worker pushed it, in order, and refuses a push ahead of the open step', async () => {
     const g = gate('bsp', 2);
     const closed: number[] = [];
-    g.onStepClosed = (s) => closed.push(s);
+    g.onStepClosed((s) => void closed.push(s));
     await Promise.all([g.beforePull('a', 0, true, 1_000), g.beforePull('b', 0, true, 1_000)]);
     expect(() => g.checkPush('a', 1)).to.throw(StepAheadError, /ahead of this shard's open step 0/);
     g.afterPush('a', 0);
@@ -82,7 +82,7 @@ describe('unit: ClockGate', () => {
     let t = 1_000;
     const g = gate('bsp', 1, 30_000, () => t);
     const closed: number[] = [];
-    g.onStepClosed = (s) => closed.push(s);
+    g.onStepClosed((s) => void closed.push(s));
     await g.beforePull('a', 0, true, 1_000);
     await g.beforePull('b', 0, true, 1_000);
     g.afterPush('a', 0);

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { type ClusterConfig } from '../../../cluster/cluster-config.js';
-import { InvalidArgumentError, MovedError, NotReadyError, ResourceExhaustedError, StaleEpochError, type TesseraError } from '../../../cluster/errors.js';
+import { type Consistency } from '../../../cluster/consistency.js';
+import { InvalidArgumentError, MovedError, NotReadyError, ResourceExhaustedError, StaleEpochError, StepAheadError, type TesseraError } from '../../../cluster/errors.js';
 import { type ModelSpec } from '../../../cluster/model-spec.js';
 import { OPTIMIZERS, type OptimizerConfig, type OptimizerName, optimizerWithDefaults } from '../../../cluster/optimizer-config.js';
 import { type ShardMap, evenAssignment } from '../../../cluster/shard-map.js';
@@ -39,18 +40,18 @@ const OPTS: Record<OptimizerName, Opt> = {
   adam: { name: 'adam', learningRate: 0.05, beta1: 0.8, beta2: 0.95 },
 };
 
-function config(opt: Opt = OPTS.sgd): ClusterConfig {
-  return { name: 'unit', slots: SLOTS, model: MODEL, optimizer: optimizerWithDefaults(opt), consistency: 'async' };
+function config(opt: Opt = OPTS.sgd, consistency: Consistency = 'async', initialWorkers = 1): ClusterConfig {
+  return { name: 'unit', slots: SLOTS, model: MODEL, optimizer: optimizerWithDefaults(opt), consistency, initialWorkers };
 }
 
 function map(owners = evenAssignment(['b', 'a'], SLOTS), epoch = EPOCH): ShardMap {
   return { epoch, slots: SLOTS, owners, addresses: { a: '127.0.0.1:7001', b: '127.0.0.1:7002' } };
 }
 
-function shardAndStore(opt?: Opt, id = 'a', m: ShardMap | null = map()): { shard: Shard; store: SparseStore } {
-  const shard = new Shard(id, config(opt));
+function shardAndStore(opt?: Opt, id = 'a', m: ShardMap | null = map(), consistency: Consistency = 'async', initialWorkers = 1): { shard: Shard; store: SparseStore } {
+  const shard = new Shard(id, config(opt, consistency, initialWorkers));
   if (m) shard.setMap(m);
-  return { shard, store: new SparseStore(config(opt), shard) };
+  return { shard, store: new SparseStore(config(opt, consistency, initialWorkers), shard) };
 }
 
 /** `n` distinct ids of `table` whose slots satisfy `where`, some with a high half (and 0, 2^64−1 where they fit). */
@@ -102,8 +103,8 @@ function pull(store: SparseStore, table: string, ids: readonly bigint[], epoch =
   return store.pull({ epoch, model: MODEL.name, table, workerId: 'w', ids: toIdHalves(ids) });
 }
 
-function push(store: SparseStore, table: string, ids: readonly bigint[], g: Float32Array, seq: number, workerId = 'w', epoch = EPOCH) {
-  return store.push({ epoch, model: MODEL.name, table, workerId, seq, ids: toIdHalves(ids), gradients: g });
+function push(store: SparseStore, table: string, ids: readonly bigint[], g: Float32Array, seq: number, workerId = 'w', epoch = EPOCH, clock?: number) {
+  return store.push({ epoch, model: MODEL.name, table, workerId, seq, ids: toIdHalves(ids), gradients: g, ...(clock !== undefined ? { clock } : {}) });
 }
 
 describe('server/sparse-table', () => {
@@ -138,6 +139,20 @@ describe('server/sparse-table', () => {
       const { store: a } = shardAndStore(OPTS.sgd, 'a');
       const { store: b } = shardAndStore(OPTS.adam, 'b', map(new Array<string>(SLOTS).fill('b'), 9));
       expect(bits(pull(a, 'items', ids).values).equals(bits(pull(b, 'items', ids, 9).values))).to.equal(true);
+    });
+
+    it('a read-only pull answers missing rows with their first values and creates none', () => {
+      const { store } = shardAndStore();
+      const ids = ownedByA('items', 12);
+      const g = gradients(4 * DIM, 3);
+      push(store, 'items', ids.slice(0, 4), g, 1);
+      const before = snapshotSparse(store);
+      const trained = pull(store, 'items', ids.slice(0, 4)).values;
+      const res = store.pull({ epoch: EPOCH, model: MODEL.name, table: 'items', ids: toIdHalves(ids), readOnly: true });
+      expect(res.rowsCreated).to.equal(0);
+      expect(bits(res.values.subarray(0, 4 * DIM)).equals(bits(trained)), 'rows held: their trained values').to.equal(true);
+      expect(bits(res.values.subarray(4 * DIM)).equals(bits(expectedRows('items', ids.slice(4)))), 'rows not held: their first values').to.equal(true);
+      expect(snapshotSparse(store).equals(before), 'nothing created or changed').to.equal(true);
     });
 
     it('grows a slot\'s arrays without losing rows', () => {
@@ -253,6 +268,44 @@ describe('server/sparse-table', () => {
       expect(ids).to.have.length(5);
       push(store, 'items', ids, gradients(5 * DIM, 1), 3);
       expect(push(store, 'users', ids, gradients(5 * DIM, 1), 3).rowsApplied).to.equal(5);
+    });
+  });
+
+  describe('under bsp', () => {
+    it('rows pushed for a step are summed, and move by their mean over the step\'s workers when it closes', () => {
+      const { shard, store } = shardAndStore(OPTS.sgd, 'a', map(), 'bsp', 2);
+      const ids = ownedByA('items', 6);
+      const first = expectedRows('items', ids);
+      const [g1, g2] = [gradients(6 * DIM, 1), gradients(3 * DIM, 2)];
+      // Both workers join at step 0; worker 1 touches all six rows, worker 2 the first three.
+      void shard.gate.beforePull('w1', 0, true, 1_000);
+      void shard.gate.beforePull('w2', 0, true, 1_000);
+      expect(push(store, 'items', ids, g1, 1, 'w1', EPOCH, 0)).to.include({ rowsApplied: 6 });
+      expect(push(store, 'items', ids.slice(0, 3), g2, 1, 'w2', EPOCH, 0)).to.include({ rowsApplied: 3 });
+      expect(push(store, 'items', ids.slice(0, 3), g2, 1, 'w2', EPOCH, 0), 'a retry').to.include({ rowsApplied: 0, appliedSlots: 0 });
+      expect(bits(pull(store, 'items', ids).values).equals(bits(first)), 'nothing applied while the step is open').to.equal(true);
+      shard.gate.afterPush('w1', 0, true);
+      expect(bits(pull(store, 'items', ids).values).equals(bits(first)), 'one worker is still in the step').to.equal(true);
+      shard.gate.afterPush('w2', 0, true);
+      expect(shard.gate.closedSteps).to.equal(1);
+      // Single-process training on the mean gradient: a row only worker 1 touched moves by g1 / 2.
+      const mean = new Float32Array(6 * DIM);
+      for (let i = 0; i < mean.length; i++) mean[i] = Math.fround(Math.fround(g1[i]! + (i < 3 * DIM ? g2[i]! : 0)) * 0.5);
+      const want = Float32Array.from(first, (w, i) => Math.fround(w - Math.fround(0.25 * mean[i]!)));
+      expect(bits(pull(store, 'items', ids).values).equals(bits(want))).to.equal(true);
+    });
+
+    it('a push for a step not yet open is refused and changes nothing; a push without a clock applies at once', () => {
+      const { shard, store } = shardAndStore(OPTS.sgd, 'a', map(), 'bsp', 1);
+      const ids = ownedByA('items', 3);
+      void shard.gate.beforePull('w1', 0, true, 1_000);
+      pull(store, 'items', ids);
+      const before = snapshotSparse(store);
+      expect(thrown(() => push(store, 'items', ids, gradients(3 * DIM, 4), 1, 'w1', EPOCH, 1))).to.be.instanceOf(StepAheadError);
+      expect(thrown(() => push(store, 'items', ids, gradients(3 * DIM, 4), 2, 'w1', EPOCH, -1))).to.be.instanceOf(InvalidArgumentError);
+      expect(snapshotSparse(store).equals(before)).to.equal(true);
+      push(store, 'items', ids, gradients(3 * DIM, 4), 3, 'w1');
+      expect(snapshotSparse(store).equals(before), 'a tool\'s unclocked push').to.equal(false);
     });
   });
 
