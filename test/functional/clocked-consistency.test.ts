@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { SparseClient } from '../../client/sparse-client.js';
 import { type TesseraClient } from '../../client/tessera-client.js';
 import { initialValues } from '../../cluster/model-spec.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
@@ -58,6 +59,36 @@ describe('functional: ssp and bsp clocks', function () {
     };
     await Promise.all([run(fast, 0, 1, 0), run(slow, 1, 0, 25)]);
     // Bounded, not lock-step: the fast worker read weights missing some of the slow one's recent pushes.
+    expect(maxLead, 'most clocks the fast worker ran ahead of what it saw').to.equal(K);
+  });
+
+  it('ssp:2 for rows of a sparse table too: a row pull never misses a row push more than 2 clocks old', async () => {
+    const K = 2;
+    const steps = 20;
+    const rowsSpec = { ...spec, name: 'flat-rows', sparse: [{ name: 'm', dim: 1, init: { kind: 'zeros' as const } }] };
+    cluster = await startCluster({ shards: 2, model: rowsSpec, optimizer: { name: 'sgd', learningRate: 1 }, consistency: `ssp:${K}`, initialWorkers: 2 });
+    // Worker w's marker rows: 64 ids, so both shards hold some; each push adds 1 to every one of them.
+    const rowsOf = (w: number) => BigUint64Array.from({ length: 64 }, (_, i) => BigInt(1000 * w + i));
+    const seenRows = (values: Float32Array) => Math.min(...values);
+    let maxLead = 0;
+    const run = async (id: string, self: number, other: number, delayMs: number) => {
+      const c = await worker(id);
+      const rows = new SparseClient(c);
+      const dense = new Float32Array(D);
+      const minusOne = new Float32Array(64).fill(-1);
+      for (let clock = 0; clock < steps; clock++) {
+        const at = { clock, join: clock === 0 };
+        const [, theirs, mine] = await Promise.all([c.pull(dense, at), rows.pull('m', rowsOf(other), { at }), rows.pull('m', rowsOf(self), { at })]);
+        expect(seenRows(theirs), `${id}'s row pull at clock ${clock} saw the other's row pushes`).to.be.at.least(clock - K);
+        expect(seenRows(mine), 'its own row pushes').to.equal(clock);
+        maxLead = Math.max(maxLead, clock - seenRows(theirs));
+        if (delayMs) await sleep(delayMs);
+        // A step's rows first, acknowledged, then the dense push that moves the worker's clock.
+        await rows.push('m', rowsOf(self), minusOne, undefined, clock);
+        await c.push(new Float32Array(D), undefined, clock);
+      }
+    };
+    await Promise.all([run('fast', 0, 1, 0), run('slow', 1, 0, 25)]);
     expect(maxLead, 'most clocks the fast worker ran ahead of what it saw').to.equal(K);
   });
 
