@@ -2,8 +2,10 @@
 //
 // The module's default export is a function of TensorFlow.js (the worker's
 // `@tensorflow/tfjs-core`, already on its chosen backend) that returns the
-// model: its dense tensors, logits, the loss with its gradients written by
-// hand, and its data. See docs/user-models.md.
+// model: its dense tensors, its logits, and its data. The loss is mean softmax
+// cross-entropy and its gradients come from TensorFlow.js's autodiff, unless
+// the model gives `loss` or a hand-written `lossAndGradients`. See
+// docs/user-models.md.
 //
 // This one classifies the two interleaved half-moons of scikit-learn's
 // `make_moons` with a 2-16-2 MLP.
@@ -38,11 +40,6 @@ function moons(count, seed) {
 }
 
 export default function twoMoons(tf) {
-  const forward = (w, x) => {
-    const [W1, b1, W2, b2] = w;
-    const h = tf.relu(tf.add(tf.matMul(x, W1), b1));
-    return { h, logits: tf.add(tf.matMul(h, W2), b2) };
-  };
   return {
     name: 'two-moons',
     inputSize: 2,
@@ -53,19 +50,11 @@ export default function twoMoons(tf) {
       { name: 'W2', shape: [HIDDEN, 2], init: { kind: 'glorot-uniform', fanIn: HIDDEN, fanOut: 2 } },
       { name: 'b2', shape: [2], init: { kind: 'zeros' } },
     ],
-    logits: (w, x) => forward(w, x).logits,
-    // Mean softmax cross-entropy and its gradient for each tensor, in declared order and shapes.
-    lossAndGradients(w, x, labels) {
-      const n = x.shape[0];
-      const { h, logits } = forward(w, x);
-      const logp = tf.logSoftmax(logits);
-      const loss = tf.neg(tf.div(tf.sum(tf.mul(labels, logp)), n));
-      const dLogits = tf.div(tf.sub(tf.exp(logp), labels), n);
-      const dh = tf.mul(tf.matMul(dLogits, tf.transpose(w[2])), tf.step(h));
-      return {
-        loss,
-        gradients: [tf.matMul(tf.transpose(x), dh), tf.sum(dh, 0), tf.matMul(tf.transpose(h), dLogits), tf.sum(dLogits, 0)],
-      };
+    // w holds the tensors above, in that order; x is [n, 2].
+    logits(w, x) {
+      const [W1, b1, W2, b2] = w;
+      const h = tf.relu(tf.add(tf.matMul(x, W1), b1));
+      return tf.add(tf.matMul(h, W2), b2);
     },
     data: () => ({ train: moons(4000, 1), test: moons(1000, 2) }),
     learningRates: { sgd: 0.5, adam: 0.01 },

@@ -28,10 +28,13 @@ describe('e2e: a model of your own', function () {
     writeFileSync(noFunction, 'export default { name: "x" };\n');
     const noData = join(dir, 'no-data.js');
     writeFileSync(noData, 'export default () => ({ name: "x", inputSize: 1, classes: 2, tensors: [], logits() {}, lossAndGradients() {} });\n');
+    const lossNotAFunction = join(dir, 'loss-value.js');
+    writeFileSync(lossNotAFunction, 'export default () => ({ name: "x", inputSize: 1, classes: 2, tensors: [], logits() {}, data() {}, loss: 0.5 });\n');
     for (const [path, message] of [
       [join(dir, 'missing.js'), /cannot load model module/],
       [noFunction, /must export a default function/],
       [noData, /has no "data"/],
+      [lossNotAFunction, /"loss" of the model .* must be a function/],
     ] as const) {
       const err = await loadTask(path).catch((e: unknown) => e);
       expect(err, path).to.be.instanceOf(InvalidArgumentError);

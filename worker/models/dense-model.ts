@@ -1,21 +1,21 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { InvalidArgumentError } from '../../cluster/errors.js';
 import { type ModelSpec, type TensorSpec, layout, validateModelSpec } from '../../cluster/model-spec.js';
+import { lossAndGradientsOf } from './autodiff.js';
 import { type Batch, type GradientResult, type Model } from './model.js';
+import { softmaxCrossEntropyLoss } from './softmax-cross-entropy.js';
 
 /**
  * The tensor-level part of a classifier over dense parameters: what differs
  * from one model to the next. {@link defineDenseModel} adds what they share:
  * moving the flat vector and the batch in and out of the backend, checks,
- * and tensor hygiene.
+ * the loss and its gradients, and tensor hygiene.
  *
- * Backward passes are written by hand rather than taken from `tf.grads`:
- * tfjs-core's Node build registers no gradients, and the file that registers
- * them (`dist/register_all_gradients.js`) is ES-module source in a package
- * Node loads as CommonJS, so it cannot be imported without the
- * `@tensorflow/tfjs` union package. A hand-written pass also uses only
- * kernels every backend has, and the unit tests check it against a float64
- * reference.
+ * The gradients come from `lossAndGradients` when the model writes its
+ * backward pass by hand (the built-in models do: it uses only kernels every
+ * backend has, and the unit tests check it against a float64 reference);
+ * otherwise from TensorFlow.js's autodiff over `loss` (autodiff.ts), and the
+ * loss is mean softmax cross-entropy of `logits` unless `loss` says otherwise.
  */
 export interface DenseModelDefinition {
   name: string;
@@ -25,8 +25,10 @@ export interface DenseModelDefinition {
   tensors: readonly TensorSpec[];
   /** Logits [n, classes] of inputs `x` [n, inputSize]; `w` holds the tensors in declared order and shapes. */
   logits(w: readonly tf.Tensor[], x: tf.Tensor2D): tf.Tensor2D;
-  /** Mean loss over the n examples, and its gradient per tensor (declared order and shapes); `labels` are one-hot [n, classes]. */
-  lossAndGradients(w: readonly tf.Tensor[], x: tf.Tensor2D, labels: tf.Tensor2D): { loss: tf.Scalar; gradients: tf.Tensor[] };
+  /** Mean loss over the n examples (a scalar); `labels` are one-hot [n, classes]. Default: mean softmax cross-entropy of {@link logits}. */
+  loss?(w: readonly tf.Tensor[], x: tf.Tensor2D, labels: tf.Tensor2D): tf.Scalar;
+  /** Mean loss over the n examples, and its gradient per tensor (declared order and shapes), by hand. Default: autodiff of {@link loss}. */
+  lossAndGradients?(w: readonly tf.Tensor[], x: tf.Tensor2D, labels: tf.Tensor2D): { loss: tf.Scalar; gradients: tf.Tensor[] };
 }
 
 /** A {@link Model} from its tensor-level definition. */
@@ -57,6 +59,10 @@ export function defineDenseModel(def: DenseModelDefinition): Model {
     return tf.cast(tf.oneHot(tf.tensor1d(labels, 'int32'), def.classes), 'float32') as tf.Tensor2D;
   };
 
+  const lossOf = (w: readonly tf.Tensor[], x: tf.Tensor2D, labels: tf.Tensor2D): tf.Scalar => (def.loss ? def.loss(w, x, labels) : softmaxCrossEntropyLoss(def.logits(w, x), labels));
+  const lossAndGradients = (w: readonly tf.Tensor[], x: tf.Tensor2D, labels: tf.Tensor2D): { loss: tf.Scalar; gradients: tf.Tensor[] } =>
+    def.lossAndGradients ? def.lossAndGradients(w, x, labels) : lossAndGradientsOf((ws) => lossOf(ws, x, labels), w);
+
   return {
     name: def.name,
     inputSize: def.inputSize,
@@ -70,7 +76,7 @@ export function defineDenseModel(def: DenseModelDefinition): Model {
       // One tensor, one read-back: the gradient with the loss appended, which
       // matters on GPU backends where every read is a round trip.
       const packed = tf.tidy(() => {
-        const { loss, gradients } = def.lossAndGradients(unpack(params), inputs(batch.x, batch.count), oneHot(batch.y, batch.count));
+        const { loss, gradients } = lossAndGradients(unpack(params), inputs(batch.x, batch.count), oneHot(batch.y, batch.count));
         return tf.concat([...gradients.map((g) => tf.reshape(g, [-1])), tf.reshape(loss, [1])]);
       });
       try {

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { defineDenseModel } from './dense-model.js';
+import { type DenseModelDefinition, defineDenseModel } from './dense-model.js';
 import { type Model } from './model.js';
 import { affine, transposeMatMul } from './ops.js';
 import { softmaxCrossEntropy } from './softmax-cross-entropy.js';
@@ -12,7 +12,7 @@ const CLASSES = 10;
  * softmax cross-entropy. Zero initial weights (the loss is convex, so no
  * symmetry needs breaking). D = 7 850: the cheapest model to train end to end.
  */
-export const logreg: Model = defineDenseModel({
+export const logregDefinition: DenseModelDefinition = {
   name: 'logreg',
   inputSize: INPUTS,
   classes: CLASSES,
@@ -31,4 +31,6 @@ export const logreg: Model = defineDenseModel({
     const { loss, dLogits } = softmaxCrossEntropy(affine(x, W, b), labels);
     return { loss, gradients: [transposeMatMul(x, dLogits), tf.sum(dLogits, 0)] };
   },
-});
+};
+
+export const logreg: Model = defineDenseModel(logregDefinition);

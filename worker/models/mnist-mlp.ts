@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { defineDenseModel } from './dense-model.js';
+import { type DenseModelDefinition, defineDenseModel } from './dense-model.js';
 import { type Model } from './model.js';
 import { affine, matMulTranspose, transposeMatMul } from './ops.js';
 import { softmaxCrossEntropy } from './softmax-cross-entropy.js';
@@ -15,7 +15,12 @@ const CLASSES = 10;
  * benchmarks (bench/gpu-compare.ts).
  */
 export function mlp(name: string, hidden: number): Model {
-  return defineDenseModel({
+  return defineDenseModel(mlpDefinition(name, hidden));
+}
+
+/** The tensors, logits and backward pass of {@link mlp}. */
+export function mlpDefinition(name: string, hidden: number): DenseModelDefinition {
+  return {
     name,
     inputSize: INPUTS,
     classes: CLASSES,
@@ -39,7 +44,7 @@ export function mlp(name: string, hidden: number): Model {
       const dz = tf.mul<tf.Tensor2D>(matMulTranspose(dLogits, W2), tf.step(h));
       return { loss, gradients: [transposeMatMul(x, dz), tf.sum(dz, 0), transposeMatMul(h, dLogits), tf.sum(dLogits, 0)] };
     },
-  });
+  };
 }
 
 /** The MNIST model, 784-256-10. D = 784·256 + 256 + 256·10 + 10 = 203 530. */

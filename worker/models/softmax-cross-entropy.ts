@@ -14,3 +14,8 @@ export function softmaxCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor2D): {
   const dLogits = tf.div(tf.sub(tf.exp(logProbs), labels), n) as tf.Tensor2D;
   return { loss, dLogits };
 }
+
+/** The mean softmax cross-entropy alone, for autodiff (dense-model.ts): the same loss as {@link softmaxCrossEntropy}. */
+export function softmaxCrossEntropyLoss(logits: tf.Tensor2D, labels: tf.Tensor2D): tf.Scalar {
+  return tf.div(tf.neg(tf.sum(tf.mul(labels, tf.logSoftmax(logits)))), logits.shape[0]) as tf.Scalar;
+}

@@ -16,8 +16,9 @@ export interface UserDataset {
 
 /**
  * What a user's model module returns (docs/user-models.md): a classifier over
- * dense tensors — its tensors, logits and hand-written backward pass, as the
- * built-in models define theirs (worker/models/dense-model.ts) — and its data.
+ * dense tensors — its tensors and logits, optionally its loss (gradients then
+ * come from TensorFlow.js's autodiff) or a hand-written backward pass, as
+ * worker/models/dense-model.ts defines them — and its data.
  */
 export interface UserModel extends DenseModelDefinition {
   /** The training and held-out examples; called once per process. */
@@ -48,8 +49,11 @@ export async function loadUserTask(path: string): Promise<TrainingTask> {
   }
   if (typeof mod.default !== 'function') throw new InvalidArgumentError(`model module ${path} must export a default function (tf) => model; see docs/user-models.md`);
   const def = (mod.default as (t: typeof tf) => UserModel)(tf);
-  for (const key of ['name', 'inputSize', 'classes', 'tensors', 'logits', 'lossAndGradients', 'data'] as const) {
+  for (const key of ['name', 'inputSize', 'classes', 'tensors', 'logits', 'data'] as const) {
     if (def?.[key] === undefined) throw new InvalidArgumentError(`the model from ${path} has no "${key}"; see docs/user-models.md`);
+  }
+  for (const key of ['logits', 'data', 'loss', 'lossAndGradients'] as const) {
+    if (def[key] !== undefined && typeof def[key] !== 'function') throw new InvalidArgumentError(`"${key}" of the model from ${path} must be a function; see docs/user-models.md`);
   }
   const model = defineDenseModel(def);
   let data: { train: Dataset; test: Dataset } | undefined;

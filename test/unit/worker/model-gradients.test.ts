@@ -3,8 +3,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initialValues, layout } from '../../../cluster/model-spec.js';
 import { selectBackend } from '../../../worker/backend.js';
 import { mnistSplit } from '../../../worker/data/mnist.js';
-import { logreg } from '../../../worker/models/logreg.js';
-import { mnistMlp } from '../../../worker/models/mnist-mlp.js';
+import { type DenseModelDefinition, defineDenseModel } from '../../../worker/models/dense-model.js';
+import { logreg, logregDefinition } from '../../../worker/models/logreg.js';
+import { mlpDefinition, mnistMlp } from '../../../worker/models/mnist-mlp.js';
+import { softmaxCrossEntropyLoss } from '../../../worker/models/softmax-cross-entropy.js';
 import { type Model } from '../../../worker/models/model.js';
 import { layersOf, referenceGradient, referenceLoss, referencePredict } from './float64-reference.js';
 import { expectRejection } from '../../helpers/expect-errors.js';
@@ -24,9 +26,14 @@ function parameters(model: Model, seed: number): Float32Array {
   return params;
 }
 
+/** The same model with its backward pass left to TensorFlow.js's autodiff (worker/models/autodiff.ts). */
+const byAutodiff = (def: DenseModelDefinition): Model => defineDenseModel({ ...def, name: `${def.name}-autodiff`, lossAndGradients: undefined });
+
 for (const [model, sizes] of [
   [mnistMlp, [784, 256, 10]],
   [logreg, [784, 10]],
+  [byAutodiff(mlpDefinition('mnist-mlp', 256)), [784, 256, 10]],
+  [byAutodiff(logregDefinition), [784, 10]],
 ] as const) {
   describe(`worker/models: ${model.name} gradient against a float64 reference`, function () {
     this.timeout(20_000);
@@ -92,3 +99,31 @@ for (const [model, sizes] of [
   });
 }
 
+
+describe("worker/models: a model's own loss, differentiated by autodiff", () => {
+  it('an L2 penalty on W adds exactly λ·W to the gradient of W, and nothing to b', async () => {
+    await selectBackend('wasm');
+    const LAMBDA = 0.25;
+    const penalised = defineDenseModel({
+      ...logregDefinition,
+      name: 'logreg-l2',
+      lossAndGradients: undefined,
+      loss: (w, x, labels) => tf.add(softmaxCrossEntropyLoss(logregDefinition.logits(w, x), labels), tf.mul(LAMBDA / 2, tf.sum(tf.square(w[0]!)))),
+    });
+    const { train } = mnistSplit();
+    const batch = { x: train.x.subarray(0, EXAMPLES * 784), y: train.y.subarray(0, EXAMPLES), count: EXAMPLES };
+    const params = parameters(logreg, 5);
+    for (let i = 0; i < 7840; i++) params[i] = Math.fround(Math.sin(i) * 0.01);
+    const plain = await logreg.gradient(params, batch);
+    const tensorsBefore = tf.memory().numTensors;
+    const withPenalty = await penalised.gradient(params, batch);
+    expect(tf.memory().numTensors, 'no tensor left behind').to.equal(tensorsBefore);
+    let sumSquares = 0;
+    for (let i = 0; i < 7840; i++) sumSquares += params[i]! * params[i]!;
+    expect(withPenalty.loss).to.be.closeTo(plain.loss + (LAMBDA / 2) * sumSquares, 1e-5);
+    for (let i = 0; i < params.length; i++) {
+      const want = plain.gradient[i]! + (i < 7840 ? LAMBDA * params[i]! : 0);
+      expect(withPenalty.gradient[i], `element ${i}`).to.be.closeTo(want, 1e-6);
+    }
+  });
+});
