@@ -17,7 +17,8 @@ import { ClockTimeoutError, NotReadyError, StepAheadError } from '../cluster/err
  * - `bsp`: pushes of the open step are summed, not applied; once every live
  *   worker's clock is past the step, the listeners given to
  *   {@link onStepClosed} apply the sums divided by the number of workers that
- *   pushed in the step (their mean gradient), and the next step opens. A pull at clock c waits until c steps are closed.
+ *   pushed in the step (their mean gradient), and the next step opens. A
+ *   pull at clock c waits until c steps are closed.
  *   A push for a step already closed (a worker that joined as the step closed)
  *   counts towards the open step instead: nothing is lost, nothing waits.
  *
