@@ -40,9 +40,13 @@ export function sparseShardImplementation(store: SparseStore, gate: ClockGate, d
     pull: async (call: grpc.ServerUnaryCall<SparsePullMsg, object>, callback: grpc.sendUnaryData<object>) => {
       try {
         const req = call.request;
-        const ids = bytesToIdHalves(bytesOf(req.ids, 'ids'));
-        if (req.clocked) await gate.beforePull(req.workerId || call.getPeer(), req.clock, req.join, CLOCK_WAIT_MS);
-        const res = store.pull({ epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, ids, readOnly: req.readOnly });
+        const input = { epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, ids: bytesToIdHalves(bytesOf(req.ids, 'ids')), readOnly: req.readOnly };
+        if (req.clocked) {
+          // A bad request is refused at once, not after waiting; the map may move on while it waits, so pull checks again.
+          store.checkPull(input);
+          await gate.beforePull(req.workerId || call.getPeer(), req.clock, req.join, CLOCK_WAIT_MS);
+        }
+        const res = store.pull(input);
         store.countBytes(req.table, req.ids.byteLength, res.values.byteLength);
         callback(null, { epoch: res.epoch, dim: res.dim, values: f32Bytes(res.values), rowsCreated: res.rowsCreated });
       } catch (err) {

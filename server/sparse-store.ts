@@ -107,17 +107,26 @@ export class SparseStore {
     throw new InvalidArgumentError(`unknown sparse table "${name}": model ${this.config.model.name} has ${known.length ? known.join(', ') : 'no sparse tables'}`);
   }
 
-  /** The rows of `ids`, created on first touch (unless `readOnly`). */
-  pull(req: SparsePullInput): SparsePullResult {
+  /**
+   * Every check {@link pull} makes, without reading a row: a clocked pull is
+   * checked before it waits for its step (and by `pull` again after).
+   */
+  checkPull(req: SparsePullInput): { table: SparseTable; g: IdGroups } {
     const table = this.admit(req.model, req.table, req.ids);
     const n = req.ids.length >>> 1;
-    const dim = table.dim;
-    if (n * dim * 4 > SPARSE_MAX_REPLY_BYTES) {
-      throw new ResourceExhaustedError(`a pull of ${n} rows of table ${table.name} would reply ${n * dim * 4} bytes, over the ${SPARSE_MAX_REPLY_BYTES}-byte limit; pull fewer ids at once (the Tessera client splits at 8 MiB)`);
+    if (n * table.dim * 4 > SPARSE_MAX_REPLY_BYTES) {
+      throw new ResourceExhaustedError(`a pull of ${n} rows of table ${table.name} would reply ${n * table.dim * 4} bytes, over the ${SPARSE_MAX_REPLY_BYTES}-byte limit; pull fewer ids at once (the Tessera client splits at 8 MiB)`);
     }
     const g = groupIds(req.ids, table.hash, this.config.slots);
     this.owner.check(req.epoch, slotRuns(g), req.model || undefined);
+    return { table, g };
+  }
 
+  /** The rows of `ids`, created on first touch (unless `readOnly`). */
+  pull(req: SparsePullInput): SparsePullResult {
+    const { table, g } = this.checkPull(req);
+    const n = req.ids.length >>> 1;
+    const dim = table.dim;
     const values = new Float32Array(n * dim);
     const created = table.rowsCreated;
     const rows = rowCount(g);

@@ -1,8 +1,10 @@
 import { expect } from 'chai';
+import * as grpc from '@grpc/grpc-js';
 import { SparseClient } from '../../client/sparse-client.js';
 import { type TesseraClient } from '../../client/tessera-client.js';
 import { initialValues } from '../../cluster/model-spec.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
+import { rawSparse, rawSparseClient, u64 } from '../helpers/raw-sparse.js';
 
 const D = 4096;
 const spec = flatModel(D);
@@ -67,6 +69,15 @@ describe('functional: ssp and bsp clocks', function () {
     const steps = 20;
     const rowsSpec = { ...spec, name: 'flat-rows', sparse: [{ name: 'm', dim: 1, init: { kind: 'zeros' as const } }] };
     cluster = await startCluster({ shards: 2, model: rowsSpec, optimizer: { name: 'sgd', learningRate: 1 }, consistency: `ssp:${K}`, initialWorkers: 2 });
+    // A bad clocked row pull is refused before it waits (here it would wait up to 30 s for the run to start), and joins no one.
+    const shard = cluster.shards[0]!;
+    const raw = rawSparseClient(shard.address);
+    const req = { epoch: shard.shard.epoch, model: rowsSpec.name, table: 'nope', workerId: 'ghost', ids: u64([1n]), clocked: true, clock: 1000, join: true };
+    const bad = await rawSparse(raw, 'pull', req, { deadline: Date.now() + 5_000 });
+    raw.close();
+    expect(bad.ok).to.equal(false);
+    expect(!bad.ok && bad.error.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(shard.shard.gate.clocks().has('ghost')).to.equal(false);
     // Worker w's marker rows: 64 ids, so both shards hold some; each push adds 1 to every one of them.
     const rowsOf = (w: number) => BigUint64Array.from({ length: 64 }, (_, i) => BigInt(1000 * w + i));
     const seenRows = (values: Float32Array) => Math.min(...values);

@@ -12,9 +12,9 @@ type Cb<T> = (err: grpc.ServiceError | null, res?: T) => void;
 export type SparsePullReply = { epoch: number; dim: number; values: Buffer; rowsCreated: number };
 export type SparsePushAck = { epoch: number; appliedSlots: number; duplicateSlots: number; rowsApplied: number; rowsCreated: number };
 export type RawSparseClient = grpc.Client & {
-  pull(req: object, cb: Cb<SparsePullReply>): grpc.ClientUnaryCall;
-  push(req: object, cb: Cb<SparsePushAck>): grpc.ClientUnaryCall;
-  describe(req: object, cb: Cb<{ shardId: string; epoch: number; tables: object[] }>): grpc.ClientUnaryCall;
+  pull(req: object, opts: grpc.CallOptions, cb: Cb<SparsePullReply>): grpc.ClientUnaryCall;
+  push(req: object, opts: grpc.CallOptions, cb: Cb<SparsePushAck>): grpc.ClientUnaryCall;
+  describe(req: object, opts: grpc.CallOptions, cb: Cb<{ shardId: string; epoch: number; tables: object[] }>): grpc.ClientUnaryCall;
 };
 
 export function rawSparseClient(address: string): RawSparseClient {
@@ -22,9 +22,9 @@ export function rawSparseClient(address: string): RawSparseClient {
   return new Ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as RawSparseClient;
 }
 
-export function rawSparse<T>(client: RawSparseClient, method: 'pull' | 'push' | 'describe', req: object): Promise<RawResult<T>> {
+export function rawSparse<T>(client: RawSparseClient, method: 'pull' | 'push' | 'describe', req: object, options: grpc.CallOptions = {}): Promise<RawResult<T>> {
   return new Promise((resolve) => {
-    (client[method] as (r: object, cb: Cb<T>) => void).call(client, req, (error, value) => resolve(error ? { ok: false, error } : { ok: true, value: value as T }));
+    (client[method] as (r: object, o: grpc.CallOptions, cb: Cb<T>) => void).call(client, req, options, (error, value) => resolve(error ? { ok: false, error } : { ok: true, value: value as T }));
   });
 }
 
