@@ -3,6 +3,7 @@ import { setLogLevel, type LogLevel } from '../cluster/log.js';
 import { helpText, parseArgs, UsageError } from './args.js';
 import { type Command } from './command.js';
 import { EXIT, handleError } from './handle-error.js';
+import { checkpointCommand } from './commands/checkpoint.js';
 import { initCommand } from './commands/init.js';
 import { localCommand } from './commands/local.js';
 import { shardCommand } from './commands/shard.js';
@@ -10,7 +11,7 @@ import { statusCommand } from './commands/status.js';
 import { workerCommand } from './commands/worker.js';
 
 /** Registers the verbs; each lives in its own file under commands/. */
-const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand];
+const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand, checkpointCommand];
 
 function usage(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(10)} ${c.summary}`).join('\n');

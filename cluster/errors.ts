@@ -131,6 +131,16 @@ export class StepAheadError extends TesseraError {
   readonly reason = 'step-ahead';
 }
 
+/**
+ * A checkpoint cannot be written (its directory is missing or not writable)
+ * or restored (the file is not a checkpoint, is damaged, or belongs to
+ * another cluster, model or optimizer).
+ */
+export class CheckpointError extends TesseraError {
+  readonly code = status.FAILED_PRECONDITION;
+  readonly reason = 'checkpoint';
+}
+
 /** The cluster (or a member) does not exist. */
 export class NotFoundError extends TesseraError {
   readonly code = status.NOT_FOUND;

@@ -24,7 +24,7 @@ export function protoRoot(): string {
   throw new Error('cannot find proto/tessera/v1/shard.proto above ' + dirname(fileURLToPath(import.meta.url)));
 }
 
-export const PROTO_FILES = ['tessera/v1/shard.proto', 'tessera/v1/sparse.proto', 'tessera/v1/membership.proto'];
+export const PROTO_FILES = ['tessera/v1/shard.proto', 'tessera/v1/sparse.proto', 'tessera/v1/admin.proto', 'tessera/v1/membership.proto'];
 
 let cached: { definition: protoLoader.PackageDefinition; pkg: grpc.GrpcObject } | undefined;
 
@@ -52,6 +52,11 @@ export function sparseShardService(): grpc.ServiceClientConstructor {
   return service('SparseShard');
 }
 
+/** Constructor of a `tessera.v1.ShardAdmin` client (checkpoints); its `.service` is the server-side definition. */
+export function shardAdminService(): grpc.ServiceClientConstructor {
+  return service('ShardAdmin');
+}
+
 /** Constructor of a `tessera.v1.Membership` client. */
 export function membershipService(): grpc.ServiceClientConstructor {
   return service('Membership');
@@ -59,4 +64,5 @@ export function membershipService(): grpc.ServiceClientConstructor {
 
 export const SHARD_SERVICE_NAME = 'tessera.v1.Shard';
 export const SPARSE_SHARD_SERVICE_NAME = 'tessera.v1.SparseShard';
+export const SHARD_ADMIN_SERVICE_NAME = 'tessera.v1.ShardAdmin';
 export const MEMBERSHIP_SERVICE_NAME = 'tessera.v1.Membership';

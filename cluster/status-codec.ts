@@ -1,5 +1,6 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import {
+  CheckpointError,
   ClockTimeoutError,
   ClusterExistsError,
   InvalidArgumentError,
@@ -69,6 +70,8 @@ export function fromStatus(err: Partial<ServiceError> & { code?: number; details
       return new ClockTimeoutError(details);
     case 'step-ahead':
       return new StepAheadError(details);
+    case 'checkpoint':
+      return new CheckpointError(details);
   }
   switch (err.code) {
     case status.UNAVAILABLE:

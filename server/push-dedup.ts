@@ -36,6 +36,18 @@ class SeqWindow {
   private clear(i: number): void {
     this.bits[i >>> 5]! &= ~(1 << (i & 31));
   }
+
+  /** The bitmap, for a checkpoint. */
+  get words(): Uint32Array {
+    return this.bits;
+  }
+}
+
+/** One worker's applied pushes as a checkpoint holds them: its highest sequence and the window's bitmap, base64. */
+export interface DedupImage {
+  worker: string;
+  high: number;
+  bits: string;
 }
 
 export class PushDedup {
@@ -55,5 +67,23 @@ export class PushDedup {
     let w = this.workers.get(worker);
     if (!w) this.workers.set(worker, (w = new SeqWindow(this.window)));
     w.add(seq);
+  }
+
+  /** What this slot applied, per worker, copied (for a checkpoint). */
+  save(): DedupImage[] {
+    return [...this.workers].map(([worker, w]) => ({ worker, high: w.high, bits: Buffer.from(w.words.buffer, w.words.byteOffset, w.words.byteLength).toString('base64') }));
+  }
+
+  /** Replaces what this slot applied with `images` (from {@link save}, with the same window). */
+  load(images: readonly DedupImage[]): void {
+    this.workers.clear();
+    for (const image of images) {
+      const w = new SeqWindow(this.window);
+      const bits = Buffer.from(image.bits, 'base64');
+      if (bits.byteLength !== w.words.byteLength || !Number.isSafeInteger(image.high)) throw new Error(`a dedup window of ${bits.byteLength} bytes (high ${image.high}) does not fit this shard's ${w.words.byteLength}-byte window`);
+      w.high = image.high;
+      w.words.set(new Uint32Array(bits.buffer.slice(bits.byteOffset, bits.byteOffset + bits.byteLength)));
+      this.workers.set(image.worker, w);
+    }
   }
 }

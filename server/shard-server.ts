@@ -6,10 +6,12 @@ import { DEFAULT_LEASE, Lease, type LeaseOptions } from '../cluster/membership/l
 import { IDLE_WORKER_STATE, type MembershipStore } from '../cluster/membership/store.js';
 import { reconcileMap } from '../cluster/membership/reconcile.js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
-import { SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME, shardService, sparseShardService } from '../cluster/proto.js';
+import { SHARD_ADMIN_SERVICE_NAME, SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME, shardAdminService, shardService, sparseShardService } from '../cluster/proto.js';
 import { type ShardMap } from '../cluster/shard-map.js';
 import { formatRanges } from '../cluster/slots.js';
 import { isWildcardHost, splitHostPort } from '../cluster/address.js';
+import { type CheckpointInfo, shardAdminImplementation } from './admin-service.js';
+import { SnapshotArena, readCheckpoint, restore, snapshot, snapshotWords, writeCheckpoint } from './checkpoint.js';
 import { Shard } from './shard.js';
 import { BulkServer } from './bulk-service.js';
 import { GradientPool, shardImplementation } from './shard-service.js';
@@ -41,6 +43,13 @@ export interface ShardServerOptions {
   bulk?: boolean;
   /** Port of the bulk transport; 0 (the default) picks a free one. */
   bulkPort?: number;
+  /**
+   * A checkpoint file (server/checkpoint.ts) to load before serving: the
+   * shard starts from the slots and rows it holds, optimizer state and
+   * applied pushes included. Refused, and the shard not started, when the
+   * file is unreadable, damaged, or of another model or layout.
+   */
+  restore?: string;
 }
 
 export const DEFAULT_MAP_POLL_MS = 1_000;
@@ -84,11 +93,16 @@ export class ShardServer extends EventEmitter {
     if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera init, or tessera local)');
     const shard = new Shard(options.id, config);
     const sparse = new SparseStore(config, shard);
+    if (options.restore) {
+      const { slots, rows } = restore(await readCheckpoint(options.restore), shard, sparse, options.restore);
+      log.info(`shard ${options.id}: restored ${slots} slots and ${rows} sparse rows from ${options.restore}`);
+    }
     let server: ShardServer | undefined;
     const pool = new GradientPool();
     const grpc = await startGrpcServer(options.listen, [
       { name: SHARD_SERVICE_NAME, definition: shardService().service, implementation: shardImplementation(shard, () => server!.describe(), pool) },
       { name: SPARSE_SHARD_SERVICE_NAME, definition: sparseShardService().service, implementation: sparseShardImplementation(sparse, shard.gate, () => server!.describeSparse()) },
+      { name: SHARD_ADMIN_SERVICE_NAME, definition: shardAdminService().service, implementation: shardAdminImplementation((directory) => server!.checkpoint(directory)) },
     ]);
     const address = options.advertise ?? advertised(options.listen, grpc.port);
     const bulk = options.bulk === false ? null : await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0);
@@ -186,6 +200,25 @@ export class ShardServer extends EventEmitter {
       clock: this.shard.gate.clock(),
       bulkAddress: this.bulkAddress,
     };
+  }
+
+  /**
+   * Writes a checkpoint of everything this shard holds to `directory`
+   * (docs/checkpoints.md): the snapshot pauses serving for one synchronous
+   * copy, into memory made ready beforehand; the file is written while the
+   * shard serves on.
+   */
+  async checkpoint(directory: string): Promise<CheckpointInfo> {
+    const started = performance.now();
+    const arena = new SnapshotArena(snapshotWords(this.shard, this.sparse));
+    await arena.prepare();
+    const paused = performance.now();
+    const image = snapshot(this.shard, this.sparse, arena);
+    const snapshotMs = performance.now() - paused;
+    const { path, bytes } = await writeCheckpoint(image, directory);
+    const rows = image.sparse.reduce((n, r) => n + r.count, 0);
+    log.info(`shard ${this.shard.id}: checkpoint of ${image.dense.length} slots and ${rows} rows written to ${path} (${bytes} bytes)`);
+    return { shardId: this.shard.id, path, epoch: image.header.epoch, slots: image.dense.length, rows, bytes, closedSteps: image.header.closedSteps, snapshotMs, totalMs: performance.now() - started };
   }
 
   describeSparse(): object {

@@ -38,6 +38,11 @@ export class SlotStore {
     return this.slots.get(s);
   }
 
+  /** The slots held, ascending. */
+  held(): [number, Slot][] {
+    return [...this.slots].sort((a, b) => a[0] - b[0]);
+  }
+
   /** The slot, created with its initial values if this shard never held it. */
   ensure(s: number): Slot {
     return this.slots.get(s) ?? this.ensureRange(s, s + 1)[0]!;

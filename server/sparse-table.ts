@@ -147,6 +147,28 @@ export class SparseTable {
     return row;
   }
 
+  /**
+   * Puts rows into slot `s` as a checkpoint holds them: ids as lo/hi halves,
+   * update counts, values and optimizer state (row-major, `dim` per row). A
+   * row already held is overwritten.
+   */
+  loadRows(s: number, ids: Uint32Array, steps: Uint32Array, values: Float32Array, state: readonly Float32Array[]): SparseRows {
+    const rows = this.ensureSlot(s);
+    const d = this.dim;
+    for (let i = 0; i < steps.length; i++) {
+      const lo = ids[2 * i]!;
+      const hi = ids[2 * i + 1]!;
+      const found = rows.find(lo, hi);
+      const row = found >= 0 ? found : rows.add(lo, hi);
+      const from = i * d;
+      rows.values.set(values.subarray(from, from + d), row * d);
+      if (rows.s1) rows.s1.set(state[0]!.subarray(from, from + d), row * d);
+      if (rows.s2) rows.s2.set(state[1]!.subarray(from, from + d), row * d);
+      rows.steps[row] = steps[i]!;
+    }
+    return rows;
+  }
+
   /** Writes the values a row of id (lo, hi) is created with to out[off, off + dim): a function of the table, the seed and the id alone. */
   initialRow(lo: number, hi: number, out: Float32Array, off: number): void {
     initialRow(this.spec.init, this.dim, this.seed, this.hash, lo, hi, out, off);

@@ -20,18 +20,27 @@ export const shardCommand: Command = {
     { name: 'bulk', type: 'boolean', default: true, description: 'serve the bulk transport (--bulk=false: clients move dense values over gRPC)' },
     { name: 'lease-ttl-ms', type: 'int', default: DEFAULT_LEASE.ttlMs, description: 'membership lease TTL' },
     { name: 'lease-renew-ms', type: 'int', default: DEFAULT_LEASE.renewMs, description: 'how often the lease is renewed' },
+    { name: 'restore', type: 'string', metavar: 'FILE', description: 'start from this checkpoint (written by `tessera checkpoint`): its slots and rows, optimizer state included' },
   ],
   async run(o) {
     const store = openStore(o);
-    const server = await ShardServer.start({
-      id: o['id'] as string,
-      listen: o['listen'] as string,
-      advertise: o['advertise'] as string | undefined,
-      bulk: o['bulk'] as boolean,
-      bulkPort: o['bulk-port'] as number,
-      store,
-      lease: { ttlMs: o['lease-ttl-ms'] as number, renewMs: o['lease-renew-ms'] as number },
-    });
+    let server: ShardServer;
+    try {
+      server = await ShardServer.start({
+        id: o['id'] as string,
+        listen: o['listen'] as string,
+        advertise: o['advertise'] as string | undefined,
+        bulk: o['bulk'] as boolean,
+        bulkPort: o['bulk-port'] as number,
+        store,
+        lease: { ttlMs: o['lease-ttl-ms'] as number, renewMs: o['lease-renew-ms'] as number },
+        ...(o['restore'] ? { restore: o['restore'] as string } : {}),
+      });
+    } catch (err) {
+      // A shard that cannot start (a bad checkpoint, a taken port) lets the process exit.
+      await store.close();
+      throw err;
+    }
     const signal = await untilSignal();
     log.info(`shard ${server.shard.id}: ${signal}, shutting down`);
     await server.close();

@@ -1,0 +1,91 @@
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { TesseraClient } from '../../client/tessera-client.js';
+import { RedisMembershipStore } from '../../cluster/membership/redis-store.js';
+import { type Running, run, start, waitFor } from '../helpers/cli.js';
+import { RedisServer } from '../helpers/redis-server.js';
+
+/**
+ * The operator's checkpoint, as separate processes over a real Redis:
+ * `tessera checkpoint` has every shard write its file after a worker trained,
+ * the shard processes stop, `tessera shard --restore` brings them back with
+ * the trained weights; wrong command lines and directories get clear errors.
+ */
+describe('e2e: tessera checkpoint and tessera shard --restore', function () {
+  this.timeout(120_000);
+  let redis: RedisServer;
+  let store: RedisMembershipStore;
+  const shards: Running[] = [];
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-ckpt-cli-'));
+  const at = (args: string[]) => [...args, '--redis', redis.url, '--cluster', 'ck'];
+
+  before(async () => {
+    redis = await RedisServer.start();
+    store = new RedisMembershipStore({ url: redis.url, cluster: 'ck' });
+  });
+  after(async () => {
+    for (const s of shards) s.kill('SIGKILL');
+    await store.close();
+    await redis.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const serving = (n: number) =>
+    waitFor(`${n} shards serving`, async () => {
+      const members = await store.members('shard');
+      return members.filter((m) => m.state === 'serving').length === n ? members : undefined;
+    }, 30_000, 100);
+
+  async function pullAll(): Promise<Float32Array> {
+    const client = await TesseraClient.connect({ store, workerId: 'reader' });
+    try {
+      return await client.pull();
+    } finally {
+      await client.close();
+    }
+  }
+
+  it('checkpoints a trained cluster, and restarted shards serve the trained weights', async () => {
+    const init = await run(at(['init', '--model', 'logreg', '--shards', '2', '--slots', '64']));
+    expect(init.code, init.stderr).to.equal(0);
+    for (const id of ['shard-0', 'shard-1']) shards.push(start(at(['shard', '--id', id])));
+    const members = await serving(2);
+    const worker = await run(at(['worker', '--id', 'w0', '--model', 'logreg', '--epochs', '1', '--json']));
+    expect(worker.code, worker.stderr).to.equal(0);
+    const trained = await pullAll();
+
+    const ck = await run(at(['checkpoint', '--dir', dir]));
+    expect(ck.code, ck.stderr).to.equal(0);
+    expect(ck.stdout).to.match(/shard-0 .*shard-0\.tessera-checkpoint {2}32 slots, 0 rows/);
+    expect(ck.stdout).to.match(/shard-1 .*shard-1\.tessera-checkpoint {2}32 slots/);
+
+    for (const s of shards.splice(0)) {
+      s.kill('SIGTERM');
+      await s.finished;
+    }
+    for (const m of members) shards.push(start(at(['shard', '--id', m.id, '--listen', m.address!, '--restore', join(dir, `${m.id}.tessera-checkpoint`)])));
+    await serving(2);
+    const back = await pullAll();
+    expect(Buffer.from(back.buffer).equals(Buffer.from(trained.buffer)), 'the trained weights, bit for bit').to.equal(true);
+    expect(trained.some((v) => v !== 0), 'logreg starts at zero: these were trained').to.equal(true);
+  });
+
+  it('wrong command lines and directories get a clear message and a non-zero exit', async () => {
+    const noDir = await run(at(['checkpoint']));
+    expect(noDir.code).to.equal(2);
+    expect(noDir.stderr).to.match(/--dir/);
+
+    const missing = join(dir, 'missing');
+    const bad = await run(at(['checkpoint', '--dir', missing]));
+    expect(bad.code).to.equal(1);
+    expect(bad.stderr).to.match(/shard-0 \(127\.0\.0\.1:\d+\): .*missing is not a directory on shard shard-0’s host; create it first/);
+    expect(bad.stderr).to.match(/2 of 2 shards wrote no checkpoint/);
+    expect(existsSync(missing)).to.equal(false);
+
+    const restore = await run(at(['shard', '--id', 'shard-9', '--restore', join(dir, 'nope.tessera-checkpoint')]));
+    expect(restore.code).to.equal(1);
+    expect(restore.stderr).to.match(/cannot read the checkpoint .*nope\.tessera-checkpoint/);
+  });
+});

@@ -1,0 +1,101 @@
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { checkpointCluster } from '../../client/checkpoint-client.js';
+import { SparseClient } from '../../client/sparse-client.js';
+import { CheckpointError } from '../../cluster/errors.js';
+import { type ModelSpec } from '../../cluster/model-spec.js';
+import { checkpointPath } from '../../server/checkpoint.js';
+import { ShardServer } from '../../server/shard-server.js';
+import { startCluster, type TestCluster } from '../helpers/cluster.js';
+
+const D = 50_000;
+const MODEL: ModelSpec = {
+  name: 'ckpt',
+  seed: 3,
+  tensors: [{ name: 'w', shape: [D], init: { kind: 'uniform', low: -1, high: 1 } }],
+  sparse: [{ name: 'emb', dim: 8, init: { kind: 'uniform', low: -0.1, high: 0.1 } }],
+};
+const IDS = BigUint64Array.from({ length: 3_000 }, (_, i) => BigInt(i) * 7919n);
+const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+/**
+ * Checkpoints over real gRPC and real files: every shard writes its file; a
+ * cluster whose shards all stopped comes back from those files with every
+ * dense value and row as it was, and a retried push is still applied once;
+ * a directory the shard cannot write to is a clear error that costs nothing.
+ */
+describe('functional: checkpoints', function () {
+  this.timeout(60_000);
+  let cluster: TestCluster | undefined;
+  const restarted: ShardServer[] = [];
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-checkpoint-'));
+  after(async () => {
+    for (const s of restarted) await s.close(100);
+    await cluster?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the shards stop and come back from their checkpoints with every value, row and applied push', async () => {
+    cluster = await startCluster({ shards: 2, model: MODEL, optimizer: { name: 'adam', learningRate: 0.01 }, slots: 64 });
+    const client = await cluster.client({ workerId: 'w0' });
+    const sparse = new SparseClient(client);
+    const g = Float32Array.from({ length: D }, (_, i) => Math.sin(i) * 0.1);
+    const rowGradients = Float32Array.from({ length: IDS.length * 8 }, (_, i) => Math.cos(i) * 0.1);
+    for (let k = 0; k < 3; k++) {
+      await client.push(g);
+      await sparse.push('emb', IDS, rowGradients);
+    }
+    const seq = client.nextSeq();
+    await client.push(g, seq);
+
+    const outcomes = await checkpointCluster(cluster.store, dir);
+    expect(outcomes.map((o) => o.ok)).to.deep.equal([true, true]);
+    for (const o of outcomes) {
+      if (!o.ok) continue;
+      expect(o.checkpoint.path).to.equal(checkpointPath(dir, o.checkpoint.shardId));
+      expect(statSync(o.checkpoint.path).size).to.equal(o.checkpoint.bytes);
+      expect(o.checkpoint.slots).to.equal(32);
+    }
+    expect(outcomes.reduce((n, o) => n + (o.ok ? o.checkpoint.rows : 0), 0), 'every row, on one shard or the other').to.equal(IDS.length);
+    const dense = await client.pull();
+    const rows = await sparse.pull('emb', IDS, { readOnly: true });
+
+    // Every shard stops; new ones with the same ids and ports start from the files.
+    const places = cluster.shards.map((s) => ({ id: s.shard.id, listen: s.address, bulkPort: Number(s.bulkAddress.split(':').pop()) }));
+    for (const s of cluster.shards) await s.close(0);
+    for (const p of places) restarted.push(await ShardServer.start({ ...p, store: cluster.store, restore: checkpointPath(dir, p.id) }));
+
+    const again = await cluster.client({ workerId: 'w0-reader' });
+    expect(bits(await again.pull()).equals(bits(dense)), 'dense values as they were').to.equal(true);
+    expect(bits(await new SparseClient(again).pull('emb', IDS, { readOnly: true })).equals(bits(rows)), 'rows as they were').to.equal(true);
+    expect(restarted.reduce((n, s) => n + s.sparse.stats()[0]!.rows, 0), 'no row created, none lost').to.equal(IDS.length);
+    // The worker retries its last push, acknowledged before the checkpoint: still applied once.
+    const retry = await client.push(g, seq);
+    expect(retry.appliedSlots).to.equal(0);
+    expect(bits(await again.pull()).equals(bits(dense))).to.equal(true);
+  });
+
+  it('a directory that does not exist is a clear per-shard error; the shards serve on, their values unchanged', async () => {
+    const client = await cluster!.client({ workerId: 'w1' });
+    const before = await client.pull();
+    const missing = join(dir, 'no-such-dir');
+    const outcomes = await checkpointCluster(cluster!.store, missing);
+    expect(outcomes).to.have.length(2);
+    for (const o of outcomes) {
+      expect(o.ok).to.equal(false);
+      if (o.ok) continue;
+      expect(o.error).to.be.instanceOf(CheckpointError);
+      expect(o.error.message).to.match(/no-such-dir is not a directory on shard shard-\d’s host; create it first/);
+    }
+    expect(existsSync(missing)).to.equal(false);
+    expect(bits(await client.pull()).equals(bits(before))).to.equal(true);
+  });
+
+  it('a shard refuses to start from a file that is not its model’s checkpoint', async () => {
+    const err = await ShardServer.start({ id: 'shard-9', listen: '127.0.0.1:0', store: cluster!.store, restore: join(dir, 'nothing-here') }).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(CheckpointError);
+    expect((err as Error).message).to.match(/cannot read the checkpoint .*nothing-here/);
+  });
+});
