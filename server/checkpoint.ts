@@ -13,6 +13,9 @@ import { type SparseStore } from './sparse-store.js';
  * restore of such a file into a shard that has not started serving.
  */
 
+/** Checkpoints this process has started writing: each gets its own temporary file. */
+let writes = 0;
+
 /** The file a shard's checkpoint goes to in `directory`. */
 export function checkpointPath(directory: string, shardId: string): string {
   return join(directory, `${shardId.replace(/[^A-Za-z0-9._-]/g, '_')}.tessera-checkpoint`);
@@ -127,7 +130,7 @@ export async function writeCheckpoint(image: CheckpointImage, directory: string)
   const where = await stat(directory).catch(() => null);
   if (!where?.isDirectory()) throw new CheckpointError(`${directory} is not a directory on shard ${image.header.shard}’s host; create it first`);
   const path = checkpointPath(directory, image.header.shard);
-  const temporary = `${path}.${process.pid}.${Date.now()}.partial`;
+  const temporary = `${path}.${process.pid}.${++writes}.partial`;
   let bytes = 0;
   try {
     const file = await open(temporary, 'w');
