@@ -1,22 +1,14 @@
 import * as grpc from '@grpc/grpc-js';
+import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { NotFoundError, TesseraError } from '../cluster/errors.js';
 import { CHANNEL_OPTIONS, deadlineIn } from '../cluster/grpc-client.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { shardAdminService } from '../cluster/proto.js';
 import { fromStatus } from '../cluster/status-codec.js';
 
-/** What one shard reported of its checkpoint (proto/tessera/v1/admin.proto). */
-export interface ShardCheckpoint {
-  shardId: string;
+/** What one shard reported of its checkpoint, and the address it was asked at. */
+export interface ShardCheckpoint extends CheckpointInfo {
   address: string;
-  path: string;
-  epoch: number;
-  slots: number;
-  rows: number;
-  bytes: number;
-  closedSteps: number;
-  snapshotMs: number;
-  totalMs: number;
 }
 
 /** One shard's answer: its checkpoint, or the typed error it gave. */
@@ -40,10 +32,10 @@ export async function checkpointCluster(store: MembershipStore, directory: strin
   return Promise.all(
     Object.entries(map.addresses).map(async ([shardId, address]): Promise<CheckpointOutcome> => {
       const stub = new Ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as grpc.Client & {
-        checkpoint(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Omit<ShardCheckpoint, 'address'>) => void): void;
+        checkpoint(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: CheckpointInfo) => void): void;
       };
       try {
-        const info = await new Promise<Omit<ShardCheckpoint, 'address'>>((resolve, reject) =>
+        const info = await new Promise<CheckpointInfo>((resolve, reject) =>
           stub.checkpoint({ directory }, { deadline: deadlineIn(deadlineMs) }, (err, res) => (err ? reject(fromStatus(err, address)) : resolve(res!))),
         );
         return { ok: true, checkpoint: { ...info, address } };

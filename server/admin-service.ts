@@ -1,18 +1,6 @@
 import type * as grpc from '@grpc/grpc-js';
+import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { toStatus } from '../cluster/status-codec.js';
-
-/** What a CheckpointInfo reply carries (admin.proto). */
-export interface CheckpointInfo {
-  shardId: string;
-  path: string;
-  epoch: number;
-  slots: number;
-  rows: number;
-  bytes: number;
-  closedSteps: number;
-  snapshotMs: number;
-  totalMs: number;
-}
 
 /** `tessera.v1.ShardAdmin` over the shard server's own operations: the transport edge, where typed errors become statuses. */
 export function shardAdminImplementation(checkpoint: (directory: string) => Promise<CheckpointInfo>): grpc.UntypedServiceImplementation {

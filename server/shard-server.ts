@@ -10,7 +10,8 @@ import { SHARD_ADMIN_SERVICE_NAME, SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME
 import { type ShardMap } from '../cluster/shard-map.js';
 import { formatRanges } from '../cluster/slots.js';
 import { isWildcardHost, splitHostPort } from '../cluster/address.js';
-import { type CheckpointInfo, shardAdminImplementation } from './admin-service.js';
+import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
+import { shardAdminImplementation } from './admin-service.js';
 import { SnapshotArena, readCheckpoint, restore, snapshot, snapshotWords, writeCheckpoint } from './checkpoint.js';
 import { Shard } from './shard.js';
 import { BulkServer } from './bulk-service.js';
