@@ -117,6 +117,13 @@ export function snapshot(shard: Shard, sparse: SparseStore, arena: SnapshotArena
   return { header, dense, sparse: rows };
 }
 
+/** @throws InvalidArgumentError for no directory, CheckpointError where `directory` is not one on this host. */
+export async function checkDirectory(directory: string, shardId: string): Promise<void> {
+  if (!directory) throw new InvalidArgumentError('a checkpoint needs a directory on the shard’s host to write to');
+  const where = await stat(directory).catch(() => null);
+  if (!where?.isDirectory()) throw new CheckpointError(`${directory} is not a directory on shard ${shardId}’s host; create it first`);
+}
+
 /**
  * Writes `image` to its shard's file in `directory`, atomically: to a
  * temporary file, synced, then renamed over any earlier checkpoint.
@@ -126,9 +133,7 @@ export function snapshot(shard: Shard, sparse: SparseStore, arena: SnapshotArena
  *   half-written).
  */
 export async function writeCheckpoint(image: CheckpointImage, directory: string): Promise<{ path: string; bytes: number }> {
-  if (!directory) throw new InvalidArgumentError('a checkpoint needs a directory on the shard’s host to write to');
-  const where = await stat(directory).catch(() => null);
-  if (!where?.isDirectory()) throw new CheckpointError(`${directory} is not a directory on shard ${image.header.shard}’s host; create it first`);
+  await checkDirectory(directory, image.header.shard);
   const path = checkpointPath(directory, image.header.shard);
   const temporary = `${path}.${process.pid}.${++writes}.partial`;
   let bytes = 0;

@@ -12,7 +12,7 @@ import { formatRanges } from '../cluster/slots.js';
 import { isWildcardHost, splitHostPort } from '../cluster/address.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { shardAdminImplementation } from './admin-service.js';
-import { SnapshotArena, readCheckpoint, restore, snapshot, snapshotWords, writeCheckpoint } from './checkpoint.js';
+import { SnapshotArena, checkDirectory, readCheckpoint, restore, snapshot, snapshotWords, writeCheckpoint } from './checkpoint.js';
 import { Shard } from './shard.js';
 import { BulkServer } from './bulk-service.js';
 import { GradientPool, shardImplementation } from './shard-service.js';
@@ -51,6 +51,12 @@ export interface ShardServerOptions {
    * file is unreadable, damaged, or of another model or layout.
    */
   restore?: string;
+  /**
+   * Checkpoints of its own (docs/checkpoints.md): to `directory`, every
+   * `everyMs` (0: none on a timer) and once more when the shard closes, after
+   * its last request. A failed one is logged and the next one tried.
+   */
+  checkpoints?: { directory: string; everyMs: number };
 }
 
 export const DEFAULT_MAP_POLL_MS = 1_000;
@@ -71,6 +77,8 @@ export class ShardServer extends EventEmitter {
   private stopWatch: (() => void) | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
   private workerTimer: NodeJS.Timeout | undefined;
+  private checkpointTimer: NodeJS.Timeout | undefined;
+  private checkpoints: ShardServerOptions['checkpoints'];
 
   private constructor(
     readonly shard: Shard,
@@ -94,6 +102,7 @@ export class ShardServer extends EventEmitter {
     if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera init, or tessera local)');
     const shard = new Shard(options.id, config);
     const sparse = new SparseStore(config, shard);
+    if (options.checkpoints) await checkDirectory(options.checkpoints.directory, options.id);
     if (options.restore) {
       const { slots, rows } = restore(await readCheckpoint(options.restore), shard, sparse, options.restore);
       log.info(`shard ${options.id}: restored ${slots} slots and ${rows} sparse rows from ${options.restore}`);
@@ -111,6 +120,8 @@ export class ShardServer extends EventEmitter {
     const lease = new Lease(options.store, 'shard', { id: options.id, address, state: 'joining', bytes: 0 }, options.lease ?? DEFAULT_LEASE);
     server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS);
     log.info(`shard ${options.id} listening on ${address}${bulkAddress ? `, bulk on ${bulkAddress}` : ''} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
+    server.checkpoints = options.checkpoints;
+    server.scheduleCheckpoint();
     await lease.start();
     server.stopWatch = options.store.watchMap((map) => server!.adopt(map));
     await server.poll();
@@ -222,6 +233,18 @@ export class ShardServer extends EventEmitter {
     return { shardId: this.shard.id, path, epoch: image.header.epoch, slots: image.dense.length, rows, bytes, closedSteps: image.header.closedSteps, snapshotMs, totalMs: performance.now() - started };
   }
 
+  /** The next timed checkpoint, once the last one is done (they never overlap). */
+  private scheduleCheckpoint(): void {
+    const c = this.checkpoints;
+    if (!c || !(c.everyMs > 0) || this.state === 'draining' || this.state === 'gone') return;
+    this.checkpointTimer = setTimeout(() => {
+      void this.checkpoint(c.directory)
+        .catch((err: Error) => log.warn(`shard ${this.shard.id}: checkpoint to ${c.directory} failed (${err.message}); trying again in ${c.everyMs} ms`))
+        .finally(() => this.scheduleCheckpoint());
+    }, c.everyMs);
+    this.checkpointTimer.unref();
+  }
+
   describeSparse(): object {
     return { shardId: this.shard.id, epoch: this.shard.epoch, tables: this.sparse.stats() };
   }
@@ -233,9 +256,12 @@ export class ShardServer extends EventEmitter {
     this.stopWatch?.();
     clearTimeout(this.pollTimer);
     clearTimeout(this.workerTimer);
+    clearTimeout(this.checkpointTimer);
     this.shard.gate.close();
     await this.bulk?.close();
     await this.grpc.close(graceMs);
+    // Every request has been answered: the last checkpoint holds every acknowledged push.
+    if (this.checkpoints) await this.checkpoint(this.checkpoints.directory).catch((err: Error) => log.warn(`shard ${this.shard.id}: the last checkpoint failed (${err.message})`));
     await this.lease.close();
     this.transition('gone');
   }

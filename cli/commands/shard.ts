@@ -1,6 +1,7 @@
 import { DEFAULT_LEASE } from '../../cluster/membership/lease.js';
 import { createLogger } from '../../cluster/log.js';
 import { ShardServer } from '../../server/shard-server.js';
+import { UsageError } from '../args.js';
 import { type Command } from '../command.js';
 import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 import { EXIT } from '../handle-error.js';
@@ -20,9 +21,12 @@ export const shardCommand: Command = {
     { name: 'bulk', type: 'boolean', default: true, description: 'serve the bulk transport (--bulk=false: clients move dense values over gRPC)' },
     { name: 'lease-ttl-ms', type: 'int', default: DEFAULT_LEASE.ttlMs, description: 'membership lease TTL' },
     { name: 'lease-renew-ms', type: 'int', default: DEFAULT_LEASE.renewMs, description: 'how often the lease is renewed' },
-    { name: 'restore', type: 'string', metavar: 'FILE', description: 'start from this checkpoint (written by `tessera checkpoint`): its slots and rows, optimizer state included' },
+    { name: 'restore', type: 'string', metavar: 'FILE', description: 'start from this checkpoint (written by `tessera checkpoint` or --checkpoint-dir): its slots and rows, optimizer state included' },
+    { name: 'checkpoint-dir', type: 'string', metavar: 'DIR', description: 'write <id>.tessera-checkpoint to DIR every --checkpoint-every-s and once more on shutdown' },
+    { name: 'checkpoint-every-s', type: 'number', default: 300, description: 'seconds between checkpoints with --checkpoint-dir (0: only on shutdown)' },
   ],
   async run(o) {
+    if (!((o['checkpoint-every-s'] as number) >= 0)) throw new UsageError('--checkpoint-every-s must be 0 or more seconds');
     const store = openStore(o);
     let server: ShardServer;
     try {
@@ -35,6 +39,7 @@ export const shardCommand: Command = {
         store,
         lease: { ttlMs: o['lease-ttl-ms'] as number, renewMs: o['lease-renew-ms'] as number },
         ...(o['restore'] ? { restore: o['restore'] as string } : {}),
+        ...(o['checkpoint-dir'] ? { checkpoints: { directory: o['checkpoint-dir'] as string, everyMs: 1000 * (o['checkpoint-every-s'] as number) } } : {}),
       });
     } catch (err) {
       // A shard that cannot start (a bad checkpoint, a taken port) lets the process exit.

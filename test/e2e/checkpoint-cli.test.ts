@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -10,8 +10,9 @@ import { RedisServer } from '../helpers/redis-server.js';
 /**
  * The operator's checkpoint, as separate processes over a real Redis:
  * `tessera checkpoint` has every shard write its file after a worker trained,
- * the shard processes stop, `tessera shard --restore` brings them back with
- * the trained weights; wrong command lines and directories get clear errors.
+ * the shard processes stop (writing checkpoints of their own as they do),
+ * `tessera shard --restore` brings them back with the trained weights from
+ * either; wrong command lines and directories get clear errors.
  */
 describe('e2e: tessera checkpoint and tessera shard --restore', function () {
   this.timeout(120_000);
@@ -50,7 +51,10 @@ describe('e2e: tessera checkpoint and tessera shard --restore', function () {
   it('checkpoints a trained cluster, and restarted shards serve the trained weights', async () => {
     const init = await run(at(['init', '--model', 'logreg', '--shards', '2', '--slots', '64']));
     expect(init.code, init.stderr).to.equal(0);
-    for (const id of ['shard-0', 'shard-1']) shards.push(start(at(['shard', '--id', id])));
+    const own = join(dir, 'own');
+    mkdirSync(own);
+    // Each shard also keeps checkpoints of its own; with no timer, one as it shuts down.
+    for (const id of ['shard-0', 'shard-1']) shards.push(start(at(['shard', '--id', id, '--checkpoint-dir', own, '--checkpoint-every-s', '0'])));
     const members = await serving(2);
     const worker = await run(at(['worker', '--id', 'w0', '--model', 'logreg', '--epochs', '1', '--json']));
     expect(worker.code, worker.stderr).to.equal(0);
@@ -65,7 +69,10 @@ describe('e2e: tessera checkpoint and tessera shard --restore', function () {
       s.kill('SIGTERM');
       await s.finished;
     }
-    for (const m of members) shards.push(start(at(['shard', '--id', m.id, '--listen', m.address!, '--restore', join(dir, `${m.id}.tessera-checkpoint`)])));
+    expect(readdirSync(own).sort(), 'the shutdown checkpoints').to.deep.equal(['shard-0.tessera-checkpoint', 'shard-1.tessera-checkpoint']);
+    // shard-0 comes back from `tessera checkpoint`'s file, shard-1 from the one it wrote as it stopped.
+    const files: Record<string, string> = { 'shard-0': join(dir, 'shard-0.tessera-checkpoint'), 'shard-1': join(own, 'shard-1.tessera-checkpoint') };
+    for (const m of members) shards.push(start(at(['shard', '--id', m.id, '--listen', m.address!, '--restore', files[m.id]!])));
     await serving(2);
     const back = await pullAll();
     expect(Buffer.from(back.buffer).equals(Buffer.from(trained.buffer)), 'the trained weights, bit for bit').to.equal(true);

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -6,8 +6,9 @@ import { checkpointCluster } from '../../client/checkpoint-client.js';
 import { SparseClient } from '../../client/sparse-client.js';
 import { CheckpointError } from '../../cluster/errors.js';
 import { type ModelSpec } from '../../cluster/model-spec.js';
-import { checkpointPath } from '../../server/checkpoint.js';
+import { checkpointPath, readCheckpoint } from '../../server/checkpoint.js';
 import { ShardServer } from '../../server/shard-server.js';
+import { waitFor } from '../helpers/cli.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
 
 const D = 50_000;
@@ -91,6 +92,29 @@ describe('functional: checkpoints', function () {
     }
     expect(existsSync(missing)).to.equal(false);
     expect(bits(await client.pull()).equals(bits(before))).to.equal(true);
+  });
+
+  it('a shard with a checkpoint directory writes one on a timer, and one as it closes', async () => {
+    const own = join(dir, 'own');
+    mkdirSync(own);
+    const path = checkpointPath(own, 'shard-7');
+    // It joins a running cluster: the map keeps its slots with their owners, so it holds none; what it writes is its (empty) own.
+    const shard = await ShardServer.start({ id: 'shard-7', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: own, everyMs: 100 } });
+    const first = await waitFor('a timed checkpoint', () => existsSync(path) && statSync(path).mtimeMs, 10_000, 20);
+    await waitFor('a second timed checkpoint', () => existsSync(path) && statSync(path).mtimeMs > first, 10_000, 20);
+    await shard.close(0);
+    expect((await readCheckpoint(path)).header.shard).to.equal('shard-7');
+
+    // With no timer, the only checkpoint is the one written as the shard closes.
+    const quiet = await ShardServer.start({ id: 'shard-6', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: own, everyMs: 0 } });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(existsSync(checkpointPath(own, 'shard-6')), 'none before closing').to.equal(false);
+    await quiet.close(0);
+    expect((await readCheckpoint(checkpointPath(own, 'shard-6'))).header.shard).to.equal('shard-6');
+    expect(readdirSync(own).sort(), 'no temporary file left').to.deep.equal(['shard-6.tessera-checkpoint', 'shard-7.tessera-checkpoint']);
+
+    const err = await ShardServer.start({ id: 'shard-8', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: join(own, 'missing'), everyMs: 0 } }).catch((e: unknown) => e);
+    expect(err, 'a checkpoint directory that does not exist is refused at start').to.be.instanceOf(CheckpointError);
   });
 
   it('a shard refuses to start from a file that is not its model’s checkpoint', async () => {
