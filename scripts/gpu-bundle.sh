@@ -4,7 +4,7 @@
 # host with Node 20, after `npm ci`; then carry .gpu/ (and the repository) to the GPU host and
 # run scripts/gpu-check.sh there.
 #
-#   .gpu/bundle.tar.xz  this Node binary, the compiled project (dist/, bin/, proto/, package.json)
+#   .gpu/bundle.tar.xz  this Node binary, the compiled project (dist/, bin/, proto/, docs/examples/, package.json)
 #                       and its production node_modules plus `webgpu` (Dawn, linux-x64 only) and
 #                       `@tensorflow/tfjs-backend-webgpu`, pruned to what runs (≈ 40 MB packed)
 #   .gpu/gl/*.deb       the Vulkan loader and the GL vendor-neutral libraries that NVIDIA's Vulkan
@@ -22,6 +22,7 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 cp package.json package-lock.json "$stage/"
 cp -r dist bin proto "$stage/"
+mkdir -p "$stage/docs" && cp -r docs/examples "$stage/docs/"
 rm -f "$stage/dist/.tsbuildinfo"
 (
   cd "$stage"

@@ -12,7 +12,9 @@
 #   local-BACKEND.json     `tessera local --backend BACKEND --json`: the default run (mnist-mlp,
 #                          10 epochs, 2 shards, 2 workers) with the workers' compute on BACKEND
 #   local-wasm.json        the same run on wasm, for comparison
-# and prints each as it goes. Takes 2–3 minutes.
+#   ctr-BACKEND.json       `tessera local --model ctr` on BACKEND: the sparse model's dense part on it
+#   moons-BACKEND.json     the two-moons example on BACKEND: a user model's gradients by autodiff
+# and prints each as it goes. Takes 3–4 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/gpu-check.sh OUTPUT_DIR [BACKEND]}
@@ -48,4 +50,10 @@ for b in "${runs[@]}"; do
   echo "== tessera local --backend $b"
   TESSERA_LOG_LEVEL=warn ./node bin/tessera.js local --backend "$b" --json | tee "$out/local-$b.json"
 done
+if [ "$backend" != wasm ]; then
+  echo "== tessera local --model ctr --backend $backend"
+  TESSERA_LOG_LEVEL=warn ./node bin/tessera.js local --model ctr --backend "$backend" --json | tee "$out/ctr-$backend.json"
+  echo "== tessera local --model docs/examples/two-moons.js --backend $backend"
+  TESSERA_LOG_LEVEL=warn ./node bin/tessera.js local --model docs/examples/two-moons.js --epochs 5 --backend "$backend" --json | tee "$out/moons-$backend.json"
+fi
 echo "gpu-check: figures in $out"
