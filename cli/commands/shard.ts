@@ -1,5 +1,7 @@
+import { existsSync } from 'node:fs';
 import { DEFAULT_LEASE } from '../../cluster/membership/lease.js';
 import { createLogger } from '../../cluster/log.js';
+import { checkpointPath } from '../../server/checkpoint.js';
 import { ShardServer } from '../../server/shard-server.js';
 import { UsageError } from '../args.js';
 import { type Command } from '../command.js';
@@ -24,9 +26,16 @@ export const shardCommand: Command = {
     { name: 'restore', type: 'string', metavar: 'FILE', description: 'start from this checkpoint (written by `tessera checkpoint` or --checkpoint-dir): its slots and rows, optimizer state included' },
     { name: 'checkpoint-dir', type: 'string', metavar: 'DIR', description: 'write <id>.tessera-checkpoint to DIR every --checkpoint-every-s and once more on shutdown' },
     { name: 'checkpoint-every-s', type: 'number', default: 300, description: 'seconds between checkpoints with --checkpoint-dir (0: only on shutdown)' },
+    { name: 'resume', type: 'boolean', description: 'with --checkpoint-dir: start from the checkpoint this shard left there, when there is one (a restarted pod picks up where it stopped)' },
   ],
   async run(o) {
     if (!((o['checkpoint-every-s'] as number) >= 0)) throw new UsageError('--checkpoint-every-s must be 0 or more seconds');
+    const dir = o['checkpoint-dir'] as string | undefined;
+    if (o['resume'] && !dir) throw new UsageError('--resume needs --checkpoint-dir, where the shard keeps its checkpoints');
+    if (o['resume'] && o['restore']) throw new UsageError('give --restore FILE or --resume, not both');
+    const own = dir ? checkpointPath(dir, o['id'] as string) : '';
+    const restore = (o['restore'] as string | undefined) ?? (o['resume'] && existsSync(own) ? own : undefined);
+    if (o['resume']) log.info(restore ? `shard ${o['id'] as string}: resuming from ${restore}` : `shard ${o['id'] as string}: no checkpoint at ${own} yet; starting afresh`);
     const store = openStore(o);
     let server: ShardServer;
     try {
@@ -38,8 +47,8 @@ export const shardCommand: Command = {
         bulkPort: o['bulk-port'] as number,
         store,
         lease: { ttlMs: o['lease-ttl-ms'] as number, renewMs: o['lease-renew-ms'] as number },
-        ...(o['restore'] ? { restore: o['restore'] as string } : {}),
-        ...(o['checkpoint-dir'] ? { checkpoints: { directory: o['checkpoint-dir'] as string, everyMs: 1000 * (o['checkpoint-every-s'] as number) } } : {}),
+        ...(restore ? { restore } : {}),
+        ...(dir ? { checkpoints: { directory: dir, everyMs: 1000 * (o['checkpoint-every-s'] as number) } } : {}),
       });
     } catch (err) {
       // A shard that cannot start (a bad checkpoint, a taken port) lets the process exit.

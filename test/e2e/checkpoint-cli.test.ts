@@ -70,9 +70,9 @@ describe('e2e: tessera checkpoint and tessera shard --restore', function () {
       await s.finished;
     }
     expect(readdirSync(own).sort(), 'the shutdown checkpoints').to.deep.equal(['shard-0.tessera-checkpoint', 'shard-1.tessera-checkpoint']);
-    // shard-0 comes back from `tessera checkpoint`'s file, shard-1 from the one it wrote as it stopped.
-    const files: Record<string, string> = { 'shard-0': join(dir, 'shard-0.tessera-checkpoint'), 'shard-1': join(own, 'shard-1.tessera-checkpoint') };
-    for (const m of members) shards.push(start(at(['shard', '--id', m.id, '--listen', m.address!, '--restore', files[m.id]!])));
+    // shard-0 comes back from `tessera checkpoint`'s file, shard-1 from the one it wrote as it stopped (--resume).
+    const from: Record<string, string[]> = { 'shard-0': ['--restore', join(dir, 'shard-0.tessera-checkpoint')], 'shard-1': ['--checkpoint-dir', own, '--resume'] };
+    for (const m of members) shards.push(start(at(['shard', '--id', m.id, '--listen', m.address!, ...from[m.id]!])));
     await serving(2);
     const back = await pullAll();
     expect(Buffer.from(back.buffer).equals(Buffer.from(trained.buffer)), 'the trained weights, bit for bit').to.equal(true);
@@ -90,6 +90,10 @@ describe('e2e: tessera checkpoint and tessera shard --restore', function () {
     expect(bad.stderr).to.match(/shard-0 \(127\.0\.0\.1:\d+\): .*missing is not a directory on shard shard-0’s host; create it first/);
     expect(bad.stderr).to.match(/2 of 2 shards wrote no checkpoint/);
     expect(existsSync(missing)).to.equal(false);
+
+    const resume = await run(at(['shard', '--id', 'shard-9', '--resume']));
+    expect(resume.code).to.equal(2);
+    expect(resume.stderr).to.match(/--resume needs --checkpoint-dir/);
 
     const restore = await run(at(['shard', '--id', 'shard-9', '--restore', join(dir, 'nope.tessera-checkpoint')]));
     expect(restore.code).to.equal(1);
