@@ -1,9 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
-import { NotFoundError, TesseraError } from '../cluster/errors.js';
+import { NotFoundError, StepAheadError, TesseraError } from '../cluster/errors.js';
 import { CHANNEL_OPTIONS, deadlineIn } from '../cluster/grpc-client.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
-import { shardAdminService } from '../cluster/proto.js';
+import { shardAdminService, shardService } from '../cluster/proto.js';
 import { fromStatus } from '../cluster/status-codec.js';
 
 /** What one shard reported of its checkpoint, and the address it was asked at. */
@@ -17,33 +17,65 @@ export type CheckpointOutcome = { ok: true; checkpoint: ShardCheckpoint } | { ok
 /** How long a shard may take to write its file. Default 10 minutes. */
 export const CHECKPOINT_DEADLINE_MS = 600_000;
 
+/** Under bsp, how often a checkpoint is tried again when a shard had already passed the step chosen. */
+const ALIGN_ATTEMPTS = 3;
+/** Under bsp, how long the clocks are watched to tell a running cluster from an idle one. */
+const ALIGN_SAMPLE_MS = 200;
+
 /**
  * Asks every shard of the map to checkpoint to `directory` (a path on each
  * shard's own host), all at once, and reports each shard's outcome. Each
- * shard's file is a snapshot at one instant of that shard; the shards take
- * theirs at about the same time, not at one common instant (docs/checkpoints.md).
+ * shard's file is a snapshot at one instant of that shard. Under bsp every
+ * shard takes it when the same number of steps is applied, so the files
+ * together are one state of the run: the steps applied now if the clocks
+ * stand still, else a step about half a second ahead at the pace they move
+ * (each shard closes no step past it until its snapshot is taken; if one had
+ * already passed it, the whole checkpoint is taken again further ahead, up
+ * to 3 times). Under async and ssp the shards take theirs at about the same
+ * time, not at one common instant (docs/checkpoints.md).
  *
  * @throws NotFoundError when the store holds no map yet.
  */
 export async function checkpointCluster(store: MembershipStore, directory: string, deadlineMs = CHECKPOINT_DEADLINE_MS): Promise<CheckpointOutcome[]> {
-  const map = await store.getMap();
+  const [map, config] = await Promise.all([store.getMap(), store.getConfig()]);
   if (!map) throw new NotFoundError('the cluster has no shard map yet: no shard has joined, so there is nothing to checkpoint');
+  const shards = Object.entries(map.addresses);
+  if (config?.consistency !== 'bsp') return Promise.all(shards.map(([id, address]) => checkpointShard(id, address, directory, 0, deadlineMs)));
+  const clock = async () => Math.max(0, ...(await Promise.all(shards.map(([, address]) => describeClock(address, deadlineMs)))));
+  for (let attempt = 1; ; attempt++) {
+    const before = await clock();
+    await new Promise((r) => setTimeout(r, ALIGN_SAMPLE_MS));
+    const now = await clock();
+    const pace = (now - before) / ALIGN_SAMPLE_MS; // steps per ms
+    const atStep = now === before ? now : now + 1 + Math.ceil(pace * 500 * 2 ** (attempt - 1));
+    const outcomes = await Promise.all(shards.map(([id, address]) => checkpointShard(id, address, directory, atStep, deadlineMs)));
+    if (attempt === ALIGN_ATTEMPTS || !outcomes.some((o) => !o.ok && o.error instanceof StepAheadError)) return outcomes;
+  }
+}
+
+/** One shard's checkpoint, or the typed error it answered. */
+async function checkpointShard(shardId: string, address: string, directory: string, atStep: number, deadlineMs: number): Promise<CheckpointOutcome> {
   const Ctor = shardAdminService();
-  return Promise.all(
-    Object.entries(map.addresses).map(async ([shardId, address]): Promise<CheckpointOutcome> => {
-      const stub = new Ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as grpc.Client & {
-        checkpoint(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: CheckpointInfo) => void): void;
-      };
-      try {
-        const info = await new Promise<CheckpointInfo>((resolve, reject) =>
-          stub.checkpoint({ directory }, { deadline: deadlineIn(deadlineMs) }, (err, res) => (err ? reject(fromStatus(err, address)) : resolve(res!))),
-        );
-        return { ok: true, checkpoint: { ...info, address } };
-      } catch (err) {
-        return { ok: false, shardId, address, error: err as TesseraError };
-      } finally {
-        stub.close();
-      }
-    }),
-  );
+  const stub = new Ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as grpc.Client & {
+    checkpoint(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: CheckpointInfo) => void): void;
+  };
+  try {
+    const info = await new Promise<CheckpointInfo>((resolve, reject) =>
+      stub.checkpoint({ directory, atStep }, { deadline: deadlineIn(deadlineMs) }, (err, res) => (err ? reject(fromStatus(err, address)) : resolve(res!))),
+    );
+    return { ok: true, checkpoint: { ...info, address } };
+  } catch (err) {
+    return { ok: false, shardId, address, error: err as TesseraError };
+  } finally {
+    stub.close();
+  }
+}
+
+/** A shard's clock from its Describe (under bsp: the steps it has applied). */
+function describeClock(address: string, deadlineMs: number): Promise<number> {
+  const Ctor = shardService();
+  const stub = new Ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as grpc.Client & {
+    describe(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: { clock: number }) => void): void;
+  };
+  return new Promise<number>((resolve, reject) => stub.describe({}, { deadline: deadlineIn(Math.min(deadlineMs, 10_000)) }, (err, res) => (err ? reject(fromStatus(err, address)) : resolve(res!.clock)))).finally(() => stub.close());
 }

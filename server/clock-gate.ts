@@ -1,5 +1,5 @@
 import { type ConsistencyModel, isClocked } from '../cluster/consistency.js';
-import { ClockTimeoutError, NotReadyError, StepAheadError } from '../cluster/errors.js';
+import { ClockTimeoutError, InvalidArgumentError, NotReadyError, StepAheadError } from '../cluster/errors.js';
 
 /**
  * A shard's side of the clocked consistency models (`ssp:K`, `bsp`): the
@@ -39,6 +39,10 @@ export class ClockGate {
   /** bsp: steps closed (applied) so far; the open step's number. */
   closedSteps = 0;
   private readonly stepListeners: StepListener[] = [];
+  /** One-shot callbacks run once `closedSteps` reaches their step, after the listeners applied it. */
+  private stepWatchers: { steps: number; run: () => void }[] = [];
+  /** bsp: limits on `closedSteps` while something must see the run at that step (a checkpoint). */
+  private holds: number[] = [];
   /** bsp: the workers whose pushes were summed into the open step. */
   private stepWorkers = new Set<string>();
 
@@ -149,6 +153,53 @@ export class ClockGate {
   }
 
   /**
+   * bsp: closes no step past `steps` applied until the returned function is
+   * called: pushes are summed and pulls wait meanwhile, as for a slow worker.
+   */
+  hold(steps: number): () => void {
+    this.holds.push(steps);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.holds.splice(this.holds.indexOf(steps), 1);
+      this.settle();
+    };
+  }
+
+  /**
+   * bsp: runs `fn` when exactly `steps` steps are applied — now if they are,
+   * else right after the step that makes them so is applied, before anything
+   * else happens — and resolves with its result.
+   *
+   * @throws StepAheadError (as a rejection) when more steps are already
+   *   applied; ClockTimeoutError when `steps` is not reached within `timeoutMs`.
+   */
+  whenApplied<T>(steps: number, fn: () => T, timeoutMs: number): Promise<T> {
+    if (this.model.kind !== 'bsp') return Promise.reject(new InvalidArgumentError(`a step can be waited for only under bsp; this cluster runs ${this.model.kind}`));
+    if (this.closedSteps > steps) return Promise.reject(new StepAheadError(`step ${steps} is past: this shard has applied ${this.closedSteps} steps`));
+    if (this.closedSteps === steps) return Promise.resolve().then(fn);
+    return new Promise<T>((resolve, reject) => {
+      const watcher = {
+        steps,
+        run: () => {
+          clearTimeout(timer);
+          try {
+            resolve(fn());
+          } catch (err) {
+            reject(err as Error);
+          }
+        },
+      };
+      const timer = setTimeout(() => {
+        this.stepWatchers = this.stepWatchers.filter((w) => w !== watcher);
+        reject(new ClockTimeoutError(`step ${steps} was not reached within ${timeoutMs} ms (this shard has applied ${this.closedSteps}); are the workers running?`));
+      }, timeoutMs);
+      this.stepWatchers.push(watcher);
+    });
+  }
+
+  /**
    * bsp: records that `worker` summed a push into the open step without
    * moving its clock — a sparse push, which a worker sends before the dense
    * push that ends its step (sparse-store.ts).
@@ -222,11 +273,16 @@ export class ClockGate {
     }
     if (this.started && this.model.kind === 'bsp') {
       // A step closes once every live worker is past it; with none live, the pushes already summed still count.
-      while (this.minLiveClock() > this.closedSteps && Number.isFinite(this.minLiveClock())) {
+      while (this.minLiveClock() > this.closedSteps && Number.isFinite(this.minLiveClock()) && !this.holds.some((h) => this.closedSteps >= h)) {
         const workers = Math.max(1, this.stepWorkers.size);
         for (const listener of this.stepListeners) listener(this.closedSteps, workers);
         this.stepWorkers = new Set();
         this.closedSteps++;
+        const due = this.stepWatchers.filter((w) => w.steps === this.closedSteps);
+        if (due.length > 0) {
+          this.stepWatchers = this.stepWatchers.filter((w) => w.steps !== this.closedSteps);
+          for (const w of due) w.run();
+        }
       }
     }
     const still: Waiter[] = [];

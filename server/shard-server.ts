@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { NotFoundError } from '../cluster/errors.js';
+import { NotFoundError, StepAheadError } from '../cluster/errors.js';
 import { startGrpcServer, type TesseraGrpcServer } from '../cluster/grpc-server.js';
 import { createLogger } from '../cluster/log.js';
 import { DEFAULT_LEASE, Lease, type LeaseOptions } from '../cluster/membership/lease.js';
@@ -11,6 +11,7 @@ import { type ShardMap } from '../cluster/shard-map.js';
 import { formatRanges } from '../cluster/slots.js';
 import { isWildcardHost, splitHostPort } from '../cluster/address.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
+import { type CheckpointImage } from './checkpoint-format.js';
 import { shardAdminImplementation } from './admin-service.js';
 import { SnapshotArena, checkDirectory, readCheckpoint, restore, snapshot, snapshotWords, writeCheckpoint } from './checkpoint.js';
 import { Shard } from './shard.js';
@@ -60,6 +61,8 @@ export interface ShardServerOptions {
 }
 
 export const DEFAULT_MAP_POLL_MS = 1_000;
+/** How long a checkpoint at a bsp step waits for that step. */
+export const CHECKPOINT_STEP_WAIT_MS = 60_000;
 export const DEFAULT_WORKER_POLL_MS = 500;
 
 /** How often the store is checked while it holds no map (cluster forming, or store lost its data). */
@@ -112,7 +115,7 @@ export class ShardServer extends EventEmitter {
     const grpc = await startGrpcServer(options.listen, [
       { name: SHARD_SERVICE_NAME, definition: shardService().service, implementation: shardImplementation(shard, () => server!.describe(), pool) },
       { name: SPARSE_SHARD_SERVICE_NAME, definition: sparseShardService().service, implementation: sparseShardImplementation(sparse, shard.gate, () => server!.describeSparse()) },
-      { name: SHARD_ADMIN_SERVICE_NAME, definition: shardAdminService().service, implementation: shardAdminImplementation((directory) => server!.checkpoint(directory)) },
+      { name: SHARD_ADMIN_SERVICE_NAME, definition: shardAdminService().service, implementation: shardAdminImplementation((directory, atStep) => server!.checkpoint(directory, atStep)) },
     ]);
     const address = options.advertise ?? advertised(options.listen, grpc.port);
     const bulk = options.bulk === false ? null : await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0);
@@ -218,15 +221,31 @@ export class ShardServer extends EventEmitter {
    * Writes a checkpoint of everything this shard holds to `directory`
    * (docs/checkpoints.md): the snapshot pauses serving for one synchronous
    * copy, into memory made ready beforehand; the file is written while the
-   * shard serves on.
+   * shard serves on. Under bsp, `atStep` > 0 takes the snapshot when exactly
+   * that many steps are applied (waiting up to {@link CHECKPOINT_STEP_WAIT_MS}).
    */
-  async checkpoint(directory: string): Promise<CheckpointInfo> {
+  async checkpoint(directory: string, atStep = 0): Promise<CheckpointInfo> {
     const started = performance.now();
-    const arena = new SnapshotArena(snapshotWords(this.shard, this.sparse));
-    await arena.prepare();
-    const paused = performance.now();
-    const image = snapshot(this.shard, this.sparse, arena);
-    const snapshotMs = performance.now() - paused;
+    await checkDirectory(directory, this.shard.id);
+    const gate = this.shard.gate;
+    // At a bsp step: no step past it closes until the snapshot is taken.
+    if (atStep > 0 && gate.model.kind === 'bsp' && gate.closedSteps > atStep) throw new StepAheadError(`step ${atStep} is past: this shard has applied ${gate.closedSteps} steps`);
+    const release = atStep > 0 && gate.model.kind === 'bsp' ? gate.hold(atStep) : () => undefined;
+    let image: CheckpointImage;
+    let snapshotMs = 0;
+    try {
+      const arena = new SnapshotArena(snapshotWords(this.shard, this.sparse));
+      await arena.prepare();
+      const take = () => {
+        const paused = performance.now();
+        const taken = snapshot(this.shard, this.sparse, arena);
+        snapshotMs = performance.now() - paused;
+        return taken;
+      };
+      image = atStep > 0 ? await gate.whenApplied(atStep, take, CHECKPOINT_STEP_WAIT_MS) : take();
+    } finally {
+      release();
+    }
     const { path, bytes } = await writeCheckpoint(image, directory);
     const rows = image.sparse.reduce((n, r) => n + r.count, 0);
     log.info(`shard ${this.shard.id}: checkpoint of ${image.dense.length} slots and ${rows} rows written to ${path} (${bytes} bytes)`);

@@ -23,7 +23,7 @@ export const checkpointCommand: Command = {
           process.stdout.write(`${JSON.stringify(out.ok ? out.checkpoint : { shardId: out.shardId, address: out.address, error: out.error.message, reason: out.error.reason })}\n`);
         } else if (out.ok) {
           const c = out.checkpoint;
-          process.stdout.write(`${c.shardId}  ${c.path}  ${c.slots} slots, ${c.rows} rows, ${(c.bytes / 2 ** 20).toFixed(1)} MiB, map epoch ${c.epoch}, paused ${c.snapshotMs.toFixed(1)} ms, ${c.totalMs.toFixed(0)} ms in all\n`);
+          process.stdout.write(`${c.shardId}  ${c.path}  ${c.slots} slots, ${c.rows} rows, ${(c.bytes / 2 ** 20).toFixed(1)} MiB, map epoch ${c.epoch}${c.closedSteps > 0 ? `, bsp step ${c.closedSteps}` : ''}, paused ${c.snapshotMs.toFixed(1)} ms, ${c.totalMs.toFixed(0)} ms in all\n`);
         } else {
           process.stderr.write(`${out.shardId} (${out.address}): ${out.error.message}\n`);
         }

@@ -5,11 +5,11 @@ import { expect } from 'chai';
 import { checkpointCluster } from '../../client/checkpoint-client.js';
 import { SparseClient } from '../../client/sparse-client.js';
 import { CheckpointError } from '../../cluster/errors.js';
-import { type ModelSpec } from '../../cluster/model-spec.js';
+import { type ModelSpec, initialValues } from '../../cluster/model-spec.js';
 import { checkpointPath, readCheckpoint } from '../../server/checkpoint.js';
 import { ShardServer } from '../../server/shard-server.js';
 import { waitFor } from '../helpers/cli.js';
-import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
 
 const D = 50_000;
 const MODEL: ModelSpec = {
@@ -115,6 +115,58 @@ describe('functional: checkpoints', function () {
 
     const err = await ShardServer.start({ id: 'shard-8', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: join(own, 'missing'), everyMs: 0 } }).catch((e: unknown) => e);
     expect(err, 'a checkpoint directory that does not exist is refused at start').to.be.instanceOf(CheckpointError);
+  });
+
+  it('under bsp every shard writes the same step, while the workers train on', async () => {
+    const bsp = await startCluster({ shards: 2, model: flatModel(4096), optimizer: { name: 'sgd', learningRate: 1 }, consistency: 'bsp', initialWorkers: 2, slots: 32 });
+    let stop = false;
+    try {
+      const aligned = join(dir, 'aligned');
+      mkdirSync(aligned);
+      // Each step, both workers push −1 everywhere: the mean is −1, so after t steps every value is its initial value + t.
+      const work = [0, 1].map(async (w) => {
+        const id = `bsp-${w}`;
+        await bsp.store.register('worker', { id, state: 'training' }, 60_000);
+        const c = await bsp.client({ workerId: id });
+        const values = new Float32Array(4096);
+        const minusOne = new Float32Array(4096).fill(-1);
+        for (let clock = 0; !stop; clock++) {
+          await c.pull(values, { clock, join: clock === 0 });
+          await c.push(minusOne, undefined, clock);
+        }
+        // Leave so the other's last step can close.
+        await bsp.store.deregister('worker', id);
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      const outcomes = await checkpointCluster(bsp.store, aligned);
+      stop = true;
+      const steps = outcomes.map((o) => (o.ok ? o.checkpoint.closedSteps : -1));
+      expect(outcomes.map((o) => (o.ok ? 'ok' : o.error.message))).to.deep.equal(['ok', 'ok']);
+      expect(steps[0], 'training was under way').to.be.greaterThan(0);
+      expect(steps[1], 'both shards at the same step').to.equal(steps[0]);
+      const start = new Float32Array(4096);
+      initialValues(flatModel(4096), 0, start);
+      const restored = new Float32Array(4096);
+      for (const id of ['shard-0', 'shard-1']) {
+        const image = await readCheckpoint(checkpointPath(aligned, id));
+        for (const d of image.dense) restored.set(d.values, Math.floor((d.slot * 4096) / 32));
+      }
+      const t = steps[0]!;
+      for (let i = 0; i < 4096; i++) {
+        let want = start[i]!;
+        for (let k = 0; k < t; k++) want = Math.fround(want + 1);
+        expect(restored[i], `element ${i} after ${t} steps`).to.equal(want);
+      }
+      await Promise.all(work);
+      // With the workers gone the clocks stand still: the checkpoint is taken at once, at the step they stopped at.
+      const idle = await checkpointCluster(bsp.store, aligned);
+      const idleSteps = idle.map((o) => (o.ok ? o.checkpoint.closedSteps : -1));
+      expect(idleSteps[0]).to.be.greaterThan(t);
+      expect(idleSteps[1]).to.equal(idleSteps[0]);
+    } finally {
+      stop = true;
+      await bsp.close();
+    }
   });
 
   it('a shard refuses to start from a file that is not its model’s checkpoint', async () => {

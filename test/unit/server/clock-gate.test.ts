@@ -78,6 +78,27 @@ describe('unit: ClockGate', () => {
     expect(() => g.checkPush('c', 0)).not.to.throw();
   });
 
+  it('bsp: a hold keeps steps from closing past it; whenApplied runs at exactly that step, and refuses one already past', async () => {
+    const g = gate('bsp', 1);
+    await g.beforePull('a', 0, true, 1_000);
+    const release = g.hold(2);
+    const seen: number[] = [];
+    const at2 = g.whenApplied(2, () => g.closedSteps, 1_000);
+    for (const step of [0, 1, 2, 3]) {
+      g.afterPush('a', step);
+      seen.push(g.closedSteps);
+    }
+    expect(seen, 'held at 2 while the worker pushed on').to.deep.equal([1, 2, 2, 2]);
+    expect(await at2).to.equal(2);
+    expect(await g.whenApplied(2, () => 'now', 1_000), 'at the step now: at once').to.equal('now');
+    release();
+    expect(g.closedSteps, 'released: the summed steps close').to.equal(4);
+    await g.whenApplied(2, () => 0, 1_000).then(
+      () => expect.fail('a step already past'),
+      (err: unknown) => expect(err).to.be.instanceOf(StepAheadError),
+    );
+  });
+
   it('a worker missing from the live set stops counting; one that joined after the set was read still counts', async () => {
     let t = 1_000;
     const g = gate('bsp', 1, 30_000, () => t);
