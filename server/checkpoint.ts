@@ -1,7 +1,8 @@
 import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
-import { CheckpointError, InvalidArgumentError } from '../cluster/errors.js';
+import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
+import { CheckpointError, InvalidArgumentError, StepAheadError } from '../cluster/errors.js';
 import { type CheckpointIdentity, type CheckpointImage, CHECKPOINT_FORMAT, decodeCheckpoint, encodeCheckpoint } from './checkpoint-format.js';
 import { type Shard } from './shard.js';
 import { type SparseStore } from './sparse-store.js';
@@ -154,6 +155,47 @@ export async function writeCheckpoint(image: CheckpointImage, directory: string)
     throw new CheckpointError(`cannot write the checkpoint ${path}: ${(err as Error).message}`);
   }
   return { path, bytes };
+}
+
+/** How long a checkpoint at a bsp step waits for that step. */
+export const CHECKPOINT_STEP_WAIT_MS = 60_000;
+
+/**
+ * A whole checkpoint of one shard: the memory for the copy made ready while
+ * the shard serves, the snapshot (the one pause), the file written. Under
+ * bsp, `atStep` > 0 takes the snapshot when exactly that many steps are
+ * applied: no later step closes until it is taken, and it waits up to
+ * {@link CHECKPOINT_STEP_WAIT_MS} for that step.
+ *
+ * @throws StepAheadError when the shard has applied more than `atStep` steps;
+ *   ClockTimeoutError when it does not get there in time; CheckpointError and
+ *   InvalidArgumentError as {@link writeCheckpoint}.
+ */
+export async function takeCheckpoint(shard: Shard, sparse: SparseStore, directory: string, atStep = 0): Promise<CheckpointInfo> {
+  const started = performance.now();
+  await checkDirectory(directory, shard.id);
+  const gate = shard.gate;
+  const aligned = atStep > 0 && gate.model.kind === 'bsp';
+  if (aligned && gate.closedSteps > atStep) throw new StepAheadError(`step ${atStep} is past: this shard has applied ${gate.closedSteps} steps`);
+  const release = aligned ? gate.hold(atStep) : () => undefined;
+  let image: CheckpointImage;
+  let snapshotMs = 0;
+  try {
+    const arena = new SnapshotArena(snapshotWords(shard, sparse));
+    await arena.prepare();
+    const take = () => {
+      const paused = performance.now();
+      const taken = snapshot(shard, sparse, arena);
+      snapshotMs = performance.now() - paused;
+      return taken;
+    };
+    image = atStep > 0 ? await gate.whenApplied(atStep, take, CHECKPOINT_STEP_WAIT_MS) : take();
+  } finally {
+    release();
+  }
+  const { path, bytes } = await writeCheckpoint(image, directory);
+  const rows = image.sparse.reduce((n, r) => n + r.count, 0);
+  return { shardId: shard.id, path, epoch: image.header.epoch, slots: image.dense.length, rows, bytes, closedSteps: image.header.closedSteps, snapshotMs, totalMs: performance.now() - started };
 }
 
 /** Reads and checks a checkpoint file. @throws CheckpointError for a missing, unreadable or damaged file. */

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { NotFoundError, StepAheadError } from '../cluster/errors.js';
+import { NotFoundError } from '../cluster/errors.js';
 import { startGrpcServer, type TesseraGrpcServer } from '../cluster/grpc-server.js';
 import { createLogger } from '../cluster/log.js';
 import { DEFAULT_LEASE, Lease, type LeaseOptions } from '../cluster/membership/lease.js';
@@ -11,9 +11,8 @@ import { type ShardMap } from '../cluster/shard-map.js';
 import { formatRanges } from '../cluster/slots.js';
 import { isWildcardHost, splitHostPort } from '../cluster/address.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
-import { type CheckpointImage } from './checkpoint-format.js';
 import { shardAdminImplementation } from './admin-service.js';
-import { SnapshotArena, checkDirectory, readCheckpoint, restore, snapshot, snapshotWords, writeCheckpoint } from './checkpoint.js';
+import { checkDirectory, readCheckpoint, restore, takeCheckpoint } from './checkpoint.js';
 import { Shard } from './shard.js';
 import { BulkServer } from './bulk-service.js';
 import { GradientPool, shardImplementation } from './shard-service.js';
@@ -61,8 +60,6 @@ export interface ShardServerOptions {
 }
 
 export const DEFAULT_MAP_POLL_MS = 1_000;
-/** How long a checkpoint at a bsp step waits for that step. */
-export const CHECKPOINT_STEP_WAIT_MS = 60_000;
 export const DEFAULT_WORKER_POLL_MS = 500;
 
 /** How often the store is checked while it holds no map (cluster forming, or store lost its data). */
@@ -222,34 +219,12 @@ export class ShardServer extends EventEmitter {
    * (docs/checkpoints.md): the snapshot pauses serving for one synchronous
    * copy, into memory made ready beforehand; the file is written while the
    * shard serves on. Under bsp, `atStep` > 0 takes the snapshot when exactly
-   * that many steps are applied (waiting up to {@link CHECKPOINT_STEP_WAIT_MS}).
+   * that many steps are applied (see takeCheckpoint).
    */
   async checkpoint(directory: string, atStep = 0): Promise<CheckpointInfo> {
-    const started = performance.now();
-    await checkDirectory(directory, this.shard.id);
-    const gate = this.shard.gate;
-    // At a bsp step: no step past it closes until the snapshot is taken.
-    if (atStep > 0 && gate.model.kind === 'bsp' && gate.closedSteps > atStep) throw new StepAheadError(`step ${atStep} is past: this shard has applied ${gate.closedSteps} steps`);
-    const release = atStep > 0 && gate.model.kind === 'bsp' ? gate.hold(atStep) : () => undefined;
-    let image: CheckpointImage;
-    let snapshotMs = 0;
-    try {
-      const arena = new SnapshotArena(snapshotWords(this.shard, this.sparse));
-      await arena.prepare();
-      const take = () => {
-        const paused = performance.now();
-        const taken = snapshot(this.shard, this.sparse, arena);
-        snapshotMs = performance.now() - paused;
-        return taken;
-      };
-      image = atStep > 0 ? await gate.whenApplied(atStep, take, CHECKPOINT_STEP_WAIT_MS) : take();
-    } finally {
-      release();
-    }
-    const { path, bytes } = await writeCheckpoint(image, directory);
-    const rows = image.sparse.reduce((n, r) => n + r.count, 0);
-    log.info(`shard ${this.shard.id}: checkpoint of ${image.dense.length} slots and ${rows} rows written to ${path} (${bytes} bytes)`);
-    return { shardId: this.shard.id, path, epoch: image.header.epoch, slots: image.dense.length, rows, bytes, closedSteps: image.header.closedSteps, snapshotMs, totalMs: performance.now() - started };
+    const info = await takeCheckpoint(this.shard, this.sparse, directory, atStep);
+    log.info(`shard ${this.shard.id}: checkpoint of ${info.slots} slots and ${info.rows} rows written to ${info.path} (${info.bytes} bytes, serving paused ${info.snapshotMs.toFixed(1)} ms)`);
+    return info;
   }
 
   /** The next timed checkpoint, once the last one is done (they never overlap). */
