@@ -223,6 +223,9 @@ export class ShardServer extends EventEmitter {
    */
   async checkpoint(directory: string, atStep = 0): Promise<CheckpointInfo> {
     const info = await takeCheckpoint(this.shard, this.sparse, directory, atStep);
+    this.lease.update({ checkpoint: { path: info.path, at: new Date().toISOString(), steps: info.closedSteps } });
+    // Published now, unless closing (a renewal racing the lease's removal would bring it back).
+    if (this.state === 'serving' || this.state === 'joining') void this.lease.renew();
     log.info(`shard ${this.shard.id}: checkpoint of ${info.slots} slots and ${info.rows} rows written to ${info.path} (${info.bytes} bytes, serving paused ${info.snapshotMs.toFixed(1)} ms)`);
     return info;
   }

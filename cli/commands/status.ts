@@ -14,7 +14,8 @@ export interface ClusterStatus {
   slots: number;
   /** Slots the map gives to no live shard. */
   orphaned_slots: number;
-  shards: { id: string; address: string; state: string; slots: number; bytes: number; epoch: number }[];
+  /** last_checkpoint: the shard's latest checkpoint file and when it was written; null before its first. */
+  shards: { id: string; address: string; state: string; slots: number; bytes: number; epoch: number; last_checkpoint: { path: string; at: string; steps: number } | null }[];
   /** state: training, idle (no block to claim for now); train_epoch: the pass over the data it is in; loss: its latest training loss. */
   workers: { id: string; state: string; step: number; backend: string; train_epoch: number; loss: number | null; held_out: Record<string, number> | null }[];
   /** The run's data: blocks (work items) in all, handed out, held now; null before a worker claimed one. */
@@ -50,6 +51,7 @@ export const statusCommand: Command = {
             slots: counts.get(id) ?? 0,
             bytes: m?.bytes ?? 0,
             epoch: m?.epoch ?? 0,
+            last_checkpoint: m?.checkpoint ?? null,
           };
         }),
         workers: workers.map((w) => ({ id: w.id, state: w.state ?? 'alive', step: w.step ?? 0, backend: w.backend ?? '', train_epoch: w.trainEpoch ?? 0, loss: w.loss ?? null, held_out: w.heldOut ?? null })),
@@ -84,7 +86,10 @@ function render(s: ClusterStatus): string {
     out += `data: ${s.data.epochs} epochs × ${s.data.blocks_per_epoch} blocks · ${s.data.handed_out - held} of ${s.data.items} blocks done · ${held} in progress\n`;
   }
   out += '\n';
-  out += s.shards.length ? table(['SHARD', 'ADDRESS', 'STATE', 'SLOTS', 'HELD'], s.shards.map((x) => [x.id, x.address, x.state, x.slots, mb(x.bytes)])) : 'no shards\n';
+  const ago = (iso: string) => `${Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000))} s ago`;
+  out += s.shards.length
+    ? table(['SHARD', 'ADDRESS', 'STATE', 'SLOTS', 'HELD', 'CHECKPOINT'], s.shards.map((x) => [x.id, x.address, x.state, x.slots, mb(x.bytes), x.last_checkpoint ? `${ago(x.last_checkpoint.at)} ${x.last_checkpoint.path}` : '-']))
+    : 'no shards\n';
   out += '\n';
   out += s.workers.length
     ? table(

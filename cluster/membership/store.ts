@@ -32,6 +32,8 @@ export interface MemberInfo {
   epoch?: number;
   /** The slots a shard owns under that epoch: what rebuilds the map if the store loses it. */
   owned?: SlotRange[];
+  /** A shard's latest checkpoint: the file, when it was written (ISO 8601), and under bsp the steps in it. */
+  checkpoint?: { path: string; at: string; steps: number };
 }
 
 /**

@@ -64,6 +64,12 @@ describe('e2e: tessera checkpoint and tessera shard --restore', function () {
     expect(ck.code, ck.stderr).to.equal(0);
     expect(ck.stdout).to.match(/shard-0 .*shard-0\.tessera-checkpoint {2}32 slots, 0 rows/);
     expect(ck.stdout).to.match(/shard-1 .*shard-1\.tessera-checkpoint {2}32 slots/);
+    const status = await waitFor('tessera status to show the checkpoints', async () => {
+      const r = await run(at(['status', '--json']));
+      const s = JSON.parse(r.stdout) as { shards: { id: string; last_checkpoint: { path: string } | null }[] };
+      return s.shards.every((x) => x.last_checkpoint) ? s : undefined;
+    }, 20_000, 500);
+    expect(status.shards.map((x) => x.last_checkpoint!.path)).to.deep.equal([join(dir, 'shard-0.tessera-checkpoint'), join(dir, 'shard-1.tessera-checkpoint')]);
 
     for (const s of shards.splice(0)) {
       s.kill('SIGTERM');

@@ -60,6 +60,12 @@ describe('functional: checkpoints', function () {
       expect(o.checkpoint.slots).to.equal(32);
     }
     expect(outcomes.reduce((n, o) => n + (o.ok ? o.checkpoint.rows : 0), 0), 'every row, on one shard or the other').to.equal(IDS.length);
+    // Each shard publishes its latest checkpoint with its lease (tessera status shows it).
+    const published = await waitFor('the checkpoints in the leases', async () => {
+      const members = await cluster!.store.members('shard');
+      return members.every((m) => m.checkpoint) ? members : undefined;
+    });
+    expect(published.map((m) => m.checkpoint!.path).sort()).to.deep.equal([checkpointPath(dir, 'shard-0'), checkpointPath(dir, 'shard-1')]);
     const dense = await client.pull();
     const rows = await sparse.pull('emb', IDS, { readOnly: true });
 
