@@ -1,12 +1,13 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { expect } from 'chai';
 import { initialValues } from '../../cluster/model-spec.js';
 import { protoRoot } from '../../cluster/proto.js';
+import { checkpointPath } from '../../server/checkpoint.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
 
 /*
@@ -69,6 +70,8 @@ interface Seen {
   nan_push: Refusal;
   stale_push: Refusal;
   after_mismatches: number;
+  checkpoint: { shard_id: string; path: string; slots: number; bytes: number };
+  checkpoint_missing: Refusal;
 }
 
 function sha256(a: Float32Array): string {
@@ -102,6 +105,7 @@ describe('interop: a Python client generated from the .proto files', function ()
     // shard), then the cluster: tessera/v1/shard_pb2*.py and health/v1/health_pb2*.py.
     stubs = mkdtempSync(join(tmpdir(), 'tessera-pystubs-'));
     protoc(protoRoot(), 'tessera/v1/shard.proto', stubs);
+    protoc(protoRoot(), 'tessera/v1/admin.proto', stubs);
     const healthProto = (createRequire(import.meta.url)('grpc-health-check') as { protoPath: string }).protoPath;
     const healthInclude = dirname(dirname(dirname(healthProto)));
     expect(relative(healthInclude, healthProto)).to.equal(join('health', 'v1', 'health.proto'));
@@ -120,7 +124,7 @@ describe('interop: a Python client generated from the .proto files', function ()
 
     const script = join(dirname(protoRoot()), 'test', 'interop', 'shard_client.py');
     const { stdout } = await run(
-      [script, '--address', shard.address, '--epoch', '1', '--slots', String(cluster.config.slots), '--model', model.name, '--lr', String(LEARNING_RATE), '--chunk-bytes', String(CHUNK_BYTES)],
+      [script, '--address', shard.address, '--epoch', '1', '--slots', String(cluster.config.slots), '--model', model.name, '--lr', String(LEARNING_RATE), '--chunk-bytes', String(CHUNK_BYTES), '--checkpoint-dir', stubs],
       { ...process.env, PYTHONPATH: stubs, PYTHONDONTWRITEBYTECODE: '1' },
     );
     const lines = stdout.trim().split('\n');
@@ -159,5 +163,11 @@ describe('interop: a Python client generated from the .proto files', function ()
     expect(seen.pull_after).to.deep.include({ elements: ELEMENTS, total: ELEMENTS, epoch: 1, chunks, in_order: true, sha256: sha256(expected) });
     expect(seen.pull_after.head).to.deep.equal(Array.from(expected.subarray(0, 4)));
     expect(seen.after_mismatches, 'Python’s own check of w − lr·g').to.equal(0);
+    // The admin plane: a checkpoint of the one shard's every slot, and a clear refusal.
+    expect(seen.checkpoint).to.deep.include({ shard_id: 'shard-0', path: checkpointPath(stubs, 'shard-0'), slots: cluster.config.slots });
+    expect(statSync(seen.checkpoint.path).size).to.equal(seen.checkpoint.bytes);
+    expect(seen.checkpoint_missing.code).to.equal('FAILED_PRECONDITION');
+    expect(seen.checkpoint_missing.metadata).to.deep.include({ 'tessera-error': 'checkpoint' });
+    expect(seen.checkpoint_missing.details).to.match(/missing is not a directory on shard shard-0’s host/);
   });
 });
