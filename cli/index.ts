@@ -4,6 +4,7 @@ import { helpText, parseArgs, UsageError } from './args.js';
 import { type Command } from './command.js';
 import { EXIT, handleError } from './handle-error.js';
 import { checkpointCommand } from './commands/checkpoint.js';
+import { rebalanceCommand } from './commands/rebalance.js';
 import { initCommand } from './commands/init.js';
 import { localCommand } from './commands/local.js';
 import { shardCommand } from './commands/shard.js';
@@ -11,7 +12,7 @@ import { statusCommand } from './commands/status.js';
 import { workerCommand } from './commands/worker.js';
 
 /** Registers the verbs; each lives in its own file under commands/. */
-const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand, checkpointCommand];
+const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand, checkpointCommand, rebalanceCommand];
 
 function usage(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(10)} ${c.summary}`).join('\n');

@@ -141,6 +141,12 @@ export class CheckpointError extends TesseraError {
   readonly reason = 'checkpoint';
 }
 
+/** A move of slots between shards cannot start or was called off (docs/migration.md); the slots stay where they were. */
+export class MigrationError extends TesseraError {
+  readonly code = status.FAILED_PRECONDITION;
+  readonly reason = 'migration';
+}
+
 /** The cluster (or a member) does not exist. */
 export class NotFoundError extends TesseraError {
   readonly code = status.NOT_FOUND;

@@ -5,6 +5,7 @@ import {
   ClusterExistsError,
   InvalidArgumentError,
   MapConflictError,
+  MigrationError,
   MovedError,
   NotFoundError,
   NotReadyError,
@@ -72,6 +73,8 @@ export function fromStatus(err: Partial<ServiceError> & { code?: number; details
       return new StepAheadError(details);
     case 'checkpoint':
       return new CheckpointError(details);
+    case 'migration':
+      return new MigrationError(details);
   }
   switch (err.code) {
     case status.UNAVAILABLE:

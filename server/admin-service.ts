@@ -1,15 +1,42 @@
 import type * as grpc from '@grpc/grpc-js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
+import { InvalidArgumentError } from '../cluster/errors.js';
 import { toStatus } from '../cluster/status-codec.js';
+import { type MoveReport } from './migration.js';
+
+/** What the admin plane does, given by the shard server (proto/tessera/v1/admin.proto). */
+export interface ShardAdminOperations {
+  checkpoint(directory: string, atStep: number): Promise<CheckpointInfo>;
+  moveSlots(slots: number[], targetId: string, targetAddress: string): Promise<MoveReport>;
+  importSlots(data: Buffer): number;
+  applyLog(data: Buffer): number;
+  dropSlots(slots: number[]): number;
+}
 
 /** `tessera.v1.ShardAdmin` over the shard server's own operations: the transport edge, where typed errors become statuses. */
-export function shardAdminImplementation(checkpoint: (directory: string, atStep: number) => Promise<CheckpointInfo>): grpc.UntypedServiceImplementation {
-  return {
-    checkpoint: (call: grpc.ServerUnaryCall<{ directory: string; atStep: number }, object>, callback: grpc.sendUnaryData<object>) => {
-      checkpoint(call.request.directory, call.request.atStep).then(
-        (info) => callback(null, info),
+export function shardAdminImplementation(ops: ShardAdminOperations): grpc.UntypedServiceImplementation {
+  const answer = <T>(work: () => Promise<T> | T, callback: grpc.sendUnaryData<object>, reply: (v: T) => object) => {
+    Promise.resolve()
+      .then(work)
+      .then(
+        (v) => callback(null, reply(v)),
         (err: unknown) => callback(toStatus(err)),
       );
-    },
+  };
+  const bytes = (b: Buffer | undefined) => {
+    if (!(b instanceof Uint8Array) || b.byteLength === 0) throw new InvalidArgumentError('the request carries no data');
+    return b;
+  };
+  return {
+    checkpoint: (call: grpc.ServerUnaryCall<{ directory: string; atStep: number }, object>, callback: grpc.sendUnaryData<object>) =>
+      answer(() => ops.checkpoint(call.request.directory, call.request.atStep), callback, (info) => info),
+    moveSlots: (call: grpc.ServerUnaryCall<{ slots: number[]; targetId: string; targetAddress: string }, object>, callback: grpc.sendUnaryData<object>) =>
+      answer(() => ops.moveSlots(call.request.slots, call.request.targetId, call.request.targetAddress), callback, (report) => report),
+    importSlots: (call: grpc.ServerUnaryCall<{ data: Buffer }, object>, callback: grpc.sendUnaryData<object>) =>
+      answer(() => ops.importSlots(bytes(call.request.data)), callback, (slots) => ({ slots })),
+    applyLog: (call: grpc.ServerUnaryCall<{ data: Buffer }, object>, callback: grpc.sendUnaryData<object>) =>
+      answer(() => ops.applyLog(bytes(call.request.data)), callback, (entries) => ({ entries })),
+    dropSlots: (call: grpc.ServerUnaryCall<{ slots: number[] }, object>, callback: grpc.sendUnaryData<object>) =>
+      answer(() => ops.dropSlots(call.request.slots), callback, (slots) => ({ slots })),
   };
 }

@@ -88,18 +88,20 @@ export function snapshotWords(shard: Shard, sparse: SparseStore): number {
 /**
  * Copies every slot the shard holds — dense slots and sparse rows, each with
  * its optimizer state, update count and applied pushes — in one synchronous
- * pass, into `arena` where given. Under bsp the open step's summed pushes are
- * not applied yet and so not in it.
+ * pass, into `arena` where given; only the slots in `only`, where given.
+ * Under bsp the open step's summed pushes are not applied yet and so not in it.
  */
-export function snapshot(shard: Shard, sparse: SparseStore, arena: SnapshotArena = new SnapshotArena(0)): CheckpointImage {
+export function snapshot(shard: Shard, sparse: SparseStore, arena: SnapshotArena = new SnapshotArena(0), only?: ReadonlySet<number>): CheckpointImage {
   const config = shard.config;
+  const wanted = (s: number) => !only || only.has(s);
   const copies = (...arrays: (Float32Array | null)[]) => arrays.filter((a): a is Float32Array => a !== null).map((a) => arena.copy(a));
-  const dense = shard.store.held().map(([slot, s]) => ({ slot, step: s.step, values: arena.copy(s.values), state: copies(s.s1, s.s2), dedup: s.dedup.save() }));
+  const dense = shard.store.held().filter(([slot]) => wanted(slot)).map(([slot, s]) => ({ slot, step: s.step, values: arena.copy(s.values), state: copies(s.s1, s.s2), dedup: s.dedup.save() }));
   const rows = [];
   for (const spec of config.model.sparse ?? []) {
     const table = sparse.table(spec.name);
     const d = table.dim;
     for (const s of table.heldSlots()) {
+      if (!wanted(s)) continue;
       const r = table.slot(s)!;
       const n = r.count;
       rows.push({

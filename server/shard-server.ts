@@ -13,6 +13,7 @@ import { isWildcardHost, splitHostPort } from '../cluster/address.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { shardAdminImplementation } from './admin-service.js';
 import { checkDirectory, readCheckpoint, restore, takeCheckpoint } from './checkpoint.js';
+import { type MoveReport, applyLog, dropSlots, importSlots, moveSlots } from './migration.js';
 import { Shard } from './shard.js';
 import { BulkServer } from './bulk-service.js';
 import { GradientPool, shardImplementation } from './shard-service.js';
@@ -112,7 +113,17 @@ export class ShardServer extends EventEmitter {
     const grpc = await startGrpcServer(options.listen, [
       { name: SHARD_SERVICE_NAME, definition: shardService().service, implementation: shardImplementation(shard, () => server!.describe(), pool) },
       { name: SPARSE_SHARD_SERVICE_NAME, definition: sparseShardService().service, implementation: sparseShardImplementation(sparse, shard.gate, () => server!.describeSparse()) },
-      { name: SHARD_ADMIN_SERVICE_NAME, definition: shardAdminService().service, implementation: shardAdminImplementation((directory, atStep) => server!.checkpoint(directory, atStep)) },
+      {
+        name: SHARD_ADMIN_SERVICE_NAME,
+        definition: shardAdminService().service,
+        implementation: shardAdminImplementation({
+          checkpoint: (directory, atStep) => server!.checkpoint(directory, atStep),
+          moveSlots: (slots, targetId, targetAddress) => server!.moveSlots(slots, targetId, targetAddress),
+          importSlots: (data) => importSlots(data, shard, sparse),
+          applyLog: (data) => applyLog(data, shard, sparse),
+          dropSlots: (slots) => dropSlots(shard, sparse, slots),
+        }),
+      },
     ]);
     const address = options.advertise ?? advertised(options.listen, grpc.port);
     const bulk = options.bulk === false ? null : await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0);
@@ -228,6 +239,17 @@ export class ShardServer extends EventEmitter {
     if (this.state === 'serving' || this.state === 'joining') void this.lease.renew();
     log.info(`shard ${this.shard.id}: checkpoint of ${info.slots} slots and ${info.rows} rows written to ${info.path} (${info.bytes} bytes, serving paused ${info.snapshotMs.toFixed(1)} ms)`);
     return info;
+  }
+
+  /**
+   * Hands `slots` to the shard `targetId` at `targetAddress`, live
+   * (server/migration.ts, docs/migration.md), and adopts the map that gives
+   * them to it.
+   */
+  async moveSlots(slots: number[], targetId: string, targetAddress: string): Promise<MoveReport> {
+    const report = await moveSlots(this.shard, this.sparse, this.store, (map) => this.adopt(map), slots, targetId, targetAddress);
+    log.info(`shard ${this.shard.id}: moved ${report.slots} slots and ${report.rows} rows to ${targetId} (map epoch ${report.epoch}, ${report.logEntries} updates sent after the snapshot, frozen ${report.frozenMs.toFixed(1)} ms)`);
+    return report;
   }
 
   /** The next timed checkpoint, once the last one is done (they never overlap). */

@@ -6,6 +6,7 @@ import { type ShardMap, ownedRanges } from '../cluster/shard-map.js';
 import { type SlotRange, checkRanges, rangesLength } from '../cluster/slots.js';
 import { copyBytes, floatBytes } from '../cluster/wire.js';
 import { ClockGate, toMean } from './clock-gate.js';
+import { type MigrationLog } from './migration-log.js';
 import { applyGradient } from './optimizers.js';
 import { addressOf, simdKernels } from './simd-kernels.js';
 import { SlotStore } from './slot-store.js';
@@ -41,6 +42,10 @@ export class Shard {
   /** bsp: the open step's pushes, summed per slot. */
   private readonly pending = new Map<number, Float32Array>();
   pushesApplied = 0;
+  /** Slots being handed to another shard: what is applied to them is recorded here (migration.ts). */
+  migration: MigrationLog | null = null;
+  /** Slots in the last moment of a hand-off: requests for them are answered "not ready", to be retried. */
+  readonly frozen = new Set<number>();
 
   constructor(
     readonly id: string,
@@ -87,6 +92,7 @@ export class Shard {
       for (let s = r.begin; s < r.end; s++) {
         const owner = map.owners[s]!;
         if (owner !== this.id) throw new MovedError(s, map.epoch, owner, map.addresses[owner] ?? '');
+        if (this.frozen.has(s)) throw new NotReadyError(`slot ${s} is being handed to another shard; retry shortly`);
       }
     }
   }
@@ -168,6 +174,7 @@ export class Shard {
           if (summed) this.sum(s, gradient, off, slot.values.length);
           else applyGradient(slot, gradient, off, this.config.optimizer);
           slot.dedup.add(header.workerId, header.seq);
+          if (this.migration?.has(s)) this.migration.dense(s, header.workerId, header.seq, gradient.subarray(off, off + slot.values.length));
           applied++;
         }
         off += slot.values.length;

@@ -38,6 +38,11 @@ export class SlotStore {
     return this.slots.get(s);
   }
 
+  /** Forgets slot `s` (its memory goes once nothing refers to it). */
+  drop(s: number): void {
+    this.slots.delete(s);
+  }
+
   /** The slots held, ascending. */
   held(): [number, Slot][] {
     return [...this.slots].sort((a, b) => a[0] - b[0]);

@@ -6,6 +6,7 @@ import { validateSparseTables } from '../cluster/sparse-keys.js';
 import { type IdGroups, groupIds, rowCount, sumRows } from '../cluster/sparse-routing.js';
 import { SPARSE_MAX_REPLY_BYTES } from '../cluster/sparse-wire.js';
 import { type ClockGate, toMean } from './clock-gate.js';
+import { type MigrationLog } from './migration-log.js';
 import { type SparseRows, SparseTable } from './sparse-table.js';
 
 /**
@@ -27,6 +28,8 @@ export interface OwnershipCheck {
   check(epoch: number, ranges: readonly SlotRange[], model?: string): void;
   /** The shard's worker clocks under ssp/bsp. */
   readonly gate: ClockGate;
+  /** Slots being handed to another shard, whose updates are recorded. */
+  readonly migration: MigrationLog | null;
 }
 
 export interface SparsePullInput {
@@ -207,6 +210,8 @@ export class SparseStore {
           else table.applyRow(slot, row, sums, r * dim);
         }
         slot.dedup.add(req.workerId, req.seq);
+        const log = this.owner.migration;
+        if (log?.has(s)) log.sparse(table.name, s, req.workerId, req.seq, g.ids.subarray(2 * a, 2 * b), sums.subarray(a * dim, b * dim));
         appliedSlots++;
         rowsApplied += b - a;
       }

@@ -129,6 +129,11 @@ export class SparseTable {
     return rows;
   }
 
+  /** Forgets slot `s`'s rows. */
+  dropSlot(s: number): void {
+    this.slots.delete(s);
+  }
+
   /** Slots that hold rows, ascending. */
   heldSlots(): number[] {
     return [...this.slots.keys()].sort((a, b) => a - b);

@@ -1,0 +1,74 @@
+import * as grpc from '@grpc/grpc-js';
+import { NotFoundError, InvalidArgumentError, type TesseraError } from '../cluster/errors.js';
+import { CHANNEL_OPTIONS, deadlineIn } from '../cluster/grpc-client.js';
+import { type MembershipStore } from '../cluster/membership/store.js';
+import { shardAdminService } from '../cluster/proto.js';
+import { type SlotMove, rebalancePlan } from '../cluster/rebalance-plan.js';
+import { fromStatus } from '../cluster/status-codec.js';
+
+/** What a move reported (proto/tessera/v1/admin.proto, MoveSlotsReport). */
+export interface MoveOutcome extends SlotMove {
+  epoch: number;
+  rows: number;
+  logEntries: number;
+  frozenMs: number;
+  totalMs: number;
+}
+
+export interface RebalanceOptions {
+  /** Shards to empty (they get no slots; stop them once the rebalance is done). */
+  drain?: readonly string[];
+  /** Plan only: move nothing. */
+  dryRun?: boolean;
+  /** Slots per move. Default 64. */
+  perMove?: number;
+  /** Called after each move. */
+  onMove?: (outcome: MoveOutcome) => void;
+}
+
+/** How long one move may take. */
+const MOVE_DEADLINE_MS = 600_000;
+
+/**
+ * Spreads the slots evenly over the live shards (all but `drain`), live: the
+ * plan (cluster/rebalance-plan.ts), then each move asked of its source shard,
+ * one after another (docs/migration.md). Returns the plan when `dryRun`, else
+ * what each move did.
+ *
+ * @throws NotFoundError with no map; InvalidArgumentError when draining would
+ *   leave no shard, or a target has no live lease; the first move's typed
+ *   error that fails (the moves before it stand).
+ */
+export async function rebalanceCluster(store: MembershipStore, options: RebalanceOptions = {}): Promise<(SlotMove | MoveOutcome)[]> {
+  const [map, members] = await Promise.all([store.getMap(), store.members('shard')]);
+  if (!map) throw new NotFoundError('the cluster has no shard map yet: nothing to rebalance');
+  const drain = new Set(options.drain ?? []);
+  const live = members.filter((m) => m.address && !drain.has(m.id));
+  if (live.length === 0) throw new InvalidArgumentError('no live shard would be left to hold the slots');
+  const addresses = new Map(members.map((m) => [m.id, m.address!]));
+  const plan = rebalancePlan(map, live.map((m) => m.id).sort(), options.perMove ?? 64);
+  if (options.dryRun) return plan;
+  const done: MoveOutcome[] = [];
+  for (const move of plan) {
+    const from = addresses.get(move.from) ?? map.addresses[move.from];
+    if (!from) throw new InvalidArgumentError(`shard ${move.from} holds slots but has no address`);
+    const Ctor = shardAdminService();
+    const stub = new Ctor(from, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as grpc.Client & {
+      moveSlots(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Omit<MoveOutcome, keyof SlotMove>) => void): void;
+    };
+    try {
+      const report = await new Promise<Omit<MoveOutcome, keyof SlotMove>>((resolve, reject) =>
+        stub.moveSlots({ slots: move.slots, targetId: move.to, targetAddress: addresses.get(move.to)! }, { deadline: deadlineIn(MOVE_DEADLINE_MS) }, (err, res) =>
+          err ? reject(fromStatus(err, from) as TesseraError) : resolve(res!),
+        ),
+      );
+      // The report's `slots` is a count; the move's list of slots is kept.
+      const outcome = { ...report, ...move };
+      done.push(outcome);
+      options.onMove?.(outcome);
+    } finally {
+      stub.close();
+    }
+  }
+  return done;
+}

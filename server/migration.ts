@@ -1,0 +1,273 @@
+import * as grpc from '@grpc/grpc-js';
+import { InvalidArgumentError, MigrationError, TesseraError } from '../cluster/errors.js';
+import { CHANNEL_OPTIONS, deadlineIn } from '../cluster/grpc-client.js';
+import { type MembershipStore } from '../cluster/membership/store.js';
+import { shardAdminService } from '../cluster/proto.js';
+import { type ShardMap } from '../cluster/shard-map.js';
+import { fromStatus } from '../cluster/status-codec.js';
+import { applyGradient } from './optimizers.js';
+import { decodeCheckpoint, encodeCheckpoint } from './checkpoint-format.js';
+import { restore, snapshot } from './checkpoint.js';
+import { type LogEntry, MigrationLog } from './migration-log.js';
+import { type Shard } from './shard.js';
+import { type SparseStore } from './sparse-store.js';
+
+/**
+ * Live slot migration (docs/migration.md), in the shape of Redis/Valkey
+ * atomic slot migration: the source records what it applies to the moving
+ * slots, sends the target a snapshot of them while it goes on serving, then
+ * what it applied meanwhile (in rounds, while that shrinks); then it freezes
+ * the slots (their requests get a retryable not-ready), sends the last
+ * updates, and flips their owner in the map by compare-and-set on its epoch.
+ * The target holds what it received without serving it until the map gives
+ * it the slots. At no instant do two shards apply pushes for a slot: the
+ * source stops (freeze) before the map changes, and the target starts only
+ * once it holds a map in which it owns the slot.
+ */
+
+/** Largest payload of one ImportSlots or ApplyLog call; a move's slots and log are sent in pieces under it. */
+export const MIGRATION_PAYLOAD_BYTES = 12 << 20;
+/** Rounds of log sent while serving before the slots are frozen; fewer when the log runs short. */
+const LOG_ROUNDS = 8;
+/** Entries left in the log below which the slots are frozen for the last round. */
+const FREEZE_BELOW = 64;
+const CALL_DEADLINE_MS = 60_000;
+
+export interface MoveReport {
+  epoch: number;
+  slots: number;
+  rows: number;
+  logEntries: number;
+  frozenMs: number;
+  totalMs: number;
+}
+
+type AdminStub = grpc.Client & {
+  importSlots(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: object) => void): void;
+  applyLog(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: object) => void): void;
+  dropSlots(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: object) => void): void;
+};
+
+/**
+ * The source side of a move: hands `slots` of `shard` to the shard
+ * `targetId` at `targetAddress` and writes the map that gives them to it.
+ * `adopt` installs that map here at once (so this shard redirects from then on).
+ *
+ * @throws InvalidArgumentError for slots this shard does not own, or a target
+ *   that is this shard; MigrationError under bsp (whose open step holds sums
+ *   not yet applied), while another move runs, or when the map changed under
+ *   the move; the target's errors as they come. Any failure before the map
+ *   changed undoes the move: the slots stay here and serve on.
+ */
+export async function moveSlots(
+  shard: Shard,
+  sparse: SparseStore,
+  store: MembershipStore,
+  adopt: (map: ShardMap) => void,
+  slots: readonly number[],
+  targetId: string,
+  targetAddress: string,
+): Promise<MoveReport> {
+  const started = performance.now();
+  const map = await store.getMap();
+  if (!map) throw new InvalidArgumentError('the cluster has no shard map yet');
+  if (shard.gate.model.kind === 'bsp') throw new MigrationError('slots cannot move under bsp: the open step holds summed pushes that are not applied yet; move them between runs');
+  if (targetId === shard.id) throw new InvalidArgumentError(`shard ${shard.id} cannot move slots to itself`);
+  if (!targetAddress) throw new InvalidArgumentError('a move needs the target shard’s address');
+  if (slots.length === 0) throw new InvalidArgumentError('a move needs at least one slot');
+  const set = new Set(slots);
+  for (const s of set) {
+    if (!(Number.isInteger(s) && s >= 0 && s < map.slots)) throw new InvalidArgumentError(`slot ${s} is outside 0…${map.slots - 1}`);
+    if (map.owners[s] !== shard.id) throw new InvalidArgumentError(`slot ${s} is owned by ${map.owners[s]}, not by ${shard.id}`);
+  }
+  if (shard.migration) throw new MigrationError(`shard ${shard.id} is already moving slots; one move at a time`);
+
+  const log = new MigrationLog(set);
+  shard.migration = log;
+  const Ctor = shardAdminService();
+  const target = new Ctor(targetAddress, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as AdminStub;
+  const call = (method: 'importSlots' | 'applyLog' | 'dropSlots', req: object) =>
+    new Promise<void>((resolve, reject) => target[method](req, { deadline: deadlineIn(CALL_DEADLINE_MS) }, (err) => (err ? reject(fromStatus(err, targetAddress)) : resolve())));
+  let logEntries = 0;
+  let frozenAt = 0;
+  const sendLog = async () => {
+    for (const piece of logPieces(log.take())) {
+      logEntries += piece.count;
+      await call('applyLog', { data: piece.data });
+    }
+  };
+  try {
+    // 1. The snapshot, while serving; sent in pieces of whole slots.
+    const image = snapshot(shard, sparse, undefined, set);
+    const rows = image.sparse.reduce((n, r) => n + r.count, 0);
+    for (const part of imagePieces(image)) await call('importSlots', { data: Buffer.concat(encodeCheckpoint(part)) });
+    // 2. What was applied meanwhile, while it shrinks.
+    for (let round = 0; round < LOG_ROUNDS && log.pending >= FREEZE_BELOW; round++) await sendLog();
+    // 3. Freeze, the last updates, the map.
+    for (const s of set) shard.frozen.add(s);
+    frozenAt = performance.now();
+    await sendLog();
+    const current = await store.getMap();
+    if (!current || [...set].some((s) => current.owners[s] !== shard.id)) throw new MigrationError('the map changed under the move; nothing moved');
+    const owners = current.owners.map((o, s) => (set.has(s) ? targetId : o));
+    // Addresses of the shards that own slots: a shard drained of its last slot leaves the map.
+    const all = { ...current.addresses, [targetId]: targetAddress };
+    const addresses = Object.fromEntries(Object.entries(all).filter(([id]) => owners.includes(id)));
+    const next: ShardMap = { epoch: current.epoch + 1, slots: current.slots, owners, addresses };
+    await store.casMap(current.epoch, next);
+    adopt(next);
+    const frozenMs = performance.now() - frozenAt;
+    // The slots are the target's now: this shard redirects, and lets go of them.
+    dropSlots(shard, sparse, set);
+    return { epoch: next.epoch, slots: set.size, rows, logEntries, frozenMs, totalMs: performance.now() - started };
+  } catch (err) {
+    await call('dropSlots', { slots: [...set] }).catch(() => undefined);
+    throw err instanceof TesseraError ? err : new MigrationError(`the move of ${set.size} slots to ${targetId} failed: ${(err as Error).message}`);
+  } finally {
+    for (const s of set) shard.frozen.delete(s);
+    shard.migration = null;
+    target.close();
+  }
+}
+
+/** The target side: slots from a move's snapshot, kept until the map gives them here. */
+export function importSlots(data: Buffer, shard: Shard, sparse: SparseStore): number {
+  const image = decodeCheckpoint(data, 'a moved slot');
+  for (const d of image.dense) if (shard.owned().some((r) => d.slot >= r.begin && d.slot < r.end)) throw new InvalidArgumentError(`slot ${d.slot} is already served by ${shard.id}; a move cannot overwrite it`);
+  return restore(image, shard, sparse, 'a moved slot').slots;
+}
+
+/** The target side: the source's updates since the snapshot, applied in order, once each (per slot, by worker and seq). */
+export function applyLog(data: Buffer, shard: Shard, sparse: SparseStore): number {
+  const entries = decodeLog(data);
+  for (const e of entries) {
+    if (e.kind === 'dense') {
+      const slot = shard.store.ensure(e.slot);
+      if (slot.dedup.has(e.worker, e.seq)) continue;
+      if (e.gradient.length !== slot.values.length) throw new InvalidArgumentError(`a logged update of slot ${e.slot} has ${e.gradient.length} values, the slot ${slot.values.length}`);
+      applyGradient(slot, e.gradient, 0, shard.config.optimizer);
+      slot.dedup.add(e.worker, e.seq);
+    } else {
+      const table = sparse.table(e.table);
+      const rows = table.ensureSlot(e.slot);
+      if (rows.dedup.has(e.worker, e.seq)) continue;
+      for (let i = 0; i < e.ids.length / 2; i++) table.applyRow(rows, table.ensureRow(rows, e.ids[2 * i]!, e.ids[2 * i + 1]!), e.gradient, i * table.dim);
+      rows.dedup.add(e.worker, e.seq);
+    }
+  }
+  return entries.length;
+}
+
+/** Forgets `slots` (dense and sparse) unless the map gives them to this shard. */
+export function dropSlots(shard: Shard, sparse: SparseStore, slots: Iterable<number>): number {
+  let n = 0;
+  for (const s of slots) {
+    if (shard.owned().some((r) => s >= r.begin && s < r.end)) continue;
+    shard.store.drop(s);
+    for (const spec of shard.config.model.sparse ?? []) sparse.table(spec.name).dropSlot(s);
+    n++;
+  }
+  return n;
+}
+
+/** A snapshot cut into images of whole slots, each encoding to at most about MIGRATION_PAYLOAD_BYTES. */
+function imagePieces(image: ReturnType<typeof snapshot>): ReturnType<typeof snapshot>[] {
+  const bySlot = new Map<number, { dense: typeof image.dense; sparse: typeof image.sparse; bytes: number }>();
+  const entry = (s: number) => bySlot.get(s) ?? bySlot.set(s, { dense: [], sparse: [], bytes: 4096 }).get(s)!;
+  for (const d of image.dense) {
+    const e = entry(d.slot);
+    e.dense.push(d);
+    e.bytes += 4 * d.values.length * (1 + d.state.length) + 1024;
+  }
+  for (const r of image.sparse) {
+    const e = entry(r.slot);
+    e.sparse.push(r);
+    e.bytes += 4 * (r.ids.length + r.steps.length + r.values.length * (1 + r.state.length)) + 1024;
+  }
+  const pieces: ReturnType<typeof snapshot>[] = [];
+  let current = { header: image.header, dense: [] as typeof image.dense, sparse: [] as typeof image.sparse };
+  let bytes = 0;
+  for (const [s, e] of [...bySlot].sort((a, b) => a[0] - b[0])) {
+    if (e.bytes > MIGRATION_PAYLOAD_BYTES) throw new InvalidArgumentError(`slot ${s} holds about ${e.bytes} bytes, more than one move message carries (${MIGRATION_PAYLOAD_BYTES}); it cannot move`);
+    if (bytes + e.bytes > MIGRATION_PAYLOAD_BYTES && bytes > 0) {
+      pieces.push(current);
+      current = { header: image.header, dense: [], sparse: [] };
+      bytes = 0;
+    }
+    current.dense.push(...e.dense);
+    current.sparse.push(...e.sparse);
+    bytes += e.bytes;
+  }
+  if (current.dense.length + current.sparse.length > 0) pieces.push(current);
+  return pieces;
+}
+
+/**
+ * Log entries as bytes: "TSRMLOG1", a uint32 LE header length, a JSON header
+ * (per entry: kind, slot, worker, seq, table, lengths), padding to 4 bytes,
+ * then each entry's ids and gradient, little-endian.
+ */
+export function encodeLog(entries: readonly LogEntry[]): Buffer {
+  const header = entries.map((e) => (e.kind === 'dense' ? { k: 'd', s: e.slot, w: e.worker, q: e.seq, n: e.gradient.length } : { k: 's', t: e.table, s: e.slot, w: e.worker, q: e.seq, i: e.ids.length, n: e.gradient.length }));
+  let json = JSON.stringify(header);
+  json += ' '.repeat((4 - ((12 + Buffer.byteLength(json)) % 4)) % 4);
+  const head = Buffer.alloc(12);
+  head.write('TSRMLOG1', 0, 'latin1');
+  const jsonBytes = Buffer.from(json, 'utf8');
+  head.writeUInt32LE(jsonBytes.byteLength, 8);
+  const parts: Buffer[] = [head, jsonBytes];
+  for (const e of entries) {
+    if (e.kind === 'sparse') parts.push(Buffer.from(e.ids.buffer, e.ids.byteOffset, e.ids.byteLength));
+    parts.push(Buffer.from(e.gradient.buffer, e.gradient.byteOffset, e.gradient.byteLength));
+  }
+  return Buffer.concat(parts);
+}
+
+/** @throws InvalidArgumentError for bytes that are not an encoded log. */
+export function decodeLog(data: Buffer): LogEntry[] {
+  const bad = (what: string) => new InvalidArgumentError(`a migration log ${what}`);
+  if (data.byteLength < 12 || data.toString('latin1', 0, 8) !== 'TSRMLOG1') throw bad('must start with TSRMLOG1');
+  const length = data.readUInt32LE(8);
+  if (12 + length > data.byteLength) throw bad('header runs past its end');
+  type Head = { k: 'd' | 's'; s: number; w: string; q: number; n: number; t?: string; i?: number };
+  let header: Head[];
+  try {
+    header = JSON.parse(data.toString('utf8', 12, 12 + length)) as Head[];
+  } catch {
+    throw bad('has an unreadable header');
+  }
+  let at = 12 + length;
+  const take = <T>(n: number, make: (b: ArrayBuffer) => T): T => {
+    if (!(Number.isInteger(n) && n >= 0) || at + 4 * n > data.byteLength) throw bad('is shorter than its header says');
+    const copy = data.buffer.slice(data.byteOffset + at, data.byteOffset + at + 4 * n) as ArrayBuffer;
+    at += 4 * n;
+    return make(copy);
+  };
+  const entries = header.map((h): LogEntry => {
+    if (h.k === 'd') return { kind: 'dense', slot: h.s, worker: h.w, seq: h.q, gradient: take(h.n, (b) => new Float32Array(b)) };
+    const ids = take(h.i ?? 0, (b) => new Uint32Array(b));
+    return { kind: 'sparse', table: h.t ?? '', slot: h.s, worker: h.w, seq: h.q, ids, gradient: take(h.n, (b) => new Float32Array(b)) };
+  });
+  if (at !== data.byteLength) throw bad('holds more bytes than its header lists');
+  return entries;
+}
+
+/** Entries encoded in pieces of at most about MIGRATION_PAYLOAD_BYTES. */
+function logPieces(entries: LogEntry[]): { data: Buffer; count: number }[] {
+  const out: { data: Buffer; count: number }[] = [];
+  let batch: LogEntry[] = [];
+  let bytes = 0;
+  for (const e of entries) {
+    const size = 4 * e.gradient.length + (e.kind === 'sparse' ? 4 * e.ids.length : 0) + 128;
+    if (bytes + size > MIGRATION_PAYLOAD_BYTES && batch.length > 0) {
+      out.push({ data: encodeLog(batch), count: batch.length });
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(e);
+    bytes += size;
+  }
+  if (batch.length > 0) out.push({ data: encodeLog(batch), count: batch.length });
+  return out;
+}
+
