@@ -76,6 +76,27 @@ describe('functional: live slot migration', function () {
     await expectValues();
   });
 
+  it('a move whose target cannot be reached is undone: the map is unchanged and the source serves on', async () => {
+    const c = await startCluster({ shards: 2, model: flatModel(2048), optimizer: { name: 'sgd', learningRate: 1 }, slots: 16 });
+    try {
+      const client = await c.client({ workerId: 'w-undo' });
+      await client.push(new Float32Array(2048).fill(-1));
+      const before = await client.pull();
+      const map = (await c.store.getMap())!;
+      const source = c.shards[0]!;
+      const err = await source.moveSlots([0, 1, 2], 'nowhere', '127.0.0.1:1').catch((e: unknown) => e);
+      expect(err, 'the target was unreachable').to.be.instanceOf(Error);
+      expect((await c.store.getMap())!.epoch).to.equal(map.epoch);
+      expect(source.shard.frozen.size, 'nothing left frozen').to.equal(0);
+      expect(source.shard.migration, 'no log left recording').to.equal(null);
+      await client.push(new Float32Array(2048).fill(-1));
+      const after = await client.pull();
+      expect(after.every((v, i) => v === Math.fround(before[i]! + 1)), 'the slots serve on, here').to.equal(true);
+    } finally {
+      await c.close();
+    }
+  });
+
   it('is refused under bsp, naming why; nothing moves', async () => {
     const bsp = await startCluster({ shards: 2, model: flatModel(1024), consistency: 'bsp', slots: 16 });
     try {
