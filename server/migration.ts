@@ -90,6 +90,7 @@ export async function moveSlots(
     new Promise<void>((resolve, reject) => target[method](req, { deadline: deadlineIn(CALL_DEADLINE_MS) }, (err) => (err ? reject(fromStatus(err, targetAddress)) : resolve())));
   let logEntries = 0;
   let frozenAt = 0;
+  let flipped = false;
   const sendLog = async () => {
     for (const piece of logPieces(log.take())) {
       logEntries += piece.count;
@@ -115,13 +116,15 @@ export async function moveSlots(
     const addresses = Object.fromEntries(Object.entries(all).filter(([id]) => owners.includes(id)));
     const next: ShardMap = { epoch: current.epoch + 1, slots: current.slots, owners, addresses };
     await store.casMap(current.epoch, next);
+    flipped = true;
     adopt(next);
     const frozenMs = performance.now() - frozenAt;
     // The slots are the target's now: this shard redirects, and lets go of them.
     dropSlots(shard, sparse, set);
     return { epoch: next.epoch, slots: set.size, rows, logEntries, frozenMs, totalMs: performance.now() - started };
   } catch (err) {
-    await call('dropSlots', { slots: [...set] }).catch(() => undefined);
+    // Before the flip the target lets go of what it received; after it, the slots are the target's.
+    if (!flipped) await call('dropSlots', { slots: [...set] }).catch(() => undefined);
     throw err instanceof TesseraError ? err : new MigrationError(`the move of ${set.size} slots to ${targetId} failed: ${(err as Error).message}`);
   } finally {
     for (const s of set) shard.frozen.delete(s);
