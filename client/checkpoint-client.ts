@@ -1,10 +1,8 @@
-import * as grpc from '@grpc/grpc-js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { NotFoundError, StepAheadError, TesseraError } from '../cluster/errors.js';
-import { CHANNEL_OPTIONS, deadlineIn } from '../cluster/grpc-client.js';
+import { DEFAULT_DEADLINE_MS, dial, unary } from '../cluster/grpc-client.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { shardAdminService, shardService } from '../cluster/proto.js';
-import { fromStatus } from '../cluster/status-codec.js';
 
 /** What one shard reported of its checkpoint, and the address it was asked at. */
 export interface ShardCheckpoint extends CheckpointInfo {
@@ -55,14 +53,9 @@ export async function checkpointCluster(store: MembershipStore, directory: strin
 
 /** One shard's checkpoint, or the typed error it answered. */
 async function checkpointShard(shardId: string, address: string, directory: string, atStep: number, deadlineMs: number): Promise<CheckpointOutcome> {
-  const Ctor = shardAdminService();
-  const stub = new Ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as grpc.Client & {
-    checkpoint(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: CheckpointInfo) => void): void;
-  };
+  const stub = dial(shardAdminService(), address);
   try {
-    const info = await new Promise<CheckpointInfo>((resolve, reject) =>
-      stub.checkpoint({ directory, atStep }, { deadline: deadlineIn(deadlineMs) }, (err, res) => (err ? reject(fromStatus(err, address)) : resolve(res!))),
-    );
+    const info = await unary<object, CheckpointInfo>(stub, 'checkpoint', { directory, atStep }, deadlineMs, address);
     return { ok: true, checkpoint: { ...info, address } };
   } catch (err) {
     return { ok: false, shardId, address, error: err as TesseraError };
@@ -72,10 +65,11 @@ async function checkpointShard(shardId: string, address: string, directory: stri
 }
 
 /** A shard's clock from its Describe (under bsp: the steps it has applied). */
-function describeClock(address: string, deadlineMs: number): Promise<number> {
-  const Ctor = shardService();
-  const stub = new Ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as grpc.Client & {
-    describe(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: { clock: number }) => void): void;
-  };
-  return new Promise<number>((resolve, reject) => stub.describe({}, { deadline: deadlineIn(Math.min(deadlineMs, 10_000)) }, (err, res) => (err ? reject(fromStatus(err, address)) : resolve(res!.clock)))).finally(() => stub.close());
+async function describeClock(address: string, deadlineMs: number): Promise<number> {
+  const stub = dial(shardService(), address);
+  try {
+    return (await unary<object, { clock: number }>(stub, 'describe', {}, Math.min(deadlineMs, DEFAULT_DEADLINE_MS), address)).clock;
+  } finally {
+    stub.close();
+  }
 }

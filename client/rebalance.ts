@@ -1,10 +1,8 @@
-import * as grpc from '@grpc/grpc-js';
-import { NotFoundError, InvalidArgumentError, type TesseraError } from '../cluster/errors.js';
-import { CHANNEL_OPTIONS, deadlineIn } from '../cluster/grpc-client.js';
+import { InvalidArgumentError, NotFoundError } from '../cluster/errors.js';
+import { dial, unary } from '../cluster/grpc-client.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { shardAdminService } from '../cluster/proto.js';
 import { type SlotMove, rebalancePlan } from '../cluster/rebalance-plan.js';
-import { fromStatus } from '../cluster/status-codec.js';
 
 /** What a move reported (proto/tessera/v1/admin.proto, MoveSlotsReport). */
 export interface MoveOutcome extends SlotMove {
@@ -52,16 +50,10 @@ export async function rebalanceCluster(store: MembershipStore, options: Rebalanc
   for (const move of plan) {
     const from = addresses.get(move.from) ?? map.addresses[move.from];
     if (!from) throw new InvalidArgumentError(`shard ${move.from} holds slots but has no address`);
-    const Ctor = shardAdminService();
-    const stub = new Ctor(from, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as grpc.Client & {
-      moveSlots(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Omit<MoveOutcome, keyof SlotMove>) => void): void;
-    };
+    const stub = dial(shardAdminService(), from);
     try {
-      const report = await new Promise<Omit<MoveOutcome, keyof SlotMove>>((resolve, reject) =>
-        stub.moveSlots({ slots: move.slots, targetId: move.to, targetAddress: addresses.get(move.to)! }, { deadline: deadlineIn(MOVE_DEADLINE_MS) }, (err, res) =>
-          err ? reject(fromStatus(err, from) as TesseraError) : resolve(res!),
-        ),
-      );
+      const request = { slots: move.slots, targetId: move.to, targetAddress: addresses.get(move.to)! };
+      const report = await unary<object, Omit<MoveOutcome, keyof SlotMove>>(stub, 'moveSlots', request, MOVE_DEADLINE_MS, from);
       // The report's `slots` is a count; the move's list of slots is kept.
       const outcome = { ...report, ...move };
       done.push(outcome);

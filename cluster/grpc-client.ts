@@ -19,6 +19,11 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
 /** Default deadline of control-plane calls. */
 export const DEFAULT_DEADLINE_MS = 10_000;
 
+/** A client of a service (a constructor from proto.ts) at `address`, with {@link CHANNEL_OPTIONS}. */
+export function dial(Ctor: grpc.ServiceClientConstructor, address: string): grpc.Client {
+  return new Ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+}
+
 export function deadlineIn(ms: number): grpc.Deadline {
   return new Date(Date.now() + ms);
 }

@@ -1,6 +1,7 @@
 import { crc32 } from 'node:zlib';
 import { CheckpointError } from '../cluster/errors.js';
 import { type OptimizerName, stateFloatsPerElement } from '../cluster/optimizer-config.js';
+import { FrameReader, frameArrays } from './array-frame.js';
 import { type DedupImage } from './push-dedup.js';
 
 /**
@@ -13,6 +14,8 @@ import { type DedupImage } from './push-dedup.js';
  *     header                     H bytes of UTF-8 JSON (CheckpointHeader), padded with spaces to a multiple of 4
  *     arrays                     little-endian, in the order the header lists them (below)
  *     CRC-32                     uint32 LE, of every byte before it
+ *
+ * (all but the CRC framed as array-frame.ts writes it)
  *
  * Arrays, per dense slot in header order: values, then each optimizer state
  * array (momentum's or adagrad's one, adam's two: stateFloatsPerElement),
@@ -83,24 +86,8 @@ export function encodeCheckpoint(image: CheckpointImage): Buffer[] {
     dense: image.dense.map((d) => ({ slot: d.slot, length: d.values.length, step: d.step, dedup: d.dedup })),
     sparse: image.sparse.map((s) => ({ table: s.table, slot: s.slot, count: s.count, dedup: s.dedup })),
   };
-  let json = JSON.stringify(header);
-  json += ' '.repeat((4 - ((8 + 4 + Buffer.byteLength(json)) % 4)) % 4);
-  const head = Buffer.alloc(12);
-  head.write(CHECKPOINT_MAGIC, 0, 'latin1');
-  const jsonBytes = Buffer.from(json, 'utf8');
-  head.writeUInt32LE(jsonBytes.byteLength, 8);
-  const pieces: Buffer[] = [head, jsonBytes];
-  const add = (a: Float32Array | Uint32Array) => pieces.push(Buffer.from(a.buffer, a.byteOffset, a.byteLength));
-  for (const d of image.dense) {
-    add(d.values);
-    for (const s of d.state) add(s);
-  }
-  for (const s of image.sparse) {
-    add(s.ids);
-    add(s.steps);
-    add(s.values);
-    for (const st of s.state) add(st);
-  }
+  const arrays = [...image.dense.flatMap((d) => [d.values, ...d.state]), ...image.sparse.flatMap((s) => [s.ids, s.steps, s.values, ...s.state])];
+  const pieces = frameArrays(CHECKPOINT_MAGIC, header, arrays);
   let crc = 0;
   for (const p of pieces) crc = crc32(p, crc);
   const tail = Buffer.alloc(4);
@@ -119,39 +106,21 @@ export function encodeCheckpoint(image: CheckpointImage): Buffer[] {
  */
 export function decodeCheckpoint(bytes: Buffer, source: string): CheckpointImage {
   const bad = (what: string) => new CheckpointError(`${source} ${what}`);
-  if (bytes.byteLength < 16 || bytes.toString('latin1', 0, 8) !== CHECKPOINT_MAGIC) throw bad(`is not a Tessera checkpoint (no ${CHECKPOINT_MAGIC} header)`);
-  const stored = bytes.readUInt32LE(bytes.byteLength - 4);
-  if ((crc32(bytes.subarray(0, bytes.byteLength - 4)) >>> 0) !== stored) throw bad('is damaged: its CRC-32 does not match (truncated or changed since it was written)');
-  const length = bytes.readUInt32LE(8);
-  if (12 + length > bytes.byteLength - 4) throw bad('is damaged: its header runs past the end');
-  let header: CheckpointHeader;
-  try {
-    header = JSON.parse(bytes.toString('utf8', 12, 12 + length)) as CheckpointHeader;
-  } catch (err) {
-    throw bad(`has an unreadable header (${(err as Error).message})`);
-  }
-  if (header.format !== CHECKPOINT_FORMAT) throw bad(`is format ${header.format}; this Tessera reads format ${CHECKPOINT_FORMAT}`);
-  let at = 12 + length;
   const end = bytes.byteLength - 4;
-  const aligned = bytes.byteOffset % 4 === 0;
-  const take = <T extends Float32Array | Uint32Array>(n: number, make: (b: ArrayBufferLike, offset: number, length: number) => T): T => {
-    const size = n * 4;
-    if (!(Number.isInteger(n) && n >= 0) || at + size > end) throw bad('is damaged: its arrays are shorter than its header says');
-    const out = aligned ? make(bytes.buffer, bytes.byteOffset + at, n) : make(bytes.buffer.slice(bytes.byteOffset + at, bytes.byteOffset + at + size), 0, n);
-    at += size;
-    return out;
-  };
-  const f32 = (n: number) => take(n, (b, o, l) => new Float32Array(b, o, l));
-  const u32 = (n: number) => take(n, (b, o, l) => new Uint32Array(b, o, l));
-  const states = (optimizer: string, n: number) => Array.from({ length: stateFloatsPerElement(optimizer as OptimizerName) }, () => f32(n));
-  const dense = header.dense.map((d) => ({ slot: d.slot, step: d.step, dedup: d.dedup, values: f32(d.length), state: states(header.optimizer, d.length) }));
+  if (end < 12 || bytes.toString('latin1', 0, 8) !== CHECKPOINT_MAGIC) throw bad(`is not a Tessera checkpoint (no ${CHECKPOINT_MAGIC} header)`);
+  if ((crc32(bytes.subarray(0, end)) >>> 0) !== bytes.readUInt32LE(end)) throw bad('is damaged: its CRC-32 does not match (truncated or changed since it was written)');
+  const frame = new FrameReader<CheckpointHeader>(bytes, end, CHECKPOINT_MAGIC, 'a Tessera checkpoint', bad);
+  const header = frame.header;
+  if (header.format !== CHECKPOINT_FORMAT) throw bad(`is format ${header.format}; this Tessera reads format ${CHECKPOINT_FORMAT}`);
+  const states = (optimizer: string, n: number) => Array.from({ length: stateFloatsPerElement(optimizer as OptimizerName) }, () => frame.f32(n));
+  const dense = header.dense.map((d) => ({ slot: d.slot, step: d.step, dedup: d.dedup, values: frame.f32(d.length), state: states(header.optimizer, d.length) }));
   const sparse = header.sparse.map((s) => {
     const table = header.tables[s.table];
     if (table === undefined) throw bad(`names sparse table "${s.table}" without its dim`);
     const n = s.count * table.dim;
-    return { table: s.table, slot: s.slot, count: s.count, dedup: s.dedup, ids: u32(2 * s.count), steps: u32(s.count), values: f32(n), state: states(table.optimizer, n) };
+    return { table: s.table, slot: s.slot, count: s.count, dedup: s.dedup, ids: frame.u32(2 * s.count), steps: frame.u32(s.count), values: frame.f32(n), state: states(table.optimizer, n) };
   });
-  if (at !== end) throw bad('is damaged: it holds more bytes than its header lists');
+  frame.finish();
   const { dense: _d, sparse: _s, ...rest } = header;
   return { header: rest, dense, sparse };
 }

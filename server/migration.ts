@@ -1,11 +1,10 @@
-import * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError, MigrationError, TesseraError } from '../cluster/errors.js';
-import { CHANNEL_OPTIONS, deadlineIn } from '../cluster/grpc-client.js';
+import { dial, unary } from '../cluster/grpc-client.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { shardAdminService } from '../cluster/proto.js';
 import { type ShardMap } from '../cluster/shard-map.js';
-import { fromStatus } from '../cluster/status-codec.js';
 import { applyGradient } from './optimizers.js';
+import { FrameReader, frameArrays } from './array-frame.js';
 import { decodeCheckpoint, encodeCheckpoint } from './checkpoint-format.js';
 import { restore, snapshot } from './checkpoint.js';
 import { type LogEntry, MigrationLog } from './migration-log.js';
@@ -41,12 +40,6 @@ export interface MoveReport {
   frozenMs: number;
   totalMs: number;
 }
-
-type AdminStub = grpc.Client & {
-  importSlots(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: object) => void): void;
-  applyLog(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: object) => void): void;
-  dropSlots(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: object) => void): void;
-};
 
 /**
  * The source side of a move: hands `slots` of `shard` to the shard
@@ -84,10 +77,8 @@ export async function moveSlots(
 
   const log = new MigrationLog(set);
   shard.migration = log;
-  const Ctor = shardAdminService();
-  const target = new Ctor(targetAddress, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as AdminStub;
-  const call = (method: 'importSlots' | 'applyLog' | 'dropSlots', req: object) =>
-    new Promise<void>((resolve, reject) => target[method](req, { deadline: deadlineIn(CALL_DEADLINE_MS) }, (err) => (err ? reject(fromStatus(err, targetAddress)) : resolve())));
+  const target = dial(shardAdminService(), targetAddress);
+  const call = (method: 'importSlots' | 'applyLog' | 'dropSlots', req: object) => unary(target, method, req, CALL_DEADLINE_MS, targetAddress);
   let logEntries = 0;
   let frozenAt = 0;
   let flipped = false;
@@ -205,53 +196,28 @@ function imagePieces(image: ReturnType<typeof snapshot>): ReturnType<typeof snap
   return pieces;
 }
 
+const LOG_MAGIC = 'TSRMLOG1';
+
 /**
- * Log entries as bytes: "TSRMLOG1", a uint32 LE header length, a JSON header
- * (per entry: kind, slot, worker, seq, table, lengths), padding to 4 bytes,
- * then each entry's ids and gradient, little-endian.
+ * Log entries as bytes (array-frame.ts, magic TSRMLOG1): a JSON header with,
+ * per entry, its kind, slot, worker, seq, table and lengths; then each
+ * entry's ids (sparse) and gradient.
  */
 export function encodeLog(entries: readonly LogEntry[]): Buffer {
   const header = entries.map((e) => (e.kind === 'dense' ? { k: 'd', s: e.slot, w: e.worker, q: e.seq, n: e.gradient.length } : { k: 's', t: e.table, s: e.slot, w: e.worker, q: e.seq, i: e.ids.length, n: e.gradient.length }));
-  let json = JSON.stringify(header);
-  json += ' '.repeat((4 - ((12 + Buffer.byteLength(json)) % 4)) % 4);
-  const head = Buffer.alloc(12);
-  head.write('TSRMLOG1', 0, 'latin1');
-  const jsonBytes = Buffer.from(json, 'utf8');
-  head.writeUInt32LE(jsonBytes.byteLength, 8);
-  const parts: Buffer[] = [head, jsonBytes];
-  for (const e of entries) {
-    if (e.kind === 'sparse') parts.push(Buffer.from(e.ids.buffer, e.ids.byteOffset, e.ids.byteLength));
-    parts.push(Buffer.from(e.gradient.buffer, e.gradient.byteOffset, e.gradient.byteLength));
-  }
-  return Buffer.concat(parts);
+  return Buffer.concat(frameArrays(LOG_MAGIC, header, entries.flatMap((e) => (e.kind === 'sparse' ? [e.ids, e.gradient] : [e.gradient]))));
 }
 
 /** @throws InvalidArgumentError for bytes that are not an encoded log. */
 export function decodeLog(data: Buffer): LogEntry[] {
-  const bad = (what: string) => new InvalidArgumentError(`a migration log ${what}`);
-  if (data.byteLength < 12 || data.toString('latin1', 0, 8) !== 'TSRMLOG1') throw bad('must start with TSRMLOG1');
-  const length = data.readUInt32LE(8);
-  if (12 + length > data.byteLength) throw bad('header runs past its end');
   type Head = { k: 'd' | 's'; s: number; w: string; q: number; n: number; t?: string; i?: number };
-  let header: Head[];
-  try {
-    header = JSON.parse(data.toString('utf8', 12, 12 + length)) as Head[];
-  } catch {
-    throw bad('has an unreadable header');
-  }
-  let at = 12 + length;
-  const take = <T>(n: number, make: (b: ArrayBuffer) => T): T => {
-    if (!(Number.isInteger(n) && n >= 0) || at + 4 * n > data.byteLength) throw bad('is shorter than its header says');
-    const copy = data.buffer.slice(data.byteOffset + at, data.byteOffset + at + 4 * n) as ArrayBuffer;
-    at += 4 * n;
-    return make(copy);
-  };
-  const entries = header.map((h): LogEntry => {
-    if (h.k === 'd') return { kind: 'dense', slot: h.s, worker: h.w, seq: h.q, gradient: take(h.n, (b) => new Float32Array(b)) };
-    const ids = take(h.i ?? 0, (b) => new Uint32Array(b));
-    return { kind: 'sparse', table: h.t ?? '', slot: h.s, worker: h.w, seq: h.q, ids, gradient: take(h.n, (b) => new Float32Array(b)) };
+  const frame = new FrameReader<Head[]>(data, data.byteLength, LOG_MAGIC, 'a slot-move log', (problem) => new InvalidArgumentError(`the migration log ${problem}`));
+  const entries = frame.header.map((h): LogEntry => {
+    if (h.k === 'd') return { kind: 'dense', slot: h.s, worker: h.w, seq: h.q, gradient: frame.f32(h.n) };
+    const ids = frame.u32(h.i ?? 0);
+    return { kind: 'sparse', table: h.t ?? '', slot: h.s, worker: h.w, seq: h.q, ids, gradient: frame.f32(h.n) };
   });
-  if (at !== data.byteLength) throw bad('holds more bytes than its header lists');
+  frame.finish();
   return entries;
 }
 

@@ -88,11 +88,12 @@ export class Shard {
     if (!map) throw new NotReadyError(`shard ${this.id} has no shard map yet; retry shortly`);
     if (epoch < map.epoch) throw new StaleEpochError(epoch, map.epoch);
     if (epoch > map.epoch) throw new NotReadyError(`shard ${this.id} is at map epoch ${map.epoch}, behind the caller's ${epoch}; retry shortly`);
+    const moving = this.frozen.size > 0;
     for (const r of ranges) {
       for (let s = r.begin; s < r.end; s++) {
         const owner = map.owners[s]!;
         if (owner !== this.id) throw new MovedError(s, map.epoch, owner, map.addresses[owner] ?? '');
-        if (this.frozen.has(s)) throw new NotReadyError(`slot ${s} is being handed to another shard; retry shortly`);
+        if (moving && this.frozen.has(s)) throw new NotReadyError(`slot ${s} is being handed to another shard; retry shortly`);
       }
     }
   }
