@@ -40,12 +40,39 @@ export interface SparseTableSpec {
   optimizer?: OptimizerConfig;
 }
 
+/** What one layer of a model's inference graph does after its affine map x·W + b. */
+export type Activation = 'linear' | 'relu' | 'sigmoid' | 'tanh' | 'softmax';
+
+/**
+ * How a trained model answers a prediction (serving/, docs/serving.md): a
+ * chain of affine layers over an input, all named by the model's tensors, so
+ * that `tessera export` can write it out (TensorFlow.js, ONNX) from the
+ * cluster's configuration alone, without the model's code.
+ */
+export interface InferenceSpec {
+  /**
+   * What a request holds per example: `features` float32 values, or `fields`
+   * 64-bit ids, each looked up in the sparse table `table` (an id with no row
+   * reads a row of zeros) and the rows concatenated.
+   */
+  input: { kind: 'features'; features: number } | { kind: 'ids'; table: string; fields: number };
+  /**
+   * Affine layers in order: y = activation(x·weight + bias). `weight` names a
+   * tensor of shape [inputs, units]; `bias`, when given, one of shape [units].
+   */
+  layers: { weight: string; bias?: string; activation: Activation }[];
+  /** Names the output tensor and its columns (e.g. the class labels); default `probabilities` and 0 … units − 1. */
+  output?: { name?: string; labels?: string[] };
+}
+
 export interface ModelSpec {
   /** The model's registered name (e.g. "mnist-mlp"). */
   name: string;
   tensors: TensorSpec[];
   /** Sparse tables, if any. Default none. */
   sparse?: SparseTableSpec[];
+  /** How the trained model predicts, when it can be exported and served. Default: it cannot be. */
+  inference?: InferenceSpec;
   /** Seed of the initializers: the same seed gives the same first weights on any number of shards. */
   seed: number;
 }
@@ -84,6 +111,43 @@ export function validateModelSpec(spec: ModelSpec): void {
       throw new InvalidArgumentError(`tensor ${t.name} has an invalid shape [${t.shape.join(', ')}]`);
     }
   }
+  if (spec.inference) validateInferenceSpec(spec, spec.inference);
+}
+
+const ACTIVATIONS: readonly Activation[] = ['linear', 'relu', 'sigmoid', 'tanh', 'softmax'];
+
+/** Throws a clear error for an inference graph whose names or shapes do not chain. */
+function validateInferenceSpec(spec: ModelSpec, inf: InferenceSpec): void {
+  const bad = (what: string) => new InvalidArgumentError(`the inference graph of model ${spec.name} ${what}; see docs/user-models.md`);
+  const tensor = (name: string) => spec.tensors.find((t) => t.name === name);
+  let width: number;
+  if (inf.input?.kind === 'features') {
+    if (!(Number.isInteger(inf.input.features) && inf.input.features >= 1)) throw bad(`takes ${inf.input.features} features per example; give a positive integer`);
+    width = inf.input.features;
+  } else if (inf.input?.kind === 'ids') {
+    const { table, fields } = inf.input;
+    const t = (spec.sparse ?? []).find((x) => x.name === table);
+    if (!t) throw bad(`looks ids up in table "${table}", which the model does not declare`);
+    if (!(Number.isInteger(fields) && fields >= 1)) throw bad(`takes ${fields} ids per example; give a positive integer`);
+    width = fields * t.dim;
+  } else {
+    throw bad('has no input of kind "features" or "ids"');
+  }
+  if (!Array.isArray(inf.layers) || inf.layers.length === 0) throw bad('has no layers');
+  inf.layers.forEach((layer, i) => {
+    const w = tensor(layer.weight);
+    if (!w) throw bad(`names weight "${layer.weight}" in layer ${i}, which is not one of its tensors`);
+    if (w.shape.length !== 2) throw bad(`uses ${layer.weight} of shape [${w.shape.join(', ')}] as the weight of layer ${i}; a weight is [inputs, units]`);
+    if (w.shape[0] !== width) throw bad(`feeds ${width} values into layer ${i}, whose weight ${layer.weight} takes ${w.shape[0]}`);
+    width = w.shape[1]!;
+    if (layer.bias !== undefined) {
+      const b = tensor(layer.bias);
+      if (!b || b.shape.length !== 1 || b.shape[0] !== width) throw bad(`names bias "${layer.bias}" in layer ${i}, which is not a tensor of shape [${width}]`);
+    }
+    if (!ACTIVATIONS.includes(layer.activation)) throw bad(`gives layer ${i} activation "${layer.activation}"; known: ${ACTIVATIONS.join(', ')}`);
+  });
+  const labels = inf.output?.labels;
+  if (labels !== undefined && labels.length !== width) throw bad(`names ${labels.length} output labels for ${width} outputs`);
 }
 
 

@@ -91,6 +91,15 @@ export function ctrModel(fields: number = CLICK_LOG_DEFAULTS.fields): CtrModel {
     // Adagrad for the rows, whatever the dense tensors use: a row is updated only when its id comes up, and
     // adagrad's per-coordinate rate suits that (adam's moments go stale between touches and overfit; docs/worker.md).
     sparse: [{ name: CTR_TABLE, dim, init: { kind: 'uniform', low: -0.05, high: 0.05 }, optimizer: CTR_ROW_OPTIMIZER }],
+    // Served: the example's ids, each row looked up (an id never trained reads zeros), through the MLP to the click probability.
+    inference: {
+      input: { kind: 'ids', table: CTR_TABLE, fields },
+      layers: [
+        { weight: 'W1', bias: 'b1', activation: 'relu' },
+        { weight: 'W2', bias: 'b2', activation: 'sigmoid' },
+      ],
+      output: { name: 'click_probability' },
+    },
   });
   validateModelSpec(spec(0));
   validateSparseTables(spec(0));

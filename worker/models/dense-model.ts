@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { InvalidArgumentError } from '../../cluster/errors.js';
-import { type ModelSpec, type TensorSpec, layout, validateModelSpec } from '../../cluster/model-spec.js';
+import { type InferenceSpec, type ModelSpec, type TensorSpec, layout, validateModelSpec } from '../../cluster/model-spec.js';
 import { lossAndGradientsOf } from './autodiff.js';
 import { type Batch, type GradientResult, type Model } from './model.js';
 import { softmaxCrossEntropyLoss } from './softmax-cross-entropy.js';
@@ -27,13 +27,26 @@ export interface DenseModelDefinition {
   logits(w: readonly tf.Tensor[], x: tf.Tensor2D): tf.Tensor2D;
   /** Mean loss over the n examples (a scalar); `labels` are one-hot [n, classes]. Default: mean softmax cross-entropy of {@link logits}. */
   loss?(w: readonly tf.Tensor[], x: tf.Tensor2D, labels: tf.Tensor2D): tf.Scalar;
+  /**
+   * How the trained model predicts outside the cluster, as a chain of affine
+   * layers over the tensors (cluster/model-spec.ts): what `tessera export`
+   * writes and `tessera serve` runs. It should compute what {@link logits}
+   * does, followed by the activation that turns logits into probabilities.
+   * Default: the model cannot be exported.
+   */
+  inference?: InferenceSpec;
   /** Mean loss over the n examples, and its gradient per tensor (declared order and shapes), by hand. Default: autodiff of {@link loss}. */
   lossAndGradients?(w: readonly tf.Tensor[], x: tf.Tensor2D, labels: tf.Tensor2D): { loss: tf.Scalar; gradients: tf.Tensor[] };
 }
 
 /** A {@link Model} from its tensor-level definition. */
 export function defineDenseModel(def: DenseModelDefinition): Model {
-  const spec = (seed: number): ModelSpec => ({ name: def.name, seed, tensors: def.tensors.map((t) => ({ ...t, shape: [...t.shape] })) });
+  const spec = (seed: number): ModelSpec => ({
+    name: def.name,
+    seed,
+    tensors: def.tensors.map((t) => ({ ...t, shape: [...t.shape] })),
+    ...(def.inference ? { inference: structuredClone(def.inference) } : {}),
+  });
   validateModelSpec(spec(0));
   const { tensors, elements } = layout(spec(0));
 

@@ -20,6 +20,7 @@ export const logregDefinition: DenseModelDefinition = {
     { name: 'W', shape: [INPUTS, CLASSES], init: { kind: 'zeros' } },
     { name: 'b', shape: [CLASSES], init: { kind: 'zeros' } },
   ],
+  inference: { input: { kind: 'features', features: INPUTS }, layers: [{ weight: 'W', bias: 'b', activation: 'softmax' }] },
 
   logits(w, x) {
     const [W, b] = w as [tf.Tensor2D, tf.Tensor1D];

@@ -30,6 +30,13 @@ export function mlpDefinition(name: string, hidden: number): DenseModelDefinitio
       { name: 'W2', shape: [hidden, CLASSES], init: { kind: 'glorot-uniform', fanIn: hidden, fanOut: CLASSES } },
       { name: 'b2', shape: [CLASSES], init: { kind: 'zeros' } },
     ],
+    inference: {
+      input: { kind: 'features', features: INPUTS },
+      layers: [
+        { weight: 'W1', bias: 'b1', activation: 'relu' },
+        { weight: 'W2', bias: 'b2', activation: 'softmax' },
+      ],
+    },
 
     logits(w, x) {
       const [W1, b1, W2, b2] = w as [tf.Tensor2D, tf.Tensor1D, tf.Tensor2D, tf.Tensor1D];
