@@ -19,3 +19,15 @@ export async function accuracy(model: Model, params: Float32Array, data: Dataset
   }
   return correct / data.count;
 }
+
+/** The fraction of `rows` examples whose highest of `classes` scores (row-major in `scores`) is at their label. */
+export function argmaxAccuracy(scores: Float32Array, rows: number, classes: number, labels: Int32Array): number {
+  if (scores.length < rows * classes || labels.length < rows) throw new InvalidArgumentError(`${rows} examples of ${classes} classes need ${rows * classes} scores and ${rows} labels, got ${scores.length} and ${labels.length}`);
+  let correct = 0;
+  for (let r = 0; r < rows; r++) {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (scores[r * classes + c]! > scores[r * classes + best]!) best = c;
+    if (best === labels[r]) correct++;
+  }
+  return correct / rows;
+}

@@ -141,10 +141,12 @@ export function quantizeUint8(values: Float32Array): Uint8Affine {
   }
   let scale = (max - min) / 255;
   if (scale === 0) scale = 1;
-  // Nudge min so that 0 is on the grid: q0 = round(−min / scale), min = −q0 · scale.
+  // Put 0 on the grid: q0 = round(−min / scale), min = −q0 · scale; then widen
+  // the step just enough that both ends still fit (q0 steps below 0, 255 − q0 above).
   const zero = Math.round(-min / scale);
-  min = Math.fround(-zero * scale);
-  scale = Math.fround(scale);
+  if (zero > 0 && zero < 255) scale = Math.max(-min / zero, max / (255 - zero));
+  scale = Math.fround(scale * (1 + 2 ** -20));
+  min = -zero * scale; // not rounded to float32: q0 · scale + min is then exactly 0, as tfjs computes it (in float64)
   const q = new Uint8Array(values.length);
   for (let i = 0; i < values.length; i++) q[i] = Math.max(0, Math.min(255, Math.round((values[i]! - min) / scale)));
   return { q, min, scale };

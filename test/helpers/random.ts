@@ -14,3 +14,9 @@ export function rng(seed: number): () => number {
 export function randInt(next: () => number, lo: number, hi: number): number {
   return lo + Math.floor(next() * (hi - lo + 1));
 }
+
+/** `n` floats drawn uniformly from [−1, 1) with `seed`. */
+export function seededFloats(n: number, seed: number): Float32Array {
+  const next = rng(seed);
+  return Float32Array.from({ length: n }, () => 2 * next() - 1);
+}

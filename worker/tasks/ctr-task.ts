@@ -105,11 +105,28 @@ export const ctrTask: TrainingTask = {
       const rows = await sparse.pull(CTR_TABLE, ids.subarray(0, n * ctr.fields), { readOnly: true });
       scores.set((await ctr.predict(dense, rows, n)).subarray(0, n), begin);
     }
-    let correct = 0;
-    for (let i = 0; i < test.count; i++) if ((scores[i]! >= 0.5 ? 1 : 0) === test.y[i]) correct++;
-    return { test_accuracy: correct / test.count, test_auc: auc(scores, test.y), reference_auc: log.referenceAuc };
+    return clickMetrics(scores, test.y, log.referenceAuc);
+  },
+
+  heldOut() {
+    const log = clickLog();
+    const test = log.test;
+    return {
+      dataset: `click log held-out split, ${test.count} examples`,
+      // The ids are below 2^63, so their int64 reading is the same number.
+      inputs: new BigInt64Array(test.ids.buffer, test.ids.byteOffset, test.count * test.fields),
+      rows: test.count,
+      metrics: (outputs, rows) => clickMetrics(outputs.subarray(0, rows), test.y.subarray(0, rows), log.referenceAuc),
+    };
   },
 };
+
+/** Accuracy at a threshold of 0.5, AUC, and the best AUC any model can reach on the split. */
+function clickMetrics(scores: Float32Array, y: Int32Array, referenceAuc: number): Record<string, number> {
+  let correct = 0;
+  for (let i = 0; i < scores.length; i++) if ((scores[i]! >= 0.5 ? 1 : 0) === y[i]) correct++;
+  return { test_accuracy: correct / scores.length, test_auc: auc(scores, y), reference_auc: referenceAuc };
+}
 
 /** Copies the ids and labels of the examples at `indices` into `ids` and `y`; returns how many. */
 function gather(data: ClickData, indices: Uint32Array, ids: BigUint64Array, y: Int32Array): number {

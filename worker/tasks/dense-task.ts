@@ -1,7 +1,7 @@
 import { type TesseraClient } from '../../client/tessera-client.js';
 import { type OptimizerName } from '../../cluster/optimizer-config.js';
 import { type Dataset } from '../data/dataset.js';
-import { accuracy } from '../evaluate.js';
+import { accuracy, argmaxAccuracy } from '../evaluate.js';
 import { type Model } from '../models/model.js';
 import { train } from '../trainer.js';
 import { type TaskTrainOptions, type TrainingTask } from './task.js';
@@ -22,6 +22,15 @@ export function denseTask(model: Model, data: () => { train: Dataset; test: Data
     async evaluate(client: TesseraClient) {
       const params = await client.pull();
       return { test_accuracy: await accuracy(model, params, data().test) };
+    },
+    heldOut() {
+      const test = data().test;
+      return {
+        dataset: `${model.name} held-out split, ${test.count} examples`,
+        inputs: test.x.subarray(0, test.count * test.inputSize),
+        rows: test.count,
+        metrics: (outputs, rows) => ({ test_accuracy: argmaxAccuracy(outputs, rows, model.classes, test.y) }),
+      };
     },
   };
 }

@@ -27,6 +27,23 @@ export interface TrainingTask {
   train(o: TaskTrainOptions): Promise<TrainResult>;
   /** Metrics of the cluster's current weights on the held-out data: always `test_accuracy`; ctr adds `test_auc` and `reference_auc`. */
   evaluate(client: TesseraClient): Promise<Record<string, number>>;
+  /**
+   * The held-out examples as a served model takes them (features, or ids),
+   * and the task's metrics of a served model's outputs on them: what
+   * `tessera export` measures each exported format with.
+   */
+  heldOut(): HeldOutSet;
+}
+
+/** Held-out examples in a served model's terms, and how to score its outputs. */
+export interface HeldOutSet {
+  /** What the examples are, in words. */
+  dataset: string;
+  /** rows × features float32 values, or rows × fields int64 ids. */
+  inputs: Float32Array | BigInt64Array;
+  rows: number;
+  /** The metrics of `outputs` (rows × the model's output width: class probabilities, or click probabilities). */
+  metrics(outputs: Float32Array, rows: number): Record<string, number>;
 }
 
 export interface TaskTrainOptions {
