@@ -38,16 +38,36 @@ export async function checkpointCluster(store: MembershipStore, directory: strin
   const [map, config] = await Promise.all([store.getMap(), store.getConfig()]);
   if (!map) throw new NotFoundError('the cluster has no shard map yet: no shard has joined, so there is nothing to checkpoint');
   const shards = Object.entries(map.addresses);
-  if (config?.consistency !== 'bsp') return Promise.all(shards.map(([id, address]) => checkpointShard(id, address, directory, 0, deadlineMs)));
-  const clock = async () => Math.max(0, ...(await Promise.all(shards.map(([, address]) => describeClock(address, deadlineMs)))));
+  return atAlignedStep(
+    shards.map(([, address]) => address),
+    config?.consistency === 'bsp',
+    deadlineMs,
+    (atStep) => Promise.all(shards.map(([id, address]) => checkpointShard(id, address, directory, atStep, deadlineMs))),
+    (outcomes) => outcomes.some((o) => !o.ok && o.error instanceof StepAheadError),
+  );
+}
+
+/**
+ * Runs `take(atStep)` — one request to every shard, each to snapshot at
+ * `atStep` — so that under bsp every shard snapshots the same state of the
+ * run. Not under bsp (`bsp` false): `take(0)` once (each shard now). Under
+ * bsp the clocks of the shards at `addresses` are read twice, 200 ms apart:
+ * if they stand still, the step they are at; if they move, a step about half
+ * a second ahead at their pace. When `passed(result)` says a shard had
+ * already passed the step chosen, it is all taken again further ahead (twice
+ * as far each time), up to 3 times; the last result is returned whatever it is.
+ */
+export async function atAlignedStep<T>(addresses: readonly string[], bsp: boolean, deadlineMs: number, take: (atStep: number) => Promise<T>, passed: (result: T) => boolean): Promise<T> {
+  if (!bsp) return take(0);
+  const clock = async () => Math.max(0, ...(await Promise.all(addresses.map((address) => describeClock(address, deadlineMs)))));
   for (let attempt = 1; ; attempt++) {
     const before = await clock();
     await new Promise((r) => setTimeout(r, ALIGN_SAMPLE_MS));
     const now = await clock();
     const pace = (now - before) / ALIGN_SAMPLE_MS; // steps per ms
     const atStep = now === before ? now : now + 1 + Math.ceil(pace * 500 * 2 ** (attempt - 1));
-    const outcomes = await Promise.all(shards.map(([id, address]) => checkpointShard(id, address, directory, atStep, deadlineMs)));
-    if (attempt === ALIGN_ATTEMPTS || !outcomes.some((o) => !o.ok && o.error instanceof StepAheadError)) return outcomes;
+    const result = await take(atStep);
+    if (attempt === ALIGN_ATTEMPTS || !passed(result)) return result;
   }
 }
 

@@ -1,8 +1,10 @@
+import { once } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { toStatus } from '../cluster/status-codec.js';
 import { type MoveReport } from './migration.js';
+import { type ModelExport, modelPieces } from './model-export.js';
 
 /** What the admin plane does, given by the shard server (proto/tessera/v1/admin.proto). */
 export interface ShardAdminOperations {
@@ -11,6 +13,8 @@ export interface ShardAdminOperations {
   importSlots(data: Buffer): number;
   applyLog(data: Buffer): number;
   dropSlots(slots: number[]): number;
+  /** The snapshot of the model's values ExportModel streams (server/model-export.ts); `signal` aborts when the call is cancelled. */
+  exportModel(atStep: number, signal: AbortSignal): Promise<ModelExport>;
 }
 
 /** `tessera.v1.ShardAdmin` over the shard server's own operations: the transport edge, where typed errors become statuses. */
@@ -38,5 +42,23 @@ export function shardAdminImplementation(ops: ShardAdminOperations): grpc.Untype
       answer(() => ops.applyLog(bytes(call.request.data)), callback, (entries) => ({ entries })),
     dropSlots: (call: grpc.ServerUnaryCall<{ slots: number[] }, object>, callback: grpc.sendUnaryData<object>) =>
       answer(() => ops.dropSlots(call.request.slots), callback, (slots) => ({ slots })),
+    exportModel: (call: grpc.ServerWritableStream<{ atStep: number }, object>) => {
+      const cancelled = new AbortController();
+      call.on('cancelled', () => cancelled.abort(new Error('the call was cancelled')));
+      if (call.cancelled) cancelled.abort(new Error('the call was cancelled'));
+      void (async () => {
+        try {
+          const image = await ops.exportModel(call.request.atStep, cancelled.signal);
+          for (const piece of modelPieces(image)) {
+            if (cancelled.signal.aborted) return;
+            if (!call.write(piece)) await once(call, 'drain', { signal: cancelled.signal });
+          }
+          call.end();
+        } catch (err) {
+          // A cancelled call has no one to answer.
+          if (!cancelled.signal.aborted) call.emit('error', toStatus(err));
+        }
+      })();
+    },
   };
 }

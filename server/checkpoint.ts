@@ -4,6 +4,7 @@ import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { CheckpointError, InvalidArgumentError, StepAheadError } from '../cluster/errors.js';
 import { type CheckpointIdentity, type CheckpointImage, CHECKPOINT_FORMAT, decodeCheckpoint, encodeCheckpoint } from './checkpoint-format.js';
+import { type ClockGate } from './clock-gate.js';
 import { type Shard } from './shard.js';
 import { type SparseStore } from './sparse-store.js';
 
@@ -159,15 +160,62 @@ export async function writeCheckpoint(image: CheckpointImage, directory: string)
   return { path, bytes };
 }
 
-/** How long a checkpoint at a bsp step waits for that step. */
+/** How long a checkpoint (or a model export) at a bsp step waits for that step. */
 export const CHECKPOINT_STEP_WAIT_MS = 60_000;
+
+/**
+ * Takes a snapshot of a shard, at a bsp step where asked: `prepare` makes
+ * ready what the copy needs while the shard serves on (the memory, see
+ * {@link SnapshotArena}) and returns the copy itself, which is then run
+ * synchronously — between two requests, the one pause in serving. Under bsp,
+ * `atStep` > 0 takes it when exactly that many steps are applied: no later
+ * step closes until it is taken (the gate holds them), and it waits up to
+ * {@link CHECKPOINT_STEP_WAIT_MS} for that step. `signal` aborting gives up
+ * the wait (and the hold) and rejects with its reason.
+ *
+ * @throws StepAheadError when the shard has applied more than `atStep` steps;
+ *   ClockTimeoutError when it does not get there in time; InvalidArgumentError
+ *   for a step asked for outside bsp.
+ */
+export async function snapshotAtStep<T>(gate: ClockGate, atStep: number, prepare: () => Promise<() => T>, signal?: AbortSignal): Promise<{ image: T; pauseMs: number }> {
+  const aligned = atStep > 0 && gate.model.kind === 'bsp';
+  if (aligned && gate.closedSteps > atStep) throw new StepAheadError(`step ${atStep} is past: this shard has applied ${gate.closedSteps} steps`);
+  const release = aligned ? gate.hold(atStep) : () => undefined;
+  try {
+    const copy = await prepare();
+    signal?.throwIfAborted();
+    let pauseMs = 0;
+    const take = () => {
+      const paused = performance.now();
+      const image = copy();
+      pauseMs = performance.now() - paused;
+      return image;
+    };
+    let image: T;
+    if (atStep > 0) {
+      // Once given up, a step reached later takes no copy.
+      const applied = gate.whenApplied(atStep, () => (signal?.aborted ? (undefined as T) : take()), CHECKPOINT_STEP_WAIT_MS);
+      image = await (signal ? Promise.race([applied, abortion(signal)]) : applied);
+    } else image = take();
+    return { image, pauseMs };
+  } finally {
+    release();
+  }
+}
+
+/** A promise rejected with `signal`'s reason once it aborts. */
+function abortion(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    else signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+  });
+}
 
 /**
  * A whole checkpoint of one shard: the memory for the copy made ready while
  * the shard serves, the snapshot (the one pause), the file written. Under
  * bsp, `atStep` > 0 takes the snapshot when exactly that many steps are
- * applied: no later step closes until it is taken, and it waits up to
- * {@link CHECKPOINT_STEP_WAIT_MS} for that step.
+ * applied ({@link snapshotAtStep}).
  *
  * @throws StepAheadError when the shard has applied more than `atStep` steps;
  *   ClockTimeoutError when it does not get there in time; CheckpointError and
@@ -176,25 +224,11 @@ export const CHECKPOINT_STEP_WAIT_MS = 60_000;
 export async function takeCheckpoint(shard: Shard, sparse: SparseStore, directory: string, atStep = 0): Promise<CheckpointInfo> {
   const started = performance.now();
   await checkDirectory(directory, shard.id);
-  const gate = shard.gate;
-  const aligned = atStep > 0 && gate.model.kind === 'bsp';
-  if (aligned && gate.closedSteps > atStep) throw new StepAheadError(`step ${atStep} is past: this shard has applied ${gate.closedSteps} steps`);
-  const release = aligned ? gate.hold(atStep) : () => undefined;
-  let image: CheckpointImage;
-  let snapshotMs = 0;
-  try {
+  const { image, pauseMs: snapshotMs } = await snapshotAtStep(shard.gate, atStep, async () => {
     const arena = new SnapshotArena(snapshotWords(shard, sparse));
     await arena.prepare();
-    const take = () => {
-      const paused = performance.now();
-      const taken = snapshot(shard, sparse, arena);
-      snapshotMs = performance.now() - paused;
-      return taken;
-    };
-    image = atStep > 0 ? await gate.whenApplied(atStep, take, CHECKPOINT_STEP_WAIT_MS) : take();
-  } finally {
-    release();
-  }
+    return () => snapshot(shard, sparse, arena);
+  });
   const { path, bytes } = await writeCheckpoint(image, directory);
   const rows = image.sparse.reduce((n, r) => n + r.count, 0);
   return { shardId: shard.id, path, epoch: image.header.epoch, slots: image.dense.length, rows, bytes, closedSteps: image.header.closedSteps, snapshotMs, totalMs: performance.now() - started };

@@ -14,6 +14,7 @@ import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { shardAdminImplementation } from './admin-service.js';
 import { checkDirectory, readCheckpoint, restore, takeCheckpoint } from './checkpoint.js';
 import { type MoveReport, applyLog, dropSlots, importSlots, moveSlots } from './migration.js';
+import { takeModelExport } from './model-export.js';
 import { Shard } from './shard.js';
 import { BulkServer } from './bulk-service.js';
 import { GradientPool, shardImplementation } from './shard-service.js';
@@ -122,6 +123,7 @@ export class ShardServer extends EventEmitter {
           importSlots: (data) => importSlots(data, shard, sparse),
           applyLog: (data) => applyLog(data, shard, sparse),
           dropSlots: (slots) => dropSlots(shard, sparse, slots),
+          exportModel: (atStep, signal) => takeModelExport(shard, sparse, atStep, signal),
         }),
       },
     ]);
