@@ -4,6 +4,8 @@ import { helpText, parseArgs, UsageError } from './args.js';
 import { type Command } from './command.js';
 import { EXIT, handleError } from './handle-error.js';
 import { checkpointCommand } from './commands/checkpoint.js';
+import { exportCommand } from './commands/export.js';
+import { serveCommand } from './commands/serve.js';
 import { rebalanceCommand } from './commands/rebalance.js';
 import { initCommand } from './commands/init.js';
 import { localCommand } from './commands/local.js';
@@ -12,7 +14,7 @@ import { statusCommand } from './commands/status.js';
 import { workerCommand } from './commands/worker.js';
 
 /** Registers the verbs; each lives in its own file under commands/. */
-const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand, checkpointCommand, rebalanceCommand];
+const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand, checkpointCommand, rebalanceCommand, exportCommand, serveCommand];
 
 function usage(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(10)} ${c.summary}`).join('\n');

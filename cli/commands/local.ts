@@ -45,6 +45,7 @@ export const localCommand: Command = {
     { name: 'pipeline', type: 'boolean', default: true, description: 'workers overlap communication with compute (--pipeline=false: strictly in turn)' },
     { name: 'redis', type: 'string', metavar: 'URL', description: 'keep the membership in this Redis instead of the embedded store (the cluster named by --cluster is overwritten)' },
     { name: 'cluster', type: 'string', metavar: 'NAME', default: 'local', description: 'cluster name, with --redis' },
+    { name: 'stay', type: 'boolean', description: 'after training, keep the cluster up (for `tessera export` / `tessera serve --membership ADDRESS`, the address printed) until Ctrl-C' },
     { name: 'json', type: 'boolean', description: 'print one JSON object with the results on stdout, nothing else' },
   ],
   async run(o) {
@@ -125,8 +126,13 @@ export const localCommand: Command = {
         augment,
         ...(config.optimizer.schedule ? { lr_drop_after_steps: config.optimizer.schedule[0]!.afterSteps } : {}),
       };
-      if (json) process.stdout.write(`${JSON.stringify({ ...result, held_out_by_epoch: run.heldOut })}\n`);
+      const address = membership.address ? { membership: membership.address } : {};
+      if (json) process.stdout.write(`${JSON.stringify({ ...result, ...address, held_out_by_epoch: run.heldOut })}\n`);
       else printSummary(result);
+      if (o['stay']) {
+        process.stderr.write(`the cluster stays up: reach it with ${membership.args.join(' ')} (e.g. tessera export ${membership.args.join(' ')} --out models); Ctrl-C stops it\n`);
+        await interrupted;
+      }
       return EXIT.ok;
     } finally {
       await procs.stopAll();
@@ -199,7 +205,7 @@ export const localCommand: Command = {
  * The membership store of this run and the flags that lead children to it:
  * the embedded store, hosted here and served over gRPC on loopback, or Redis.
  */
-async function openMembership(config: ClusterConfig, redis: string | undefined): Promise<{ store: MembershipStore; args: string[]; close(): Promise<void> }> {
+async function openMembership(config: ClusterConfig, redis: string | undefined): Promise<{ store: MembershipStore; args: string[]; address?: string; close(): Promise<void> }> {
   if (redis) {
     const store = new RedisMembershipStore({ url: redis, cluster: config.name });
     await store.createCluster(config, true);
@@ -212,6 +218,7 @@ async function openMembership(config: ClusterConfig, redis: string | undefined):
   return {
     store,
     args: ['--membership', `127.0.0.1:${server.port}`],
+    address: `127.0.0.1:${server.port}`,
     async close() {
       await server.close(500);
       await store.close();
