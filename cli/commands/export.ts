@@ -25,7 +25,7 @@ export const exportCommand: Command = {
     { name: 'out', type: 'string', metavar: 'DIR', description: 'model repository: the version goes to DIR/NAME/<next version>/' },
     { name: 'name', type: 'string', metavar: 'NAME', description: "the model's name in the repository (default: the cluster's model name)" },
     { name: 'format', type: 'string', default: 'both', choices: ['tfjs', 'onnx', 'both'], description: 'formats to write' },
-    { name: 'prune', type: 'number', default: 0, metavar: 'FRACTION', description: "set this fraction of each layer's weights, the smallest in magnitude, to zero" },
+    { name: 'prune', type: 'number', default: 0, metavar: 'FRACTION', description: "set this fraction of the model's weights, the smallest in magnitude (one threshold for all layers), to zero" },
     { name: 'prune-units', type: 'number', default: 0, metavar: 'FRACTION', description: 'remove this fraction of the units of each hidden layer, the least salient, shrinking the layers' },
     { name: 'quantize', type: 'string', default: 'none', choices: QUANTIZATIONS, description: 'store weights as float16, or int8 (ONNX: a scale per output unit / embedding row; TensorFlow.js: uint8 with a min and scale per tensor)' },
     { name: 'sign', type: 'string', metavar: 'KEY', description: 'sign the manifest with this Ed25519 private key (PEM; openssl genpkey -algorithm ed25519 -out KEY)' },
