@@ -158,6 +158,15 @@ function routesFor(backend: InferenceBackend, maxBodyBytes: number): Route[] {
       },
     },
     {
+      // Tessera's own counters at the statistics extension's path (its body is not Triton's).
+      method: 'GET',
+      pattern: new RegExp(`^${MODEL}/stats$`),
+      handler: async (_req, [n]) => {
+        checkModelName(name, n!);
+        return ok(backend.statistics());
+      },
+    },
+    {
       method: 'POST',
       pattern: new RegExp(`^${MODEL}/infer$`),
       handler: async (req, [n, v]) => {

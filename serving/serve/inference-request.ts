@@ -56,6 +56,8 @@ export interface InferenceBackend {
    * and runs it in a batch.
    */
   infer(name: string, version: string | undefined, decode: (model: LoadedModel) => DecodedInput): Promise<InferenceResult>;
+  /** Counters of the runs so far (batches, rows, requests, largest batch), for `GET /v2/models/{name}/stats`. */
+  statistics(): object;
 }
 
 const MAX_INT64 = 2n ** 63n - 1n;

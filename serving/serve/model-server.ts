@@ -149,6 +149,10 @@ class RepositoryBackend implements InferenceBackend {
     return this.repository.status();
   }
 
+  statistics(): object {
+    return { name: this.modelName, version: this.repository.current()?.version ?? null, batching: this.stats.snapshot() };
+  }
+
   async infer(name: string, version: string | undefined, decode: (model: LoadedModel) => DecodedInput): Promise<InferenceResult> {
     const lease = this.repository.acquire();
     try {
