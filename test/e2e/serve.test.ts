@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -125,13 +126,28 @@ describe('e2e: tessera serve', function () {
       ['/v2/models/logreg/versions/99/infer', { inputs: [{ name: 'input', shape: [1, 784], datatype: 'FP32', data: new Array(784).fill(0) }] }, 404],
       ['/v2/models/logreg/infer', { inputs: [{ name: 'input', shape: [2000, 784], datatype: 'FP32', data: [] }] }, 413],
       ['/v1/models/logreg:predict', { instances: [[1, 2, 3]] }, 400],
-      ['/v2/models/logreg/infer', 'x'.repeat(9 << 20), 413],
     ];
     for (const [path, body, status] of cases) {
       const r = await post(path, body);
       expect(r.status, `${path} ${String(JSON.stringify(body)).slice(0, 60)}`).to.equal(status);
       expect(r.body['error'], 'a message').to.be.a('string').and.not.equal('');
     }
+    // A body over the cap is answered 413 as soon as its length is known, before the rest is sent.
+    const oversized = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const [host, port] = http.split(':');
+      const req = request({ host, port: Number(port), method: 'POST', path: '/v2/models/logreg/infer', headers: { 'content-type': 'application/json', 'content-length': String(9 << 20) } }, (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => {
+          req.destroy();
+          resolve({ status: res.statusCode ?? 0, body });
+        });
+      });
+      req.on('error', (e: NodeJS.ErrnoException) => (['EPIPE', 'ECONNRESET'].includes(e.code ?? '') ? undefined : reject(e)));
+      req.write('x'.repeat(1024));
+    });
+    expect(oversized.status).to.equal(413);
+    expect(oversized.body).to.match(/error/);
     expect((await infer(1, x.subarray(0, 784))).status).to.equal(200);
   });
 
