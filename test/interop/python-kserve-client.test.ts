@@ -6,6 +6,11 @@ import { expect } from 'chai';
 import { protoRoot } from '../../cluster/proto.js';
 import type { LoadedModel } from '../../serving/runtime/runtime.js';
 import { INFERENCE_PROTO_FILE } from '../../serving/serve/grpc-server.js';
+import { initialValues } from '../../cluster/model-spec.js';
+import { writeOnnx } from '../../serving/formats/onnx-writer.js';
+import { buildGraph } from '../../serving/model/build-graph.js';
+import { loadOnnx } from '../../serving/runtime/onnx-runtime.js';
+import { mnistMlp } from '../../worker/models/mnist-mlp.js';
 import { ModelRepository } from '../../serving/serve/model-repository.js';
 import { startModelServer, type ModelServer } from '../../serving/serve/model-server.js';
 
@@ -130,5 +135,34 @@ describe('interop: a Python KServe v2 client generated from proto/inference', fu
     expect(seen.refused?.code).to.equal('INVALID_ARGUMENT');
     expect(seen.refused?.details).to.match(/datatype "FP64"; this model takes FP32/);
     expect(server.stats().grpc).to.deep.equal({ requests: 6, errors: 1 });
+  });
+
+  it('gets the exported ONNX model’s own outputs for mnist-mlp', async () => {
+    stubs = mkdtempSync(join(tmpdir(), 'tessera-kserve-stubs-'));
+    const r = spawnSync(PYTHON, ['-m', 'grpc_tools.protoc', '-I', protoRoot(), `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, INFERENCE_PROTO_FILE], { encoding: 'utf8', timeout: PYTHON_TIMEOUT_MS });
+    expect(r.status, `grpc_tools.protoc: ${r.stderr || r.error?.message}`).to.equal(0);
+    writeFileSync(join(stubs, 'inference', '__init__.py'), '');
+
+    // The model as `tessera export` writes it: mnist-mlp's graph with weights, as ONNX, run by onnxruntime-node.
+    const spec = mnistMlp.spec(4);
+    const dense = new Float32Array(mnistMlp.elements);
+    initialValues(spec, 0, dense);
+    const model = await loadOnnx(writeOnnx(buildGraph(spec, dense), 'none').files[0]!.bytes);
+    const repository = new ModelRepository('mnist-mlp');
+    await repository.swap({ name: 'mnist-mlp', version: 3, model });
+    server = await startModelServer({ grpc: '127.0.0.1:0', source: { repository } });
+
+    const script = join(dirname(protoRoot()), 'test', 'interop', 'kserve_client.py');
+    const stdout = await run([script, '--address', server.grpcAddress!, '--model', 'mnist-mlp', '--rows', String(ROWS)], { ...process.env, PYTHONPATH: stubs, PYTHONDONTWRITEBYTECODE: '1' });
+    const seen = JSON.parse(stdout.trim()) as { metadata: { platform: string }; raw: Inferred; contents: Inferred };
+    expect(seen.metadata.platform).to.equal('onnx');
+    const x = Float32Array.from({ length: ROWS * 784 }, (_, i) => ((i * 7) % 11) / 4 - 1);
+    const want = Array.from(await model.run(x, ROWS));
+    expect(seen.raw.values).to.deep.equal(want);
+    expect(seen.contents.values).to.deep.equal(want);
+    expect(seen.raw.outputs).to.deep.equal([{ name: 'probabilities', datatype: 'FP32', shape: [ROWS, 10] }]);
+    await server.close();
+    server = undefined;
+    await repository.close();
   });
 });
