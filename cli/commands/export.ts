@@ -8,7 +8,7 @@ import { verifyVersion } from '../../serving/export/verify.js';
 import { type Quantization, QUANTIZATIONS } from '../../serving/model/model-graph.js';
 import { type ModelFormat } from '../../serving/runtime/runtime.js';
 import { BACKENDS, type BackendName, selectBackend } from '../../worker/backend.js';
-import { loadTask } from '../../worker/tasks/index.js';
+import { loadTask, TASK_NAMES } from '../../worker/tasks/index.js';
 import { UsageError } from '../args.js';
 import { type Command } from '../command.js';
 import { EXIT } from '../handle-error.js';
@@ -54,7 +54,12 @@ export const exportCommand: Command = {
       if (!config) throw new UsageError('no cluster is configured in this membership store; check --redis / --membership and --cluster');
       let evaluation;
       if (o['evaluate']) {
-        const task = await loadTask((o['model'] as string | undefined) ?? config.model.name);
+        const module = o['model'] as string | undefined;
+        if (!module && !TASK_NAMES.includes(config.model.name)) {
+          throw new UsageError(`this cluster trains ${config.model.name}, a model of your own: give its module with --model PATH (its held-out data measures the export), or skip the measurement with --evaluate=false`);
+        }
+        const task = await loadTask(module ?? config.model.name);
+        if (task.name !== config.model.name) throw new UsageError(`this cluster trains ${config.model.name}, but --model ${module} is ${task.name}`);
         if (formats.includes('tfjs')) await selectBackend(o['backend'] === 'auto' ? undefined : (o['backend'] as BackendName));
         evaluation = task.heldOut();
       }

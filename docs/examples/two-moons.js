@@ -56,6 +56,16 @@ export default function twoMoons(tf) {
       const h = tf.relu(tf.add(tf.matMul(x, W1), b1));
       return tf.add(tf.matMul(h, W2), b2);
     },
+    // For `tessera export` and `tessera serve`: the same computation as affine layers over the
+    // tensors, ending in the activation that turns logits into probabilities.
+    inference: {
+      input: { kind: 'features', features: 2 },
+      layers: [
+        { weight: 'W1', bias: 'b1', activation: 'relu' },
+        { weight: 'W2', bias: 'b2', activation: 'softmax' },
+      ],
+      output: { labels: ['upper moon', 'lower moon'] },
+    },
     data: () => ({ train: moons(4000, 1), test: moons(1000, 2) }),
     learningRates: { sgd: 0.5, adam: 0.01 },
   };
