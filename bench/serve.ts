@@ -9,6 +9,7 @@ import { type DenseLayer, type ModelGraph } from '../serving/model/model-graph.j
 import { loadOnnx } from '../serving/runtime/onnx-runtime.js';
 import { type LoadedModel } from '../serving/runtime/runtime.js';
 import { inferenceService } from '../serving/serve/grpc-server.js';
+import { seededRandom } from '../worker/data/random.js';
 import { type ModelServerStats } from '../serving/serve/model-server.js';
 import { Child } from './child-rpc.js';
 import { type Figure, formatTable, median, rateFigure, roundFigure } from './figures.js';
@@ -75,21 +76,9 @@ function parseArgs(argv: string[]): Args {
 
 // ---------------------------------------------------------------- the model
 
-/** Deterministic uniform [0, 1) numbers (mulberry32). */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** mnist-mlp's inference graph (784-256-10, relu, softmax) with Glorot-uniform random weights. */
 function mlpGraph(seed: number): ModelGraph {
-  const rand = prng(seed);
+  const rand = seededRandom(seed);
   const dense = (name: string, inputs: number, units: number, activation: DenseLayer['activation']): DenseLayer => {
     const scale = Math.sqrt(6 / (inputs + units));
     return {
@@ -112,7 +101,7 @@ function mlpGraph(seed: number): ModelGraph {
 
 /** `rows` examples like MNIST pixels (k/255), exactly representable in the JSON body's decimals. */
 function examples(rows: number, seed: number): Float32Array {
-  const rand = prng(seed);
+  const rand = seededRandom(seed);
   return Float32Array.from({ length: rows * FEATURES }, () => (rand() < 0.8 ? 0 : Math.floor(rand() * 256) / 256));
 }
 

@@ -52,19 +52,24 @@ export async function startGrpcServer(
       for (const n of ['', ...names]) health.setStatus(n, serving);
     },
     close(graceMs = 2000) {
-      return new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, graceMs);
-        timer.unref();
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      return shutdown(server, graceMs);
     },
   };
+}
+
+/** Stops `server`: calls in progress get `graceMs` to finish, then the rest are cut off. */
+export function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    timer.unref();
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
 
 /**

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { TesseraError } from '../../cluster/errors.js';
+import { shutdown } from '../../cluster/grpc-server.js';
 import { createLogger } from '../../cluster/log.js';
 import { LOADER_OPTIONS, protoRoot } from '../../cluster/proto.js';
 import { toStatus } from '../../cluster/status-codec.js';
@@ -77,17 +78,7 @@ export async function startGrpcInferenceServer(address: string, backend: Inferen
     server,
     port,
     close(graceMs = 2000) {
-      return new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, graceMs);
-        timer.unref();
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      return shutdown(server, graceMs);
     },
   };
 }

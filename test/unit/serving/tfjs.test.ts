@@ -12,17 +12,12 @@ import { writeTfjs } from '../../../serving/formats/tfjs-writer.js';
 import { forward } from '../../../serving/model/forward.js';
 import { type DenseLayer, type ModelGraph, type Quantization, QUANTIZATIONS } from '../../../serving/model/model-graph.js';
 import { directoryReader, loadTfjs, memoryReader } from '../../../serving/runtime/tfjs-runtime.js';
+import { rng as uniform } from '../../helpers/random.js';
 
 /** Deterministic uniform numbers in [−1, 1). */
 function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * 2 - 1;
-  };
+  const next = uniform(seed);
+  return () => next() * 2 - 1;
 }
 
 function dense(r: () => number, i: number, inputs: number, units: number, activation: Activation, bias = true): DenseLayer {
