@@ -3,7 +3,7 @@
 #   - Debian packages (when missing): redis-server, python3-grpcio, python3-grpc-tools
 #     (the second-language client of the wire-contract test). Needs root or sudo.
 #   - npm packages from package-lock.json (npm ci; its prepare step compiles TypeScript).
-# Then: npm test.
+# Then: npm run cycles (fails on an import cycle), npm test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +20,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 npm ci --no-audit --no-fund
+npm run -s cycles
 npm test

@@ -1,16 +1,10 @@
 import { createLogger } from '../log.js';
+import { DEFAULT_LEASE, type LeaseOptions } from './lease-options.js';
 import { type MemberInfo, type MemberKind, type MembershipStore } from './store.js';
 
+export { DEFAULT_LEASE, type LeaseOptions } from './lease-options.js';
+
 const log = createLogger('lease');
-
-export interface LeaseOptions {
-  /** How long the lease lives without renewal. Default 10 000 ms. */
-  ttlMs: number;
-  /** How often it is renewed. Default 3 000 ms (a third of the TTL leaves two tries). */
-  renewMs: number;
-}
-
-export const DEFAULT_LEASE: LeaseOptions = { ttlMs: 10_000, renewMs: 3_000 };
 
 /**
  * Holds a member's lease: registers it, renews it on a timer (publishing the

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../errors.js';
-import { DEFAULT_LEASE } from './lease.js';
+import { DEFAULT_LEASE } from './lease-options.js';
 
 /**
  * A training run's data as a queue of work items, handed out by the

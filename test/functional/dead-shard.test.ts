@@ -2,7 +2,11 @@ import { expect } from 'chai';
 import { ShardUnavailableError } from '../../cluster/errors.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
 
-/** A shard that is gone surfaces as a typed, retryable error within bounded time, never a hang. */
+/**
+ * A shard that is gone surfaces as a typed, retryable error once the client's
+ * retries are spent, never a hang: the failure is the refused connection, not
+ * a deadline run out.
+ */
 describe('functional: a dead shard', function () {
   this.timeout(30_000);
   let cluster: TestCluster;
@@ -10,12 +14,18 @@ describe('functional: a dead shard', function () {
 
   it('pull and push fail with ShardUnavailableError after the retries, naming the address', async () => {
     cluster = await startCluster({ shards: 2, model: flatModel(8192), slots: 16 });
-    const client = await cluster.client({ maxRetries: 2, retryDelayMs: 20, deadlineMs: 2_000 });
+    // No timed map refresh (the test ends long before the hour), so every re-read of the map below is a retry's.
+    const client = await cluster.client({ maxRetries: 2, retryDelayMs: 20, deadlineMs: 2_000, mapRefreshMs: 3_600_000 });
     await client.pull();
     const gone = cluster.shards[1]!;
     await gone.close(0);
+    let retries = 0;
+    const refreshMap = client.refreshMap.bind(client);
+    client.refreshMap = () => {
+      retries++;
+      return refreshMap();
+    };
 
-    const started = Date.now();
     const err = await client.pull().then(
       () => null,
       (e: unknown) => e,
@@ -24,13 +34,20 @@ describe('functional: a dead shard', function () {
     expect((err as ShardUnavailableError).retryable).to.equal(true);
     expect((err as ShardUnavailableError).address).to.equal(gone.address);
     expect((err as Error).message).to.contain(gone.address);
-    // Two retries with 20 and 40 ms of backoff: well within one deadline.
-    expect(Date.now() - started).to.be.below(2_000);
+    // It gave up after exactly maxRetries retries, each failing on the refused
+    // connection; a client that waited for an answer instead would fail with
+    // the deadline's "Deadline exceeded" (or hang until mocha's timeout).
+    expect(retries, 'retries before giving up').to.equal(2);
+    expect((err as Error).message).to.match(/ECONNREFUSED|No connection established/);
+    expect((err as Error).message).to.not.match(/deadline/i);
 
+    retries = 0;
     const pushErr = await client.push(new Float32Array(client.elements)).then(
       () => null,
       (e: unknown) => e,
     );
     expect(pushErr).to.be.instanceOf(ShardUnavailableError);
+    expect(retries, 'push retries before giving up').to.equal(2);
+    expect((pushErr as Error).message).to.not.match(/deadline/i);
   });
 });
