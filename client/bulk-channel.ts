@@ -1,7 +1,7 @@
 import * as net from 'node:net';
 import { Metadata } from '@grpc/grpc-js';
 import { splitHostPort } from '../cluster/address.js';
-import { BULK_READ_BUFFER_BYTES, type BulkReply, type BulkRequest, FrameReader, encodeHead } from '../cluster/bulk-wire.js';
+import { BULK_READ_BUFFER_BYTES, BulkFrameReader, type BulkReply, type BulkRequest, encodeHead } from '../cluster/bulk-wire.js';
 import { ShardUnavailableError, type TesseraError } from '../cluster/errors.js';
 import { fromStatus } from '../cluster/status-codec.js';
 
@@ -91,14 +91,14 @@ class BulkConnection {
   private pending: Pending | null = null;
   private nextId = 1;
   private broken = false;
-  private readonly reader: FrameReader;
+  private readonly reader: BulkFrameReader;
 
   constructor(
     private readonly socket: net.Socket,
     private readonly address: string,
     private readonly shardAddress: string,
   ) {
-    this.reader = new FrameReader(
+    this.reader = new BulkFrameReader(
       (header) => {
         const reply = header as BulkReply;
         const p = this.pending;

@@ -28,6 +28,14 @@ export interface ClientOptions {
   transport: 'bulk' | 'grpc';
   /** Push sequence numbers start after this (a restarted worker passes its last one). Default: the current time in ms, so a restart never reuses one. */
   firstSeq: number;
+  /**
+   * How pushed gradients are encoded on the wire: `none` (float32), `fp16`,
+   * `int8` (a scale per block of 256) or `topk:R` (the fraction R of each
+   * slot's values largest in magnitude), with error feedback for the lossy
+   * ones (cluster/gradient-codec.ts, docs/wire-protocol.md). Default: the
+   * cluster's `compression`, else `none`.
+   */
+  compression?: string;
 }
 
 export type ClientOptionsInput = Pick<ClientOptions, 'store' | 'workerId'> & Partial<ClientOptions>;

@@ -10,6 +10,8 @@ import { type RoutedRange, type ShardBatch, allSlots, route } from '../cluster/r
 import { type ShardMap } from '../cluster/shard-map.js';
 import { type SlotRange, checkRanges, rangesLength, slotStart } from '../cluster/slots.js';
 import { firstNonFinite } from '../cluster/finite.js';
+import { bulkCodecField, grpcCodecFields } from '../cluster/codec-fields.js';
+import { type Compression, ErrorFeedback, parseCompression } from '../cluster/gradient-codec.js';
 import { fromStatus } from '../cluster/status-codec.js';
 import { chunkBounds, copyBytes, floatBytes } from '../cluster/wire.js';
 import { BulkChannel } from './bulk-channel.js';
@@ -24,6 +26,14 @@ export interface PushStats {
   seq: number;
   appliedSlots: number;
   duplicateSlots: number;
+  /** Bytes of gradient the push put on the wire (encoded, under a codec), summed over its shards and any retries. */
+  wireBytes: number;
+}
+
+/** Bytes of dense gradient pushed so far: as float32 (`raw`) and as sent (`wire`, after the codec). */
+export interface PushTraffic {
+  raw: number;
+  wire: number;
 }
 
 /** Where a training worker's pull or push stands under ssp/bsp (see cluster/consistency.ts). */
@@ -50,6 +60,11 @@ export class TesseraClient {
   private readonly bulk = new Map<string, Promise<BulkChannel | null>>();
   private readonly stopWatch: () => void;
   private readonly refreshTimer: NodeJS.Timeout;
+  /** How pushes are encoded (options.compression, else the cluster's). */
+  readonly compression: Compression;
+  /** Lossy codecs: what earlier pushes did not send, per element, added to the next gradient (error feedback). */
+  private feedback: ErrorFeedback | null = null;
+  private readonly pushed: PushTraffic = { raw: 0, wire: 0 };
 
   private constructor(
     options: ClientOptions,
@@ -60,6 +75,7 @@ export class TesseraClient {
     this.map = map;
     this.seq = options.firstSeq;
     this.elements = layout(config.model).elements;
+    this.compression = parseCompression(options.compression ?? config.compression ?? 'none');
     this.stopWatch = options.store.watchMap((m) => this.adopt(m));
     // Announcements can be missed (a store reconnecting): re-read on a timer too.
     this.refreshTimer = setInterval(() => void this.refreshMap().catch(() => undefined), options.mapRefreshMs);
@@ -217,14 +233,48 @@ export class TesseraClient {
     // Checked here too, before anything is sent: a shard would refuse its part, but the others would apply theirs.
     const bad = firstNonFinite(gradient);
     if (bad >= 0) throw new InvalidArgumentError(`gradient has a non-finite value (${gradient[bad]}) at element ${bad}; nothing was sent`);
-    const stats: PushStats = { seq, appliedSlots: 0, duplicateSlots: 0 };
+    const stats: PushStats = { seq, appliedSlots: 0, duplicateSlots: 0, wireBytes: 0 };
+    // Under a codec each slot is encoded once, here: a retry (even regrouped by a new map) resends the same bytes.
+    const encoded = this.compression.kind === 'none' ? null : this.encodeSlots(ranges, gradient);
     await this.fanOut(pieces(ranges, this.elements, this.config.slots), async (b) => {
-      const ack = await this.pushBatch(b, gradient, seq, clock);
+      const ack = await this.pushBatch(b, gradient, seq, clock, encoded?.slots);
       stats.appliedSlots += ack.appliedSlots;
       stats.duplicateSlots += ack.duplicateSlots;
+      stats.wireBytes += ack.wireBytes;
     });
+    encoded?.commit();
+    this.pushed.raw += length * 4;
+    this.pushed.wire += stats.wireBytes;
     return stats;
   }
+
+  /** Bytes of dense gradient this client has pushed, raw and on the wire. */
+  traffic(): PushTraffic {
+    return { ...this.pushed };
+  }
+
+  /**
+   * Each slot of `ranges` encoded under the codec, with error feedback: the
+   * slot's gradient plus what earlier pushes did not send is encoded, and
+   * what that encoding drops becomes the slot's new residual once the push is
+   * acknowledged (`commit`), so a failed push leaves the residual as it was.
+   * @throws InvalidArgumentError from the codec (e.g. a value past fp16's range); nothing is sent.
+   */
+  private encodeSlots(ranges: readonly SlotRange[], gradient: Float32Array): { slots: Map<number, Uint8Array>; commit: () => void } {
+    const feedback = (this.feedback ??= new ErrorFeedback(this.elements));
+    const ids: number[] = [];
+    const slots: { start: number; length: number }[] = [];
+    for (const r of ranges) {
+      for (let s = r.begin; s < r.end; s++) {
+        const start = slotStart(s, this.elements, this.config.slots);
+        ids.push(s);
+        slots.push({ start, length: slotStart(s + 1, this.elements, this.config.slots) - start });
+      }
+    }
+    const { bytes, offsets, commit } = feedback.encode(this.compression, slots, gradient);
+    return { slots: new Map(ids.map((s, j) => [s, bytes.subarray(offsets[j], offsets[j + 1])])), commit };
+  }
+
 
   private checkRanges(ranges: readonly SlotRange[]): void {
     const bad = checkRanges(ranges, this.config.slots);
@@ -310,13 +360,27 @@ export class TesseraClient {
     });
   }
 
-  private async pushBatch(batch: ShardBatch, gradient: Float32Array, seq: number, clock?: number): Promise<{ appliedSlots: number; duplicateSlots: number }> {
+  private async pushBatch(batch: ShardBatch, gradient: Float32Array, seq: number, clock?: number, encoded?: Map<number, Uint8Array>): Promise<{ appliedSlots: number; duplicateSlots: number; wireBytes: number }> {
+    // Under a codec: the batch's slots' encodings, in the order of its ranges.
+    const wire = encoded ? batch.ranges.flatMap((r) => Array.from({ length: r.end - r.begin }, (_, i) => encoded.get(r.begin + i)!)) : null;
+    const wireBytes = wire ? wire.reduce((n, b) => n + b.byteLength, 0) : batch.length * 4;
     const bulk = await this.bulkChannel(batch.address);
     if (bulk) {
-      const payload = batch.ranges.map((r) => floatBytes(gradient, r.offset, r.offset + r.length));
-      const req = { op: 'push' as const, epoch: this.map.epoch, ranges: batch.ranges.map(({ begin, end }) => ({ begin, end })), workerId: this.options.workerId, model: this.config.model.name, seq, length: batch.length, ...(clock !== undefined ? { clock } : {}) };
+      const payload = wire ? wire.map((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)) : batch.ranges.map((r) => floatBytes(gradient, r.offset, r.offset + r.length));
+      const req = {
+        op: 'push' as const,
+        epoch: this.map.epoch,
+        ranges: batch.ranges.map(({ begin, end }) => ({ begin, end })),
+        workerId: this.options.workerId,
+        model: this.config.model.name,
+        seq,
+        length: batch.length,
+        ...bulkCodecField(this.compression),
+        ...(wire ? { wireBytes } : {}),
+        ...(clock !== undefined ? { clock } : {}),
+      };
       const ack = (await this.onBulk(batch.address, bulk, () => bulk.request(req, this.options.deadlineMs, payload))) as { appliedSlots: number; duplicateSlots: number };
-      return { appliedSlots: ack.appliedSlots, duplicateSlots: ack.duplicateSlots };
+      return { appliedSlots: ack.appliedSlots, duplicateSlots: ack.duplicateSlots, wireBytes };
     }
     type Ack = { appliedSlots: number; duplicateSlots: number };
     const client = this.pool.get(batch.address) as grpc.Client & {
@@ -332,22 +396,31 @@ export class TesseraClient {
       ranges: batch.ranges.map(({ begin, end }) => ({ begin, end })),
       workerId: this.options.workerId,
       seq,
-      codec: 'CODEC_FLOAT32',
+      ...grpcCodecFields(this.compression),
+      ...(wire ? { wireBytes } : {}),
       model: this.config.model.name,
       ...(clock !== undefined ? { clocked: true, clock } : {}),
     };
-    let batchOffset = 0;
     let first = true;
-    for (const r of batch.ranges) {
-      for (const [a, b] of chunkBounds(r.length, this.options.chunkBytes)) {
-        const msg = { header: first ? header : null, offset: batchOffset + a, values: floatBytes(gradient, r.offset + a, r.offset + b) };
-        first = false;
-        if (!call.write(msg)) await Promise.race([once(call, 'drain'), done]);
+    const send = async (offset: number, values: Buffer) => {
+      const msg = { header: first ? header : null, offset, values };
+      first = false;
+      if (!call.write(msg)) await Promise.race([once(call, 'drain'), done]);
+    };
+    if (wire) {
+      // The encoded gradient, cut into chunks by bytes; offsets are byte offsets in it.
+      const all = Buffer.concat(wire);
+      for (let at = 0; at < all.length || first; at += this.options.chunkBytes) await send(at, all.subarray(at, at + this.options.chunkBytes));
+    } else {
+      let batchOffset = 0;
+      for (const r of batch.ranges) {
+        for (const [a, b] of chunkBounds(r.length, this.options.chunkBytes)) await send(batchOffset + a, floatBytes(gradient, r.offset + a, r.offset + b));
+        batchOffset += r.length;
       }
-      batchOffset += r.length;
     }
     call.end();
-    return done;
+    const ack = await done;
+    return { ...ack, wireBytes };
   }
 
   async close(): Promise<void> {

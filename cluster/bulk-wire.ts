@@ -8,7 +8,8 @@ import { type SlotRange } from './slots.js';
  *
  * A frame is a 4-byte little-endian header length, the header as UTF-8 JSON,
  * then the payload the header announces: a push request carries
- * `length × 4` bytes of little-endian float32 gradient, a successful pull
+ * `length × 4` bytes of little-endian float32 gradient (or, with
+ * `compression`, `wireBytes` of the encoded gradient), a successful pull
  * reply `total × 4` bytes of values. One request at a time per connection;
  * the reply names the request's `id`.
  */
@@ -28,8 +29,12 @@ export interface BulkRequest {
   model: string;
   /** push: the per-worker sequence number. */
   seq?: number;
-  /** push: float32 values that follow the header. */
+  /** push: values in the gradient (float32 values follow the header unless `compression` says otherwise). */
   length?: number;
+  /** push: the codec of the gradient that follows (`fp16`, `int8`, `topk:R`; cluster/gradient-codec.ts); absent for float32. */
+  compression?: string;
+  /** push with `compression`: bytes of the encoded gradient that follow the header. */
+  wireBytes?: number;
   /** Under ssp/bsp: the step (see PullRequest.clock / PushHeader.clock). */
   clock?: number;
   /** pull: the worker's first clocked pull since it (re)started. */
@@ -40,7 +45,7 @@ export type BulkReply =
   /** pull: `total` float32 values follow. */
   | { id: number; ok: true; total: number; epoch: number }
   /** push: what the push did. */
-  | { id: number; ok: true; epoch: number; appliedSlots: number; duplicateSlots: number }
+  | { id: number; ok: true; epoch: number; appliedSlots: number; duplicateSlots: number; wireBytes: number }
   /** The typed error, as a gRPC status would carry it (cluster/status-codec.ts). */
   | { id: number; ok: false; code: number; details: string; metadata: Record<string, string> };
 
@@ -54,14 +59,16 @@ export function encodeHead(header: object): Buffer {
 }
 
 /**
- * Reads frames off a byte stream: `onHeader` gets each header and says how
- * many payload bytes follow it; `onPayload` gets them as they arrive, in
- * pieces that are views of the received chunks (no copy), with their offset
- * in the payload; they are only valid during the call (the socket may reuse
- * its read buffer). Throws on a header longer than {@link MAX_BULK_HEADER_BYTES}
+ * Reads bulk-transport frames off a byte stream (server/array-frame.ts's
+ * FrameReader reads the other kind: one magic-headed frame of arrays held
+ * whole in memory, a checkpoint or a slot-move log): `onHeader` gets each
+ * header and says how many payload bytes follow it; `onPayload` gets them as
+ * they arrive, in pieces that are views of the received chunks (no copy),
+ * with their offset in the payload; they are only valid during the call (the
+ * socket may reuse its read buffer). Throws on a header longer than {@link MAX_BULK_HEADER_BYTES}
  * or one that is not JSON: the stream cannot be trusted after either.
  */
-export class FrameReader {
+export class BulkFrameReader {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private payloadLeft = 0;

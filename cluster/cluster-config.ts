@@ -4,6 +4,7 @@ import { type OptimizerConfig, validateOptimizer } from './optimizer-config.js';
 import { DEFAULT_SLOTS } from './slots.js';
 import { type Consistency, parseConsistency } from './consistency.js';
 import { InvalidArgumentError } from './errors.js';
+import { parseCompression } from './gradient-codec.js';
 
 /** What a cluster is, written once when it is created and read by every role. */
 export interface ClusterConfig {
@@ -27,6 +28,11 @@ export interface ClusterConfig {
    * Default 1.
    */
   initialWorkers?: number;
+  /**
+   * How workers encode pushed gradients unless told otherwise: `none`,
+   * `fp16`, `int8` or `topk:R` (cluster/gradient-codec.ts). Default `none`.
+   */
+  compression?: string;
 }
 
 /** How long clocked consistency waits for `initialWorkers` after the first worker joined. */
@@ -47,4 +53,5 @@ export function validateClusterConfig(c: ClusterConfig): void {
   validateSparseTables(c.model);
   validateOptimizer(c.optimizer);
   parseConsistency(c.consistency);
+  if (c.compression !== undefined) parseCompression(c.compression);
 }

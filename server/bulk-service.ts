@@ -1,11 +1,13 @@
 import { once } from 'node:events';
 import * as net from 'node:net';
-import { BULK_READ_BUFFER_BYTES, type BulkReply, type BulkRequest, FrameReader, encodeHead } from '../cluster/bulk-wire.js';
+import { BULK_READ_BUFFER_BYTES, BulkFrameReader, type BulkReply, type BulkRequest, encodeHead } from '../cluster/bulk-wire.js';
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { createLogger } from '../cluster/log.js';
+import { compressionOfBulk, slotLengths } from '../cluster/codec-fields.js';
 import { toStatus } from '../cluster/status-codec.js';
 import { CLOCK_WAIT_MS, type GradientPool } from './shard-service.js';
 import { type Shard } from './shard.js';
+import { EncodedPush } from './encoded-push.js';
 
 const log = createLogger('bulk');
 
@@ -97,7 +99,7 @@ export function withReadBuffer(accepted: net.Socket): { socket: net.Socket; read
 function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on: (bytes: Buffer) => void }): void {
   socket.setNoDelay(true);
   let busy = false;
-  let push: { req: BulkRequest; gradient: Float32Array | null; bytes: Buffer | null; error: unknown } | null = null;
+  let push: { req: BulkRequest; gradient: Float32Array | null; bytes: Buffer | null; encoded: EncodedPush | null; error: unknown } | null = null;
 
   const reply = (r: BulkReply) => socket.write(encodeHead(r));
   const fail = (id: number, err: unknown) => {
@@ -107,7 +109,7 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
     reply({ id, ok: false, code: s.code, details: s.details, metadata });
   };
 
-  const reader = new FrameReader(
+  const reader = new BulkFrameReader(
     (header) => {
       if (busy) throw new Error('a bulk request arrived before the previous one was answered');
       busy = true;
@@ -121,22 +123,35 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       if (req?.op !== 'push' || !(Number.isSafeInteger(length) && length! >= 0 && length! <= 2 ** 31)) {
         throw new Error(`a bulk request needs op "pull" or "push" and, for a push, a length; got ${JSON.stringify(header).slice(0, 120)}`);
       }
-      push = { req, gradient: null, bytes: null, error: null };
+      // What follows the header: length × 4 bytes of float32, or wireBytes of an encoded gradient.
+      const wireBytes = req.compression ? req.wireBytes : length! * 4;
+      if (!(Number.isSafeInteger(wireBytes) && wireBytes! >= 0 && wireBytes! <= 2 ** 33)) throw new Error(`a compressed bulk push needs its wireBytes; got ${JSON.stringify(header).slice(0, 120)}`);
+      push = { req, gradient: null, bytes: null, encoded: null, error: null };
       try {
         if (!Array.isArray(req.ranges)) throw new InvalidArgumentError('a bulk push needs its slot ranges');
+        const compression = compressionOfBulk(req.compression);
         shard.check(req.epoch, req.ranges, req.model || undefined);
         const expected = shard.lengthOf(req.ranges);
         if (length !== expected) throw new InvalidArgumentError(`push carries ${length} values but slots of the request hold ${expected}`);
+        if (compression.kind !== 'none') push.encoded = new EncodedPush(compression, slotLengths(req.ranges, shard.elements, shard.config.slots), wireBytes!);
         push.gradient = pool.acquire(expected);
-        push.bytes = Buffer.from(push.gradient.buffer, push.gradient.byteOffset, expected * 4);
+        if (!push.encoded) push.bytes = Buffer.from(push.gradient.buffer, push.gradient.byteOffset, expected * 4);
       } catch (err) {
         // Refused before anything was applied: read the payload and drop it, then answer.
         push.error = err;
       }
-      return length! * 4;
+      return wireBytes!;
     },
     (bytes, offset) => {
-      if (push?.bytes) bytes.copy(push.bytes, offset);
+      if (!push || push.error) return;
+      if (push.bytes) bytes.copy(push.bytes, offset);
+      else if (push.encoded) {
+        try {
+          push.encoded.write(bytes, offset);
+        } catch (err) {
+          push.error = err;
+        }
+      }
     },
     () => {
       const p = push;
@@ -146,8 +161,9 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       const { req } = p;
       try {
         if (p.error) throw p.error;
+        p.encoded?.decodeInto(p.gradient!);
         const res = shard.push({ epoch: req.epoch, ranges: req.ranges, workerId: req.workerId, seq: req.seq as number, model: req.model || undefined, ...(req.clock !== undefined ? { clock: req.clock } : {}) }, p.gradient!);
-        reply({ id: req.id, ok: true, epoch: res.epoch, appliedSlots: res.appliedSlots, duplicateSlots: res.duplicateSlots });
+        reply({ id: req.id, ok: true, epoch: res.epoch, appliedSlots: res.appliedSlots, duplicateSlots: res.duplicateSlots, wireBytes: p.encoded ? p.encoded.wireBytes : req.length! * 4 });
       } catch (err) {
         fail(req.id, err);
       } finally {

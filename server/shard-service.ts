@@ -1,11 +1,13 @@
 import { once } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError } from '../cluster/errors.js';
+import { compressionOfGrpc, slotLengths } from '../cluster/codec-fields.js';
 import { toStatus } from '../cluster/status-codec.js';
 import { type SlotRange } from '../cluster/slots.js';
 import { DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES, copyBytesInto } from '../cluster/wire.js';
 import { floatHeap } from './float-heap.js';
 import { type Shard } from './shard.js';
+import { EncodedPush } from './encoded-push.js';
 
 /** Messages as proto-loader decodes them (see cluster/proto.ts). */
 interface PullRequestMsg {
@@ -27,6 +29,8 @@ interface PushHeaderMsg {
   model: string;
   clocked: boolean;
   clock: number;
+  topkRatio: number;
+  wireBytes: number;
 }
 interface PushChunkMsg {
   header: PushHeaderMsg | null;
@@ -137,11 +141,14 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
     push: (call: grpc.ServerReadableStream<PushChunkMsg, object>, callback: grpc.sendUnaryData<object>) => {
       let header: PushHeaderMsg | null = null;
       let gradient: Float32Array | null = null;
+      // Every codec but float32: the encoded bytes, decoded at the end.
+      let encoded: EncodedPush | null = null;
       let received = 0;
       let failed = false;
       const settle = () => {
         if (gradient) pool.release(gradient);
         gradient = null;
+        encoded = null;
       };
       const fail = (err: unknown) => {
         if (failed) return;
@@ -155,14 +162,20 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
           if (!header) {
             if (!msg.header) throw new InvalidArgumentError('the first message of a push must carry its header');
             header = msg.header;
-            if (header.codec && header.codec !== 'CODEC_FLOAT32') throw new InvalidArgumentError(`push codec ${header.codec} is not supported; send CODEC_FLOAT32`);
-            // Reject before allocating: ownership, ranges and epoch first.
+            const compression = compressionOfGrpc(header.codec, header.topkRatio);
+            // Reject before allocating: ownership, ranges, epoch and the encoded size first.
             shard.check(header.epoch, header.ranges, header.model);
+            if (compression.kind !== 'none') encoded = new EncodedPush(compression, slotLengths(header.ranges, shard.elements, shard.config.slots), header.wireBytes);
             gradient = pool.acquire(shard.lengthOf(header.ranges));
           } else if (msg.header) {
             throw new InvalidArgumentError('a push carries its header on its first message only');
           }
           const bytes = msg.values;
+          if (encoded) {
+            encoded.write(bytes, msg.offset);
+            received += bytes.byteLength;
+            return;
+          }
           if (bytes.byteLength % 4 !== 0) throw new InvalidArgumentError(`push chunk at offset ${msg.offset} has ${bytes.byteLength} bytes, not a whole number of float32 values`);
           if (msg.offset !== received) throw new InvalidArgumentError(`push chunk at offset ${msg.offset} arrived where offset ${received} was expected; send chunks in order`);
           const n = bytes.byteLength / 4;
@@ -179,11 +192,18 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
         if (failed) return;
         try {
           if (!header || !gradient) throw new InvalidArgumentError('empty push: no header was sent');
-          if (received !== gradient.length) throw new InvalidArgumentError(`push carries ${received} values but its slots hold ${gradient.length}`);
+          let wireBytes: number;
+          if (encoded) {
+            encoded.decodeInto(gradient);
+            wireBytes = encoded.wireBytes;
+          } else {
+            if (received !== gradient.length) throw new InvalidArgumentError(`push carries ${received} values but its slots hold ${gradient.length}`);
+            wireBytes = received * 4;
+          }
           const h = header;
           const res = shard.push({ epoch: h.epoch, ranges: h.ranges, workerId: h.workerId, seq: h.seq, model: h.model, ...(h.clocked ? { clock: h.clock } : {}) }, gradient);
           settle();
-          callback(null, res);
+          callback(null, { ...res, wireBytes });
         } catch (err) {
           fail(err);
         }

@@ -4,7 +4,7 @@ import { DEFAULT_SLOTS } from '../../cluster/slots.js';
 import { TASK_NAMES, loadTask } from '../../worker/tasks/index.js';
 import { type Command } from '../command.js';
 import { EXIT } from '../handle-error.js';
-import { clusterConfig, parseConsistencyOption } from '../local/defaults.js';
+import { clusterConfig, COMPRESSION_OPTION, parseCompressionOption, parseConsistencyOption } from '../local/defaults.js';
 import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 
 export const initCommand: Command = {
@@ -17,6 +17,7 @@ export const initCommand: Command = {
     { name: 'optimizer', type: 'string', default: 'adam', choices: OPTIMIZERS, description: 'server-side optimizer' },
     { name: 'learning-rate', type: 'number', description: 'learning rate (default: per optimizer, tuned for the model)' },
     { name: 'consistency', type: 'string', default: 'async', metavar: 'async|ssp:K|bsp', description: 'consistency model (docs/consistency.md)' },
+    COMPRESSION_OPTION,
     { name: 'workers', type: 'int', default: 1, description: 'under ssp/bsp: workers that must join before the first step goes through' },
     { name: 'shards', type: 'int', default: 1, description: 'shards that must have registered before the slots are first spread over every live shard' },
     { name: 'seed', type: 'int', default: 1, description: 'seed of the initial weights' },
@@ -35,6 +36,7 @@ export const initCommand: Command = {
       learningRate: o['learning-rate'] as number | undefined,
       initialShards: o['shards'] as number,
       consistency: parseConsistencyOption(o['consistency'] as string),
+      compression: parseCompressionOption(o['compression'] as string),
       initialWorkers: o['workers'] as number,
     });
     const store = openStore(o);

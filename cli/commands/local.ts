@@ -19,7 +19,7 @@ import { EXIT } from '../handle-error.js';
 import { RoleProcesses } from '../local/processes.js';
 import { ProgressLine } from '../local/progress.js';
 import { parseWorkerEvent } from '../local/worker-events.js';
-import { DEFAULT_TRAINING, clusterConfig, parseConsistencyOption, stepsOfRun } from '../local/defaults.js';
+import { DEFAULT_TRAINING, clusterConfig, COMPRESSION_OPTION, parseCompressionOption, parseConsistencyOption, stepsOfRun } from '../local/defaults.js';
 
 /** How long shards may take to start and register before `local` gives up. */
 const SHARD_START_TIMEOUT_MS = 30_000;
@@ -42,6 +42,7 @@ export const localCommand: Command = {
     { name: 'seed', type: 'int', default: DEFAULT_TRAINING.seed, description: 'seed of initial weights, data split and shuffling' },
     { name: 'backend', type: 'string', default: 'auto', choices: ['auto', ...BACKENDS], description: 'compute backend of the workers' },
     { name: 'consistency', type: 'string', default: 'async', metavar: 'async|ssp:K|bsp', description: 'consistency model: async (no waiting), ssp:K (no worker more than K steps ahead of the slowest), bsp (every step the mean of all workers’ gradients)' },
+    COMPRESSION_OPTION,
     { name: 'pipeline', type: 'boolean', default: true, description: 'workers overlap communication with compute (--pipeline=false: strictly in turn)' },
     { name: 'redis', type: 'string', metavar: 'URL', description: 'keep the membership in this Redis instead of the embedded store (the cluster named by --cluster is overwritten)' },
     { name: 'cluster', type: 'string', metavar: 'NAME', default: 'local', description: 'cluster name, with --redis' },
@@ -77,6 +78,7 @@ export const localCommand: Command = {
       learningRate: o['learning-rate'] as number | undefined,
       initialShards: shards,
       consistency: parseConsistencyOption(o['consistency'] as string),
+      compression: parseCompressionOption(o['compression'] as string),
       initialWorkers: workers,
       ...(o['lr-drop-epoch'] !== undefined ? { lrDrop: { epoch: o['lr-drop-epoch'] as number, factor: o['lr-drop-factor'] as number, workers, batchSize } } : {}),
     });
@@ -123,6 +125,9 @@ export const localCommand: Command = {
         batch_size: batchSize,
         pipeline: o['pipeline'] as boolean,
         consistency: config.consistency,
+        compression: config.compression ?? 'none',
+        push_raw_bytes: run.pushRawBytes,
+        push_wire_bytes: run.pushWireBytes,
         augment,
         ...(config.optimizer.schedule ? { lr_drop_after_steps: config.optimizer.schedule[0]!.afterSteps } : {}),
       };
@@ -139,10 +144,10 @@ export const localCommand: Command = {
       await membership.close();
     }
 
-    async function trainWithWorkers(): Promise<{ steps: number; samples: number; trainMs: number; lastLoss: number; backend: string; heldOut: Record<string, number>[] }> {
+    async function trainWithWorkers(): Promise<{ steps: number; samples: number; trainMs: number; lastLoss: number; backend: string; heldOut: Record<string, number>[]; pushRawBytes: number; pushWireBytes: number }> {
       const workerNames = Array.from({ length: workers }, (_, i) => `worker-${i}`);
       const heldOut: Record<string, number>[] = [];
-      const state = new Map<string, { steps: number; samples: number; loss: number; epoch: number; done: boolean; backend: string; examples: number }>();
+      const state = new Map<string, { steps: number; samples: number; loss: number; epoch: number; done: boolean; backend: string; examples: number; raw: number; wire: number }>();
       let t0 = 0;
       const line = json ? null : new ProgressLine();
       const redraw = (force = false) => {
@@ -162,7 +167,7 @@ export const localCommand: Command = {
           (text) => {
             const e = parseWorkerEvent(text);
             if (!e) return;
-            const s = state.get(e.id) ?? { steps: 0, samples: 0, loss: 0, epoch: 0, done: false, backend: '', examples: 0 };
+            const s = state.get(e.id) ?? { steps: 0, samples: 0, loss: 0, epoch: 0, done: false, backend: '', examples: 0, raw: 0, wire: 0 };
             state.set(e.id, s);
             if (e.event === 'ready') {
               s.backend = e.backend;
@@ -177,7 +182,7 @@ export const localCommand: Command = {
             } else if (e.event === 'step') {
               Object.assign(s, { steps: e.step, samples: e.samples, loss: e.loss, epoch: e.epoch });
             } else {
-              Object.assign(s, { steps: e.steps, samples: e.samples, loss: e.lastLoss, done: true, backend: e.backend });
+              Object.assign(s, { steps: e.steps, samples: e.samples, loss: e.lastLoss, done: true, backend: e.backend, raw: e.pushRawBytes ?? 0, wire: e.pushWireBytes ?? 0 });
             }
             redraw(e.event === 'done');
           },
@@ -196,6 +201,8 @@ export const localCommand: Command = {
         lastLoss: all.reduce((a, s) => a + s.loss, 0) / Math.max(1, all.length),
         backend: [...new Set(all.map((s) => s.backend))].join(','),
         heldOut,
+        pushRawBytes: all.reduce((a, s) => a + s.raw, 0),
+        pushWireBytes: all.reduce((a, s) => a + s.wire, 0),
       };
     }
   },
@@ -246,6 +253,7 @@ function printSummary(r: Record<string, string | number | boolean>): void {
     ['model', `${r['model']} (${r['optimizer']}, lr ${r['learning_rate']}, batch ${r['batch_size']}, ${r['epochs']} epochs)`],
     ['cluster', `${r['shards']} shard(s), ${r['workers']} worker(s), backend ${r['backend']}, ${r['consistency']}${r['pipeline'] ? ', pipelined' : ''}`],
     ['steps', r['steps']!],
+    ['pushed', `${(Number(r['push_wire_bytes']) / 2 ** 20).toFixed(1)} MiB on the wire${r['compression'] !== 'none' ? ` (${r['compression']}: ${(Number(r['push_raw_bytes']) / Math.max(1, Number(r['push_wire_bytes']))).toFixed(1)}× less than float32)` : ''}`],
     ['throughput', `${Number(r['samples_per_sec']).toLocaleString('en-US')} samples/s`],
     ['final loss', r['final_loss']!],
     ['wall time', `${r['wall_s']} s (training ${r['train_wall_s']} s)`],

@@ -17,7 +17,7 @@ export interface ClusterStatus {
   /** last_checkpoint: the shard's latest checkpoint file and when it was written; null before its first. */
   shards: { id: string; address: string; state: string; slots: number; bytes: number; epoch: number; last_checkpoint: { path: string; at: string; steps: number } | null }[];
   /** state: training, idle (no block to claim for now); train_epoch: the pass over the data it is in; loss: its latest training loss. */
-  workers: { id: string; state: string; step: number; backend: string; train_epoch: number; loss: number | null; held_out: Record<string, number> | null }[];
+  workers: { id: string; state: string; step: number; backend: string; train_epoch: number; loss: number | null; held_out: Record<string, number> | null; pushed: { raw: number; wire: number } | null }[];
   /** The run's data: blocks (work items) in all, handed out, held now; null before a worker claimed one. */
   data: { epochs: number; blocks_per_epoch: number; items: number; handed_out: number; held: Record<string, number[]> } | null;
 }
@@ -54,7 +54,7 @@ export const statusCommand: Command = {
             last_checkpoint: m?.checkpoint ?? null,
           };
         }),
-        workers: workers.map((w) => ({ id: w.id, state: w.state ?? 'alive', step: w.step ?? 0, backend: w.backend ?? '', train_epoch: w.trainEpoch ?? 0, loss: w.loss ?? null, held_out: w.heldOut ?? null })),
+        workers: workers.map((w) => ({ id: w.id, state: w.state ?? 'alive', step: w.step ?? 0, backend: w.backend ?? '', train_epoch: w.trainEpoch ?? 0, loss: w.loss ?? null, held_out: w.heldOut ?? null, pushed: w.pushed ?? null })),
         data: work && {
           epochs: work.plan.epochs,
           blocks_per_epoch: work.plan.blocksPerEpoch,
@@ -93,8 +93,17 @@ function render(s: ClusterStatus): string {
   out += '\n';
   out += s.workers.length
     ? table(
-        ['WORKER', 'STATE', 'STEP', 'EPOCH', 'LOSS', 'HELD-OUT', 'BACKEND'],
-        s.workers.map((w) => [w.id, w.state, w.step, w.train_epoch + 1, w.loss === null ? '-' : w.loss.toFixed(4), w.held_out ? Object.entries(w.held_out).map(([k, v]) => `${k.replace('test_', '')} ${v.toFixed(4)}`).join(' ') : '-', w.backend]),
+        ['WORKER', 'STATE', 'STEP', 'EPOCH', 'LOSS', 'HELD-OUT', 'PUSHED', 'BACKEND'],
+        s.workers.map((w) => [
+          w.id,
+          w.state,
+          w.step,
+          w.train_epoch + 1,
+          w.loss === null ? '-' : w.loss.toFixed(4),
+          w.held_out ? Object.entries(w.held_out).map(([k, v]) => `${k.replace('test_', '')} ${v.toFixed(4)}`).join(' ') : '-',
+          w.pushed ? `${mb(w.pushed.wire)}${w.pushed.wire < w.pushed.raw ? ` (${(w.pushed.raw / Math.max(1, w.pushed.wire)).toFixed(1)}× less)` : ''}` : '-',
+          w.backend,
+        ]),
       )
     : 'no workers\n';
   return out;

@@ -107,13 +107,15 @@ export const workerCommand: Command = {
           const now = Date.now();
           if (now - lastReport < REPORT_EVERY_MS) return;
           lastReport = now;
-          lease!.update({ step: e.step, trainEpoch: e.epoch, loss: e.loss });
+          lease!.update({ step: e.step, trainEpoch: e.epoch, loss: e.loss, pushed: client!.traffic() });
           emit({ event: 'step', id, ...e });
           log.debug(`worker ${id}: step ${e.step}, epoch ${e.epoch}, loss ${e.loss.toFixed(4)}`);
         },
       });
       await evaluating;
-      emit({ event: 'done', id, steps: result.steps, samples: result.samples, wallMs: result.wallMs, lastLoss: result.lastLoss, backend });
+      const pushed = client.traffic();
+      lease.update({ pushed });
+      emit({ event: 'done', id, steps: result.steps, samples: result.samples, wallMs: result.wallMs, lastLoss: result.lastLoss, backend, pushRawBytes: pushed.raw, pushWireBytes: pushed.wire });
       log.info(`worker ${id}: ${result.aborted ? 'stopped' : 'done'} after ${result.steps} steps, loss ${result.lastLoss.toFixed(4)}`);
       return result.aborted ? EXIT.interrupted : EXIT.ok;
     } finally {

@@ -1,6 +1,7 @@
 import { type ClusterConfig } from '../../cluster/cluster-config.js';
 import { type Consistency, parseConsistency } from '../../cluster/consistency.js';
-import { UsageError } from '../args.js';
+import { parseCompression } from '../../cluster/gradient-codec.js';
+import { type OptionSpec, UsageError } from '../args.js';
 import { DEFAULT_BLOCK_SIZE } from '../../worker/data/work-source.js';
 import { type OptimizerName, optimizerWithDefaults } from '../../cluster/optimizer-config.js';
 import { type TrainingTask } from '../../worker/tasks/index.js';
@@ -30,6 +31,8 @@ export function clusterConfig(o: {
   initialShards: number;
   consistency?: Consistency;
   initialWorkers?: number;
+  /** How workers encode pushed gradients (`none`, `fp16`, `int8`, `topk:R`). */
+  compression?: string;
   /** Multiply the learning rate by `factor` from `epoch` on (the updates a pass makes follow from the data, workers and consistency). */
   lrDrop?: { epoch: number; factor: number; workers: number; batchSize: number };
 }): ClusterConfig {
@@ -50,7 +53,27 @@ export function clusterConfig(o: {
     consistency,
     initialShards: o.initialShards,
     ...(o.initialWorkers ? { initialWorkers: o.initialWorkers } : {}),
+    ...(o.compression && o.compression !== 'none' ? { compression: o.compression } : {}),
   };
+}
+
+/** `--compression` of `tessera init` and `tessera local`. */
+export const COMPRESSION_OPTION: OptionSpec = {
+  name: 'compression',
+  type: 'string',
+  default: 'none',
+  metavar: 'none|fp16|int8|topk:R',
+  description: 'how workers encode pushed gradients on the wire: float32, float16, int8 with a scale per 256 values, or the fraction R of each slot largest in magnitude, with error feedback (docs/wire-protocol.md)',
+};
+
+/** A `--compression` value, checked: none, fp16, int8 or topk:R. */
+export function parseCompressionOption(text: string): string {
+  try {
+    parseCompression(text);
+  } catch (err) {
+    throw new UsageError(`--compression: ${(err as Error).message}`);
+  }
+  return text;
 }
 
 /** A `--consistency` value, checked: async, bsp or ssp:K. */

@@ -9,7 +9,7 @@ export type WorkerEvent =
   /** Held-out metrics after `epoch` epochs (with --eval). */
   | { event: 'eval'; id: string; epoch: number; metrics: Record<string, number> }
   | { event: 'step'; id: string; step: number; epoch: number; loss: number; samples: number }
-  | { event: 'done'; id: string; steps: number; samples: number; wallMs: number; lastLoss: number; backend: string };
+  | { event: 'done'; id: string; steps: number; samples: number; wallMs: number; lastLoss: number; backend: string; pushRawBytes?: number; pushWireBytes?: number };
 
 export function parseWorkerEvent(line: string): WorkerEvent | null {
   if (!line.startsWith('{')) return null;

@@ -26,6 +26,8 @@ export interface MemberInfo {
   heldOutEpoch?: number;
   /** A worker's compute backend. */
   backend?: string;
+  /** Bytes of dense gradient a worker has pushed: as float32 and on the wire (after its codec). */
+  pushed?: { raw: number; wire: number };
   /** Bytes a shard holds (values + optimizer state). */
   bytes?: number;
   /** The map epoch a shard serves under. */

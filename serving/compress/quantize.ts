@@ -7,51 +7,9 @@
  * a choice costs can be measured before any file is written.
  */
 
-const F32 = new Float32Array(1);
-const U32 = new Uint32Array(F32.buffer);
-
-/** IEEE half-precision bits of `v`, rounded to nearest even; overflow becomes ±Infinity. */
-export function toHalf(v: number): number {
-  F32[0] = v;
-  const x = U32[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0); // Inf, NaN
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign; // underflows to ±0
-    mant |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    let m = mant >>> shift;
-    const rest = mant & ((1 << shift) - 1);
-    if (rest > half || (rest === half && (m & 1))) m++;
-    return sign | m;
-  }
-  let m = mant >>> 13;
-  const rest = mant & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && (m & 1))) {
-    m++;
-    if (m === 0x400) {
-      m = 0;
-      e++;
-      if (e >= 0x1f) return sign | 0x7c00;
-    }
-  }
-  return sign | (e << 10) | m;
-}
-
-/** The float32 value of half-precision bits `h`. */
-export function fromHalf(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return sign * m * 2 ** -24;
-  if (e === 0x1f) return m ? NaN : sign * Infinity;
-  return sign * (1 + m / 1024) * 2 ** (e - 15);
-}
+// One float16 conversion for the whole project: the wire codecs' (cluster/half.ts).
+export { fromHalf, toHalf } from '../../cluster/half.js';
+import { fromHalf, toHalf } from '../../cluster/half.js';
 
 /** `values` as float16 bits. */
 export function quantizeFp16(values: Float32Array): Uint16Array {

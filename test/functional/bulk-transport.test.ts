@@ -1,7 +1,7 @@
 import * as net from 'node:net';
 import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { type BulkReply, FrameReader, encodeHead } from '../../cluster/bulk-wire.js';
+import { BulkFrameReader, type BulkReply, encodeHead } from '../../cluster/bulk-wire.js';
 import { slotStart } from '../../cluster/slots.js';
 import { f32 } from '../helpers/raw-shard.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
@@ -20,7 +20,7 @@ class RawBulk {
   constructor(address: string) {
     const i = address.lastIndexOf(':');
     this.socket = net.connect({ host: address.slice(0, i), port: Number(address.slice(i + 1)) });
-    const reader = new FrameReader(
+    const reader = new BulkFrameReader(
       (h) => {
         const reply = h as BulkReply;
         this.current = { reply, parts: [] };

@@ -15,7 +15,7 @@ describe('functional: a retried push is applied once', function () {
     const first = await client.push(grad, 42);
     expect(first.appliedSlots).to.equal(1024);
     const second = await client.push(grad, 42);
-    expect(second).to.deep.equal({ seq: 42, appliedSlots: 0, duplicateSlots: 1024 });
+    expect(second).to.deep.equal({ seq: 42, appliedSlots: 0, duplicateSlots: 1024, wireBytes: 200_000 });
     const end = await client.pull();
     for (let i = 0; i < start.length; i++) expect(end[i]).to.equal(Math.fround(start[i]! - 0.25));
     // Another worker with the same seq is a different push.
