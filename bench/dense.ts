@@ -21,6 +21,8 @@ import { type Figure, MB, median, rateFigure } from './figures.js';
  * their repetitions alternate, with a raw-TCP sample after each: on a shared,
  * noisy host the figures compared with each other (and with their limit) are
  * then taken under the same conditions.
+ *
+ * Under gradient compression (`--compression`): {@link runDenseCodecs}.
  */
 
 export interface DenseCase {
@@ -167,4 +169,106 @@ function figure(s: Samples, opts: DenseOptions): Figure {
   };
   if (s.op === 'pushpull') Object.assign(f.detail, { push_leg_MBps: median(s.pushLegs), pull_leg_MBps: median(s.pullLegs) });
   return f;
+}
+
+/**
+ * Dense push under gradient compression: one cluster per model size and
+ * shard count, and beside it one set of worker processes per codec (the
+ * client's `compression` option), the codecs' pushes taking turns, one push
+ * at a time, a raw-TCP sample after each turn. Two figures per codec and case:
+ * goodput in MB/s of raw float32 values (as the other dense figures), and
+ * `…_wire`, MB/s of the bytes the pushes put on the wire (PushStats.wireBytes,
+ * summed over the workers), each beside the same limit.
+ */
+export interface CodecCase {
+  elements: number;
+  label: string;
+  /** Workers and shards alike (1 or 2). */
+  width: number;
+}
+
+export interface CodecOptions {
+  reps(elements: number): number;
+  /** Codecs as `--compression` names them: none, fp16, int8, topk:R. */
+  codecs: string[];
+  cases: CodecCase[];
+  tcp: TcpPair;
+  tcpSamples: Map<number, number[]>;
+  chunkBytes?: number;
+  transport?: 'bulk' | 'grpc';
+}
+
+interface CodecSamples {
+  codec: string;
+  workers: Child[];
+  rates: number[];
+  wireRates: number[];
+  wireBytes: number[];
+  tcp: number[];
+  workerCpu: number[];
+  shardCpu: number[];
+}
+
+/** A codec case's figure name: `dense_push_16M_fp16` for 1 worker × 1 shard, `dense_push_16M_2w2s_fp16` beyond. */
+export function codecFigureName(c: CodecCase, codec: string): string {
+  return `dense_push_${c.label}${c.width === 1 ? '' : `_${c.width}w${c.width}s`}_${codec}`;
+}
+
+export async function runDenseCodecs(opts: CodecOptions, progress: (msg: string) => void): Promise<Figure[]> {
+  const figures: Figure[] = [];
+  for (const c of opts.cases) {
+    progress(`dense push under ${opts.codecs.join(', ')}: ${c.label} floats, ${c.width} worker(s) × ${c.width} shard(s)`);
+    const cluster = await BenchCluster.start(config(c.elements), c.width);
+    const all: CodecSamples[] = [];
+    try {
+      for (const codec of opts.codecs) {
+        const s: CodecSamples = { codec, workers: [], rates: [], wireRates: [], wireBytes: [], tcp: [], workerCpu: [], shardCpu: [] };
+        all.push(s);
+        for (let w = 0; w < c.width; w++) {
+          const worker = Child.start(`worker-${codec}-${w}`, 'dense-worker');
+          s.workers.push(worker);
+          await worker.call('connect', { membership: cluster.membershipAddress, workerId: `bench-${codec}-${w}`, chunkBytes: opts.chunkBytes, transport: opts.transport, compression: codec });
+        }
+      }
+      const reps = opts.reps(c.elements);
+      for (let r = 0; r <= reps; r++) for (const s of all) await codecOnce(s, c, cluster, r === 0, opts); // r = 0: warm-up
+      for (const s of all) figures.push(...codecFigures(s, c, opts));
+    } finally {
+      await Promise.all(all.flatMap((s) => s.workers.map((w) => w.stop())));
+      await cluster.close();
+    }
+  }
+  return figures;
+}
+
+async function codecOnce(s: CodecSamples, c: CodecCase, cluster: BenchCluster, warmUp: boolean, opts: CodecOptions): Promise<void> {
+  const shardMs = async () => (await Promise.all(cluster.shards.map((sh) => sh.call<{ ms: number }>('cpu')))).reduce((a, u) => a + u.ms, 0);
+  const before = await shardMs();
+  const timings = await Promise.all(s.workers.map((w) => w.call<OpTiming>('run', { op: 'push' })));
+  const after = await shardMs();
+  if (warmUp) return;
+  const seconds = (Math.max(...timings.map((t) => t.end)) - Math.min(...timings.map((t) => t.start))) / 1e9;
+  const wire = timings.reduce((a, t) => a + t.wireBytes, 0);
+  s.rates.push((c.elements * 4 * timings.length) / MB / seconds);
+  s.wireRates.push(wire / MB / seconds);
+  s.wireBytes.push(wire / timings.length);
+  s.workerCpu.push(timings.reduce((a, t) => a + t.cpuMs, 0) / timings.length);
+  s.shardCpu.push((after - before) / timings.length);
+  s.tcp.push(await opts.tcp.transfer(c.elements * 4));
+}
+
+function codecFigures(s: CodecSamples, c: CodecCase, opts: CodecOptions): Figure[] {
+  const modelBytes = c.elements * 4;
+  const limit = median(s.tcp);
+  opts.tcpSamples.set(modelBytes, [...(opts.tcpSamples.get(modelBytes) ?? []), ...s.tcp]);
+  const limitName = modelBytes >= 64 << 20 ? 'loopback_tcp' : `loopback_tcp_${modelBytes >> 20}MiB`;
+  const wireBytes = median(s.wireBytes);
+  // Per push of one worker: its CPU, the shards' CPU, and its bytes on the wire.
+  const detail = { limit_MBps: limit, worker_cpu_ms: median(s.workerCpu), shard_cpu_ms: median(s.shardCpu), wire_bytes: wireBytes, raw_per_wire: modelBytes / wireBytes };
+  const name = codecFigureName(c, s.codec);
+  const raw = rateFigure(name, 'MB/s', s.rates, { limit: limitName, detail: { params_per_s: (median(s.rates) * MB) / 4, ...detail } });
+  raw.ratio = raw.value / limit;
+  const wire = rateFigure(`${name}_wire`, 'MB/s', s.wireRates, { limit: limitName, detail });
+  wire.ratio = wire.value / limit;
+  return [raw, wire];
 }

@@ -3,10 +3,11 @@ import { resolve } from 'node:path';
 import { applyRate } from './apply.js';
 import { GrpcPair, limitFigure, Memcpy, TcpPair } from './baselines.js';
 import { setChildExecArgv } from './child-rpc.js';
-import { type DenseCase, runDense } from './dense.js';
+import { type CodecCase, type DenseCase, runDense, runDenseCodecs } from './dense.js';
 import { type Figure, formatTable, median, rateFigure, roundFigure } from './figures.js';
 import { runSparse } from './sparse.js';
 import { type TrainVariant, trainFigureName, trainSamplesPerSec } from './train.js';
+import { formatCompression, parseCompression } from '../cluster/gradient-codec.js';
 import { OPTIMIZERS } from '../cluster/optimizer-config.js';
 import { DEFAULT_CHUNK_BYTES } from '../cluster/wire.js';
 
@@ -19,7 +20,9 @@ import { DEFAULT_CHUNK_BYTES } from '../cluster/wire.js';
  * --cases 16M_1w1s,1M_2w2s,… (dense cases; default all) ·
  * --profile DIR (every child process writes a V8 CPU profile there) · --node-flag FLAG
  * (passed to every child's node, e.g. --trace-gc; repeatable) · --chunk-bytes N (client chunk size) ·
- * --transport bulk|grpc (the dense workers' client transport; default bulk).
+ * --transport bulk|grpc (the dense workers' client transport; default bulk) ·
+ * --compression none,fp16,int8,topk:0.01 (dense push per codec, 1M and 16M, 1 worker × 1 shard, and
+ * 2 × 2 where --cases names 1M_2w2s or 16M_2w2s; default none alone: no codec figures).
  */
 
 const SECTIONS = ['baselines', 'apply', 'dense', 'sparse', 'train'] as const;
@@ -43,12 +46,14 @@ interface Args {
   /** Client chunk size for the dense runs (default: the client's). */
   chunkBytes?: number;
   transport?: 'bulk' | 'grpc';
+  /** Codecs for the dense push figures under compression (`none` alone, the default: none of them). */
+  compression: string[];
   /** Extra node/V8 flags for every child (e.g. --trace-gc). */
   nodeFlags: string[];
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { json: false, quick: false, only: new Set(SECTIONS), nodeFlags: [] };
+  const a: Args = { json: false, quick: false, only: new Set(SECTIONS), compression: ['none'], nodeFlags: [] };
   for (let i = 0; i < argv.length; i++) {
     const f = argv[i]!;
     if (f === '--json') a.json = true;
@@ -64,9 +69,10 @@ function parseArgs(argv: string[]): Args {
       if (t !== 'bulk' && t !== 'grpc') throw new Error(`--transport takes bulk or grpc; got "${t}"`);
       a.transport = t;
     }
+    else if (f === '--compression') a.compression = [...new Set((argv[++i] ?? '').split(',').filter(Boolean).map((c) => formatCompression(parseCompression(c))))];
     else if (f === '--node-flag') a.nodeFlags.push(argv[++i] ?? '');
     else if (f === '--profile') a.profile = resolve(argv[++i] ?? 'profiles');
-    else throw new Error(`unknown flag ${f}; use --json, --quick, --only SECTIONS, --cases 16M_1w1s,…, --profile DIR, --node-flag FLAG, --chunk-bytes N, --transport bulk|grpc`);
+    else throw new Error(`unknown flag ${f}; use --json, --quick, --only SECTIONS, --cases 16M_1w1s,…, --profile DIR, --node-flag FLAG, --chunk-bytes N, --transport bulk|grpc, --compression none,fp16,int8,topk:R`);
   }
   return a;
 }
@@ -129,6 +135,13 @@ async function main(): Promise<void> {
           for (const size of SIZES) for (const shards of [1, 2]) for (const workers of [1, 2]) cases.push({ ...size, shards, workers });
           if (args.cases) cases = cases.filter((c) => args.cases!.has(`${c.label}_${c.workers}w${c.shards}s`));
           dense.push(...(await runDense({ cases, reps: (n) => (n >= 16 * M ? reps(7) : reps(15)), tcp: tcp16, tcpSamples, chunkBytes: args.chunkBytes, ...(args.transport ? { transport: args.transport } : {}) }, progress)));
+          if (args.compression.some((c) => c !== 'none')) {
+            let codecCases: CodecCase[] = [];
+            for (const size of SIZES) for (const width of [1, 2]) codecCases.push({ ...size, width });
+            codecCases = codecCases.filter((c) => (args.cases ? args.cases.has(`${c.label}_${c.width}w${c.width}s`) : c.width === 1));
+            const codecOpts = { codecs: args.compression, cases: codecCases, reps: (n: number) => (n >= 16 * M ? reps(7) : reps(15)), tcp: tcp16, tcpSamples, chunkBytes: args.chunkBytes, ...(args.transport ? { transport: args.transport } : {}) };
+            dense.push(...(await runDenseCodecs(codecOpts, progress)));
+          }
         }
         figures.push(limitFigure('loopback_tcp', tcpSamples.get(64 * M)!, 64 * M), limitFigure('loopback_tcp_4MiB', tcpSamples.get(4 * M)!, 4 * M), ...dense);
       }

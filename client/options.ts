@@ -1,6 +1,7 @@
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES } from '../cluster/wire.js';
+import { type TransportProvider } from './transport/dense-transport.js';
 
 export interface ClientOptions {
   /** Where the cluster's configuration and shard map are read. */
@@ -36,6 +37,12 @@ export interface ClientOptions {
    * cluster's `compression`, else `none`.
    */
   compression?: string;
+  /**
+   * Where the client's connections come from, one set per shard address
+   * (client/transport/dense-transport.ts). Default: a NodePool over gRPC and
+   * the bulk transport as `transport` says; tests give an in-memory one.
+   */
+  transports?: TransportProvider;
 }
 
 export type ClientOptionsInput = Pick<ClientOptions, 'store' | 'workerId'> & Partial<ClientOptions>;

@@ -1,16 +1,15 @@
 import * as grpc from '@grpc/grpc-js';
-import { InvalidArgumentError, TesseraError, TooManyRedirectionsError } from '../cluster/errors.js';
-import { CHANNEL_OPTIONS, deadlineIn } from '../cluster/grpc-client.js';
+import { InvalidArgumentError } from '../cluster/errors.js';
+import { deadlineIn } from '../cluster/grpc-client.js';
 import { createLogger } from '../cluster/log.js';
 import { type SparseTableSpec } from '../cluster/model-spec.js';
-import { sparseShardService } from '../cluster/proto.js';
 import { type ShardMap } from '../cluster/shard-map.js';
 import { findTable, tableHash } from '../cluster/sparse-keys.js';
 import { type SparseBatch, routeIds, rowCount, scatterRows, splitBatch, sumRows } from '../cluster/sparse-routing.js';
 import { SPARSE_MESSAGE_BYTES, SPARSE_MESSAGE_OVERHEAD, type SparseIds, bytesToF32, f32Bytes, idBytes, toIdHalves } from '../cluster/sparse-wire.js';
 import { MAX_MESSAGE_BYTES } from '../cluster/wire.js';
 import { fromStatus } from '../cluster/status-codec.js';
-import { recoveryFor } from './error-policy.js';
+import { withRecovery } from './recovery.js';
 import { type StepClock, type TesseraClient } from './tessera-client.js';
 
 const log = createLogger('sparse-client');
@@ -81,7 +80,6 @@ const seqs = new WeakMap<TesseraClient, { last: number }>();
 export class SparseClient {
   readonly options: SparseClientOptions;
   readonly traffic: SparseTraffic = { calls: 0, bytesSent: 0, bytesReceived: 0 };
-  private readonly stubs = new Map<string, Stub>();
   private readonly seq: { last: number };
 
   constructor(
@@ -177,11 +175,8 @@ export class SparseClient {
     return stats;
   }
 
-  /** Closes this client's channels (not the TesseraClient). */
-  close(): void {
-    for (const s of this.stubs.values()) s.close();
-    this.stubs.clear();
-  }
+  /** Nothing to close: the stubs belong to the TesseraClient's pool, closed with it. Kept so callers need not know. */
+  close(): void {}
 
   /**
    * Routes the ids at `subset` (default all) by the cached map, splits each
@@ -195,40 +190,30 @@ export class SparseClient {
     rowBytes: number,
     wholeSlots: boolean,
     op: (part: SparseBatch, map: ShardMap) => Promise<void>,
-    redirections = 0,
-    retries = 0,
   ): Promise<void> {
-    const map = this.client.shardMap;
-    this.prune(map);
     const budget = this.options.maxMessageBytes - SPARSE_MESSAGE_OVERHEAD;
-    const parts = routeIds(halves, tableHash(table), map, subset).flatMap((b) => splitBatch(b, rowBytes, budget, wholeSlots));
-    await Promise.all(
-      parts.map(async (part) => {
-        try {
-          await op(part, map);
-        } catch (e) {
-          const err = e instanceof TesseraError ? e : fromStatus(e as grpc.ServiceError, part.address);
-          switch (recoveryFor(err)) {
-            case 'redirect':
-              if (redirections >= this.client.options.maxRedirections) throw new TooManyRedirectionsError(redirections, err);
-              log.debug(`${table}: ${err.message}; re-routing ${rowCount(part)} rows`);
-              await this.client.refreshMap();
-              return this.run(table, halves, part.positions, rowBytes, wholeSlots, op, redirections + 1, retries);
-            case 'retry':
-              if (retries >= this.client.options.maxRetries) throw err;
-              await sleep(Math.min(2_000, this.client.options.retryDelayMs * 2 ** retries));
-              await this.client.refreshMap().catch(() => undefined);
-              return this.run(table, halves, part.positions, rowBytes, wholeSlots, op, redirections, retries + 1);
-            case 'fail':
-              throw err;
-          }
-        }
-      }),
+    type Part = { part: SparseBatch; map: ShardMap };
+    await withRecovery<Uint32Array | undefined, Part>(
+      subset,
+      {
+        route: (positions) => {
+          const map = this.client.shardMap;
+          return routeIds(halves, tableHash(table), map, positions)
+            .flatMap((b) => splitBatch(b, rowBytes, budget, wholeSlots))
+            .map((part) => ({ part, map }));
+        },
+        remaining: (p) => p.part.positions,
+        address: (p) => p.part.address,
+        refreshMap: () => this.client.refreshMap(),
+        budget: this.client.options,
+        onRecover: (p, err, how) => log.debug(`${table}: ${err.message}; ${how === 'redirect' ? 're-routing' : 'retrying'} ${rowCount(p.part)} rows`),
+      },
+      (p) => op(p.part, p.map),
     );
   }
 
   private call<T>(address: string, method: 'pull' | 'push', request: object): Promise<T> {
-    const stub = this.stub(address);
+    const stub = this.client.nodes.sparse(address) as Stub;
     this.traffic.calls++;
     return new Promise<T>((resolve, reject) => {
       stub[method](request, { deadline: deadlineIn(this.client.options.deadlineMs) }, (err: grpc.ServiceError | null, res?: unknown) =>
@@ -237,34 +222,4 @@ export class SparseClient {
     });
   }
 
-  /**
-   * A SparseShard stub per shard address. grpc-js shares the TCP connection
-   * with the TesseraClient's Shard stub to the same address (same target and
-   * channel options: one subchannel from the global pool).
-   */
-  private stub(address: string): Stub {
-    let s = this.stubs.get(address);
-    if (!s) {
-      const Ctor = sparseShardService();
-      s = new Ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as Stub;
-      this.stubs.set(address, s);
-    }
-    return s;
-  }
-
-  /** Closes stubs of addresses the map no longer names. */
-  private prune(map: ShardMap): void {
-    if (this.stubs.size === 0) return;
-    const live = new Set(Object.values(map.addresses));
-    for (const [address, s] of this.stubs) {
-      if (!live.has(address)) {
-        s.close();
-        this.stubs.delete(address);
-      }
-    }
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -3,6 +3,7 @@ import { DEFAULT_CLUSTER_NAME } from '../cluster-config.js';
 import { InvalidArgumentError } from '../errors.js';
 import { type Logger, createLogger } from '../log.js';
 import { DEFAULT_KEY_PREFIX } from './redis-keys.js';
+import { backoffDelay } from '../backoff.js';
 
 /** Options of {@link RedisMembershipStore}; every default is in {@link DEFAULT_REDIS_STORE_OPTIONS}. */
 export interface RedisStoreOptions {
@@ -80,6 +81,5 @@ export function redactUrl(raw: string): string {
 
 /** Reconnect delay after `attempt` failures: doubling from min to max, with equal jitter so many clients do not return in step. */
 export function reconnectDelay(attempt: number, minMs: number, maxMs: number, random: () => number = Math.random): number {
-  const ceiling = Math.min(maxMs, minMs * 2 ** Math.min(30, Math.max(0, attempt - 1)));
-  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+  return backoffDelay(attempt - 1, { minMs, maxMs, jitter: true }, random);
 }

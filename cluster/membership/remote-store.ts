@@ -6,6 +6,7 @@ import { membershipService } from '../proto.js';
 import { createLogger } from '../log.js';
 import { type WorkClaim, type WorkPlan, type WorkProgress } from './work-queue.js';
 import { type MemberInfo, type MemberKind, type MembershipStore } from './store.js';
+import { backoffDelay } from '../backoff.js';
 
 const log = createLogger('membership');
 
@@ -80,22 +81,22 @@ export class RemoteMembershipStore implements MembershipStore {
   watchMap(listener: (map: ShardMap) => void): () => void {
     let stream: grpc.ClientReadableStream<{ mapJson: string }> | null = null;
     let stopped = false;
-    let backoff = WATCH_BACKOFF_MIN_MS;
+    let failures = 0;
     let timer: NodeJS.Timeout | undefined;
     const open = () => {
       if (stopped || this.closed) return;
       const s = (this.client as unknown as { watchMap(req: object): grpc.ClientReadableStream<{ mapJson: string }> }).watchMap({});
       stream = s;
       s.on('data', (doc: { mapJson: string }) => {
-        backoff = WATCH_BACKOFF_MIN_MS;
+        failures = 0;
         listener(JSON.parse(doc.mapJson) as ShardMap);
       });
       s.on('error', (err: grpc.ServiceError) => {
         if (stopped || this.closed || err.code === grpc.status.CANCELLED) return;
-        log.debug(`map watch on ${this.address} broke (${err.details}); reopening in ${backoff} ms`);
-        timer = setTimeout(open, backoff);
+        const delay = backoffDelay(failures++, { minMs: WATCH_BACKOFF_MIN_MS, maxMs: WATCH_BACKOFF_MAX_MS });
+        log.debug(`map watch on ${this.address} broke (${err.details}); reopening in ${delay} ms`);
+        timer = setTimeout(open, delay);
         timer.unref();
-        backoff = Math.min(WATCH_BACKOFF_MAX_MS, backoff * 2);
       });
     };
     open();

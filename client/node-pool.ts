@@ -1,0 +1,102 @@
+import * as grpc from '@grpc/grpc-js';
+import { ShardUnavailableError, type TesseraError } from '../cluster/errors.js';
+import { CHANNEL_OPTIONS, deadlineIn } from '../cluster/grpc-client.js';
+import { shardService, sparseShardService } from '../cluster/proto.js';
+import { fromStatus } from '../cluster/status-codec.js';
+import { BulkChannel } from './bulk-channel.js';
+import { BulkDenseTransport } from './transport/bulk-dense.js';
+import { type DenseTransport, type TransportProvider } from './transport/dense-transport.js';
+import { GrpcDenseTransport } from './transport/grpc-dense.js';
+
+/** What the pool holds for one shard address. */
+interface Node {
+  shard: grpc.Client;
+  sparse?: grpc.Client;
+  grpcDense: GrpcDenseTransport;
+  /** The bulk transport, or null where the shard serves none (learnt once, from Describe). */
+  bulk?: Promise<BulkDenseTransport | null>;
+}
+
+export interface NodePoolOptions {
+  /** `bulk`: dense values over each shard's bulk port where it has one; `grpc`: always gRPC. */
+  transport: 'bulk' | 'grpc';
+  deadlineMs: number;
+  chunkBytes: number;
+}
+
+/**
+ * Every connection a client holds, keyed by shard address (in the manner of
+ * ioredis's ConnectionPool): the `tessera.v1.Shard` and `SparseShard` stubs
+ * (grpc-js shares one HTTP/2 connection between them) and the bulk channel.
+ * Dense requests get their transport here; the sparse client its stubs.
+ */
+export class NodePool implements TransportProvider {
+  private readonly nodes = new Map<string, Node>();
+
+  constructor(private readonly o: NodePoolOptions) {}
+
+  private node(address: string): Node {
+    let n = this.nodes.get(address);
+    if (!n) {
+      const Shard = shardService();
+      const shard = new Shard(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+      n = { shard, grpcDense: new GrpcDenseTransport(shard, address, this.o) };
+      this.nodes.set(address, n);
+    }
+    return n;
+  }
+
+  async dense(address: string): Promise<DenseTransport> {
+    const n = this.node(address);
+    if (this.o.transport !== 'bulk') return n.grpcDense;
+    if (!n.bulk) {
+      const bulk = this.describe(address).then((d) => (d.bulkAddress ? new BulkDenseTransport(new BulkChannel(d.bulkAddress, address), this.o.deadlineMs) : null));
+      // A failed lookup is asked again on the next request (the shard may be starting).
+      bulk.catch(() => {
+        if (n.bulk === bulk) n.bulk = undefined;
+      });
+      n.bulk = bulk;
+    }
+    return (await n.bulk) ?? n.grpcDense;
+  }
+
+  /** The `tessera.v1.SparseShard` stub of the shard at `address`. */
+  sparse(address: string): grpc.Client {
+    const n = this.node(address);
+    if (!n.sparse) {
+      const Sparse = sparseShardService();
+      n.sparse = new Sparse(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    }
+    return n.sparse;
+  }
+
+  describe(address: string): Promise<{ clock: number; bulkAddress: string }> {
+    const stub = this.node(address).shard as grpc.Client & { describe(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: { clock: number; bulkAddress: string }) => void): void };
+    return new Promise((resolve, reject) => stub.describe({}, { deadline: deadlineIn(this.o.deadlineMs) }, (err, res) => (err ? reject(fromStatus(err, address)) : resolve(res!))));
+  }
+
+  /** An unreachable shard's bulk channel is dropped, so the retry asks the shard (perhaps restarted on another bulk port) anew. */
+  failed(address: string, err: TesseraError): void {
+    const n = this.nodes.get(address);
+    if (!n?.bulk || !(err instanceof ShardUnavailableError)) return;
+    const bulk = n.bulk;
+    n.bulk = undefined;
+    void bulk.then((t) => t?.channel.close(), () => undefined);
+  }
+
+  prune(live: ReadonlySet<string>): void {
+    for (const address of [...this.nodes.keys()]) if (!live.has(address)) this.drop(address);
+  }
+
+  close(): void {
+    for (const address of [...this.nodes.keys()]) this.drop(address);
+  }
+
+  private drop(address: string): void {
+    const n = this.nodes.get(address)!;
+    this.nodes.delete(address);
+    n.shard.close();
+    n.sparse?.close();
+    void n.bulk?.then((t) => t?.channel.close(), () => undefined);
+  }
+}
