@@ -183,11 +183,11 @@ export class TesseraClient {
     const encoded = this.compression.kind === 'none' ? null : this.encodeSlots(ranges, gradient);
     await this.fanOut(pieces(ranges, this.elements, this.config.slots), async (b) => {
       const ack = await this.pushBatch(b, gradient, seq, clock, encoded?.slots ?? null);
+      encoded?.commit(b);
       stats.appliedSlots += ack.appliedSlots;
       stats.duplicateSlots += ack.duplicateSlots;
       stats.wireBytes += ack.wireBytes;
     });
-    encoded?.commit();
     this.pushed.raw += length * 4;
     this.pushed.wire += stats.wireBytes;
     return stats;
@@ -201,11 +201,12 @@ export class TesseraClient {
   /**
    * Each slot of `ranges` encoded under the codec, with error feedback: the
    * slot's gradient plus what earlier pushes did not send is encoded, and
-   * what that encoding drops becomes the slot's new residual once the push is
-   * acknowledged (`commit`), so a failed push leaves the residual as it was.
+   * what that encoding drops becomes the slot's new residual once its shard
+   * acknowledged it (`commit`, per batch), so the slots of a shard the push
+   * did not reach keep their residual as it was.
    * @throws InvalidArgumentError from the codec (e.g. a value past fp16's range); nothing is sent.
    */
-  private encodeSlots(ranges: readonly SlotRange[], gradient: Float32Array): { slots: Map<number, Uint8Array>; commit: () => void } {
+  private encodeSlots(ranges: readonly SlotRange[], gradient: Float32Array): { slots: Map<number, Uint8Array>; commit: (batch: ShardBatch) => void } {
     const feedback = (this.feedback ??= new ErrorFeedback(this.elements));
     const ids: number[] = [];
     const slots: { start: number; length: number }[] = [];
@@ -217,8 +218,14 @@ export class TesseraClient {
       }
     }
     const { bytes, offsets, commit } = feedback.encode(this.compression, slots, gradient);
-    return { slots: new Map(ids.map((s, j) => [s, bytes.subarray(offsets[j], offsets[j + 1])])), commit };
+    const position = new Map(ids.map((s, j) => [s, j]));
+    return {
+      slots: new Map(ids.map((s, j) => [s, bytes.subarray(offsets[j], offsets[j + 1])])),
+      // The slots of one acknowledged batch: applied (or already applied, as duplicates) by their shard.
+      commit: (batch) => commit(batch.ranges.flatMap((r) => Array.from({ length: r.end - r.begin }, (_, i) => position.get(r.begin + i)!))),
+    };
   }
+
 
 
   private checkRanges(ranges: readonly SlotRange[]): void {

@@ -527,16 +527,19 @@ export class ErrorFeedback {
    * @throws InvalidArgumentError for a slot outside the vector, lengths that do not match, or what encodeSlots refuses.
    */
   prepare(c: Compression, slots: readonly { start: number; length: number }[], gradient: Float32Array, sent: Float32Array): () => void {
-    return this.encode(c, slots, gradient, sent).commit;
+    const { commit } = this.encode(c, slots, gradient, sent);
+    return () => commit();
   }
 
   /**
    * {@link prepare}, also giving the encoding itself: `bytes` holds the slots'
    * encodings one after the other, slot j's at [offsets[j], offsets[j + 1]).
    * A push sends these very bytes (on every attempt), so the shard applies
-   * exactly `sent`.
+   * exactly `sent`. `commit(which)` keeps the residual of the slots at
+   * positions `which` of `slots` (default all), once their shard acknowledged
+   * them; each slot commits at most once.
    */
-  encode(c: Compression, slots: readonly { start: number; length: number }[], gradient: Float32Array, sent: Float32Array = new Float32Array(gradient.length)): { bytes: Uint8Array; offsets: number[]; sent: Float32Array; commit: () => void } {
+  encode(c: Compression, slots: readonly { start: number; length: number }[], gradient: Float32Array, sent: Float32Array = new Float32Array(gradient.length)): { bytes: Uint8Array; offsets: number[]; sent: Float32Array; commit: (which?: readonly number[]) => void } {
     checkCompression(c);
     const lengths: number[] = [];
     const starts: number[] = []; // copied: the caller may reuse its slot list before committing
@@ -571,14 +574,17 @@ export class ErrorFeedback {
     const offsets = [0];
     let from = 0;
     for (let j = 0; j < lengths.length; j++) offsets.push((from += slotBytes(c, lengths[j]!))); // every codec's size follows from n alone
-    let committed = false;
-    const commit = () => {
-      if (committed) return;
-      committed = true;
-      let k = 0;
-      for (let j = 0; j < starts.length; j++) {
-        residual.set(next.subarray(k, k + lengths[j]!), starts[j]);
-        k += lengths[j]!;
+    const starts0: number[] = [];
+    for (let j = 0, k = 0; j < lengths.length; k += lengths[j]!, j++) starts0.push(k);
+    const committed = new Uint8Array(lengths.length);
+    // Slot by slot, as each shard acknowledges its part: a push that reached one shard and not another
+    // keeps the residual of the slots that were not applied, and only of those.
+    const commit = (which?: readonly number[]) => {
+      const js = which ?? lengths.map((_, j) => j);
+      for (const j of js) {
+        if (committed[j]) continue;
+        committed[j] = 1;
+        residual.set(next.subarray(starts0[j]!, starts0[j]! + lengths[j]!), starts[j]);
       }
     };
     return { bytes, offsets, sent, commit };
