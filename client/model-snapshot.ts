@@ -194,7 +194,7 @@ async function readAll(shards: [string, string][], atStep: number, deadlineMs: n
     shards.map(([id, address]) =>
       readShard(id, address, atStep, deadlineMs, config, dense, stop.signal).catch((err: unknown) => {
         if (!failure && !stop.signal.aborted) {
-          failure = { id, address, error: err instanceof TesseraError ? err : new RemoteError(grpc.status.INTERNAL, String(err), false) };
+          failure = { id, address, error: err instanceof TesseraError ? err : new RemoteError(grpc.status.INTERNAL, String(err)) };
           stop.abort();
         }
         return null;
@@ -242,11 +242,11 @@ function readShard(id: string, address: string, atStep: number, deadlineMs: numb
     };
     const bad = (what: string) => {
       call.cancel();
-      finish(new RemoteError(grpc.status.INTERNAL, `shard ${id} at ${address} sent ${what}`, false));
+      finish(new RemoteError(grpc.status.INTERNAL, `shard ${id} at ${address} sent ${what}`));
     };
     const cancel = () => {
       call.cancel();
-      finish(new RemoteError(grpc.status.CANCELLED, `the snapshot of shard ${id} was called off`, false));
+      finish(new RemoteError(grpc.status.CANCELLED, `the snapshot of shard ${id} was called off`));
     };
     signal.addEventListener('abort', cancel, { once: true });
     if (signal.aborted) cancel();

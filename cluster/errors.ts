@@ -3,13 +3,41 @@ import { status } from '@grpc/grpc-js';
 /**
  * Typed errors. Each carries the gRPC status it becomes at a server's edge, a
  * short `reason` tag sent as `tessera-error` metadata, and a message that says
- * what to do. `status-codec.ts` turns them into statuses and back.
+ * what to do. Each reason is registered once ({@link registerError}, at the
+ * end of the file that defines the class): how it is rebuilt from a status —
+ * so decoding one (`status-codec.ts`) is a lookup — and what a client does
+ * about it, the one source of truth for what is retryable.
  */
+
+/** What a client does after a call failed with an error: re-route it on a fresh map, retry it after a backoff, or give it to the caller. */
+export type Recovery = 'redirect' | 'retry' | 'fail';
+
+/** A registered reason: how to rebuild its error from a status's message and `tessera-*` metadata, and how a client recovers from it. */
+export interface ErrorKind {
+  decode(details: string, meta: (key: string) => string): TesseraError;
+  recovery: Recovery;
+}
+
+const KINDS = new Map<string, ErrorKind>();
+
+/** Registers `reason` (once per reason; a second registration is a programming error). */
+export function registerError(reason: string, kind: ErrorKind): void {
+  if (KINDS.has(reason)) throw new Error(`error reason "${reason}" is registered twice`);
+  KINDS.set(reason, kind);
+}
+
+/** The registration of `reason`, if any. */
+export function errorKind(reason: string): ErrorKind | undefined {
+  return KINDS.get(reason);
+}
+
 export abstract class TesseraError extends Error {
   abstract readonly code: status;
   abstract readonly reason: string;
-  /** Whether the same request may succeed if sent again (after a map refresh, a backoff…). */
-  readonly retryable: boolean = false;
+  /** Whether the same request may succeed if sent again (after a map refresh, a backoff…): what its registration says. */
+  get retryable(): boolean {
+    return (KINDS.get(this.reason)?.recovery ?? 'fail') !== 'fail';
+  }
   /** Extra context sent as `tessera-<key>` metadata. */
   context(): Record<string, string> {
     return {};
@@ -35,7 +63,6 @@ export class ResourceExhaustedError extends TesseraError {
 export class MovedError extends TesseraError {
   readonly code = status.FAILED_PRECONDITION;
   readonly reason = 'moved';
-  override readonly retryable = true;
   constructor(
     readonly slot: number,
     readonly epoch: number,
@@ -53,7 +80,6 @@ export class MovedError extends TesseraError {
 export class StaleEpochError extends TesseraError {
   readonly code = status.FAILED_PRECONDITION;
   readonly reason = 'stale-epoch';
-  override readonly retryable = true;
   constructor(
     readonly requestEpoch: number,
     readonly epoch: number,
@@ -69,14 +95,12 @@ export class StaleEpochError extends TesseraError {
 export class NotReadyError extends TesseraError {
   readonly code = status.UNAVAILABLE;
   readonly reason = 'not-ready';
-  override readonly retryable = true;
 }
 
 /** A shard could not be reached in time (connection refused, deadline exceeded). */
 export class ShardUnavailableError extends TesseraError {
   readonly code = status.UNAVAILABLE;
   readonly reason = 'unavailable';
-  override readonly retryable = true;
   constructor(
     message: string,
     readonly address: string,
@@ -101,7 +125,6 @@ export class TooManyRedirectionsError extends TesseraError {
 export class MapConflictError extends TesseraError {
   readonly code = status.ABORTED;
   readonly reason = 'map-conflict';
-  override readonly retryable = true;
   constructor(
     readonly expectedEpoch: number,
     readonly actualEpoch: number,
@@ -159,8 +182,25 @@ export class RemoteError extends TesseraError {
   constructor(
     readonly code: status,
     message: string,
-    override readonly retryable: boolean,
   ) {
     super(message);
   }
 }
+
+const fail = (make: (d: string) => TesseraError): ErrorKind => ({ decode: (d) => make(d), recovery: 'fail' });
+registerError('invalid-argument', fail((d) => new InvalidArgumentError(d)));
+registerError('resource-exhausted', fail((d) => new ResourceExhaustedError(d)));
+registerError('moved', { decode: (_d, m) => new MovedError(Number(m('slot')), Number(m('epoch')), m('owner'), m('owner-address')), recovery: 'redirect' });
+registerError('stale-epoch', { decode: (d, m) => Object.assign(new StaleEpochError(0, Number(m('epoch'))), { message: d }), recovery: 'redirect' });
+registerError('not-ready', { decode: (d) => new NotReadyError(d), recovery: 'retry' });
+registerError('unavailable', { decode: (d) => new ShardUnavailableError(d, ''), recovery: 'retry' });
+registerError('too-many-redirections', fail((d) => new RemoteError(status.ABORTED, d)));
+registerError('map-conflict', { decode: (_d, m) => new MapConflictError(Number(m('expected-epoch')), Number(m('epoch'))), recovery: 'retry' });
+registerError('cluster-exists', fail((d) => new ClusterExistsError(d)));
+// A slower worker held a clocked pull back past the shard's wait bound (it may be waiting for the
+// membership store): wait again, within maxRetries, before giving up.
+registerError('clock-timeout', { decode: (d) => new ClockTimeoutError(d), recovery: 'retry' });
+registerError('step-ahead', fail((d) => new StepAheadError(d)));
+registerError('checkpoint', fail((d) => new CheckpointError(d)));
+registerError('migration', fail((d) => new MigrationError(d)));
+registerError('not-found', fail((d) => new NotFoundError(d)));

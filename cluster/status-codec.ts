@@ -1,22 +1,7 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
-import {
-  CheckpointError,
-  ClockTimeoutError,
-  ClusterExistsError,
-  InvalidArgumentError,
-  MapConflictError,
-  MigrationError,
-  MovedError,
-  NotFoundError,
-  NotReadyError,
-  RemoteError,
-  ResourceExhaustedError,
-  ShardUnavailableError,
-  StaleEpochError,
-  StepAheadError,
-  TesseraError,
-} from './errors.js';
-import { MembershipUnavailableError } from './membership/membership-errors.js';
+import { InvalidArgumentError, RemoteError, ResourceExhaustedError, ShardUnavailableError, TesseraError, errorKind } from './errors.js';
+// Imported for its registration: the membership service's errors come back typed too.
+import './membership/membership-errors.js';
 
 /**
  * Turns typed errors into gRPC statuses at a server's edge, and statuses back
@@ -48,34 +33,8 @@ export function fromStatus(err: Partial<ServiceError> & { code?: number; details
   const md = err.metadata;
   const reason = meta(md, 'error');
   const details = err.details || err.message || 'unknown error';
-  switch (reason) {
-    case 'moved':
-      return new MovedError(Number(meta(md, 'slot')), Number(meta(md, 'epoch')), meta(md, 'owner'), meta(md, 'owner-address'));
-    case 'stale-epoch':
-      return Object.assign(new StaleEpochError(0, Number(meta(md, 'epoch'))), { message: details });
-    case 'invalid-argument':
-      return new InvalidArgumentError(details);
-    case 'resource-exhausted':
-      return new ResourceExhaustedError(details);
-    case 'not-ready':
-      return new NotReadyError(details);
-    case 'map-conflict':
-      return new MapConflictError(Number(meta(md, 'expected-epoch')), Number(meta(md, 'epoch')));
-    case 'membership-unavailable':
-      return new MembershipUnavailableError(details);
-    case 'cluster-exists':
-      return new ClusterExistsError(details);
-    case 'not-found':
-      return new NotFoundError(details);
-    case 'clock-timeout':
-      return new ClockTimeoutError(details);
-    case 'step-ahead':
-      return new StepAheadError(details);
-    case 'checkpoint':
-      return new CheckpointError(details);
-    case 'migration':
-      return new MigrationError(details);
-  }
+  const kind = errorKind(reason);
+  if (kind) return kind.decode(details, (key) => meta(md, key));
   switch (err.code) {
     case status.UNAVAILABLE:
     case status.DEADLINE_EXCEEDED:
@@ -85,6 +44,6 @@ export function fromStatus(err: Partial<ServiceError> & { code?: number; details
     case status.INVALID_ARGUMENT:
       return new InvalidArgumentError(details);
     default:
-      return new RemoteError(err.code ?? status.UNKNOWN, details, false);
+      return new RemoteError(err.code ?? status.UNKNOWN, details);
   }
 }

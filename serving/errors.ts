@@ -1,5 +1,5 @@
 import { status } from '@grpc/grpc-js';
-import { TesseraError } from '../cluster/errors.js';
+import { TesseraError, registerError } from '../cluster/errors.js';
 
 /**
  * Errors of exporting and serving models. Each carries the gRPC status it
@@ -30,3 +30,8 @@ export class ExportError extends TesseraError {
   readonly code = status.FAILED_PRECONDITION;
   readonly reason = 'export';
 }
+
+registerError('model-load', { decode: (d) => new ModelLoadError(d), recovery: 'fail' });
+registerError('verification', { decode: (d) => new VerificationError(d), recovery: 'fail' });
+registerError('model-not-found', { decode: (d) => new ModelNotFoundError(d), recovery: 'fail' });
+registerError('export', { decode: (d) => new ExportError(d), recovery: 'fail' });

@@ -1,5 +1,5 @@
 import { status } from '@grpc/grpc-js';
-import { TesseraError } from '../errors.js';
+import { TesseraError, registerError } from '../errors.js';
 
 /**
  * The membership store (Redis) could not be reached, or did not answer in time.
@@ -10,8 +10,9 @@ import { TesseraError } from '../errors.js';
 export class MembershipUnavailableError extends TesseraError {
   readonly code = status.UNAVAILABLE;
   readonly reason = 'membership-unavailable';
-  override readonly retryable = true;
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
   }
 }
+
+registerError('membership-unavailable', { decode: (d) => new MembershipUnavailableError(d), recovery: 'retry' });
