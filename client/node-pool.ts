@@ -13,8 +13,10 @@ interface Node {
   shard: grpc.Client;
   sparse?: grpc.Client;
   grpcDense: GrpcDenseTransport;
-  /** The bulk transport, or null where the shard serves none (learnt once, from Describe). */
+  /** The bulk transport, or null where the shard serves none (learnt once, from the map or Describe). */
   bulk?: Promise<BulkDenseTransport | null>;
+  /** Set once a bulk channel failed: the map's bulk address may be stale (the shard restarted on another port), so Describe decides. */
+  askShard?: boolean;
 }
 
 export interface NodePoolOptions {
@@ -46,11 +48,13 @@ export class NodePool implements TransportProvider {
     return n;
   }
 
-  async dense(address: string): Promise<DenseTransport> {
+  async dense(address: string, bulkAddress?: string): Promise<DenseTransport> {
     const n = this.node(address);
     if (this.o.transport !== 'bulk') return n.grpcDense;
     if (!n.bulk) {
-      const bulk = this.describe(address).then((d) => (d.bulkAddress ? new BulkDenseTransport(new BulkChannel(d.bulkAddress, address), this.o.deadlineMs) : null));
+      // The map names most shards' bulk port (published with their lease); only a shard it does not name is asked.
+      const where = bulkAddress && !n.askShard ? Promise.resolve(bulkAddress) : this.describe(address).then((d) => d.bulkAddress);
+      const bulk = where.then((b) => (b ? new BulkDenseTransport(new BulkChannel(b, address), this.o.deadlineMs) : null));
       // A failed lookup is asked again on the next request (the shard may be starting).
       bulk.catch(() => {
         if (n.bulk === bulk) n.bulk = undefined;
@@ -81,6 +85,7 @@ export class NodePool implements TransportProvider {
     if (!n?.bulk || !(err instanceof ShardUnavailableError)) return;
     const bulk = n.bulk;
     n.bulk = undefined;
+    n.askShard = true;
     void bulk.then((t) => t?.channel.close(), () => undefined);
   }
 

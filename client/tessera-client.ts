@@ -260,12 +260,12 @@ export class TesseraClient {
   }
 
   private async pullBatch(batch: ShardBatch, out: Float32Array, at?: StepClock): Promise<void> {
-    const transport = await this.nodes.dense(batch.address);
+    const transport = await this.nodes.dense(batch.address, this.map.bulk?.[batch.shardId]);
     await transport.pull(batch, out, { epoch: this.map.epoch, workerId: this.options.workerId, model: this.config.model.name, ...(at ? { at } : {}) });
   }
 
   private async pushBatch(batch: ShardBatch, gradient: Float32Array, seq: number, clock: number | undefined, encoded: ReadonlyMap<number, Uint8Array> | null): Promise<PushAck> {
-    const transport = await this.nodes.dense(batch.address);
+    const transport = await this.nodes.dense(batch.address, this.map.bulk?.[batch.shardId]);
     return transport.push(batch, { epoch: this.map.epoch, workerId: this.options.workerId, model: this.config.model.name, seq, ...(clock !== undefined ? { clock } : {}), gradient, compression: this.compression, encoded });
   }
 

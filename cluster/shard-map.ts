@@ -15,6 +15,18 @@ export interface ShardMap {
   owners: string[];
   /** Shard id → "host:port". */
   addresses: Record<string, string>;
+  /**
+   * Shard id → "host:port" of its bulk transport (docs/wire-protocol.md), for
+   * the shards that serve one and published it with their lease; a client
+   * asks a shard missing here with Describe.
+   */
+  bulk?: Record<string, string>;
+}
+
+/** The `bulk` entries of `members` among the shards `addresses` names, or nothing when none has one. */
+export function bulkAddresses(members: readonly { id: string; bulkAddress?: string }[], addresses: Record<string, string>): { bulk?: Record<string, string> } {
+  const bulk = Object.fromEntries(members.filter((m) => m.bulkAddress && addresses[m.id] !== undefined).map((m) => [m.id, m.bulkAddress!]));
+  return Object.keys(bulk).length > 0 ? { bulk } : {};
 }
 
 /** Throws unless every slot is owned by a shard that has an address. */

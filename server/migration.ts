@@ -105,7 +105,9 @@ export async function moveSlots(
     // Addresses of the shards that own slots: a shard drained of its last slot leaves the map.
     const all = { ...current.addresses, [targetId]: targetAddress };
     const addresses = Object.fromEntries(Object.entries(all).filter(([id]) => owners.includes(id)));
-    const next: ShardMap = { epoch: current.epoch + 1, slots: current.slots, owners, addresses };
+    // The target's bulk address is not known here: clients ask it with Describe until a map rebuilt from the leases names it.
+    const bulk = current.bulk ? Object.fromEntries(Object.entries(current.bulk).filter(([id]) => addresses[id] !== undefined && id !== targetId)) : {};
+    const next: ShardMap = { epoch: current.epoch + 1, slots: current.slots, owners, addresses, ...(Object.keys(bulk).length > 0 ? { bulk } : {}) };
     await store.casMap(current.epoch, next);
     flipped = true;
     adopt(next);

@@ -130,7 +130,7 @@ export class ShardServer extends EventEmitter {
     const address = options.advertise ?? advertised(options.listen, grpc.port);
     const bulk = options.bulk === false ? null : await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0);
     const bulkAddress = bulk ? `${address.slice(0, address.lastIndexOf(':'))}:${bulk.port}` : '';
-    const lease = new Lease(options.store, 'shard', { id: options.id, address, state: 'joining', bytes: 0 }, options.lease ?? DEFAULT_LEASE);
+    const lease = new Lease(options.store, 'shard', { id: options.id, address, ...(bulkAddress ? { bulkAddress } : {}), state: 'joining', bytes: 0 }, options.lease ?? DEFAULT_LEASE);
     server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS);
     log.info(`shard ${options.id} listening on ${address}${bulkAddress ? `, bulk on ${bulkAddress}` : ''} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
     server.checkpoints = options.checkpoints;

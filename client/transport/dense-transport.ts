@@ -60,8 +60,8 @@ export interface DenseTransport {
 
 /** The client's connections, one set per shard address: dense transports, the stubs beside them. */
 export interface TransportProvider {
-  /** The dense transport to the shard at `address` (opened on first use). */
-  dense(address: string): Promise<DenseTransport>;
+  /** The dense transport to the shard at `address` (opened on first use); `bulkAddress`, when the map names the shard's bulk port, spares asking it. */
+  dense(address: string, bulkAddress?: string): Promise<DenseTransport>;
   /** The `tessera.v1.SparseShard` stub of the shard at `address` (sparse tables travel over gRPC only). */
   sparse(address: string): grpc.Client;
   /** The shard's Describe: its clock, and where its bulk transport listens. */

@@ -1,6 +1,6 @@
 import { type ClusterConfig } from '../cluster-config.js';
 import { ClusterExistsError, MapConflictError } from '../errors.js';
-import { type ShardMap, evenAssignment } from '../shard-map.js';
+import { type ShardMap, evenAssignment, bulkAddresses } from '../shard-map.js';
 import { type MemberInfo, type MembershipStore } from './store.js';
 
 /**
@@ -47,7 +47,7 @@ function servedBefore(m: MemberInfo): boolean {
 function firstMap(shards: MemberInfo[], config: ClusterConfig): ShardMap | null {
   if (shards.length < (config.initialShards ?? 1)) return null;
   const addresses = Object.fromEntries(shards.map((m) => [m.id, m.address!]));
-  return { epoch: 1, slots: config.slots, owners: evenAssignment(Object.keys(addresses), config.slots), addresses };
+  return { epoch: 1, slots: config.slots, owners: evenAssignment(Object.keys(addresses), config.slots), addresses, ...bulkAddresses(shards, addresses) };
 }
 
 /** The map the shards' published ownership describes, when it covers every slot; a slot claimed twice goes to the newer epoch. */
@@ -70,5 +70,5 @@ export function rebuiltMap(shards: MemberInfo[], slots: number): ShardMap | null
   const maxEpoch = Math.max(...serving.map((m) => m.epoch!));
   const used = new Set(owners);
   const addresses = Object.fromEntries(serving.filter((m) => used.has(m.id)).map((m) => [m.id, m.address!]));
-  return { epoch: maxEpoch + 1, slots, owners, addresses };
+  return { epoch: maxEpoch + 1, slots, owners, addresses, ...bulkAddresses(serving, addresses) };
 }

@@ -14,6 +14,8 @@ export interface MemberInfo {
   id: string;
   /** "host:port" where a shard serves. */
   address?: string;
+  /** "host:port" of a shard's bulk transport, when it serves one. */
+  bulkAddress?: string;
   /** Lifecycle state (joining, serving, training, draining…). */
   state?: string;
   /** A worker's step count. */
