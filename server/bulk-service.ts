@@ -3,11 +3,12 @@ import * as net from 'node:net';
 import { BULK_READ_BUFFER_BYTES, BulkFrameReader, type BulkReply, type BulkRequest, encodeHead } from '../cluster/bulk-wire.js';
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { createLogger } from '../cluster/log.js';
-import { compressionOfBulk, slotLengths } from '../cluster/codec-fields.js';
+import { compressionOfBulk } from '../cluster/codec-fields.js';
 import { toStatus } from '../cluster/status-codec.js';
-import { CLOCK_WAIT_MS, type GradientPool } from './shard-service.js';
+import { admitPull } from './admission.js';
+import { type GradientPool } from './gradient-pool.js';
+import { PushAssembler } from './push-assembler.js';
 import { type Shard } from './shard.js';
-import { EncodedPush } from './encoded-push.js';
 
 const log = createLogger('bulk');
 
@@ -99,7 +100,7 @@ export function withReadBuffer(accepted: net.Socket): { socket: net.Socket; read
 function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on: (bytes: Buffer) => void }): void {
   socket.setNoDelay(true);
   let busy = false;
-  let push: { req: BulkRequest; gradient: Float32Array | null; bytes: Buffer | null; encoded: EncodedPush | null; error: unknown } | null = null;
+  let push: { id: number; assembler: PushAssembler | null; error: unknown } | null = null;
 
   const reply = (r: BulkReply) => socket.write(encodeHead(r));
   const fail = (id: number, err: unknown) => {
@@ -126,16 +127,12 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       // What follows the header: length × 4 bytes of float32, or wireBytes of an encoded gradient.
       const wireBytes = req.compression ? req.wireBytes : length! * 4;
       if (!(Number.isSafeInteger(wireBytes) && wireBytes! >= 0 && wireBytes! <= 2 ** 33)) throw new Error(`a compressed bulk push needs its wireBytes; got ${JSON.stringify(header).slice(0, 120)}`);
-      push = { req, gradient: null, bytes: null, encoded: null, error: null };
+      push = { id: req.id, assembler: null, error: null };
       try {
         if (!Array.isArray(req.ranges)) throw new InvalidArgumentError('a bulk push needs its slot ranges');
         const compression = compressionOfBulk(req.compression);
-        shard.check(req.epoch, req.ranges, req.model || undefined);
-        const expected = shard.lengthOf(req.ranges);
-        if (length !== expected) throw new InvalidArgumentError(`push carries ${length} values but slots of the request hold ${expected}`);
-        if (compression.kind !== 'none') push.encoded = new EncodedPush(compression, slotLengths(req.ranges, shard.elements, shard.config.slots), wireBytes!);
-        push.gradient = pool.acquire(expected);
-        if (!push.encoded) push.bytes = Buffer.from(push.gradient.buffer, push.gradient.byteOffset, expected * 4);
+        const clock = req.clock !== undefined ? { clock: req.clock } : {};
+        push.assembler = new PushAssembler(shard, pool, { epoch: req.epoch, ranges: req.ranges, workerId: req.workerId, seq: req.seq as number, model: req.model || undefined, ...clock, compression, wireBytes: wireBytes!, length }, 'byte');
       } catch (err) {
         // Refused before anything was applied: read the payload and drop it, then answer.
         push.error = err;
@@ -143,14 +140,11 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       return wireBytes!;
     },
     (bytes, offset) => {
-      if (!push || push.error) return;
-      if (push.bytes) bytes.copy(push.bytes, offset);
-      else if (push.encoded) {
-        try {
-          push.encoded.write(bytes, offset);
-        } catch (err) {
-          push.error = err;
-        }
+      if (!push?.assembler || push.error) return;
+      try {
+        push.assembler.write(bytes, offset);
+      } catch (err) {
+        push.error = err;
       }
     },
     () => {
@@ -158,16 +152,14 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       if (!p) return;
       push = null;
       busy = false;
-      const { req } = p;
       try {
         if (p.error) throw p.error;
-        p.encoded?.decodeInto(p.gradient!);
-        const res = shard.push({ epoch: req.epoch, ranges: req.ranges, workerId: req.workerId, seq: req.seq as number, model: req.model || undefined, ...(req.clock !== undefined ? { clock: req.clock } : {}) }, p.gradient!);
-        reply({ id: req.id, ok: true, epoch: res.epoch, appliedSlots: res.appliedSlots, duplicateSlots: res.duplicateSlots, wireBytes: p.encoded ? p.encoded.wireBytes : req.length! * 4 });
+        const res = p.assembler!.apply();
+        reply({ id: p.id, ok: true, epoch: res.epoch, appliedSlots: res.appliedSlots, duplicateSlots: res.duplicateSlots, wireBytes: res.wireBytes });
       } catch (err) {
-        fail(req.id, err);
+        fail(p.id, err);
       } finally {
-        if (p.gradient) pool.release(p.gradient);
+        p.assembler?.release();
       }
     },
   );
@@ -175,11 +167,7 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
   async function pull(req: BulkRequest, id: number): Promise<void> {
     try {
       if (!Array.isArray(req.ranges)) throw new InvalidArgumentError('a bulk pull needs its slot ranges');
-      shard.check(req.epoch, req.ranges, req.model || undefined);
-      if (req.clock !== undefined) {
-        await shard.gate.beforePull(req.workerId, req.clock, Boolean(req.join), CLOCK_WAIT_MS);
-        shard.check(req.epoch, req.ranges, req.model || undefined);
-      }
+      await admitPull(shard, { epoch: req.epoch, ranges: req.ranges, model: req.model || undefined, workerId: req.workerId, clock: req.clock, join: req.join });
       const total = shard.lengthOf(req.ranges);
       // Views of slot memory, as over gRPC: a push applied while they drain may show in the later bytes (async reads latest values).
       const pieces = [...shard.pullChunks(req.ranges, PULL_PIECE_BYTES)].map((c) => c.bytes);
@@ -197,13 +185,13 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       reader.push(chunk);
     } catch (err) {
       log.warn(`closing a bulk connection from ${socket.remoteAddress}:${socket.remotePort}: ${(err as Error).message}`);
-      if (push?.gradient) pool.release(push.gradient);
+      push?.assembler?.release();
       push = null;
       socket.destroy();
     }
   };
   socket.on('error', () => {
-    if (push?.gradient) pool.release(push.gradient);
+    push?.assembler?.release();
     push = null;
   });
 }

@@ -17,7 +17,8 @@ import { type MoveReport, applyLog, dropSlots, importSlots, moveSlots } from './
 import { takeModelExport } from './model-export.js';
 import { Shard } from './shard.js';
 import { BulkServer } from './bulk-service.js';
-import { GradientPool, shardImplementation } from './shard-service.js';
+import { GradientPool } from './gradient-pool.js';
+import { shardImplementation } from './shard-service.js';
 import { SparseStore } from './sparse-store.js';
 import { sparseShardImplementation } from './sparse-service.js';
 

@@ -2,8 +2,8 @@ import type * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { toStatus } from '../cluster/status-codec.js';
 import { bytesToF32, bytesToIdHalves, f32Bytes } from '../cluster/sparse-wire.js';
+import { admitSparsePull } from './admission.js';
 import { type ClockGate } from './clock-gate.js';
-import { CLOCK_WAIT_MS } from './shard-service.js';
 import { type SparseStore } from './sparse-store.js';
 
 /** Messages as proto-loader decodes them (see cluster/proto.ts). */
@@ -41,11 +41,8 @@ export function sparseShardImplementation(store: SparseStore, gate: ClockGate, d
       try {
         const req = call.request;
         const input = { epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, ids: bytesToIdHalves(bytesOf(req.ids, 'ids')), readOnly: req.readOnly };
-        if (req.clocked) {
-          // A bad request is refused at once, not after waiting; the map may move on while it waits, so pull checks again.
-          store.checkPull(input);
-          await gate.beforePull(req.workerId || call.getPeer(), req.clock, req.join, CLOCK_WAIT_MS);
-        }
+        await admitSparsePull(store, gate, { ...input, workerId: req.workerId || call.getPeer(), join: req.join, ...(req.clocked ? { clock: req.clock } : {}) });
+        // store.pull checks again: the map may have moved on while the pull waited.
         const res = store.pull(input);
         store.countBytes(req.table, req.ids.byteLength, res.values.byteLength);
         callback(null, { epoch: res.epoch, dim: res.dim, values: f32Bytes(res.values), rowsCreated: res.rowsCreated });

@@ -9,7 +9,8 @@ import { evenAssignment } from '../../../cluster/shard-map.js';
 import { type SlotRange, slotStart } from '../../../cluster/slots.js';
 import { floatHeap } from '../../../server/float-heap.js';
 import { Shard } from '../../../server/shard.js';
-import { GradientPool, shardImplementation } from '../../../server/shard-service.js';
+import { GradientPool } from '../../../server/gradient-pool.js';
+import { shardImplementation } from '../../../server/shard-service.js';
 import { randInt, rng } from '../../helpers/random.js';
 
 /*

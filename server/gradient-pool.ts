@@ -1,0 +1,62 @@
+import { floatHeap } from './float-heap.js';
+
+/** Bytes of idle push buffers a shard keeps for reuse: enough for two whole-model pushes of a 64 MB model at once. */
+export const GRADIENT_POOL_BYTES = 128 << 20;
+
+/**
+ * Reusable buffers that pushed gradients are assembled in. A whole-model push
+ * of a large model needs tens of MB; allocating them fresh for every push made
+ * the kernel map and zero new pages on first touch and V8 collect garbage for
+ * the external memory, which together cost more than the copy itself
+ * (docs/benchmarks.md). Buffers come from the float heap where there is one,
+ * so the optimizers' SIMD kernels read the gradient where it lies. A buffer is
+ * reused only once its push is settled, and every element of it is
+ * overwritten before a push is applied (chunks must cover the push exactly),
+ * so no stale value is ever applied.
+ */
+export class GradientPool {
+  /** Idle buffers, largest first. */
+  private idle: Float32Array[] = [];
+  private idleBytes = 0;
+  /** The whole buffer behind each view handed out. */
+  private readonly lent = new WeakMap<Float32Array, Float32Array>();
+  /** A view dropped without {@link release} (a call that vanished) gives its heap block back when collected. */
+  private readonly lost = new FinalizationRegistry<Float32Array>((whole) => floatHeap()?.free(whole));
+
+  constructor(private readonly maxIdleBytes = GRADIENT_POOL_BYTES) {}
+
+  /** A buffer of exactly `length` floats (a view of a pooled one when one is large enough); contents unspecified. */
+  acquire(length: number): Float32Array {
+    let best = -1;
+    for (let i = 0; i < this.idle.length; i++) if (this.idle[i]!.length >= length) best = i;
+    let whole: Float32Array;
+    if (best >= 0) {
+      whole = this.idle.splice(best, 1)[0]!;
+      this.idleBytes -= whole.byteLength;
+    } else {
+      whole = floatHeap()?.alloc(length, this) ?? new Float32Array(length);
+    }
+    // Always a distinct object from `whole`, so `lost` can hold `whole` without keeping the view alive.
+    const view = whole.subarray(0, length);
+    this.lent.set(view, whole);
+    this.lost.register(view, whole, view);
+    return view;
+  }
+
+  /** Gives back a buffer from {@link acquire}; the caller must not touch it afterwards. */
+  release(view: Float32Array): void {
+    const whole = this.lent.get(view);
+    if (!whole) return;
+    this.lent.delete(view);
+    this.lost.unregister(view);
+    this.idle.push(whole);
+    this.idleBytes += whole.byteLength;
+    // Over budget: drop the smallest idle buffers first, keeping the ones big pushes need.
+    this.idle.sort((a, b) => b.length - a.length);
+    while (this.idleBytes > this.maxIdleBytes) {
+      const dropped = this.idle.pop()!;
+      this.idleBytes -= dropped.byteLength;
+      floatHeap()?.free(dropped);
+    }
+  }
+}
