@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { ShardUnavailableError, type TesseraError } from '../cluster/errors.js';
+import { RemoteError, ShardUnavailableError, type TesseraError } from '../cluster/errors.js';
 import { CHANNEL_OPTIONS, deadlineIn } from '../cluster/grpc-client.js';
 import { shardService, sparseShardService } from '../cluster/proto.js';
 import { fromStatus } from '../cluster/status-codec.js';
@@ -34,10 +34,13 @@ export interface NodePoolOptions {
  */
 export class NodePool implements TransportProvider {
   private readonly nodes = new Map<string, Node>();
+  private closed = false;
 
   constructor(private readonly o: NodePoolOptions) {}
 
   private node(address: string): Node {
+    // A request still recovering when its client closed must not open connections again.
+    if (this.closed) throw new RemoteError(grpc.status.CANCELLED, `the client is closed; no new connection to ${address}`);
     let n = this.nodes.get(address);
     if (!n) {
       const Shard = shardService();
@@ -94,6 +97,7 @@ export class NodePool implements TransportProvider {
   }
 
   close(): void {
+    this.closed = true;
     for (const address of [...this.nodes.keys()]) this.drop(address);
   }
 

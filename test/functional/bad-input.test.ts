@@ -3,12 +3,14 @@ import { expect } from 'chai';
 import { slotStart } from '../../cluster/slots.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
 import { f32, rawClient, rawPull, rawPush } from '../helpers/raw-shard.js';
+import { forEachTransport } from '../helpers/transports.js';
 
 /**
  * Every kind of bad input gets its status over real gRPC, and the stored
- * values stay bit-identical; the shard keeps serving afterwards.
+ * values stay bit-identical, as the client reads them over either transport;
+ * the shard keeps serving afterwards.
  */
-describe('functional: bad input costs no data', function () {
+forEachTransport('functional: bad input costs no data', function (transport) {
   this.timeout(60_000);
   const ELEMENTS = 10_000;
   const SLOTS = 64;
@@ -21,7 +23,7 @@ describe('functional: bad input costs no data', function () {
   const header = (over: object = {}) => ({ epoch: 1, ranges: [owned], workerId: 'w', seq: 1, model: 'flat', ...over });
 
   before(async () => {
-    cluster = await startCluster({ shards: 2, model: flatModel(ELEMENTS), slots: SLOTS, optimizer: { name: 'adam' } });
+    cluster = await startCluster({ shards: 2, model: flatModel(ELEMENTS), slots: SLOTS, optimizer: { name: 'adam' }, transport });
     shard0 = cluster.shards[0]!.address;
     raw = rawClient(shard0);
   });

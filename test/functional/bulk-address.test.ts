@@ -33,4 +33,12 @@ describe('functional: bulk addresses in the shard map', function () {
     await client.pull();
     expect(asked, 'Describe calls').to.equal(0);
   });
+
+  it('a closed client opens no connection again: a request still recovering fails instead', async () => {
+    const client = await cluster.client({ workerId: 'closing' });
+    await client.pull();
+    await client.close();
+    const err = await client.pull().then(() => null, (e: Error) => e);
+    expect(err?.message).to.match(/the client is closed/);
+  });
 });

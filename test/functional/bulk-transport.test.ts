@@ -1,63 +1,13 @@
-import * as net from 'node:net';
 import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { BulkFrameReader, type BulkReply, encodeHead } from '../../cluster/bulk-wire.js';
+import { type BulkReply } from '../../cluster/bulk-wire.js';
 import { slotStart } from '../../cluster/slots.js';
 import { f32 } from '../helpers/raw-shard.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
+import { RawBulk } from '../helpers/raw-bulk.js';
 
 const ELEMENTS = 10_000;
 const SLOTS = 64;
-
-/** A raw connection to a shard's bulk port: send frames, read replies (and pulled values). */
-class RawBulk {
-  private readonly replies: { reply: BulkReply; values: Buffer }[] = [];
-  private waiting: (() => void) | null = null;
-  private current: { reply: BulkReply; parts: Buffer[] } | null = null;
-  closed = false;
-  private readonly socket: net.Socket;
-
-  constructor(address: string) {
-    const i = address.lastIndexOf(':');
-    this.socket = net.connect({ host: address.slice(0, i), port: Number(address.slice(i + 1)) });
-    const reader = new BulkFrameReader(
-      (h) => {
-        const reply = h as BulkReply;
-        this.current = { reply, parts: [] };
-        return reply.ok && 'total' in reply ? reply.total * 4 : 0;
-      },
-      (bytes) => this.current!.parts.push(Buffer.from(bytes)),
-      () => {
-        this.replies.push({ reply: this.current!.reply, values: Buffer.concat(this.current!.parts) });
-        this.waiting?.();
-      },
-    );
-    this.socket.on('data', (d: Buffer) => reader.push(d));
-    this.socket.on('close', () => {
-      this.closed = true;
-      this.waiting?.();
-    });
-    this.socket.on('error', () => undefined);
-  }
-
-  send(header: object, payload?: Buffer): void {
-    this.socket.write(encodeHead(header));
-    if (payload) this.socket.write(payload);
-  }
-
-  sendRaw(bytes: Buffer): void {
-    this.socket.write(bytes);
-  }
-
-  async next(): Promise<{ reply: BulkReply; values: Buffer } | null> {
-    while (this.replies.length === 0 && !this.closed) await new Promise<void>((r) => (this.waiting = r));
-    return this.replies.shift() ?? null;
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
 
 /**
  * The bulk transport (plain TCP beside gRPC) keeps the data plane's contract:

@@ -10,6 +10,7 @@ import { checkpointPath, readCheckpoint } from '../../server/checkpoint.js';
 import { ShardServer } from '../../server/shard-server.js';
 import { waitFor } from '../helpers/cli.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
+import { forEachTransport } from '../helpers/transports.js';
 
 const D = 50_000;
 const MODEL: ModelSpec = {
@@ -22,12 +23,13 @@ const IDS = BigUint64Array.from({ length: 3_000 }, (_, i) => BigInt(i) * 7919n);
 const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
 /**
- * Checkpoints over real gRPC and real files: every shard writes its file; a
- * cluster whose shards all stopped comes back from those files with every
- * dense value and row as it was, and a retried push is still applied once;
- * a directory the shard cannot write to is a clear error that costs nothing.
+ * Checkpoints on a real cluster and real files, dense values over each
+ * transport: every shard writes its file; a cluster whose shards all stopped
+ * comes back from those files with every dense value and row as it was, and a
+ * retried push is still applied once; a directory the shard cannot write to
+ * is a clear error that costs nothing.
  */
-describe('functional: checkpoints', function () {
+forEachTransport('functional: checkpoints', function (transport) {
   this.timeout(60_000);
   let cluster: TestCluster | undefined;
   const restarted: ShardServer[] = [];
@@ -39,7 +41,7 @@ describe('functional: checkpoints', function () {
   });
 
   it('the shards stop and come back from their checkpoints with every value, row and applied push', async () => {
-    cluster = await startCluster({ shards: 2, model: MODEL, optimizer: { name: 'adam', learningRate: 0.01 }, slots: 64 });
+    cluster = await startCluster({ shards: 2, model: MODEL, optimizer: { name: 'adam', learningRate: 0.01 }, slots: 64, transport });
     const client = await cluster.client({ workerId: 'w0' });
     const sparse = new SparseClient(client);
     const g = Float32Array.from({ length: D }, (_, i) => Math.sin(i) * 0.1);
@@ -100,31 +102,8 @@ describe('functional: checkpoints', function () {
     expect(bits(await client.pull()).equals(bits(before))).to.equal(true);
   });
 
-  it('a shard with a checkpoint directory writes one on a timer, and one as it closes', async () => {
-    const own = join(dir, 'own');
-    mkdirSync(own);
-    const path = checkpointPath(own, 'shard-7');
-    // It joins a running cluster: the map keeps its slots with their owners, so it holds none; what it writes is its (empty) own.
-    const shard = await ShardServer.start({ id: 'shard-7', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: own, everyMs: 100 } });
-    const first = await waitFor('a timed checkpoint', () => existsSync(path) && statSync(path).mtimeMs, 10_000, 20);
-    await waitFor('a second timed checkpoint', () => existsSync(path) && statSync(path).mtimeMs > first, 10_000, 20);
-    await shard.close(0);
-    expect((await readCheckpoint(path)).header.shard).to.equal('shard-7');
-
-    // With no timer, the only checkpoint is the one written as the shard closes.
-    const quiet = await ShardServer.start({ id: 'shard-6', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: own, everyMs: 0 } });
-    await new Promise((r) => setTimeout(r, 300));
-    expect(existsSync(checkpointPath(own, 'shard-6')), 'none before closing').to.equal(false);
-    await quiet.close(0);
-    expect((await readCheckpoint(checkpointPath(own, 'shard-6'))).header.shard).to.equal('shard-6');
-    expect(readdirSync(own).sort(), 'no temporary file left').to.deep.equal(['shard-6.tessera-checkpoint', 'shard-7.tessera-checkpoint']);
-
-    const err = await ShardServer.start({ id: 'shard-8', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: join(own, 'missing'), everyMs: 0 } }).catch((e: unknown) => e);
-    expect(err, 'a checkpoint directory that does not exist is refused at start').to.be.instanceOf(CheckpointError);
-  });
-
   it('under bsp every shard writes the same step, while the workers train on', async () => {
-    const bsp = await startCluster({ shards: 2, model: flatModel(4096), optimizer: { name: 'sgd', learningRate: 1 }, consistency: 'bsp', initialWorkers: 2, slots: 32 });
+    const bsp = await startCluster({ shards: 2, model: flatModel(4096), optimizer: { name: 'sgd', learningRate: 1 }, consistency: 'bsp', initialWorkers: 2, slots: 32, transport });
     let stop = false;
     try {
       const aligned = join(dir, 'aligned');
@@ -173,6 +152,43 @@ describe('functional: checkpoints', function () {
       stop = true;
       await bsp.close();
     }
+  });
+});
+
+/** What a shard does with checkpoints on its own: no client, so once, whatever the transport. */
+describe('functional: checkpoints of a shard', function () {
+  this.timeout(60_000);
+  let cluster: TestCluster | undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-checkpoint-'));
+  before(async () => {
+    cluster = await startCluster({ shards: 2, model: MODEL, slots: 64 });
+  });
+  after(async () => {
+    await cluster?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a shard with a checkpoint directory writes one on a timer, and one as it closes', async () => {
+    const own = join(dir, 'own');
+    mkdirSync(own);
+    const path = checkpointPath(own, 'shard-7');
+    // It joins a running cluster: the map keeps its slots with their owners, so it holds none; what it writes is its (empty) own.
+    const shard = await ShardServer.start({ id: 'shard-7', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: own, everyMs: 100 } });
+    const first = await waitFor('a timed checkpoint', () => existsSync(path) && statSync(path).mtimeMs, 10_000, 20);
+    await waitFor('a second timed checkpoint', () => existsSync(path) && statSync(path).mtimeMs > first, 10_000, 20);
+    await shard.close(0);
+    expect((await readCheckpoint(path)).header.shard).to.equal('shard-7');
+
+    // With no timer, the only checkpoint is the one written as the shard closes.
+    const quiet = await ShardServer.start({ id: 'shard-6', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: own, everyMs: 0 } });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(existsSync(checkpointPath(own, 'shard-6')), 'none before closing').to.equal(false);
+    await quiet.close(0);
+    expect((await readCheckpoint(checkpointPath(own, 'shard-6'))).header.shard).to.equal('shard-6');
+    expect(readdirSync(own).sort(), 'no temporary file left').to.deep.equal(['shard-6.tessera-checkpoint', 'shard-7.tessera-checkpoint']);
+
+    const err = await ShardServer.start({ id: 'shard-8', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: join(own, 'missing'), everyMs: 0 } }).catch((e: unknown) => e);
+    expect(err, 'a checkpoint directory that does not exist is refused at start').to.be.instanceOf(CheckpointError);
   });
 
   it('a shard refuses to start from a file that is not its model’s checkpoint', async () => {

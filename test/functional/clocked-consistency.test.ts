@@ -5,18 +5,20 @@ import { type TesseraClient } from '../../client/tessera-client.js';
 import { initialValues } from '../../cluster/model-spec.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
 import { rawSparse, rawSparseClient, u64 } from '../helpers/raw-sparse.js';
+import { forEachTransport } from '../helpers/transports.js';
 
 const D = 4096;
 const spec = flatModel(D);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * The clocked consistency models over real gRPC, with values as counters:
- * under sgd with learning rate 1, worker w pushes −1 at its own marker
- * elements (one on each shard), so the pulled value of a marker, less its
- * initial value, is exactly how many of w's pushes the pull saw.
+ * The clocked consistency models on a real cluster, dense values over each
+ * transport, with values as counters: under sgd with learning rate 1, worker
+ * w pushes −1 at its own marker elements (one on each shard), so the pulled
+ * value of a marker, less its initial value, is exactly how many of w's
+ * pushes the pull saw.
  */
-describe('functional: ssp and bsp clocks', function () {
+forEachTransport('functional: ssp and bsp clocks', function (transport) {
   this.timeout(60_000);
   let cluster: TestCluster | undefined;
   afterEach(async () => {
@@ -43,7 +45,7 @@ describe('functional: ssp and bsp clocks', function () {
   it('ssp:2 with one worker slowed: no pull ever misses a push more than 2 clocks old, and the fast worker does run ahead', async () => {
     const K = 2;
     const steps = 30;
-    cluster = await startCluster({ shards: 2, model: spec, optimizer: { name: 'sgd', learningRate: 1 }, consistency: `ssp:${K}`, initialWorkers: 2 });
+    cluster = await startCluster({ shards: 2, model: spec, optimizer: { name: 'sgd', learningRate: 1 }, consistency: `ssp:${K}`, initialWorkers: 2, transport });
     const fast = await worker('fast');
     const slow = await worker('slow');
     let maxLead = 0;
@@ -68,7 +70,7 @@ describe('functional: ssp and bsp clocks', function () {
     const K = 2;
     const steps = 20;
     const rowsSpec = { ...spec, name: 'flat-rows', sparse: [{ name: 'm', dim: 1, init: { kind: 'zeros' as const } }] };
-    cluster = await startCluster({ shards: 2, model: rowsSpec, optimizer: { name: 'sgd', learningRate: 1 }, consistency: `ssp:${K}`, initialWorkers: 2 });
+    cluster = await startCluster({ shards: 2, model: rowsSpec, optimizer: { name: 'sgd', learningRate: 1 }, consistency: `ssp:${K}`, initialWorkers: 2, transport });
     // A bad clocked row pull is refused before it waits (here it would wait up to 30 s for the run to start), and joins no one.
     const shard = cluster.shards[0]!;
     const raw = rawSparseClient(shard.address);
@@ -104,7 +106,7 @@ describe('functional: ssp and bsp clocks', function () {
   });
 
   it('bsp: a step waits for every live worker, and a worker whose lease expires stops holding it back within the TTL', async () => {
-    cluster = await startCluster({ shards: 2, model: spec, optimizer: { name: 'sgd', learningRate: 1 }, consistency: 'bsp', initialWorkers: 2 });
+    cluster = await startCluster({ shards: 2, model: spec, optimizer: { name: 'sgd', learningRate: 1 }, consistency: 'bsp', initialWorkers: 2, transport });
     const a = await worker('a');
     const ttlMs = 1_000;
     const b = await worker('b', ttlMs); // never renewed: b "dies" after step 0

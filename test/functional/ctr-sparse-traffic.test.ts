@@ -5,6 +5,7 @@ import { type IndexBatch } from '../../worker/data/work-source.js';
 import { CTR_DIM, CTR_TABLE } from '../../worker/models/ctr.js';
 import { ctrTask } from '../../worker/tasks/ctr-task.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { forEachTransport } from '../helpers/transports.js';
 
 const STEPS = 20;
 const BATCH = 64;
@@ -15,14 +16,14 @@ const BATCH = 64;
  * distinct id once each way — as the shards' own counters show; evaluation
  * creates none.
  */
-describe('functional: ctr moves only the rows a batch touches', function () {
+forEachTransport('functional: ctr moves only the rows a batch touches', function (transport) {
   this.timeout(60_000);
   let cluster: TestCluster | undefined;
   after(async () => cluster?.close());
 
   it(`${STEPS} steps: rows created = distinct ids seen; rows pulled and pushed = distinct ids per batch`, async () => {
     await selectBackend('wasm');
-    cluster = await startCluster({ shards: 2, model: ctrTask.spec(3), optimizer: { name: 'adam', learningRate: 0.003 } });
+    cluster = await startCluster({ shards: 2, model: ctrTask.spec(3), optimizer: { name: 'adam', learningRate: 0.003 }, transport });
     const client = await cluster.client({ workerId: 'w0' });
     const data = clickLog().train;
     const batches: IndexBatch[] = Array.from({ length: STEPS }, (_, s) => ({ epoch: 0, indices: Uint32Array.from({ length: BATCH }, (_, i) => s * BATCH + i) }));

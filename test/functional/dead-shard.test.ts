@@ -1,19 +1,20 @@
 import { expect } from 'chai';
 import { ShardUnavailableError } from '../../cluster/errors.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
+import { forEachTransport } from '../helpers/transports.js';
 
 /**
  * A shard that is gone surfaces as a typed, retryable error once the client's
  * retries are spent, never a hang: the failure is the refused connection, not
  * a deadline run out.
  */
-describe('functional: a dead shard', function () {
+forEachTransport('functional: a dead shard', function (transport) {
   this.timeout(30_000);
   let cluster: TestCluster;
   after(async () => cluster.close());
 
   it('pull and push fail with ShardUnavailableError after the retries, naming the address', async () => {
-    cluster = await startCluster({ shards: 2, model: flatModel(8192), slots: 16 });
+    cluster = await startCluster({ shards: 2, model: flatModel(8192), slots: 16, transport });
     // No timed map refresh (the test ends long before the hour), so every re-read of the map below is a retry's.
     const client = await cluster.client({ maxRetries: 2, retryDelayMs: 20, deadlineMs: 2_000, mapRefreshMs: 3_600_000 });
     await client.pull();

@@ -1,14 +1,15 @@
 import { expect } from 'chai';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
 import { f32, rawClient, rawPush } from '../helpers/raw-shard.js';
+import { forEachTransport } from '../helpers/transports.js';
 
-describe('functional: a retried push is applied once', function () {
+forEachTransport('functional: a retried push is applied once', function (transport) {
   this.timeout(60_000);
   let cluster: TestCluster;
   afterEach(async () => cluster.close());
 
   it('the same (worker id, seq) sent twice through the client changes the values once', async () => {
-    cluster = await startCluster({ shards: 2, model: flatModel(50_000), optimizer: { name: 'sgd', learningRate: 1 } });
+    cluster = await startCluster({ shards: 2, model: flatModel(50_000), optimizer: { name: 'sgd', learningRate: 1 }, transport });
     const client = await cluster.client({ workerId: 'w1' });
     const start = await client.pull();
     const grad = new Float32Array(client.elements).fill(0.25);
@@ -24,7 +25,7 @@ describe('functional: a retried push is applied once', function () {
   });
 
   it('a push retried after its stream broke mid-way is applied once', async () => {
-    cluster = await startCluster({ shards: 1, model: flatModel(300_000), optimizer: { name: 'sgd', learningRate: 1 } });
+    cluster = await startCluster({ shards: 1, model: flatModel(300_000), optimizer: { name: 'sgd', learningRate: 1 }, transport });
     const client = await cluster.client({ workerId: 'w1' });
     const start = await client.pull();
     const raw = rawClient(cluster.shards[0]!.address);

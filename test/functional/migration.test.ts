@@ -6,6 +6,7 @@ import { type ModelSpec, initialValues } from '../../cluster/model-spec.js';
 import { slotCounts } from '../../cluster/shard-map.js';
 import { ShardServer } from '../../server/shard-server.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
+import { forEachTransport } from '../helpers/transports.js';
 
 const D = 8192;
 const MODEL: ModelSpec = { ...flatModel(D, 'moving'), sparse: [{ name: 'emb', dim: 4, init: { kind: 'zeros' } }] };
@@ -18,7 +19,7 @@ const IDS = BigUint64Array.from({ length: 600 }, (_, i) => BigInt(i) * 104729n);
  * number of pushes acknowledged — none lost, none applied twice — whichever
  * shard holds it now.
  */
-describe('functional: live slot migration', function () {
+forEachTransport('functional: live slot migration', function (transport) {
   this.timeout(60_000);
   let cluster: TestCluster | undefined;
   const extra: ShardServer[] = [];
@@ -28,7 +29,7 @@ describe('functional: live slot migration', function () {
   });
 
   it('a third shard joins and takes its share while a worker pushes; then it is drained again; every push applied once', async () => {
-    cluster = await startCluster({ shards: 2, model: MODEL, optimizer: { name: 'sgd', learningRate: 1 }, slots: 64 });
+    cluster = await startCluster({ shards: 2, model: MODEL, optimizer: { name: 'sgd', learningRate: 1 }, slots: 64, transport });
     const client = await cluster.client({ workerId: 'w0', retryDelayMs: 20, maxRetries: 20 });
     const sparse = new SparseClient(client);
     const minusOne = new Float32Array(D).fill(-1);
@@ -77,7 +78,7 @@ describe('functional: live slot migration', function () {
   });
 
   it('a move whose target cannot be reached is undone: the map is unchanged and the source serves on', async () => {
-    const c = await startCluster({ shards: 2, model: flatModel(2048), optimizer: { name: 'sgd', learningRate: 1 }, slots: 16 });
+    const c = await startCluster({ shards: 2, model: flatModel(2048), optimizer: { name: 'sgd', learningRate: 1 }, slots: 16, transport });
     try {
       const client = await c.client({ workerId: 'w-undo' });
       await client.push(new Float32Array(2048).fill(-1));
@@ -95,6 +96,15 @@ describe('functional: live slot migration', function () {
     } finally {
       await c.close();
     }
+  });
+});
+
+/** No dense values travel here: it runs once. */
+describe('functional: live slot migration under bsp', function () {
+  this.timeout(60_000);
+  const extra: ShardServer[] = [];
+  after(async () => {
+    for (const s of extra) await s.close(0);
   });
 
   it('is refused under bsp, naming why; nothing moves', async () => {

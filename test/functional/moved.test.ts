@@ -6,6 +6,7 @@ import { MemoryMembershipStore } from '../../cluster/membership/memory-store.js'
 import { TesseraClient } from '../../client/tessera-client.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
 import { rawClient, rawPull } from '../helpers/raw-shard.js';
+import { forEachTransport } from '../helpers/transports.js';
 
 /** A store whose map changes are never announced: its readers learn of them only by re-reading. */
 class SilentStore extends MemoryMembershipStore {
@@ -14,7 +15,7 @@ class SilentStore extends MemoryMembershipStore {
   }
 }
 
-describe('functional: redirects for slots a shard does not own', function () {
+describe('functional: redirects for slots a shard does not own (the shard, the map)', function () {
   this.timeout(60_000);
   let cluster: TestCluster;
   afterEach(async () => cluster.close());
@@ -36,8 +37,28 @@ describe('functional: redirects for slots a shard does not own', function () {
     expect(md.get('tessera-owner-address')).to.deep.equal([b!.address]);
   });
 
+  it('a client re-reads the map on a timer even when no announcement reaches it', async () => {
+    cluster = await startCluster({ shards: 2, model: flatModel(4096), slots: 16 });
+    const quiet = new SilentStore();
+    await quiet.createCluster(cluster.config);
+    const map = (await cluster.store.getMap())!;
+    await quiet.casMap(0, map);
+    const client = await TesseraClient.connect({ store: quiet, workerId: 'timer', mapRefreshMs: 50 });
+    await quiet.casMap(1, { ...map, epoch: 2 });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(client.epoch).to.equal(2);
+    await client.close();
+  });
+});
+
+/** A client whose map is wrong follows the shards' redirects, whichever transport carries its values. */
+forEachTransport('functional: redirects for slots a shard does not own', function (transport) {
+  this.timeout(60_000);
+  let cluster: TestCluster;
+  afterEach(async () => cluster.close());
+
   it('a client whose cached map is stale follows the redirect and succeeds', async () => {
-    cluster = await startCluster({ shards: 2, model: flatModel(4096), slots: 16, optimizer: { name: 'sgd', learningRate: 1 } });
+    cluster = await startCluster({ shards: 2, model: flatModel(4096), slots: 16, optimizer: { name: 'sgd', learningRate: 1 }, transport });
     const client = await cluster.client();
     const before = await client.pull();
     // Swap the owners behind the client's back: epoch 2 gives shard-0's slots to shard-1 and vice versa.
@@ -47,7 +68,7 @@ describe('functional: redirects for slots a shard does not own', function () {
     const quiet = new SilentStore();
     await quiet.createCluster(cluster.config);
     await quiet.casMap(0, map);
-    const stale = await TesseraClient.connect({ store: quiet, workerId: 'stale' });
+    const stale = await TesseraClient.connect({ store: quiet, workerId: 'stale', transport });
     await quiet.casMap(1, swapped);
     await cluster.store.casMap(1, swapped);
     for (const s of cluster.shards) await s.refresh();
@@ -62,28 +83,15 @@ describe('functional: redirects for slots a shard does not own', function () {
     await stale.close();
   });
 
-  it('a client re-reads the map on a timer even when no announcement reaches it', async () => {
-    cluster = await startCluster({ shards: 2, model: flatModel(4096), slots: 16 });
-    const quiet = new SilentStore();
-    await quiet.createCluster(cluster.config);
-    const map = (await cluster.store.getMap())!;
-    await quiet.casMap(0, map);
-    const client = await TesseraClient.connect({ store: quiet, workerId: 'timer', mapRefreshMs: 50 });
-    await quiet.casMap(1, { ...map, epoch: 2 });
-    await new Promise((r) => setTimeout(r, 300));
-    expect(client.epoch).to.equal(2);
-    await client.close();
-  });
-
   it('a client gives up after maxRedirections with a typed error that names the option', async () => {
-    cluster = await startCluster({ shards: 2, model: flatModel(4096), slots: 16 });
+    cluster = await startCluster({ shards: 2, model: flatModel(4096), slots: 16, transport });
     // A store whose map never gets fresher than the shards': every request is redirected.
     const liar = new MemoryMembershipStore();
     await liar.createCluster(cluster.config);
     const map = (await cluster.store.getMap())!;
     const wrong = { ...map, owners: map.owners.map((o) => (o === 'shard-0' ? 'shard-1' : 'shard-0')) };
     await liar.casMap(0, wrong);
-    const client = await TesseraClient.connect({ store: liar, workerId: 'w', maxRedirections: 3 });
+    const client = await TesseraClient.connect({ store: liar, workerId: 'w', maxRedirections: 3, transport });
     const err = await client.pull().then(
       () => null,
       (e: unknown) => e,

@@ -7,13 +7,14 @@ import { TesseraClient } from '../../client/tessera-client.js';
 import { flatModel } from '../helpers/cluster.js';
 import { RedisServer } from '../helpers/redis-server.js';
 import { waitFor } from '../helpers/cli.js';
+import { forEachTransport } from '../helpers/transports.js';
 
 /**
  * Redis restarts empty under a serving cluster: the shards put the
  * configuration back and rebuild the map from what they hold, at a higher
  * epoch; no slot and no value is lost, and clients carry on.
  */
-describe('functional: Redis restarted empty', function () {
+forEachTransport('functional: Redis restarted empty', function (transport) {
   this.timeout(60_000);
   let redis: RedisServer;
   const stores: RedisMembershipStore[] = [];
@@ -43,7 +44,7 @@ describe('functional: Redis restarted empty', function () {
     const before = await waitFor('the first map', () => observer.getMap().then((m) => m ?? undefined));
     expect(before.epoch).to.equal(1);
 
-    client = await TesseraClient.connect({ store: newStore(), workerId: 'w' });
+    client = await TesseraClient.connect({ store: newStore(), workerId: 'w', transport });
     await client.push(new Float32Array(client.elements).fill(0.5));
     const trained = await client.pull();
 

@@ -1,8 +1,9 @@
 import { expect } from 'chai';
 import { startCluster, flatModel, type TestCluster } from '../helpers/cluster.js';
 import { initialValues } from '../../cluster/model-spec.js';
+import { forEachTransport } from '../helpers/transports.js';
 
-describe('functional: push/pull round trip', function () {
+forEachTransport('functional: push/pull round trip', function (transport) {
   this.timeout(120_000);
   let cluster: TestCluster | undefined;
   afterEach(async () => {
@@ -13,7 +14,7 @@ describe('functional: push/pull round trip', function () {
   it('moves a 64 MB (16M-float) model through 2 shards and applies sgd exactly', async () => {
     const n = 16 * 1024 * 1024;
     const model = flatModel(n);
-    cluster = await startCluster({ shards: 2, model, optimizer: { name: 'sgd', learningRate: 0.5 } });
+    cluster = await startCluster({ shards: 2, model, optimizer: { name: 'sgd', learningRate: 0.5 }, transport });
     const client = await cluster.client();
     const before = await client.pull();
     const expected = new Float32Array(n);
@@ -34,13 +35,13 @@ describe('functional: push/pull round trip', function () {
   });
 });
 
-describe('functional: the client checks before it sends', function () {
+forEachTransport('functional: the client checks before it sends', function (transport) {
   this.timeout(30_000);
   let cluster: TestCluster | undefined;
   after(async () => cluster?.close());
 
   it('a gradient with NaN is refused before any shard applies a part of it', async () => {
-    cluster = await startCluster({ shards: 2, model: flatModel(4096), slots: 16 });
+    cluster = await startCluster({ shards: 2, model: flatModel(4096), slots: 16, transport });
     const client = await cluster.client();
     const before = await client.pull();
     const grad = new Float32Array(4096).fill(1);
@@ -55,7 +56,7 @@ describe('functional: the client checks before it sends', function () {
   });
 
   it('slot ranges outside the key space, or reversed, are a typed error', async () => {
-    cluster ??= await startCluster({ shards: 2, model: flatModel(4096), slots: 16 });
+    cluster ??= await startCluster({ shards: 2, model: flatModel(4096), slots: 16, transport });
     const client = await cluster.client();
     for (const ranges of [[{ begin: 10, end: 20 }], [{ begin: 5, end: 2 }], [{ begin: -1, end: 2 }]]) {
       const err = await client.pullRanges(ranges).then(
@@ -75,7 +76,7 @@ describe('functional: the client checks before it sends', function () {
         { name: 'b', shape: [37, 3], init: { kind: 'uniform' as const, low: 0, high: 1 } },
       ],
     };
-    const c = await startCluster({ shards: 2, model, slots: 64 });
+    const c = await startCluster({ shards: 2, model, slots: 64, transport });
     try {
       const client = await c.client();
       const all = await client.pull();

@@ -5,7 +5,7 @@ import { type OptimizerConfig, optimizerWithDefaults } from '../../cluster/optim
 import { MemoryMembershipStore } from '../../cluster/membership/memory-store.js';
 import { ShardServer } from '../../server/shard-server.js';
 import { TesseraClient } from '../../client/tessera-client.js';
-import { type ClientOptionsInput } from '../../client/options.js';
+import { type ClientOptions, type ClientOptionsInput } from '../../client/options.js';
 
 /** A model of one dense tensor of `elements` floats, uniformly initialized. */
 export function flatModel(elements: number, name = 'flat'): ModelSpec {
@@ -16,13 +16,16 @@ export interface TestCluster {
   store: MemoryMembershipStore;
   config: ClusterConfig;
   shards: ShardServer[];
+  /** How `client()` moves dense values unless its options say otherwise. */
+  transport: ClientOptions['transport'];
   client(options?: Partial<ClientOptionsInput>): Promise<TesseraClient>;
   close(): Promise<void>;
 }
 
 /**
  * An in-process cluster over real gRPC on loopback: an embedded store, `shards`
- * shard servers on free ports, slots spread evenly (epoch 1).
+ * shard servers on free ports, slots spread evenly (epoch 1). Its clients
+ * move dense values over `transport` (default `bulk`, the client's own default).
  */
 export async function startCluster(opts: {
   shards: number;
@@ -31,7 +34,9 @@ export async function startCluster(opts: {
   slots?: number;
   consistency?: Consistency;
   initialWorkers?: number;
+  transport?: ClientOptions['transport'];
 }): Promise<TestCluster> {
+  const transport = opts.transport ?? 'bulk';
   const store = new MemoryMembershipStore();
   const config: ClusterConfig = {
     name: 'test',
@@ -52,8 +57,9 @@ export async function startCluster(opts: {
     store,
     config,
     shards,
+    transport,
     async client(options = {}) {
-      const c = await TesseraClient.connect({ store, workerId: `client-${clients.length}`, ...options });
+      const c = await TesseraClient.connect({ store, workerId: `client-${clients.length}`, ...options, transport: options.transport ?? transport });
       clients.push(c);
       return c;
     },
