@@ -21,8 +21,8 @@ import { DEFAULT_CHUNK_BYTES } from '../cluster/wire.js';
  * --profile DIR (every child process writes a V8 CPU profile there) · --node-flag FLAG
  * (passed to every child's node, e.g. --trace-gc; repeatable) · --chunk-bytes N (client chunk size) ·
  * --transport bulk|grpc (the dense workers' client transport; default bulk) ·
- * --compression none,fp16,int8,topk:0.01 (dense push per codec, 1M and 16M, 1 worker × 1 shard, and
- * 2 × 2 where --cases names 1M_2w2s or 16M_2w2s; default none alone: no codec figures).
+ * --compression none,fp16,int8,topk:0.01 (dense push per codec, 1M and 16M, 1 worker × 1 shard and
+ * 2 × 2, narrowed by --cases 1M_1w1s,16M_2w2s,…; default none alone: no codec figures).
  */
 
 const SECTIONS = ['baselines', 'apply', 'dense', 'sparse', 'train'] as const;
@@ -138,7 +138,7 @@ async function main(): Promise<void> {
           if (args.compression.some((c) => c !== 'none')) {
             let codecCases: CodecCase[] = [];
             for (const size of SIZES) for (const width of [1, 2]) codecCases.push({ ...size, width });
-            codecCases = codecCases.filter((c) => (args.cases ? args.cases.has(`${c.label}_${c.width}w${c.width}s`) : c.width === 1));
+            if (args.cases) codecCases = codecCases.filter((c) => args.cases!.has(`${c.label}_${c.width}w${c.width}s`));
             const codecOpts = { codecs: args.compression, cases: codecCases, reps: (n: number) => (n >= 16 * M ? reps(7) : reps(15)), tcp: tcp16, tcpSamples, chunkBytes: args.chunkBytes, ...(args.transport ? { transport: args.transport } : {}) };
             dense.push(...(await runDenseCodecs(codecOpts, progress)));
           }

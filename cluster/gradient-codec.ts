@@ -13,8 +13,11 @@ import { copyBytes } from './wire.js';
  *
  * All multi-byte fields are little-endian. These functions run on every push,
  * over up to tens of millions of values: no per-element allocation, bit
- * patterns read through Uint32Array views, and top-k picks its values by a
- * radix selection (linear time) instead of a sort.
+ * patterns read through Uint32Array views, float16 written and read as whole
+ * 16-bit words, and top-k picks its values by a radix selection (linear time)
+ * instead of a sort. Error feedback encodes slot by slot, each slot's g' still
+ * in cache, and works out the residual during the encoding instead of decoding
+ * the result again (see {@link ErrorFeedback.encode}).
  */
 
 /** A codec for pushed gradients. */
@@ -123,6 +126,8 @@ interface Sink {
   bytes: Uint8Array;
   i8: Int8Array;
   view: DataView;
+  /** 16-bit words of `bytes` (little-endian, as the host is), or null where `bytes` starts at an odd address. */
+  u16: Uint16Array | null;
 }
 
 function sink(bytes: Uint8Array): Sink {
@@ -130,44 +135,75 @@ function sink(bytes: Uint8Array): Sink {
     bytes,
     i8: new Int8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength),
     view: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+    u16: bytes.byteOffset & 1 ? null : new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 1),
   };
 }
 
-/** Encodes `values[start, start+n)` (bit patterns in `bits`, a view of the same memory) at `pos`; returns the end. */
-function encodeAt(c: Compression, values: Float32Array, bits: Uint32Array, start: number, n: number, out: Sink, pos: number): number {
+/**
+ * Encodes `values[start, start+n)` (bit patterns in `bits`, a view of the same memory) at `pos`; returns the end.
+ * With `keep` (error feedback), also overwrites each value with what the encoding drops of it,
+ * v − decode(encode(v)) rounded to float32, as the decoder would give it: each value is read before
+ * it is overwritten, and a value that is refused is left as it was.
+ */
+function encodeAt(c: Compression, values: Float32Array, bits: Uint32Array, start: number, n: number, out: Sink, pos: number, keep: boolean): number {
   switch (c.kind) {
     case 'none':
-      return encodeNone(values, start, n, out, pos);
+      return encodeNone(values, start, n, out, pos, keep);
     case 'fp16':
-      return encodeFp16(values, bits, start, n, out, pos);
+      return encodeFp16(values, bits, start, n, out, pos, keep);
     case 'int8':
-      return encodeInt8(values, bits, start, n, out, pos);
+      return encodeInt8(values, bits, start, n, out, pos, keep);
     case 'topk':
-      return encodeTopk(values, bits, start, n, c.ratio, out, pos);
+      return encodeTopk(values, bits, start, n, c.ratio, out, pos, keep);
   }
 }
 
-function encodeNone(values: Float32Array, start: number, n: number, out: Sink, pos: number): number {
+function encodeNone(values: Float32Array, start: number, n: number, out: Sink, pos: number, keep: boolean): number {
   const bad = firstNonFinite(values, start, start + n);
   if (bad >= 0) throw nonFiniteError(values, bad);
   // The host is little-endian (wire.ts refuses to load otherwise): the memory is the wire form.
   copyBytes(new Uint8Array(values.buffer, values.byteOffset + 4 * start, 4 * n), out.bytes.subarray(pos, pos + 4 * n));
+  if (keep) values.fill(0, start, start + n); // v − v: +0 for every finite v
   return pos + 4 * n;
 }
 
-function encodeFp16(values: Float32Array, bits: Uint32Array, start: number, n: number, out: Sink, pos: number): number {
-  const bytes = out.bytes;
+function encodeFp16(values: Float32Array, bits: Uint32Array, start: number, n: number, out: Sink, pos: number, keep: boolean): number {
   const end = start + n;
-  for (let i = start; i < end; i++) {
-    const x = bits[i]!;
-    // One compare refuses NaN, ±Inf and overflow alike: their magnitude bits are all above FP16_MAX's.
-    if ((x & 0x7fffffff) > FP16_MAX_BITS) throw fp16Error(values, i);
-    const h = halfFromFloatBits(x);
-    bytes[pos] = h & 0xff;
-    bytes[pos + 1] = h >>> 8;
-    pos += 2;
+  const u16 = out.u16;
+  if (u16 === null || pos & 1) {
+    // Unaligned output (never from this module's own buffers, which start at 0 and hold 2n bytes a slot): byte by byte.
+    const bytes = out.bytes;
+    const table = halfTable();
+    for (let i = start; i < end; i++) {
+      const x = bits[i]!;
+      if ((x & 0x7fffffff) > FP16_MAX_BITS) throw fp16Error(values, i);
+      const h = halfFromFloatBits(x);
+      bytes[pos] = h & 0xff;
+      bytes[pos + 1] = h >>> 8;
+      pos += 2;
+      if (keep) values[i] = values[i]! - table[h]!;
+    }
+    return pos;
   }
-  return pos;
+  let w = pos >>> 1;
+  if (keep) {
+    const table = halfTable();
+    for (let i = start; i < end; i++) {
+      const x = bits[i]!;
+      if ((x & 0x7fffffff) > FP16_MAX_BITS) throw fp16Error(values, i);
+      const h = halfFromFloatBits(x);
+      u16[w++] = h;
+      values[i] = values[i]! - table[h]!;
+    }
+  } else {
+    for (let i = start; i < end; i++) {
+      const x = bits[i]!;
+      // One compare refuses NaN, ±Inf and overflow alike: their magnitude bits are all above FP16_MAX's.
+      if ((x & 0x7fffffff) > FP16_MAX_BITS) throw fp16Error(values, i);
+      u16[w++] = halfFromFloatBits(x);
+    }
+  }
+  return w << 1;
 }
 
 const SCALE_F32 = new Float32Array(1);
@@ -189,7 +225,13 @@ function int8Scale(maxBits: number): number {
   return SCALE_F32[0]!;
 }
 
-function encodeInt8(values: Float32Array, bits: Uint32Array, start: number, n: number, out: Sink, pos: number): number {
+/**
+ * Set by encodeInt8 under `keep` when a value decodes to ±Inf (127 · a scale near float32's largest
+ * overflows): the decoder refuses such a block, so error feedback decodes the encoding to throw its error.
+ */
+let int8DecodesNonFinite = false;
+
+function encodeInt8(values: Float32Array, bits: Uint32Array, start: number, n: number, out: Sink, pos: number, keep: boolean): number {
   const { i8, view } = out;
   const end = start + n;
   for (let b = start; b < end; b += INT8_BLOCK) {
@@ -203,13 +245,28 @@ function encodeInt8(values: Float32Array, bits: Uint32Array, start: number, n: n
     const scale = int8Scale(maxBits);
     view.setFloat32(pos, scale, true);
     pos += 4;
-    for (let i = b; i < e; i++) {
-      // Division, not a multiply by 1/scale: round(v/scale) is what the layout promises, to the last tie.
-      // Math.round as floor(x + 0.5), which V8 compiles to a few instructions (Math.round itself ran
-      // 8× slower); the two differ only where x + 0.5 rounds up to 1, at x = 0.5 − 2^-54.
-      const x = values[i]! / scale;
-      const q = Math.floor(x + 0.5) - (x === 0.49999999999999994 ? 1 : 0);
-      i8[pos++] = q > 127 ? 127 : q < -127 ? -127 : q;
+    // Division, not a multiply by 1/scale: round(v/scale) is what the layout promises, to the last tie.
+    // Math.round as floor(x + 0.5), which V8 compiles to a few instructions (Math.round itself ran
+    // 8× slower); the two differ only where x + 0.5 rounds up to 1, at x = 0.5 − 2^-54.
+    if (keep) {
+      let acc = 0; // as in decodeInt8: x·0 is NaN only for ±Inf
+      for (let i = b; i < e; i++) {
+        const v = values[i]!;
+        const x = v / scale;
+        const r = Math.floor(x + 0.5) - (x === 0.49999999999999994 ? 1 : 0);
+        const q = r > 127 ? 127 : r < -127 ? -127 : r;
+        i8[pos++] = q;
+        const d = Math.fround(q * scale); // as decodeInt8 gives it: rounded to float32 before the subtraction
+        acc += d * 0;
+        values[i] = v - d;
+      }
+      if (acc !== 0) int8DecodesNonFinite = true;
+    } else {
+      for (let i = b; i < e; i++) {
+        const x = values[i]! / scale;
+        const r = Math.floor(x + 0.5) - (x === 0.49999999999999994 ? 1 : 0);
+        i8[pos++] = r > 127 ? 127 : r < -127 ? -127 : r;
+      }
     }
   }
   return pos;
@@ -286,7 +343,7 @@ function selectThreshold(bits: Uint32Array, start: number, n: number, k: number)
   return (prefix << 10) | b3;
 }
 
-function encodeTopk(values: Float32Array, bits: Uint32Array, start: number, n: number, ratio: number, out: Sink, pos: number): number {
+function encodeTopk(values: Float32Array, bits: Uint32Array, start: number, n: number, ratio: number, out: Sink, pos: number, keep: boolean): number {
   const { view } = out;
   const k = topkCount(ratio, n);
   view.setUint32(pos, k, true);
@@ -306,6 +363,7 @@ function encodeTopk(values: Float32Array, bits: Uint32Array, start: number, n: n
       view.setUint32(at, i, true);
       view.setUint32(valuesAt + (at - pos - 4), x, true); // the float's bits: sent exactly
       at += 4;
+      if (keep) values[start + i] = 0; // v − v (+0); what is not sent stays whole: v − 0 = v
     }
   }
   return valuesAt + 4 * k;
@@ -324,7 +382,7 @@ function bitsOf(values: Float32Array): Uint32Array {
 export function encodeSlot(c: Compression, values: Float32Array): Uint8Array {
   checkCompression(c);
   const out = new Uint8Array(slotBytes(c, values.length));
-  encodeAt(c, values, bitsOf(values), 0, values.length, sink(out), 0);
+  encodeAt(c, values, bitsOf(values), 0, values.length, sink(out), 0, false);
   return out;
 }
 
@@ -353,7 +411,7 @@ export function encodeSlots(c: Compression, values: Float32Array, lengths: reado
   let pos = 0;
   let start = 0;
   for (const n of lengths) {
-    pos = encodeAt(c, values, bits, start, n, out, pos);
+    pos = encodeAt(c, values, bits, start, n, out, pos, false);
     start += n;
   }
   return out.bytes;
@@ -400,12 +458,23 @@ function decodeFp16(c: Compression, src: Sink, pos: number, out: Float32Array, s
   const bytes = src.bytes;
   if (pos + need > bytes.byteLength) throw truncated(c, n, need, pos, bytes);
   const table = halfTable();
+  const u16 = src.u16;
   let acc = 0; // x·0 is 0 for finite x, NaN for NaN/±Inf: one add per value instead of a branch
-  for (let i = 0; i < n; i++) {
-    const x = table[bytes[pos]! | (bytes[pos + 1]! << 8)]!;
-    out[start + i] = x;
-    acc += x * 0;
-    pos += 2;
+  if (u16 !== null && (pos & 1) === 0) {
+    const w = pos >>> 1;
+    for (let i = 0; i < n; i++) {
+      const x = table[u16[w + i]!]!;
+      out[start + i] = x;
+      acc += x * 0;
+    }
+    pos += need;
+  } else {
+    for (let i = 0; i < n; i++) {
+      const x = table[bytes[pos]! | (bytes[pos + 1]! << 8)]!;
+      out[start + i] = x;
+      acc += x * 0;
+      pos += 2;
+    }
   }
   if (acc !== 0) {
     const bad = firstNonFinite(out, start, start + n);
@@ -509,7 +578,13 @@ export function decodeSlots(c: Compression, bytes: Uint8Array, offset: number, l
  * eventually, and Σ sent + residual = Σ gradients at all times.
  */
 export class ErrorFeedback {
-  private readonly residual: Float32Array;
+  private residual: Float32Array;
+  /**
+   * A buffer for the next push's g' (and then its residual), kept from a committed push: a push of the
+   * whole vector hands back the old residual (its own g' becomes the residual), any other push its g'
+   * buffer once every slot of it committed. Pushes in flight together each take their own.
+   */
+  private spare: Float32Array | null = null;
 
   /** @param elements length of the flat vector (D). */
   constructor(readonly elements: number) {
@@ -537,57 +612,97 @@ export class ErrorFeedback {
    * A push sends these very bytes (on every attempt), so the shard applies
    * exactly `sent`. `commit(which)` keeps the residual of the slots at
    * positions `which` of `slots` (default all), once their shard acknowledged
-   * them; each slot commits at most once.
+   * them; each slot commits at most once. Without a `sent` buffer, `sent` is
+   * decoded from `bytes` when first read (a push that never reads it decodes nothing).
    */
-  encode(c: Compression, slots: readonly { start: number; length: number }[], gradient: Float32Array, sent: Float32Array = new Float32Array(gradient.length)): { bytes: Uint8Array; offsets: number[]; sent: Float32Array; commit: (which?: readonly number[]) => void } {
+  encode(c: Compression, slots: readonly { start: number; length: number }[], gradient: Float32Array, sent?: Float32Array): { bytes: Uint8Array; offsets: number[]; sent: Float32Array; commit: (which?: readonly number[]) => void } {
     checkCompression(c);
     const lengths: number[] = [];
     const starts: number[] = []; // copied: the caller may reuse its slot list before committing
     let total = 0;
+    let size = 0;
+    let inOrder = true; // the slots tile [0, total) in order: g' is laid out as the residual is
     for (const s of slots) {
       checkCount(s.start, 'a slot start');
       checkCount(s.length, 'a slot length');
       if (s.start + s.length > this.elements) {
         throw new InvalidArgumentError(`slot [${s.start}, ${s.start + s.length}) is outside the ${this.elements} elements of the vector`);
       }
+      if (s.start !== total) inOrder = false;
       lengths.push(s.length);
       starts.push(s.start);
       total += s.length;
+      size += slotBytes(c, s.length); // every codec's size follows from n alone
     }
-    if (gradient.length !== total || sent.length !== total) {
-      throw new InvalidArgumentError(`the slots hold ${total} values, but the gradient has ${gradient.length} and the sent buffer ${sent.length}`);
+    const sentLength = sent?.length ?? gradient.length;
+    if (gradient.length !== total || sentLength !== total) {
+      throw new InvalidArgumentError(`the slots hold ${total} values, but the gradient has ${gradient.length} and the sent buffer ${sentLength}`);
     }
-    // g' in its own buffer: it outlives this call (commit needs it) and may not be shared between
-    // concurrent pushes, so it cannot be module scratch.
-    const next = new Float32Array(total);
+    // g' in a buffer of this push's own: it outlives this call (commit needs it) and is not shared
+    // with a push in flight beside this one. Slot by slot, g' is summed and at once encoded while still
+    // in cache, the encoder overwriting it with the residual to keep (g' − c, exactly as decoding c and
+    // subtracting would give it).
+    const base = this.spare !== null && this.spare.length >= total ? this.spare : new Float32Array(total);
+    if (base === this.spare) this.spare = null;
+    const next = base.length === total ? base : base.subarray(0, total);
+    const bits = bitsOf(next);
     const residual = this.residual;
+    const out = sink(new Uint8Array(size));
+    const offsets = [0];
+    const starts0: number[] = [];
+    int8DecodesNonFinite = false;
     let at = 0;
+    let pos = 0;
     for (let j = 0; j < starts.length; j++) {
       const start = starts[j]!;
       const n = lengths[j]!;
       for (let i = 0; i < n; i++) next[at + i] = gradient[at + i]! + residual[start + i]!;
+      pos = encodeAt(c, next, bits, at, n, out, pos, true);
+      offsets.push(pos);
+      starts0.push(at);
       at += n;
     }
-    const bytes = encodeSlots(c, next, lengths);
-    decodeSlots(c, bytes, 0, lengths, sent);
-    for (let i = 0; i < total; i++) next[i] = next[i]! - sent[i]!; // now the residual to keep
-    const offsets = [0];
-    let from = 0;
-    for (let j = 0; j < lengths.length; j++) offsets.push((from += slotBytes(c, lengths[j]!))); // every codec's size follows from n alone
-    const starts0: number[] = [];
-    for (let j = 0, k = 0; j < lengths.length; k += lengths[j]!, j++) starts0.push(k);
+    const bytes = out.bytes;
+    if (int8DecodesNonFinite) {
+      int8DecodesNonFinite = false;
+      decodeSlots(c, bytes, 0, lengths, new Float32Array(total)); // throws the decoder's own error
+    }
+    if (sent) decodeSlots(c, bytes, 0, lengths, sent);
+    let decoded = sent;
+    const whole = inOrder && total === this.elements && next === base;
     const committed = new Uint8Array(lengths.length);
+    let open = lengths.length;
     // Slot by slot, as each shard acknowledges its part: a push that reached one shard and not another
     // keeps the residual of the slots that were not applied, and only of those.
     const commit = (which?: readonly number[]) => {
       const js = which ?? lengths.map((_, j) => j);
+      const fresh: number[] = [];
       for (const j of js) {
         if (committed[j]) continue;
         committed[j] = 1;
-        residual.set(next.subarray(starts0[j]!, starts0[j]! + lengths[j]!), starts[j]);
+        fresh.push(j);
       }
+      if (fresh.length === 0) return;
+      open -= fresh.length;
+      if (whole && fresh.length === lengths.length) {
+        // The whole vector at once: g' − c becomes the residual as it stands, the old one the spare.
+        this.spare = this.residual;
+        this.residual = next;
+        return;
+      }
+      const r = this.residual;
+      for (const j of fresh) r.set(next.subarray(starts0[j]!, starts0[j]! + lengths[j]!), starts[j]);
+      if (open === 0) this.spare = base;
     };
-    return { bytes, offsets, sent, commit };
+    return {
+      bytes,
+      offsets,
+      get sent(): Float32Array {
+        if (!decoded) decodeSlots(c, bytes, 0, lengths, (decoded = new Float32Array(total)));
+        return decoded;
+      },
+      commit,
+    };
   }
 
   /** Sum of |residual|, for tests and status. */
