@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { optimizerWithDefaults } from '../cluster/optimizer-config.js';
 import { evenAssignment } from '../cluster/shard-map.js';
-import { toIdHalves } from '../cluster/sparse-wire.js';
+import { toIdHalves } from '../cluster/wire/sparse-values.js';
 import { SnapshotArena, readCheckpoint, restore, snapshot, snapshotWords, writeCheckpoint } from '../server/checkpoint.js';
 import { Shard } from '../server/shard.js';
 import { SparseStore } from '../server/sparse-store.js';

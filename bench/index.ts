@@ -7,9 +7,9 @@ import { type CodecCase, type DenseCase, runDense, runDenseCodecs } from './dens
 import { type Figure, formatTable, median, rateFigure, roundFigure } from './figures.js';
 import { runSparse } from './sparse.js';
 import { type TrainVariant, trainFigureName, trainSamplesPerSec } from './train.js';
-import { formatCompression, parseCompression } from '../cluster/gradient-codec.js';
+import { formatCompression, parseCompression } from '../cluster/wire/gradient-codec.js';
 import { OPTIMIZERS } from '../cluster/optimizer-config.js';
-import { DEFAULT_CHUNK_BYTES } from '../cluster/wire.js';
+import { DEFAULT_CHUNK_BYTES } from '../cluster/wire/dense-values.js';
 
 /**
  * `npm run bench` (a table for people) and `npm run bench -- --json` (one JSON

@@ -1,9 +1,9 @@
 import * as net from 'node:net';
 import { Metadata } from '@grpc/grpc-js';
 import { splitHostPort } from '../cluster/address.js';
-import { BULK_READ_BUFFER_BYTES, BulkFrameReader, type BulkReply, type BulkRequest, encodeHead } from '../cluster/bulk-wire.js';
+import { BULK_READ_BUFFER_BYTES, BulkFrameReader, type BulkReply, type BulkRequest, encodeHead } from '../cluster/wire/bulk-frames.js';
 import { ShardUnavailableError, type TesseraError } from '../cluster/errors.js';
-import { fromStatus } from '../cluster/status-codec.js';
+import { fromStatus } from '../cluster/wire/status-codec.js';
 
 /** A request in flight on one connection. */
 interface Pending {
@@ -16,7 +16,7 @@ interface Pending {
 }
 
 /**
- * The client side of one shard's bulk transport (cluster/bulk-wire.ts):
+ * The client side of one shard's bulk transport (cluster/wire/bulk-frames.ts):
  * a few TCP connections, each carrying one request at a time, opened as
  * requests need them and kept for reuse. An error reply becomes the same
  * typed error a gRPC status would (so the client's redirect and retry policy

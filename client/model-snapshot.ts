@@ -6,7 +6,7 @@ import { type MembershipStore } from '../cluster/membership/store.js';
 import { layout } from '../cluster/model-spec.js';
 import { shardAdminService } from '../cluster/proto.js';
 import { formatRanges, slotElements, type SlotRange } from '../cluster/slots.js';
-import { fromStatus } from '../cluster/status-codec.js';
+import { fromStatus } from '../cluster/wire/status-codec.js';
 import { atAlignedStep } from './checkpoint-client.js';
 
 /**

@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { RemoteError, ShardUnavailableError, type TesseraError } from '../cluster/errors.js';
 import { CHANNEL_OPTIONS, deadlineIn } from '../cluster/grpc-client.js';
 import { shardService, sparseShardService } from '../cluster/proto.js';
-import { fromStatus } from '../cluster/status-codec.js';
+import { fromStatus } from '../cluster/wire/status-codec.js';
 import { BulkChannel } from './bulk-channel.js';
 import { BulkDenseTransport } from './transport/bulk-dense.js';
 import { type DenseTransport, type TransportProvider } from './transport/dense-transport.js';

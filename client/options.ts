@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
-import { DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES } from '../cluster/wire.js';
+import { DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES } from '../cluster/wire/dense-values.js';
 import { type TransportProvider } from './transport/dense-transport.js';
 
 export interface ClientOptions {
@@ -22,7 +22,7 @@ export interface ClientOptions {
   mapRefreshMs: number;
   /**
    * How dense values travel: `bulk`, over each shard's plain-TCP bulk port
-   * (cluster/bulk-wire.ts; the client learns it from the shard's Describe and
+   * (cluster/wire/bulk-frames.ts; the client learns it from the shard's Describe and
    * falls back to gRPC where a shard has none), or `grpc`, as chunked gRPC
    * streams. Default `bulk`.
    */
@@ -33,7 +33,7 @@ export interface ClientOptions {
    * How pushed gradients are encoded on the wire: `none` (float32), `fp16`,
    * `int8` (a scale per block of 256) or `topk:R` (the fraction R of each
    * slot's values largest in magnitude), with error feedback for the lossy
-   * ones (cluster/gradient-codec.ts, docs/wire-protocol.md). Default: the
+   * ones (cluster/wire/gradient-codec.ts, docs/wire-protocol.md). Default: the
    * cluster's `compression`, else `none`.
    */
   compression?: string;

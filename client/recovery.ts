@@ -1,7 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { backoffDelay, sleep } from '../cluster/backoff.js';
 import { TesseraError, TooManyRedirectionsError } from '../cluster/errors.js';
-import { fromStatus } from '../cluster/status-codec.js';
+import { fromStatus } from '../cluster/wire/status-codec.js';
 import { recoveryFor } from './error-policy.js';
 
 /** The budget of one request's recovery (client/options.ts documents each). */

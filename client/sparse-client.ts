@@ -6,9 +6,9 @@ import { type SparseTableSpec } from '../cluster/model-spec.js';
 import { type ShardMap } from '../cluster/shard-map.js';
 import { findTable, tableHash } from '../cluster/sparse-keys.js';
 import { type SparseBatch, routeIds, rowCount, scatterRows, splitBatch, sumRows } from '../cluster/sparse-routing.js';
-import { SPARSE_MESSAGE_BYTES, SPARSE_MESSAGE_OVERHEAD, type SparseIds, bytesToF32, f32Bytes, idBytes, toIdHalves } from '../cluster/sparse-wire.js';
-import { MAX_MESSAGE_BYTES } from '../cluster/wire.js';
-import { fromStatus } from '../cluster/status-codec.js';
+import { SPARSE_MESSAGE_BYTES, SPARSE_MESSAGE_OVERHEAD, type SparseIds, bytesToF32, f32Bytes, idBytes, toIdHalves } from '../cluster/wire/sparse-values.js';
+import { MAX_MESSAGE_BYTES } from '../cluster/wire/dense-values.js';
+import { fromStatus } from '../cluster/wire/status-codec.js';
 import { withRecovery } from './recovery.js';
 import { type StepClock, type TesseraClient } from './tessera-client.js';
 

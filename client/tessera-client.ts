@@ -2,7 +2,7 @@ import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { isClocked, parseConsistency } from '../cluster/consistency.js';
 import { InvalidArgumentError, NotFoundError, NotReadyError, TesseraError } from '../cluster/errors.js';
 import { firstNonFinite } from '../cluster/finite.js';
-import { type Compression, ErrorFeedback, parseCompression } from '../cluster/gradient-codec.js';
+import { type Compression, ErrorFeedback, parseCompression } from '../cluster/wire/gradient-codec.js';
 import { createLogger } from '../cluster/log.js';
 import { layout } from '../cluster/model-spec.js';
 import { type RoutedRange, type ShardBatch, allSlots, route } from '../cluster/routing.js';

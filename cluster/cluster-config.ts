@@ -4,7 +4,7 @@ import { type OptimizerConfig, validateOptimizer } from './optimizer-config.js';
 import { DEFAULT_SLOTS } from './slots.js';
 import { type Consistency, parseConsistency } from './consistency.js';
 import { InvalidArgumentError } from './errors.js';
-import { parseCompression } from './gradient-codec.js';
+import { parseCompression } from './wire/gradient-codec.js';
 
 /** What a cluster is, written once when it is created and read by every role. */
 export interface ClusterConfig {
@@ -30,7 +30,7 @@ export interface ClusterConfig {
   initialWorkers?: number;
   /**
    * How workers encode pushed gradients unless told otherwise: `none`,
-   * `fp16`, `int8` or `topk:R` (cluster/gradient-codec.ts). Default `none`.
+   * `fp16`, `int8` or `topk:R` (cluster/wire/gradient-codec.ts). Default `none`.
    */
   compression?: string;
 }

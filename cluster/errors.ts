@@ -5,7 +5,7 @@ import { status } from '@grpc/grpc-js';
  * short `reason` tag sent as `tessera-error` metadata, and a message that says
  * what to do. Each reason is registered once ({@link registerError}, at the
  * end of the file that defines the class): how it is rebuilt from a status —
- * so decoding one (`status-codec.ts`) is a lookup — and what a client does
+ * so decoding one (`wire/status-codec.ts`) is a lookup — and what a client does
  * about it, the one source of truth for what is retryable.
  */
 

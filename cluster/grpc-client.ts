@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
-import { fromStatus } from './status-codec.js';
-import { FLOW_CONTROL_WINDOW_BYTES, MAX_MESSAGE_BYTES } from './wire.js';
+import { fromStatus } from './wire/status-codec.js';
+import { FLOW_CONTROL_WINDOW_BYTES, MAX_MESSAGE_BYTES } from './wire/dense-values.js';
 
 /**
  * Channel options every Tessera client uses: 16 MiB messages, and HTTP/2

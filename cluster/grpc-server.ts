@@ -4,13 +4,13 @@ import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import { loadProtos } from './proto.js';
 import { createLogger } from './log.js';
-import { FLOW_CONTROL_WINDOW_BYTES, MAX_MESSAGE_BYTES, withWireEncoders } from './wire.js';
+import { FLOW_CONTROL_WINDOW_BYTES, MAX_MESSAGE_BYTES, withWireEncoders } from './wire/dense-values.js';
 
 const log = createLogger('grpc-server');
 
 /**
  * A gRPC server as every Tessera role runs it: message limits set on purpose,
- * HTTP/2 flow-control windows raised, hot responses encoded by cluster/wire.ts,
+ * HTTP/2 flow-control windows raised, hot responses encoded by cluster/wire/dense-values.ts,
  * the standard `grpc.health.v1.Health` service and server reflection served
  * beside the role's own services.
  */

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { InvalidArgumentError } from '../cluster/errors.js';
-import { toStatus } from '../cluster/status-codec.js';
+import { toStatus } from '../cluster/wire/status-codec.js';
 import { type MoveReport } from './migration.js';
 import { type ModelExport, modelPieces } from './model-export.js';
 

@@ -1,10 +1,10 @@
 import { once } from 'node:events';
 import * as net from 'node:net';
-import { BULK_READ_BUFFER_BYTES, BulkFrameReader, type BulkReply, type BulkRequest, encodeHead } from '../cluster/bulk-wire.js';
+import { BULK_READ_BUFFER_BYTES, BulkFrameReader, type BulkReply, type BulkRequest, encodeHead } from '../cluster/wire/bulk-frames.js';
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { createLogger } from '../cluster/log.js';
-import { compressionOfBulk } from '../cluster/codec-fields.js';
-import { toStatus } from '../cluster/status-codec.js';
+import { compressionOfBulk } from '../cluster/wire/codec-fields.js';
+import { toStatus } from '../cluster/wire/status-codec.js';
 import { admitPull } from './admission.js';
 import { type GradientPool } from './gradient-pool.js';
 import { PushAssembler } from './push-assembler.js';
@@ -16,7 +16,7 @@ const log = createLogger('bulk');
 const PULL_PIECE_BYTES = 8 << 20;
 
 /**
- * A shard's bulk transport (cluster/bulk-wire.ts): dense pulls and pushes
+ * A shard's bulk transport (cluster/wire/bulk-frames.ts): dense pulls and pushes
  * over plain TCP, with the same checks, typed errors and exactly-once rule as
  * `tessera.v1.Shard` (shard-service.ts). A push's values are read straight
  * from the socket into a pooled gradient buffer; a pull's are written straight

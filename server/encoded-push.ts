@@ -1,4 +1,4 @@
-import { type Compression, decodeSlots, encodedSlotBytes } from '../cluster/gradient-codec.js';
+import { type Compression, decodeSlots, encodedSlotBytes } from '../cluster/wire/gradient-codec.js';
 import { InvalidArgumentError } from '../cluster/errors.js';
 
 /**

@@ -1,5 +1,5 @@
 import { createLogger } from '../cluster/log.js';
-import { floatBytes } from '../cluster/wire.js';
+import { floatBytes } from '../cluster/wire/dense-values.js';
 import { SnapshotArena, snapshotAtStep } from './checkpoint.js';
 import { type Shard } from './shard.js';
 import { type SparseStore } from './sparse-store.js';

@@ -1,7 +1,7 @@
 import { InvalidArgumentError } from '../cluster/errors.js';
-import { type Compression } from '../cluster/gradient-codec.js';
-import { slotLengths } from '../cluster/codec-fields.js';
-import { copyBytesInto } from '../cluster/wire.js';
+import { type Compression } from '../cluster/wire/gradient-codec.js';
+import { slotLengths } from '../cluster/wire/codec-fields.js';
+import { copyBytesInto } from '../cluster/wire/dense-values.js';
 import { EncodedPush } from './encoded-push.js';
 import { type GradientPool } from './gradient-pool.js';
 import { type PushHeader, type PushResult, type Shard } from './shard.js';

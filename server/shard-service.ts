@@ -1,10 +1,10 @@
 import { once } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError } from '../cluster/errors.js';
-import { compressionOfGrpc } from '../cluster/codec-fields.js';
-import { toStatus } from '../cluster/status-codec.js';
+import { compressionOfGrpc } from '../cluster/wire/codec-fields.js';
+import { toStatus } from '../cluster/wire/status-codec.js';
 import { type SlotRange } from '../cluster/slots.js';
-import { DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES } from '../cluster/wire.js';
+import { DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES } from '../cluster/wire/dense-values.js';
 import { admitPull } from './admission.js';
 import { GradientPool } from './gradient-pool.js';
 import { PushAssembler } from './push-assembler.js';

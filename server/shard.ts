@@ -4,7 +4,7 @@ import { parseConsistency } from '../cluster/consistency.js';
 import { InvalidArgumentError, MovedError, NotReadyError, StaleEpochError } from '../cluster/errors.js';
 import { type ShardMap, ownedRanges } from '../cluster/shard-map.js';
 import { type SlotRange, checkRanges, rangesLength } from '../cluster/slots.js';
-import { copyBytes, floatBytes } from '../cluster/wire.js';
+import { copyBytes, floatBytes } from '../cluster/wire/dense-values.js';
 import { ClockGate, toMean } from './clock-gate.js';
 import { type MigrationLog } from './migration-log.js';
 import { applyGradient } from './optimizers.js';

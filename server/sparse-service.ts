@@ -1,7 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError } from '../cluster/errors.js';
-import { toStatus } from '../cluster/status-codec.js';
-import { bytesToF32, bytesToIdHalves, f32Bytes } from '../cluster/sparse-wire.js';
+import { toStatus } from '../cluster/wire/status-codec.js';
+import { bytesToF32, bytesToIdHalves, f32Bytes } from '../cluster/wire/sparse-values.js';
 import { admitSparsePull } from './admission.js';
 import { type ClockGate } from './clock-gate.js';
 import { type SparseStore } from './sparse-store.js';

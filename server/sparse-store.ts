@@ -4,7 +4,7 @@ import { InvalidArgumentError, ResourceExhaustedError } from '../cluster/errors.
 import { type SlotRange } from '../cluster/slots.js';
 import { validateSparseTables } from '../cluster/sparse-keys.js';
 import { type IdGroups, groupIds, rowCount, sumRows } from '../cluster/sparse-routing.js';
-import { SPARSE_MAX_REPLY_BYTES } from '../cluster/sparse-wire.js';
+import { SPARSE_MAX_REPLY_BYTES } from '../cluster/wire/sparse-values.js';
 import { type ClockGate, toMean } from './clock-gate.js';
 import { type MigrationLog } from './migration-log.js';
 import { type SparseRows, SparseTable } from './sparse-table.js';

@@ -1,6 +1,6 @@
 import { type ClusterConfig } from '../../cluster/cluster-config.js';
 import { type Consistency, parseConsistency } from '../../cluster/consistency.js';
-import { parseCompression } from '../../cluster/gradient-codec.js';
+import { parseCompression } from '../../cluster/wire/gradient-codec.js';
 import { type OptionSpec, UsageError } from '../args.js';
 import { DEFAULT_BLOCK_SIZE } from '../../worker/data/work-source.js';
 import { type OptimizerName, optimizerWithDefaults } from '../../cluster/optimizer-config.js';

@@ -1,13 +1,13 @@
-import { bulkCodecField } from '../../cluster/codec-fields.js';
+import { bulkCodecField } from '../../cluster/wire/codec-fields.js';
 import { InvalidArgumentError } from '../../cluster/errors.js';
 import { type ShardBatch } from '../../cluster/routing.js';
-import { floatBytes } from '../../cluster/wire.js';
+import { floatBytes } from '../../cluster/wire/dense-values.js';
 import { type BulkChannel } from '../bulk-channel.js';
 import { type DensePull, type DensePush, type DenseTransport, type PushAck, encodedPayload } from './dense-transport.js';
 import { scatterer } from './scatter.js';
 
 /**
- * Dense values over a shard's bulk transport (cluster/bulk-wire.ts): one
+ * Dense values over a shard's bulk transport (cluster/wire/bulk-frames.ts): one
  * frame per request, values straight from the caller's vector (push) or
  * straight into it (pull).
  */

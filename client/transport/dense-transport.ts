@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import { type Compression } from '../../cluster/gradient-codec.js';
+import { type Compression } from '../../cluster/wire/gradient-codec.js';
 import { type TesseraError } from '../../cluster/errors.js';
 import { type ShardBatch } from '../../cluster/routing.js';
 

@@ -1,11 +1,11 @@
 import { once } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
-import { grpcCodecFields } from '../../cluster/codec-fields.js';
+import { grpcCodecFields } from '../../cluster/wire/codec-fields.js';
 import { InvalidArgumentError } from '../../cluster/errors.js';
 import { deadlineIn } from '../../cluster/grpc-client.js';
 import { type ShardBatch } from '../../cluster/routing.js';
-import { fromStatus } from '../../cluster/status-codec.js';
-import { chunkBounds, floatBytes } from '../../cluster/wire.js';
+import { fromStatus } from '../../cluster/wire/status-codec.js';
+import { chunkBounds, floatBytes } from '../../cluster/wire/dense-values.js';
 import { type DensePull, type DensePush, type DenseTransport, type PushAck, encodedPayload } from './dense-transport.js';
 import { scatterer } from './scatter.js';
 

@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from '../../cluster/errors.js';
 import { type RoutedRange } from '../../cluster/routing.js';
-import { copyBytes } from '../../cluster/wire.js';
+import { copyBytes } from '../../cluster/wire/dense-values.js';
 
 /**
  * Where a reply's bytes go: a reply holds the values of a batch's ranges one

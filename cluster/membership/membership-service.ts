@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import { toStatus } from '../status-codec.js';
+import { toStatus } from '../wire/status-codec.js';
 import { type ShardMap } from '../shard-map.js';
 import { InvalidArgumentError } from '../errors.js';
 import { type MemberKind, type MembershipStore } from './store.js';

@@ -7,9 +7,9 @@
  * a choice costs can be measured before any file is written.
  */
 
-// One float16 conversion for the whole project: the wire codecs' (cluster/half.ts).
-export { fromHalf, toHalf } from '../../cluster/half.js';
-import { fromHalf, toHalf } from '../../cluster/half.js';
+// One float16 conversion for the whole project: the wire codecs' (cluster/wire/half.ts).
+export { fromHalf, toHalf } from '../../cluster/wire/half.js';
+import { fromHalf, toHalf } from '../../cluster/wire/half.js';
 
 /** `values` as float16 bits. */
 export function quantizeFp16(values: Float32Array): Uint16Array {

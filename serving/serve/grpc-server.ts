@@ -4,8 +4,8 @@ import { TesseraError } from '../../cluster/errors.js';
 import { shutdown } from '../../cluster/grpc-server.js';
 import { createLogger } from '../../cluster/log.js';
 import { LOADER_OPTIONS, protoRoot } from '../../cluster/proto.js';
-import { toStatus } from '../../cluster/status-codec.js';
-import { floatBytes } from '../../cluster/wire.js';
+import { toStatus } from '../../cluster/wire/status-codec.js';
+import { floatBytes } from '../../cluster/wire/dense-values.js';
 import {
   checkModelName,
   decodeGrpcInfer,
@@ -60,7 +60,7 @@ export interface InferenceGrpcServer {
  * `raw_output_contents` (little-endian float32), as Triton does: a client
  * then reads the result without a repeated-float decode. Errors are statuses
  * (INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, RESOURCE_EXHAUSTED) with the
- * message and `tessera-error` metadata (cluster/status-codec.ts).
+ * message and `tessera-error` metadata (cluster/wire/status-codec.ts).
  */
 export async function startGrpcInferenceServer(address: string, backend: InferenceBackend, options: { maxBodyBytes: number }, counters: RequestCounters): Promise<InferenceGrpcServer> {
   const server = new grpc.Server({

@@ -1,6 +1,6 @@
 import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { type BulkReply } from '../../cluster/bulk-wire.js';
+import { type BulkReply } from '../../cluster/wire/bulk-frames.js';
 import { slotStart } from '../../cluster/slots.js';
 import { f32 } from '../helpers/raw-shard.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';

@@ -1,7 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { type TesseraClient } from '../../client/tessera-client.js';
-import { type Compression, decodeSlot, encodedSlotBytes, encodeSlot, parseCompression } from '../../cluster/gradient-codec.js';
+import { type Compression, decodeSlot, encodedSlotBytes, encodeSlot, parseCompression } from '../../cluster/wire/gradient-codec.js';
 import { InvalidArgumentError } from '../../cluster/errors.js';
 import { slotStart } from '../../cluster/slots.js';
 import { seededFloats } from '../helpers/random.js';

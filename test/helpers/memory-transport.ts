@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import { decodeSlots } from '../../cluster/gradient-codec.js';
+import { decodeSlots } from '../../cluster/wire/gradient-codec.js';
 import { MovedError, ShardUnavailableError, type TesseraError } from '../../cluster/errors.js';
 import { type ShardBatch } from '../../cluster/routing.js';
 import { type ShardMap } from '../../cluster/shard-map.js';

@@ -1,5 +1,5 @@
 import * as net from 'node:net';
-import { BulkFrameReader, type BulkReply, encodeHead } from '../../cluster/bulk-wire.js';
+import { BulkFrameReader, type BulkReply, encodeHead } from '../../cluster/wire/bulk-frames.js';
 
 /**
  * A raw connection to a shard's bulk port: send frames (or any bytes), read

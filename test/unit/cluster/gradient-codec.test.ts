@@ -12,15 +12,15 @@ import {
   encodedSlotBytes,
   formatCompression,
   parseCompression,
-} from '../../../cluster/gradient-codec.js';
-import { fromHalf, halfFromFloatBits, toHalf } from '../../../cluster/half.js';
+} from '../../../cluster/wire/gradient-codec.js';
+import { fromHalf, halfFromFloatBits, toHalf } from '../../../cluster/wire/half.js';
 import { slotElements } from '../../../cluster/slots.js';
 import { rng } from '../../helpers/random.js';
 
 /*
- * cluster/gradient-codec.ts: per-slot gradient codecs (float32, fp16, int8 with
+ * cluster/wire/gradient-codec.ts: per-slot gradient codecs (float32, fp16, int8 with
  * a scale per block, top-k), their byte layouts and sizes, what they refuse
- * on either side, and error feedback; cluster/half.ts: float16 rounding.
+ * on either side, and error feedback; cluster/wire/half.ts: float16 rounding.
  */
 
 const NONE: Compression = { kind: 'none' };

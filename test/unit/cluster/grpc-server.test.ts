@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { connect } from 'node:http2';
 import { expect } from 'chai';
 import { type TesseraGrpcServer, startGrpcServer } from '../../../cluster/grpc-server.js';
-import { FLOW_CONTROL_WINDOW_BYTES } from '../../../cluster/wire.js';
+import { FLOW_CONTROL_WINDOW_BYTES } from '../../../cluster/wire/dense-values.js';
 
 /*
  * raiseFlowControlWindows (cluster/grpc-server.ts) reaches into grpc-js

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { InvalidArgumentError } from '../../../cluster/errors.js';
 import { type ModelSpec } from '../../../cluster/model-spec.js';
 import { idHalves, idOf, initialRow, murmur3, rowHash, rowSlot, rowUniformAt, slotOfId, tableHash, validateSparseTables } from '../../../cluster/sparse-keys.js';
-import { bytesToF32, bytesToIdHalves, fromIdHalves, idBytes, toIdHalves } from '../../../cluster/sparse-wire.js';
+import { bytesToF32, bytesToIdHalves, fromIdHalves, idBytes, toIdHalves } from '../../../cluster/wire/sparse-values.js';
 
 const MAX = 0xffffffffffffffffn;
 

@@ -3,12 +3,12 @@ import type * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import protobuf from 'protobufjs';
 import { protoRoot, shardService } from '../../../cluster/proto.js';
-import { DEFAULT_CHUNK_BYTES, type PullChunkOut, bytesToFloats, chunkBounds, copyBytes, copyBytesInto, encodePullChunk, floatBytes, withWireEncoders } from '../../../cluster/wire.js';
+import { DEFAULT_CHUNK_BYTES, type PullChunkOut, bytesToFloats, chunkBounds, copyBytes, copyBytesInto, encodePullChunk, floatBytes, withWireEncoders } from '../../../cluster/wire/dense-values.js';
 import { floatHeap } from '../../../server/float-heap.js';
 import { rng } from '../../helpers/random.js';
 
 /*
- * cluster/wire.ts: byte views of float arrays, copies out of and into shared
+ * cluster/wire/dense-values.ts: byte views of float arrays, copies out of and into shared
  * memory at any alignment, chunk bounds, and the server-side PullChunk
  * encoder against the generic (protobufjs, through proto-loader) one.
  */

@@ -6,7 +6,7 @@ import { type ModelSpec } from '../../../cluster/model-spec.js';
 import { optimizerWithDefaults } from '../../../cluster/optimizer-config.js';
 import { type ShardMap, evenAssignment } from '../../../cluster/shard-map.js';
 import { idHalves, rowSlot, tableHash } from '../../../cluster/sparse-keys.js';
-import { toIdHalves } from '../../../cluster/sparse-wire.js';
+import { toIdHalves } from '../../../cluster/wire/sparse-values.js';
 import { type DensePullAdmission, admitPull, admitSparsePull } from '../../../server/admission.js';
 import { Shard } from '../../../server/shard.js';
 import { SparseStore } from '../../../server/sparse-store.js';

@@ -4,7 +4,7 @@ import { CheckpointError } from '../../../cluster/errors.js';
 import { type ModelSpec } from '../../../cluster/model-spec.js';
 import { optimizerWithDefaults } from '../../../cluster/optimizer-config.js';
 import { evenAssignment } from '../../../cluster/shard-map.js';
-import { toIdHalves } from '../../../cluster/sparse-wire.js';
+import { toIdHalves } from '../../../cluster/wire/sparse-values.js';
 import { decodeCheckpoint, encodeCheckpoint } from '../../../server/checkpoint-format.js';
 import { restore, snapshot } from '../../../server/checkpoint.js';
 import { Shard } from '../../../server/shard.js';

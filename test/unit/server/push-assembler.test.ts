@@ -1,8 +1,8 @@
 import { expect } from 'chai';
 import { type ClusterConfig } from '../../../cluster/cluster-config.js';
-import { slotLengths } from '../../../cluster/codec-fields.js';
+import { slotLengths } from '../../../cluster/wire/codec-fields.js';
 import { InvalidArgumentError, MovedError, StaleEpochError, type TesseraError } from '../../../cluster/errors.js';
-import { type Compression, encodeSlots } from '../../../cluster/gradient-codec.js';
+import { type Compression, encodeSlots } from '../../../cluster/wire/gradient-codec.js';
 import { type ModelSpec } from '../../../cluster/model-spec.js';
 import { optimizerWithDefaults } from '../../../cluster/optimizer-config.js';
 import { evenAssignment } from '../../../cluster/shard-map.js';

@@ -7,7 +7,7 @@ import { OPTIMIZERS, type OptimizerConfig, type OptimizerName, optimizerWithDefa
 import { type ShardMap, evenAssignment } from '../../../cluster/shard-map.js';
 import { idHalves, initialRow, rowSlot, tableHash } from '../../../cluster/sparse-keys.js';
 import { groupIds, sumRows } from '../../../cluster/sparse-routing.js';
-import { toIdHalves } from '../../../cluster/sparse-wire.js';
+import { toIdHalves } from '../../../cluster/wire/sparse-values.js';
 import { Shard } from '../../../server/shard.js';
 import { SparseStore } from '../../../server/sparse-store.js';
 import { snapshotSparse } from '../../helpers/raw-sparse.js';

@@ -1,7 +1,7 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
-import { InvalidArgumentError, RemoteError, ResourceExhaustedError, ShardUnavailableError, TesseraError, errorKind } from './errors.js';
+import { InvalidArgumentError, RemoteError, ResourceExhaustedError, ShardUnavailableError, TesseraError, errorKind } from '../errors.js';
 // Imported for its registration: the membership service's errors come back typed too.
-import './membership/membership-errors.js';
+import '../membership/membership-errors.js';
 
 /**
  * Turns typed errors into gRPC statuses at a server's edge, and statuses back

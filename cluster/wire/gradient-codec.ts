@@ -1,7 +1,7 @@
-import { InvalidArgumentError } from './errors.js';
-import { firstNonFinite } from './finite.js';
+import { InvalidArgumentError } from '../errors.js';
+import { firstNonFinite } from '../finite.js';
 import { halfFromFloatBits, halfTable } from './half.js';
-import { copyBytes } from './wire.js';
+import { copyBytes } from './dense-values.js';
 
 /**
  * Gradient compression on the wire (`--compression none|fp16|int8|topk:R`),

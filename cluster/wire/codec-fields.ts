@@ -1,6 +1,6 @@
 import { type Compression, formatCompression, parseCompression } from './gradient-codec.js';
-import { InvalidArgumentError } from './errors.js';
-import { type SlotRange, slotStart } from './slots.js';
+import { InvalidArgumentError } from '../errors.js';
+import { type SlotRange, slotStart } from '../slots.js';
 
 /**
  * How a push names its codec on each transport: gRPC's `PushHeader.codec`

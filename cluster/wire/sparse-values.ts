@@ -1,7 +1,7 @@
 import { endianness } from 'node:os';
-import { InvalidArgumentError } from './errors.js';
-import { idHalves } from './sparse-keys.js';
-import { MAX_MESSAGE_BYTES } from './wire.js';
+import { InvalidArgumentError } from '../errors.js';
+import { idHalves } from '../sparse-keys.js';
+import { MAX_MESSAGE_BYTES } from './dense-values.js';
 
 /**
  * Wire encoding of sparse requests (proto/tessera/v1/sparse.proto): ids as
@@ -9,7 +9,7 @@ import { MAX_MESSAGE_BYTES } from './wire.js';
  * `bytes`. In memory an id array is a Uint32Array of lo/hi halves, which on a
  * little-endian host is the very memory of a BigUint64Array: sending views it,
  * receiving copies it once into aligned memory (received `bytes` are not
- * aligned). Kept beside cluster/wire.ts, which encodes dense values; the two
+ * aligned). Kept beside cluster/wire/dense-values.ts, which encodes dense values; the two
  * may merge.
  */
 

@@ -1,4 +1,4 @@
-import { type SlotRange } from './slots.js';
+import { type SlotRange } from '../slots.js';
 
 /**
  * The bulk transport's frames (docs/wire-protocol.md, "Bulk transport"): dense
@@ -31,7 +31,7 @@ export interface BulkRequest {
   seq?: number;
   /** push: values in the gradient (float32 values follow the header unless `compression` says otherwise). */
   length?: number;
-  /** push: the codec of the gradient that follows (`fp16`, `int8`, `topk:R`; cluster/gradient-codec.ts); absent for float32. */
+  /** push: the codec of the gradient that follows (`fp16`, `int8`, `topk:R`; cluster/wire/gradient-codec.ts); absent for float32. */
   compression?: string;
   /** push with `compression`: bytes of the encoded gradient that follow the header. */
   wireBytes?: number;
@@ -46,7 +46,7 @@ export type BulkReply =
   | { id: number; ok: true; total: number; epoch: number }
   /** push: what the push did. */
   | { id: number; ok: true; epoch: number; appliedSlots: number; duplicateSlots: number; wireBytes: number }
-  /** The typed error, as a gRPC status would carry it (cluster/status-codec.ts). */
+  /** The typed error, as a gRPC status would carry it (cluster/wire/status-codec.ts). */
   | { id: number; ok: false; code: number; details: string; metadata: Record<string, string> };
 
 /** A frame's head: the length prefix and the JSON header. */

@@ -1,6 +1,6 @@
 /**
  * IEEE 754 half precision (float16) conversions, used by the fp16 gradient
- * codec on the wire (cluster/gradient-codec.ts) and by the fp16 export
+ * codec on the wire (cluster/wire/gradient-codec.ts) and by the fp16 export
  * format. They live in cluster/ so that both cluster and serving code can use
  * one implementation (serving may import cluster, not the reverse).
  */
