@@ -7,6 +7,8 @@ import { layout } from '../cluster/model-spec.js';
 import { shardAdminService } from '../cluster/proto.js';
 import { formatRanges, slotElements, type SlotRange } from '../cluster/slots.js';
 import { fromStatus } from '../cluster/wire/status-codec.js';
+import type { ModelHeader__Output } from '../cluster/wire/proto-types/tessera/v1/ModelHeader.js';
+import type { ModelPiece__Output } from '../cluster/wire/proto-types/tessera/v1/ModelPiece.js';
 import { atAlignedStep } from './checkpoint-client.js';
 
 /**
@@ -204,13 +206,9 @@ async function readAll(shards: [string, string][], atStep: number, deadlineMs: n
   return failure ? { parts: [], failure } : { parts: parts as ShardPart[] };
 }
 
-type HeaderMsg = { shardId: string; epoch: number; closedSteps: number; slots: number[]; rows: number; createdAtMs: number; snapshotMs: number };
-type PieceMsg = {
-  piece?: 'header' | 'dense' | 'rows';
-  header?: HeaderMsg;
-  dense?: { slot: number; offset: number; values: Buffer };
-  rows?: { table: string; slot: number; ids: Buffer; values: Buffer; count: number };
-};
+// Messages as typed from proto/ (scripts/gen-proto-types.mjs).
+type HeaderMsg = ModelHeader__Output;
+type PieceMsg = ModelPiece__Output;
 
 /**
  * One shard's ExportModel stream: its dense slots written into `dense` as

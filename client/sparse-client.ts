@@ -10,6 +10,8 @@ import { SPARSE_MESSAGE_BYTES, SPARSE_MESSAGE_OVERHEAD, type SparseIds, bytesToF
 import { MAX_MESSAGE_BYTES } from '../cluster/wire/dense-values.js';
 import { fromStatus } from '../cluster/wire/status-codec.js';
 import { withRecovery } from './recovery.js';
+import type { SparsePullResponse__Output } from '../cluster/wire/proto-types/tessera/v1/SparsePullResponse.js';
+import type { SparsePushAck__Output } from '../cluster/wire/proto-types/tessera/v1/SparsePushAck.js';
 import { type StepClock, type TesseraClient } from './tessera-client.js';
 
 const log = createLogger('sparse-client');
@@ -53,12 +55,9 @@ export interface SparseTraffic {
   bytesReceived: number;
 }
 
-type Ack = { epoch: number; appliedSlots: number; duplicateSlots: number; rowsApplied: number; rowsCreated: number };
-type PullReply = { epoch: number; dim: number; values: Buffer; rowsCreated: number };
-type Stub = grpc.Client & {
-  pull(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: PullReply) => void): grpc.ClientUnaryCall;
-  push(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Ack) => void): grpc.ClientUnaryCall;
-};
+// Replies and the stub as typed from proto/ (scripts/gen-proto-types.mjs).
+type Ack = SparsePushAck__Output;
+type PullReply = SparsePullResponse__Output;
 
 /**
  * Push sequence numbers, one counter per TesseraClient (so per worker id),
@@ -213,13 +212,10 @@ export class SparseClient {
   }
 
   private call<T>(address: string, method: 'pull' | 'push', request: object): Promise<T> {
-    const stub = this.client.nodes.sparse(address) as Stub;
+    const stub = this.client.nodes.sparse(address) as unknown as Record<'pull' | 'push', (req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: unknown) => void) => grpc.ClientUnaryCall>;
     this.traffic.calls++;
     return new Promise<T>((resolve, reject) => {
-      stub[method](request, { deadline: deadlineIn(this.client.options.deadlineMs) }, (err: grpc.ServiceError | null, res?: unknown) =>
-        err ? reject(fromStatus(err, address)) : resolve(res as T),
-      );
+      stub[method](request, { deadline: deadlineIn(this.client.options.deadlineMs) }, (err, res) => (err ? reject(fromStatus(err, address)) : resolve(res as T)));
     });
   }
-
 }

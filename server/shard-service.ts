@@ -3,41 +3,17 @@ import type * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { compressionOfGrpc } from '../cluster/wire/codec-fields.js';
 import { toStatus } from '../cluster/wire/status-codec.js';
-import { type SlotRange } from '../cluster/slots.js';
 import { DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES } from '../cluster/wire/dense-values.js';
+import type { PullRequest__Output } from '../cluster/wire/proto-types/tessera/v1/PullRequest.js';
+import type { PushChunk__Output } from '../cluster/wire/proto-types/tessera/v1/PushChunk.js';
 import { admitPull } from './admission.js';
 import { GradientPool } from './gradient-pool.js';
 import { PushAssembler } from './push-assembler.js';
 import { type Shard } from './shard.js';
 
-/** Messages as proto-loader decodes them (see cluster/proto.ts). */
-interface PullRequestMsg {
-  epoch: number;
-  ranges: SlotRange[];
-  workerId: string;
-  maxChunkBytes: number;
-  model: string;
-  clocked: boolean;
-  clock: number;
-  join: boolean;
-}
-interface PushHeaderMsg {
-  epoch: number;
-  ranges: SlotRange[];
-  workerId: string;
-  seq: number;
-  codec: string;
-  model: string;
-  clocked: boolean;
-  clock: number;
-  topkRatio: number;
-  wireBytes: number;
-}
-interface PushChunkMsg {
-  header: PushHeaderMsg | null;
-  offset: number;
-  values: Buffer;
-}
+// Messages as proto-loader decodes them (cluster/proto.ts), typed from proto/ (scripts/gen-proto-types.mjs).
+type PullRequestMsg = PullRequest__Output;
+type PushChunkMsg = PushChunk__Output;
 
 /** `tessera.v1.Shard` over a {@link Shard}: the transport edge, where typed errors become statuses. */
 export function shardImplementation(shard: Shard, describe: () => object, pool = new GradientPool()): grpc.UntypedServiceImplementation {

@@ -5,30 +5,12 @@ import { bytesToF32, bytesToIdHalves, f32Bytes } from '../cluster/wire/sparse-va
 import { admitSparsePull } from './admission.js';
 import { type ClockGate } from './clock-gate.js';
 import { type SparseStore } from './sparse-store.js';
+import type { SparsePullRequest__Output } from '../cluster/wire/proto-types/tessera/v1/SparsePullRequest.js';
+import type { SparsePushRequest__Output } from '../cluster/wire/proto-types/tessera/v1/SparsePushRequest.js';
 
-/** Messages as proto-loader decodes them (see cluster/proto.ts). */
-interface SparsePullMsg {
-  epoch: number;
-  model: string;
-  table: string;
-  workerId: string;
-  ids: Buffer;
-  clocked: boolean;
-  clock: number;
-  join: boolean;
-  readOnly: boolean;
-}
-interface SparsePushMsg {
-  epoch: number;
-  model: string;
-  table: string;
-  workerId: string;
-  seq: number;
-  ids: Buffer;
-  gradients: Buffer;
-  clocked: boolean;
-  clock: number;
-}
+// Messages as proto-loader decodes them (cluster/proto.ts), typed from proto/ (scripts/gen-proto-types.mjs).
+type SparsePullMsg = SparsePullRequest__Output;
+type SparsePushMsg = SparsePushRequest__Output;
 
 /**
  * `tessera.v1.SparseShard` over a {@link SparseStore}: the transport edge,

@@ -7,13 +7,16 @@ import { type ShardBatch } from '../../cluster/routing.js';
 import { fromStatus } from '../../cluster/wire/status-codec.js';
 import { chunkBounds, floatBytes } from '../../cluster/wire/dense-values.js';
 import { type DensePull, type DensePush, type DenseTransport, type PushAck, encodedPayload } from './dense-transport.js';
+import type { PullChunk__Output } from '../../cluster/wire/proto-types/tessera/v1/PullChunk.js';
+import type { PushAck__Output } from '../../cluster/wire/proto-types/tessera/v1/PushAck.js';
+import type { PushChunk } from '../../cluster/wire/proto-types/tessera/v1/PushChunk.js';
+import type { PushHeader } from '../../cluster/wire/proto-types/tessera/v1/PushHeader.js';
+import type { ShardClient } from '../../cluster/wire/proto-types/tessera/v1/Shard.js';
 import { scatterer } from './scatter.js';
 
-type Ack = { appliedSlots: number; duplicateSlots: number };
-type ShardStub = grpc.Client & {
-  pull(req: object, opts: grpc.CallOptions): grpc.ClientReadableStream<{ offset: number; values: Buffer }>;
-  push(opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Ack) => void): grpc.ClientWritableStream<object>;
-};
+// The stub and messages as typed from proto/ (scripts/gen-proto-types.mjs).
+type Ack = PushAck__Output;
+type ShardStub = ShardClient;
 
 /**
  * Dense values as `tessera.v1.Shard` streams (shard.proto): pulls as a
@@ -38,7 +41,7 @@ export class GrpcDenseTransport implements DenseTransport {
     const scatter = scatterer(batch.ranges, out);
     let received = 0;
     return new Promise<void>((resolve, reject) => {
-      call.on('data', (chunk: { offset: number; values: Buffer }) => {
+      call.on('data', (chunk: PullChunk__Output) => {
         scatter(chunk.offset * 4, chunk.values);
         received += chunk.values.byteLength / 4;
       });
@@ -53,16 +56,16 @@ export class GrpcDenseTransport implements DenseTransport {
   async push(batch: ShardBatch, req: DensePush): Promise<PushAck> {
     const wire = req.encoded ? encodedPayload(batch, req.encoded) : null;
     const wireBytes = wire ? wire.reduce((n, b) => n + b.byteLength, 0) : batch.length * 4;
-    let call!: grpc.ClientWritableStream<object>;
+    let call!: grpc.ClientWritableStream<PushChunk>;
     const done = new Promise<Ack>((resolve, reject) => {
       call = (this.stub as ShardStub).push({ deadline: deadlineIn(this.o.deadlineMs) }, (err, res) => (err ? reject(fromStatus(err, this.address)) : resolve(res!)));
     });
-    const header = {
+    const header: PushHeader = {
       epoch: req.epoch,
       ranges: batch.ranges.map(({ begin, end }) => ({ begin, end })),
       workerId: req.workerId,
       seq: req.seq,
-      ...grpcCodecFields(req.compression),
+      ...(grpcCodecFields(req.compression) as Pick<PushHeader, 'codec' | 'topkRatio'>),
       ...(wire ? { wireBytes } : {}),
       model: req.model,
       ...(req.clock !== undefined ? { clocked: true, clock: req.clock } : {}),
