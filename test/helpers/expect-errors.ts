@@ -23,3 +23,13 @@ export async function expectRejection(p: Promise<unknown>, message: RegExp): Pro
   expect(err!.name).to.equal('InvalidArgumentError');
   expect(err!.message).to.match(message);
 }
+
+/** The error `p` rejects with; fails the test if it resolves. */
+export async function rejection(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error('expected a rejection');
+}

@@ -8,6 +8,7 @@ import { forward } from '../../../serving/model/forward.js';
 import { type DenseLayer, type ModelGraph, type Quantization, QUANTIZATIONS } from '../../../serving/model/model-graph.js';
 import { loadOnnx } from '../../../serving/runtime/onnx-runtime.js';
 import { type LoadedModel } from '../../../serving/runtime/runtime.js';
+import { rejection } from '../../helpers/expect-errors.js';
 
 /** A seeded generator (mulberry32), so that failures repeat. */
 function random(seed: number): () => number {
@@ -103,14 +104,6 @@ async function load(g: ModelGraph, quantize: Quantization): Promise<LoadedModel>
   return loadOnnx(writeOnnx(g, quantize).files[0]!.bytes);
 }
 
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error('expected a rejection');
-}
 
 /** A model written by onnx's Python package (onnx.helper, IR 8) using every field of the subset but value_info. */
 const PYTHON_MODEL =

@@ -13,6 +13,7 @@ import { forward } from '../../../serving/model/forward.js';
 import { type DenseLayer, type ModelGraph, type Quantization, QUANTIZATIONS } from '../../../serving/model/model-graph.js';
 import { directoryReader, loadTfjs, memoryReader } from '../../../serving/runtime/tfjs-runtime.js';
 import { rng as uniform } from '../../helpers/random.js';
+import { rejection } from '../../helpers/expect-errors.js';
 
 /** Deterministic uniform numbers in [−1, 1). */
 function rng(seed: number): () => number {
@@ -110,14 +111,6 @@ function modelJson(files: WrittenFile[]): Record<string, any> {
   return JSON.parse(new TextDecoder().decode(file(files, 'model.json')));
 }
 
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error('expected a rejection');
-}
 
 const TOLERANCE: Record<Quantization, number> = { none: 1e-5, fp16: 1e-4, int8: 1e-4 };
 
