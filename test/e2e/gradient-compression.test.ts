@@ -30,21 +30,25 @@ describe('e2e: training under gradient compression', function () {
   it('mnist-mlp: fp16, int8 and topk:0.01 keep their accuracy bounds and cut the bytes pushed', async () => {
     // Momentum: error feedback suits it (with adam, a coordinate updated once in a hundred steps
     // loses its moments between updates; measured: 0.9 points lost after 10 epochs against 0.3).
-    const flags = ['--epochs', '10', '--optimizer', 'momentum'];
-    const none = await train('mnist-mlp', 'none', flags);
-    expect(none.push_wire_bytes).to.equal(none.push_raw_bytes);
-    for (const [codec, points, fewer] of [['fp16', 0.005, 1.9], ['int8', 0.005, 3.5], ['topk:0.01', 0.01, 30]] as const) {
-      const r = await train('mnist-mlp', codec, flags);
-      expect(r.compression).to.equal(codec);
-      expect(r.push_raw_bytes, `${codec}: the same steps`).to.equal(none.push_raw_bytes);
-      expect(none.test_accuracy - r.test_accuracy, `${codec}: held-out accuracy lost`).to.be.at.most(points);
-      expect(r.push_raw_bytes / r.push_wire_bytes, `${codec}: bytes pushed, float32 / encoded`).to.be.at.least(fewer);
+    // fp16 and int8 cost nothing measurable from the first epochs on; top-k needs the longer run to catch up.
+    for (const [epochs, codecs] of [[3, [['fp16', 0.005, 1.9], ['int8', 0.005, 3.5]]], [10, [['topk:0.01', 0.01, 30]]]] as const) {
+      const flags = ['--epochs', String(epochs), '--optimizer', 'momentum'];
+      const none = await train('mnist-mlp', 'none', flags);
+      expect(none.push_wire_bytes).to.equal(none.push_raw_bytes);
+      for (const [codec, points, fewer] of codecs) {
+        const r = await train('mnist-mlp', codec, flags);
+        expect(r.compression).to.equal(codec);
+        expect(r.push_raw_bytes, `${codec}: the same steps`).to.equal(none.push_raw_bytes);
+        expect(none.test_accuracy - r.test_accuracy, `${codec}: held-out accuracy lost after ${epochs} epochs`).to.be.at.most(points);
+        expect(r.push_raw_bytes / r.push_wire_bytes, `${codec}: bytes pushed, float32 / encoded`).to.be.at.least(fewer);
+      }
     }
   });
 
   it('ctr: AUC under fp16 within 0.005 of no compression', async () => {
-    const none = await train('ctr', 'none', []);
-    const fp16 = await train('ctr', 'fp16', []);
+    // Batches of 256: a quarter of the steps of the default 64, the same comparison.
+    const none = await train('ctr', 'none', ['--batch-size', '256']);
+    const fp16 = await train('ctr', 'fp16', ['--batch-size', '256']);
     expect(Math.abs(none.test_auc! - fp16.test_auc!)).to.be.at.most(0.005);
     expect(fp16.push_raw_bytes / fp16.push_wire_bytes).to.be.at.least(1.9);
   });
