@@ -24,8 +24,9 @@ export function redisUrl(o: ParsedOptions): string | undefined {
 }
 
 export function openStore(o: ParsedOptions): MembershipStore {
-  const redis = redisUrl(o);
   const membership = o['membership'] as string | undefined;
+  // TESSERA_REDIS_URL is a default: an explicit --membership overrides it (only two flags conflict).
+  const redis = membership && !o['redis'] ? undefined : redisUrl(o);
   if (redis && membership) throw new UsageError('give either --redis or --membership, not both');
   if (membership) return new RemoteMembershipStore(membership);
   if (redis) return new RedisMembershipStore({ url: redis, cluster: o['cluster'] as string, keyPrefix: o['key-prefix'] as string, logger: createLogger('membership') });

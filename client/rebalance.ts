@@ -41,6 +41,10 @@ export async function rebalanceCluster(store: MembershipStore, options: Rebalanc
   const [map, members] = await Promise.all([store.getMap(), store.members('shard')]);
   if (!map) throw new NotFoundError('the cluster has no shard map yet: nothing to rebalance');
   const drain = new Set(options.drain ?? []);
+  // A typo here, then scaling the shards down, would drop slots: a shard to drain must be one the cluster knows.
+  const known = new Set([...members.map((m) => m.id), ...Object.keys(map.addresses)]);
+  const unknown = [...drain].filter((id) => !known.has(id));
+  if (unknown.length > 0) throw new InvalidArgumentError(`no shard ${unknown.join(', ')} in this cluster; its shards are ${[...known].sort().join(', ')}`);
   const live = members.filter((m) => m.address && !drain.has(m.id));
   if (live.length === 0) throw new InvalidArgumentError('no live shard would be left to hold the slots');
   const addresses = new Map(members.map((m) => [m.id, m.address!]));

@@ -65,5 +65,10 @@ describe('e2e: tessera rebalance', function () {
     expect((await pullAll()).equals(trained), 'and back on two').to.equal(true);
     const again = await run(at(['rebalance', '--drain', 'shard-2']));
     expect(again.stdout).to.match(/already spread evenly/);
+    // A typo in --drain is refused, naming the shards there are, and moves nothing.
+    const typo = await run(at(['rebalance', '--drain', 'shard-22']));
+    expect(typo.code).to.equal(1);
+    expect(typo.stderr).to.match(/no shard shard-22 in this cluster; its shards are shard-0, shard-1, shard-2/);
+    expect(await counts()).to.deep.equal({ 'shard-0': 32, 'shard-1': 32 });
   });
 });
