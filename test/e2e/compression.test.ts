@@ -70,7 +70,7 @@ describe('e2e: compression of a model trained by tessera local', function () {
       const uncompressed = manifest.evaluation.uncompressed['test_accuracy']!;
       if (Number.isNaN(baseline)) baseline = uncompressed;
       expect(uncompressed, 'every export measures the same uncompressed model').to.equal(baseline);
-      expect(baseline, 'a trained model').to.be.greaterThan(0.95);
+      expect(baseline, 'a trained model').to.be.greaterThan(0.93);
       for (const format of ['onnx', 'tfjs'] as const) {
         const accuracy = await measured(versionDir, format);
         expect(manifest.evaluation[format]!['test_accuracy'], `${v.flags.join(' ')} ${format}: manifest = files`).to.equal(accuracy);
