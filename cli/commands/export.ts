@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { snapshotModel } from '../../client/model-snapshot.js';
 import { createLogger } from '../../cluster/log.js';
 import { type ExportResult, exportModel } from '../../serving/export/exporter.js';
@@ -11,6 +10,7 @@ import { BACKENDS, type BackendName, selectBackend } from '../../worker/backend.
 import { loadTask, TASK_NAMES } from '../../worker/tasks/index.js';
 import { UsageError } from '../args.js';
 import { type Command } from '../command.js';
+import { readKeyFile } from '../key-file.js';
 import { EXIT } from '../handle-error.js';
 import { MEMBERSHIP_OPTIONS, openStore, redisUrl } from '../membership-options.js';
 
@@ -46,7 +46,7 @@ export const exportCommand: Command = {
       if (!(v >= 0 && v < 1)) throw new UsageError(`--${flag} takes a fraction in [0, 1), got ${v}`);
     }
     const formats: ModelFormat[] = o['format'] === 'both' ? ['onnx', 'tfjs'] : [o['format'] as ModelFormat];
-    const signKey = o['sign'] ? privateKeyFrom(await readKey(o['sign'] as string), o['sign'] as string) : undefined;
+    const signKey = o['sign'] ? privateKeyFrom(await readKeyFile(o['sign'] as string), o['sign'] as string) : undefined;
 
     const store = openStore(o);
     try {
@@ -86,16 +86,8 @@ export const exportCommand: Command = {
   },
 };
 
-async function readKey(path: string): Promise<Buffer> {
-  try {
-    return await readFile(path);
-  } catch (err) {
-    throw new UsageError(`cannot read the key ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-}
-
 async function verify(dir: string, publicKeyPath: string | undefined, json: boolean): Promise<number> {
-  const publicKey = publicKeyPath ? publicKeyFrom(await readKey(publicKeyPath), publicKeyPath) : undefined;
+  const publicKey = publicKeyPath ? publicKeyFrom(await readKeyFile(publicKeyPath), publicKeyPath) : undefined;
   const v = await verifyVersion(dir, publicKey);
   if (json) {
     process.stdout.write(`${JSON.stringify({ dir: v.dir, ok: true, name: v.manifest.name, version: v.manifest.version, files: Object.keys(v.manifest.files).length, signature: v.signatureChecked ? 'checked' : v.manifest.signature ? 'present, not checked (no --public-key)' : 'none', formats: v.formats })}\n`);

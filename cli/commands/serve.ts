@@ -1,4 +1,4 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createLogger } from '../../cluster/log.js';
 import { type MembershipStore } from '../../cluster/membership/store.js';
@@ -12,6 +12,7 @@ import { MODEL_SERVER_DEFAULTS, startModelServer } from '../../serving/serve/mod
 import { BACKENDS, type BackendName, selectBackend } from '../../worker/backend.js';
 import { UsageError } from '../args.js';
 import { type Command } from '../command.js';
+import { readKeyFile } from '../key-file.js';
 import { EXIT } from '../handle-error.js';
 import { MEMBERSHIP_OPTIONS, openStore, redisUrl } from '../membership-options.js';
 import { untilSignal } from '../signals.js';
@@ -55,22 +56,23 @@ export const serveCommand: Command = {
     if (!http && !grpc) throw new UsageError('--http and --grpc are both off: nothing would be served');
 
     const runtime = o['runtime'] as 'auto' | ModelFormat;
-    if (runtime === 'tfjs') await selectBackend(o['backend'] === 'auto' ? undefined : (o['backend'] as BackendName));
+    if (runtime === 'tfjs' && fromCluster) throw new UsageError('a live cluster is served through ONNX Runtime: drop --runtime tfjs');
+    // TensorFlow.js runs a version that has only its files (auto) or every version (tfjs).
+    if (modelDir && runtime !== 'onnx') await selectBackend(o['backend'] === 'auto' ? undefined : (o['backend'] as BackendName));
     let store: MembershipStore | undefined;
     let stopSource: () => Promise<void>;
     let repository: ModelRepository;
     if (modelDir) {
       const name = (o['name'] as string | undefined) ?? (await onlyModelIn(modelDir));
-      const publicKey = o['public-key'] ? publicKeyFrom(await readFile(o['public-key'] as string).catch(() => { throw new UsageError(`cannot read the public key ${o['public-key'] as string}`); }), o['public-key'] as string) : undefined;
+      const keyPath = o['public-key'] as string | undefined;
+      const publicKey = keyPath ? publicKeyFrom(await readKeyFile(keyPath), keyPath) : undefined;
       repository = new ModelRepository(name);
       const prefer: ModelFormat[] = runtime === 'auto' ? ['onnx', 'tfjs'] : [runtime];
-      if (runtime === 'auto') await selectBackend(o['backend'] === 'auto' ? undefined : (o['backend'] as BackendName)); // in case a version has only tfjs
       const watcher = new DirectoryWatcher({ dir: join(modelDir, name), loader: versionLoader({ publicKey, prefer }), repository, pollMs: o['poll-ms'] as number });
       await watcher.start();
       if (!repository.current()) log.warn(`no loadable version under ${join(modelDir, name)} yet: not ready until one appears (tessera export --out ${modelDir})`);
       stopSource = () => watcher.close();
     } else {
-      if (runtime === 'tfjs') throw new UsageError('a live cluster is served through ONNX Runtime: drop --runtime tfjs');
       store = openStore(o);
       const config = await store.getConfig();
       if (!config) throw new UsageError('no cluster is configured in this membership store; check --redis / --membership and --cluster');

@@ -94,3 +94,11 @@ function keepRows(layer: DenseLayer, keep: number[]): DenseLayer {
   keep.forEach((j, r) => weight.set(layer.weight.subarray(j * layer.units, (j + 1) * layer.units), r * layer.units));
   return { ...layer, inputs: keep.length, weight };
 }
+
+/** Both prunings as `tessera export` applies them: units first (the layers shrink), then magnitude over what is left. */
+export function prune(g: ModelGraph, o: { prune?: number; pruneUnits?: number }): ModelGraph {
+  let out = g;
+  if (o.pruneUnits) out = pruneUnits(out, o.pruneUnits);
+  if (o.prune) out = pruneMagnitude(out, o.prune);
+  return out;
+}

@@ -1,7 +1,7 @@
 import { type KeyObject } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { type ModelSpec, layout } from '../../cluster/model-spec.js';
-import { pruneMagnitude, pruneUnits } from '../compress/prune.js';
+import { prune } from '../compress/prune.js';
 import { type FormatOutput, type WrittenFile } from '../formats/format.js';
 import { writeOnnx } from '../formats/onnx-writer.js';
 import { writeTfjs } from '../formats/tfjs-writer.js';
@@ -73,20 +73,19 @@ export async function exportModel(from: ExportSource, o: ExportOptions): Promise
   const formats = o.formats ?? ['onnx', 'tfjs'];
   const quantize = o.quantize ?? 'none';
   const original = buildGraph(from.spec, from.dense, from.tables);
-  let graph = original;
-  if (o.pruneUnits) graph = pruneUnits(graph, o.pruneUnits);
-  if (o.prune) graph = pruneMagnitude(graph, o.prune);
+  const graph = prune(original, o);
 
   const files: WrittenFile[] = [];
   const storage: Partial<Record<ModelFormat, Record<string, string>>> = {};
   const size: Partial<Record<ModelFormat, SizeFigures>> = {};
+  // The uncompressed model in each format: its size is the manifest's baseline, and its ONNX files measure it.
+  const plain = new Map(([...new Set<ModelFormat>([...formats, 'onnx'])]).map((f) => [f, WRITERS[f](original, 'none')]));
   for (const format of formats) {
     const out = WRITERS[format](graph, quantize);
-    const plain = WRITERS[format](original, 'none');
     const prefix = formatPrefix(format);
     files.push(...out.files.map((f) => ({ path: prefix + f.path, bytes: f.bytes })));
     storage[format] = out.storage;
-    size[format] = { ...figures(out.files), ...Object.fromEntries(Object.entries(figures(plain.files)).map(([k, v]) => [`float32_${k}`, v])) } as SizeFigures;
+    size[format] = { ...figures(out.files), ...Object.fromEntries(Object.entries(figures(plain.get(format)!.files)).map(([k, v]) => [`float32_${k}`, v])) } as SizeFigures;
   }
 
   const evaluation: Manifest['evaluation'] = { dataset: o.evaluation?.dataset ?? 'none given', examples: o.evaluation?.rows ?? 0, uncompressed: {} };
@@ -101,7 +100,7 @@ export async function exportModel(from: ExportSource, o: ExportOptions): Promise
         await model.close();
       }
     };
-    evaluation.uncompressed = await measure('onnx', writeOnnx(original, 'none').files);
+    evaluation.uncompressed = await measure('onnx', plain.get('onnx')!.files);
     for (const format of formats) evaluation[format] = await measure(format, files.filter((f) => f.path.startsWith(formatPrefix(format))));
   }
 

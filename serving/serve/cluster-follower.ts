@@ -1,7 +1,7 @@
 import { snapshotModel } from '../../client/model-snapshot.js';
 import { createLogger } from '../../cluster/log.js';
 import { type MembershipStore } from '../../cluster/membership/store.js';
-import { pruneMagnitude, pruneUnits } from '../compress/prune.js';
+import { prune } from '../compress/prune.js';
 import { writeOnnx } from '../formats/onnx-writer.js';
 import { buildGraph } from '../model/build-graph.js';
 import { type Quantization } from '../model/model-graph.js';
@@ -66,9 +66,7 @@ export class ClusterFollower {
   private async pull(): Promise<void> {
     try {
       const snapshot = await snapshotModel(this.o.store);
-      let graph = buildGraph(snapshot.config.model, snapshot.dense, snapshot.tables);
-      if (this.o.pruneUnits) graph = pruneUnits(graph, this.o.pruneUnits);
-      if (this.o.prune) graph = pruneMagnitude(graph, this.o.prune);
+      const graph = prune(buildGraph(snapshot.config.model, snapshot.dense, snapshot.tables), this.o);
       const { files } = writeOnnx(graph, this.o.quantize ?? 'none');
       const model = await loadOnnx(files[0]!.bytes);
       if (this.closed) {
