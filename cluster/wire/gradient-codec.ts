@@ -594,26 +594,15 @@ export class ErrorFeedback {
 
   /**
    * For the slots given (each as {start, length} in the flat vector, e.g. from cluster/slots.ts), computes what will be sent:
-   * g' = gradient + residual (for those elements), c = decode(encode(g')) per slot; writes c into `sent` (same layout as `gradient`:
-   * `gradient[i]` is element `start_0 + i` of the concatenation of the slots in order), and returns a commit function that sets residual = g' − c for those elements
-   * (the caller commits only once the push is acknowledged, so a retried push does not count twice).
-   * The residual is untouched until commit; `sent` may be `gradient` itself. Committing twice does nothing more;
-   * slots must not overlap.
+   * g' = gradient + residual (for those elements), c = decode(encode(g')) per slot, and gives `bytes`, the slots'
+   * encodings one after the other (slot j's at [offsets[j], offsets[j + 1])); `sent` is c, laid out as `gradient`
+   * (`gradient[i]` is element `start_0 + i` of the concatenation of the slots in order). A push sends these very
+   * bytes (on every attempt), so the shard applies exactly `sent`. The residual is untouched until `commit(which)`
+   * sets residual = g' − c for the slots at positions `which` of `slots` (default all), once their shard
+   * acknowledged them, so a retried push does not count twice; each slot commits at most once. Slots must not
+   * overlap; `sent` may be `gradient` itself. Without a `sent` buffer, `sent` is decoded from `bytes` when first
+   * read (a push that never reads it decodes nothing).
    * @throws InvalidArgumentError for a slot outside the vector, lengths that do not match, or what encodeSlots refuses.
-   */
-  prepare(c: Compression, slots: readonly { start: number; length: number }[], gradient: Float32Array, sent: Float32Array): () => void {
-    const { commit } = this.encode(c, slots, gradient, sent);
-    return () => commit();
-  }
-
-  /**
-   * {@link prepare}, also giving the encoding itself: `bytes` holds the slots'
-   * encodings one after the other, slot j's at [offsets[j], offsets[j + 1]).
-   * A push sends these very bytes (on every attempt), so the shard applies
-   * exactly `sent`. `commit(which)` keeps the residual of the slots at
-   * positions `which` of `slots` (default all), once their shard acknowledged
-   * them; each slot commits at most once. Without a `sent` buffer, `sent` is
-   * decoded from `bytes` when first read (a push that never reads it decodes nothing).
    */
   encode(c: Compression, slots: readonly { start: number; length: number }[], gradient: Float32Array, sent?: Float32Array): { bytes: Uint8Array; offsets: number[]; sent: Float32Array; commit: (which?: readonly number[]) => void } {
     checkCompression(c);

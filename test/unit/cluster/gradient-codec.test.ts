@@ -79,7 +79,7 @@ function checkTopk(ratio: number, v: Float32Array): void {
 function residualOf(ef: ErrorFeedback): Float32Array {
   const n = ef.elements;
   const out = new Float32Array(n);
-  ef.prepare(NONE, [{ start: 0, length: n }], new Float32Array(n), out);
+  ef.encode(NONE, [{ start: 0, length: n }], new Float32Array(n), out).commit;
   return out;
 }
 
@@ -375,7 +375,7 @@ describe('cluster/gradient-codec', () => {
           const n = group.reduce((a, s) => a + s.length, 0);
           const g = Float32Array.from({ length: n }, () => 2 * next() - 1);
           const out = new Float32Array(n);
-          ef.prepare(c, group, g, out)();
+          ef.encode(c, group, g, out).commit();
           let at = 0;
           for (const s of group) {
             for (let i = 0; i < s.length; i++) {
@@ -430,18 +430,18 @@ describe('cluster/gradient-codec', () => {
       const c = topk(0.01);
       const g = randomValues(D, 130);
       const all = [{ start: 0, length: D }];
-      ef.prepare(c, all, g, new Float32Array(D))();
+      ef.encode(c, all, g, new Float32Array(D)).commit();
       const before = residualOf(ef);
       const norm = ef.residualNorm1();
 
       const g2 = randomValues(D, 131);
       const first = new Float32Array(D);
-      ef.prepare(c, all, g2, first); // lost: never acknowledged
+      ef.encode(c, all, g2, first); // lost: never acknowledged
       expect(ef.residualNorm1()).to.equal(norm);
       expect(Array.from(residualOf(ef))).to.deep.equal(Array.from(before));
 
       const retry = new Float32Array(D);
-      const commit = ef.prepare(c, all, g2, retry);
+      const commit = ef.encode(c, all, g2, retry).commit;
       expect(Array.from(retry)).to.deep.equal(Array.from(first)); // a retry sends the same thing
       commit();
       commit(); // a second call changes nothing
@@ -452,7 +452,7 @@ describe('cluster/gradient-codec', () => {
     it('touches only the slots of a push, and accepts sent = gradient', () => {
       const ef = new ErrorFeedback(100);
       const g = Float32Array.from({ length: 30 }, (_, i) => i + 1);
-      ef.prepare(topk(0.1), [{ start: 10, length: 20 }, { start: 50, length: 10 }], g, g)();
+      ef.encode(topk(0.1), [{ start: 10, length: 20 }, { start: 50, length: 10 }], g, g).commit();
       const r = residualOf(ef);
       expect(Array.from(g)).to.deep.equal([...new Array(18).fill(0), 19, 20, ...new Array(9).fill(0), 30]);
       expect(Array.from(r.subarray(0, 10)).every((x) => x === 0)).to.equal(true);
@@ -465,11 +465,11 @@ describe('cluster/gradient-codec', () => {
 
     it('refuses slots outside the vector and buffers of the wrong length, and keeps the residual when encoding fails', () => {
       const ef = new ErrorFeedback(10);
-      expect(() => ef.prepare(INT8, [{ start: 5, length: 6 }], new Float32Array(6), new Float32Array(6))).to.throw(InvalidArgumentError, /outside the 10 elements/);
-      expect(() => ef.prepare(INT8, [{ start: 0, length: 4 }], new Float32Array(5), new Float32Array(4))).to.throw(InvalidArgumentError, /4 values.*gradient has 5/);
-      ef.prepare(FP16, [{ start: 0, length: 2 }], Float32Array.of(1e-5, 1), new Float32Array(2))();
+      expect(() => ef.encode(INT8, [{ start: 5, length: 6 }], new Float32Array(6), new Float32Array(6)).commit).to.throw(InvalidArgumentError, /outside the 10 elements/);
+      expect(() => ef.encode(INT8, [{ start: 0, length: 4 }], new Float32Array(5), new Float32Array(4)).commit).to.throw(InvalidArgumentError, /4 values.*gradient has 5/);
+      ef.encode(FP16, [{ start: 0, length: 2 }], Float32Array.of(1e-5, 1), new Float32Array(2)).commit();
       const norm = ef.residualNorm1();
-      expect(() => ef.prepare(FP16, [{ start: 0, length: 2 }], Float32Array.of(1e6, 0), new Float32Array(2))).to.throw(InvalidArgumentError, /int8 or none/);
+      expect(() => ef.encode(FP16, [{ start: 0, length: 2 }], Float32Array.of(1e6, 0), new Float32Array(2)).commit).to.throw(InvalidArgumentError, /int8 or none/);
       expect(ef.residualNorm1()).to.equal(norm);
     });
   });
