@@ -79,7 +79,7 @@ function checkTopk(ratio: number, v: Float32Array): void {
 function residualOf(ef: ErrorFeedback): Float32Array {
   const n = ef.elements;
   const out = new Float32Array(n);
-  ef.encode(NONE, [{ start: 0, length: n }], new Float32Array(n), out).commit;
+  ef.encode(NONE, [{ start: 0, length: n }], new Float32Array(n), out);
   return out;
 }
 
