@@ -10,7 +10,7 @@ import { type SparseStore } from './sparse-store.js';
  * snapshot copies (docs/checkpoints.md), but only the values — no optimizer
  * state, no applied pushes — and only of the slots the shard owns per its map,
  * not the ones it holds as the target of a move in progress. Copied in one
- * synchronous pass (each push whole or not at all), into memory made ready
+ * synchronous pass (each slot of a push whole or not at all), into memory made ready
  * while the shard serves, then streamed in pieces while it serves on.
  */
 

@@ -189,8 +189,56 @@ export function applyGradient(slot: SlotState, g: Float32Array, gOff: number, sc
   applyJs(slot, g, gOff, config);
 }
 
+/**
+ * Applies `g[gOff …]` to `slots`, whose parts of the gradient follow one
+ * another from `gOff`. Slots side by side in memory (values and each kind of
+ * state; slots created together are, see SlotStore) with the same update
+ * count are applied as one array, by one call; others one by one. The bits
+ * are those of {@link applyGradient} slot by slot: the rules work element by
+ * element, and each slot's count still advances by one.
+ */
+export function applyGradientToSlots(slots: readonly BlockSlot[], g: Float32Array, gOff: number, config: OptimizerConfig): void {
+  let off = gOff;
+  for (let i = 0; i < slots.length; ) {
+    const a = slots[i]!;
+    let j = i + 1;
+    while (j < slots.length && adjacent(slots[j - 1]!, slots[j]!)) j++;
+    const length = slots[j - 1]!.end - a.start;
+    if (j - i === 1) applyGradient(a, g, off, config);
+    else {
+      const span = { values: spanning(a.values, length), s1: a.s1 && spanning(a.s1, length), s2: a.s2 && spanning(a.s2, length), step: a.step };
+      applyGradient(span, g, off, config);
+      for (let k = i; k < j; k++) slots[k]!.step = span.step;
+    }
+    off += length;
+    i = j;
+  }
+}
+
+/** A slot that knows where its arrays lie (SlotStore's slots do). */
+export interface BlockSlot extends SlotState {
+  /** First element of the slot in the model, and the first after it. */
+  start: number;
+  end: number;
+  /** The allocation its arrays are part of: slots sharing it lie side by side, in the order of their elements, in values and in each kind of state. */
+  block: object;
+}
+
+/** Whether `b` follows `a` in memory (values and state) and has the same update count. */
+function adjacent(a: BlockSlot, b: BlockSlot): boolean {
+  return a.block === b.block && b.start === a.end && a.step === b.step;
+}
+
+/** `length` floats of `a`'s memory from its start. */
+function spanning(a: Float32Array, length: number): Float32Array {
+  return new Float32Array(a.buffer, a.byteOffset, length);
+}
+
 function inHeap(k: SimdKernels, slot: SlotState, g: Float32Array): boolean {
   const h = k.heap;
+  // Arrays of one heap share its memory's buffer (until the heap grows): one lookup then covers them all.
+  const b = g.buffer;
+  if (slot.values.buffer === b && (!slot.s1 || slot.s1.buffer === b) && (!slot.s2 || slot.s2.buffer === b)) return h.holds(g);
   return h.holds(slot.values) && h.holds(g) && (!slot.s1 || h.holds(slot.s1)) && (!slot.s2 || h.holds(slot.s2));
 }
 

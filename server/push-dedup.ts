@@ -52,6 +52,9 @@ export interface DedupImage {
 
 export class PushDedup {
   private readonly workers = new Map<string, SeqWindow>();
+  /** The worker looked up last, and its window: a push checks and marks each slot under one worker. */
+  private lastWorker: string | null = null;
+  private lastWindow: SeqWindow | undefined;
 
   /** @param window sequences remembered per worker below its highest. */
   constructor(private readonly window = DEDUP_WINDOW) {
@@ -60,13 +63,24 @@ export class PushDedup {
 
   /** Whether this slot already applied (worker, seq). */
   has(worker: string, seq: number): boolean {
-    return this.workers.get(worker)?.has(seq) ?? false;
+    return this.windowOf(worker)?.has(seq) ?? false;
   }
 
   add(worker: string, seq: number): void {
-    let w = this.workers.get(worker);
-    if (!w) this.workers.set(worker, (w = new SeqWindow(this.window)));
+    let w = this.windowOf(worker);
+    if (!w) {
+      this.workers.set(worker, (w = new SeqWindow(this.window)));
+      this.lastWindow = w;
+    }
     w.add(seq);
+  }
+
+  private windowOf(worker: string): SeqWindow | undefined {
+    if (worker !== this.lastWorker) {
+      this.lastWorker = worker;
+      this.lastWindow = this.workers.get(worker);
+    }
+    return this.lastWindow;
   }
 
   /** What this slot applied, per worker, copied (for a checkpoint). */
@@ -77,6 +91,7 @@ export class PushDedup {
   /** Replaces what this slot applied with `images` (from {@link save}, with the same window). */
   load(images: readonly DedupImage[]): void {
     this.workers.clear();
+    this.lastWorker = null;
     for (const image of images) {
       const w = new SeqWindow(this.window);
       const bits = Buffer.from(image.bits, 'base64');

@@ -80,7 +80,7 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
         }
       });
       // The call itself broke (cancelled, oversized message): grpc-js has already
-      // answered the client; make sure nothing is applied.
+      // answered the client; the slots already applied stay, nothing more is.
       call.on('error', () => {
         failed = true;
         settle();

@@ -3,13 +3,13 @@ import { type ClusterConfig, WORKER_START_TIMEOUT_MS } from '../cluster/cluster-
 import { parseConsistency } from '../cluster/consistency.js';
 import { InvalidArgumentError, MovedError, NotReadyError, StaleEpochError } from '../cluster/errors.js';
 import { type ShardMap, ownedRanges } from '../cluster/shard-map.js';
-import { type SlotRange, checkRanges, rangesLength } from '../cluster/slots.js';
+import { type SlotRange, checkRanges, rangesLength, slotStart } from '../cluster/slots.js';
 import { copyBytes, floatBytes } from '../cluster/wire/dense-values.js';
 import { ClockGate, toMean } from './clock-gate.js';
 import { type MigrationLog } from './migration-log.js';
-import { applyGradient } from './optimizers.js';
+import { applyGradient, applyGradientToSlots } from './optimizers.js';
 import { addressOf, simdKernels } from './simd-kernels.js';
-import { SlotStore } from './slot-store.js';
+import { type Slot, SlotStore } from './slot-store.js';
 
 /** A push as the data plane hands it over, its gradient already assembled. */
 export interface PushHeader {
@@ -22,6 +22,23 @@ export interface PushHeader {
   clock?: number;
 }
 
+/** A push being applied slot by slot: Shard.beginPush, applySlot, endPush. */
+export interface OpenPush {
+  readonly header: PushHeader;
+  /** Under ssp/bsp, with a clock: the push ticks the worker's clock when it ends. */
+  readonly clocked: boolean;
+  /** bsp: slots are summed into the open step rather than applied. */
+  readonly summed: boolean;
+  /** The push's slots in order, and where each one's values end in its gradient. */
+  readonly slots: readonly number[];
+  readonly ends: readonly number[];
+  /** Index into `slots` of the next slot to apply. */
+  next: number;
+  /** Slots applied so far, and slots found applied before (a retry). */
+  applied: number;
+  duplicates: number;
+}
+
 export interface PushResult {
   epoch: number;
   appliedSlots: number;
@@ -31,8 +48,9 @@ export interface PushResult {
 /**
  * A shard's logic without its transport: ownership checks against the cached
  * map, pulls as byte chunks, pushes validated and applied with the optimizer.
- * Single-threaded: a push is applied in one synchronous pass, so pulls see it
- * whole or not at all.
+ * Single-threaded; a push is applied slot by slot as its values arrive, so a
+ * pull served between two of its slots sees some of them applied (each slot
+ * whole or not at all).
  */
 export class Shard {
   readonly store: SlotStore;
@@ -146,52 +164,128 @@ export class Shard {
   }
 
   /**
-   * Validates and applies a whole push: `gradient` holds the elements of
-   * `header.ranges`, concatenated. Every check runs before any value changes,
-   * so a rejected push leaves the shard exactly as it was.
+   * Opens a push: checks what the whole push must satisfy (worker id, seq,
+   * ownership of every slot at the caller's epoch, the clock under ssp/bsp)
+   * before any of its values has arrived. Its slots are then applied in order
+   * with {@link applySlots} as their values come in, and {@link endPush}
+   * closes it. docs/wire-protocol.md, "Push".
    */
-  push(header: PushHeader, gradient: Float32Array): PushResult {
+  beginPush(header: PushHeader): OpenPush {
     if (!header.workerId) throw new InvalidArgumentError('push has no worker_id; every push needs (worker_id, seq) to be applied once');
     if (!Number.isSafeInteger(header.seq) || header.seq < 0) throw new InvalidArgumentError(`push seq must be a non-negative integer, got ${header.seq}`);
     this.check(header.epoch, header.ranges, header.model);
     const clocked = header.clock !== undefined && this.gate.clocked;
     if (clocked && !(Number.isSafeInteger(header.clock) && header.clock! >= 0)) throw new InvalidArgumentError(`push clock must be a non-negative integer, got ${header.clock}`);
     if (clocked) this.gate.checkPush(header.workerId, header.clock!);
-    const summed = clocked && this.gate.model.kind === 'bsp';
+    const slots: number[] = [];
+    const ends: number[] = [];
+    let end = 0;
+    for (const r of header.ranges) {
+      for (let s = r.begin; s < r.end; s++) {
+        slots.push(s);
+        ends.push((end += slotStart(s + 1, this.elements, this.config.slots) - slotStart(s, this.elements, this.config.slots)));
+      }
+    }
+    return { header, clocked, summed: clocked && this.gate.model.kind === 'bsp', slots, ends, next: 0, applied: 0, duplicates: 0 };
+  }
+
+  /**
+   * Applies the push's next slots, up to (not including) its `until`-th, their
+   * values in `gradient` at the push's offsets (OpenPush.ends). Each slot is
+   * checked again (the map or a hand-off may have moved on since the push
+   * began), its values must all be finite, and a slot that already applied
+   * (worker, seq) counts as a duplicate. All or nothing per slot: a refusal
+   * leaves that slot and every later one as they were, while the slots before
+   * it stay applied (a retry with the same seq applies the rest, once).
+   * Slots side by side in memory are applied by one optimizer call.
+   * @throws the typed error of a moved, frozen or stale slot, or InvalidArgumentError for a non-finite value.
+   */
+  applySlots(push: OpenPush, until: number, gradient: Float32Array): void {
+    const { header, slots, ends } = push;
+    const first = push.next;
+    if (until <= first) return;
+    const from = first === 0 ? 0 : ends[first - 1]!;
+    // One pass over the values of every slot in the run; a bad value stops the run at its slot.
+    const bad = firstNonFinite(gradient, from, ends[until - 1]!);
+    let stop = until;
+    if (bad >= 0) for (stop = first; ends[stop]! <= bad; ) stop++;
+    const run: Slot[] = [];
+    let runFrom = 0;
+    const flush = () => {
+      if (run.length > 0) applyGradientToSlots(run, gradient, runFrom, this.config.optimizer);
+      run.length = 0;
+    };
+    try {
+      for (let k = first; k < stop; k++) {
+        const s = slots[k]!;
+        this.checkSlot(header.epoch, s);
+        const slot = this.store.ensure(s);
+        const off = k === 0 ? 0 : ends[k - 1]!;
+        if (slot.dedup.has(header.workerId, header.seq)) {
+          push.duplicates++;
+          flush();
+        } else {
+          if (push.summed) this.sum(s, gradient.subarray(off, ends[k]!));
+          else {
+            if (run.length === 0) runFrom = off;
+            run.push(slot);
+          }
+          slot.dedup.add(header.workerId, header.seq);
+          if (this.migration?.has(s)) this.migration.dense(s, header.workerId, header.seq, gradient.subarray(off, ends[k]!));
+          if (push.applied++ === 0) this.pushesApplied++;
+        }
+        push.next = k + 1;
+      }
+    } finally {
+      // Slots marked applied above are applied before anything is thrown.
+      flush();
+    }
+    if (stop < until) {
+      const s = slots[stop]!;
+      throw new InvalidArgumentError(
+        `push gradient has a non-finite value (${gradient[bad]}) at element ${bad} (slot ${s}); ${push.applied + push.duplicates} slots before it were applied, none from slot ${s} on (a retry with the same seq applies the rest once)`,
+      );
+    }
+  }
+
+  /** Closes a push whose every slot was applied (or found applied before); under ssp/bsp its clock ticks. */
+  endPush(push: OpenPush): PushResult {
+    const { header } = push;
+    if (push.next !== push.slots.length) throw new InvalidArgumentError(`push closed after ${push.next} of its ${push.slots.length} slots`);
+    // May close a bsp step, which applies what was summed (this push included).
+    if (push.clocked) this.gate.afterPush(header.workerId, header.clock!, push.summed && push.applied > 0);
+    return { epoch: this.epoch, appliedSlots: push.applied, duplicateSlots: push.duplicates };
+  }
+
+  /**
+   * A whole push at once: `gradient` holds the elements of `header.ranges`,
+   * concatenated. Its slots are applied in order, each all or nothing, as
+   * {@link applySlots} says.
+   */
+  push(header: PushHeader, gradient: Float32Array): PushResult {
+    const open = this.beginPush(header);
     const expected = this.lengthOf(header.ranges);
     if (gradient.length !== expected) {
       throw new InvalidArgumentError(`push carries ${gradient.length} values but slots ${describe(header.ranges)} hold ${expected}`);
     }
-    const bad = firstNonFinite(gradient);
-    if (bad >= 0) throw new InvalidArgumentError(`push gradient has a non-finite value (${gradient[bad]}) at element ${bad}; nothing was applied`);
-    let applied = 0;
-    let duplicates = 0;
-    let off = 0;
-    for (const r of header.ranges) {
-      for (let s = r.begin; s < r.end; s++) {
-        const slot = this.store.ensure(s);
-        if (slot.dedup.has(header.workerId, header.seq)) duplicates++;
-        else {
-          if (summed) this.sum(s, gradient, off, slot.values.length);
-          else applyGradient(slot, gradient, off, this.config.optimizer);
-          slot.dedup.add(header.workerId, header.seq);
-          if (this.migration?.has(s)) this.migration.dense(s, header.workerId, header.seq, gradient.subarray(off, off + slot.values.length));
-          applied++;
-        }
-        off += slot.values.length;
-      }
-    }
-    if (applied > 0) this.pushesApplied++;
-    // May close a bsp step, which applies what was summed (this push included).
-    if (clocked) this.gate.afterPush(header.workerId, header.clock!, summed && applied > 0);
-    return { epoch: this.epoch, appliedSlots: applied, duplicateSlots: duplicates };
+    this.applySlots(open, open.slots.length, gradient);
+    return this.endPush(open);
+  }
+
+  /** {@link check} for one slot of a push already admitted: same epoch, still owned, not frozen. */
+  private checkSlot(epoch: number, s: number): void {
+    const map = this.map!;
+    if (epoch < map.epoch) throw new StaleEpochError(epoch, map.epoch);
+    const owner = map.owners[s]!;
+    if (owner !== this.id) throw new MovedError(s, map.epoch, owner, map.addresses[owner] ?? '');
+    if (this.frozen.size > 0 && this.frozen.has(s)) throw new NotReadyError(`slot ${s} is being handed to another shard; retry shortly`);
   }
 
   /** bsp: adds one push's part for slot `s` to the open step's sum. */
-  private sum(s: number, gradient: Float32Array, off: number, length: number): void {
+  private sum(s: number, part: Float32Array): void {
     let sum = this.pending.get(s);
-    if (!sum) this.pending.set(s, (sum = new Float32Array(length)));
-    for (let i = 0; i < length; i++) sum[i] = sum[i]! + gradient[off + i]!;
+    if (!sum) this.pending.set(s, (sum = new Float32Array(part.length)));
+    for (let i = 0; i < part.length; i++) sum[i] = sum[i]! + part[i]!;
   }
 
   /** bsp: applies the open step, each slot's summed pushes divided by the step's `workers` (the mean gradient). */
@@ -220,17 +314,16 @@ function describe(ranges: readonly SlotRange[]): string {
 }
 
 /**
- * Index of the first NaN or ±Inf, or -1. The common case — all finite — is
- * one SIMD pass over the exponent bits when `g` lies in the float heap (as a
- * pushed gradient does); otherwise one multiply-add per element (x·0 is 0 for
- * finite x, NaN otherwise), in four independent sums so the adds overlap
- * instead of waiting on each other. Only a gradient with a bad value is
- * scanned again, element by element, to name it.
+ * Index of the first NaN or ±Inf in `g[from, to)`, or -1. The common case —
+ * all finite — is one SIMD pass over the exponent bits when `g` lies in the
+ * float heap (as a pushed gradient does); otherwise one multiply-add per
+ * element (x·0 is 0 for finite x, NaN otherwise), in four independent sums so
+ * the adds overlap instead of waiting on each other. Only a range with a bad
+ * value is scanned again, element by element, to name it.
  */
-export function firstNonFinite(g: Float32Array): number {
+export function firstNonFinite(g: Float32Array, from = 0, to = g.length): number {
   const k = simdKernels();
-  const body = g.length - (g.length % 8);
-  if (k && k.heap.holds(g) && k.fn.nonfinite(addressOf(g), body) === 0) return firstNonFiniteScalar(g, body, g.length);
-  return firstNonFiniteScalar(g, 0, g.length);
+  const body = from + ((to - from) & ~7);
+  if (k && k.heap.holds(g) && k.fn.nonfinite(addressOf(g, from), body - from) === 0) return firstNonFiniteScalar(g, body, to);
+  return firstNonFiniteScalar(g, from, to);
 }
-

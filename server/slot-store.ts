@@ -8,8 +8,15 @@ import { PushDedup } from './push-dedup.js';
 
 /** One slot's unit of storage: values, optimizer state and the pushes it applied, kept (and later moved) together. */
 export interface Slot extends SlotState {
-  /** First global element of the slot. */
+  /** First global element of the slot, and the first after it. */
   start: number;
+  end: number;
+  /**
+   * The allocation the slot's arrays are part of (SlotState.block): slots
+   * created together share it, their values (and each kind of state) side by
+   * side in slot order.
+   */
+  block: object;
   dedup: PushDedup;
 }
 
@@ -28,29 +35,33 @@ export interface Slot extends SlotState {
  */
 export class SlotStore {
   readonly elements: number;
-  private readonly slots = new Map<number, Slot>();
+  /** By slot number: a plain array, so a push's per-slot lookups stay cheap. */
+  private readonly slots: (Slot | undefined)[];
 
   constructor(private readonly config: ClusterConfig) {
     this.elements = layout(config.model).elements;
+    this.slots = new Array<Slot | undefined>(config.slots).fill(undefined);
   }
 
   get(s: number): Slot | undefined {
-    return this.slots.get(s);
+    return this.slots[s];
   }
 
   /** Forgets slot `s` (its memory goes once nothing refers to it). */
   drop(s: number): void {
-    this.slots.delete(s);
+    this.slots[s] = undefined;
   }
 
   /** The slots held, ascending. */
   held(): [number, Slot][] {
-    return [...this.slots].sort((a, b) => a[0] - b[0]);
+    const out: [number, Slot][] = [];
+    this.slots.forEach((slot, s) => slot && out.push([s, slot]));
+    return out;
   }
 
   /** The slot, created with its initial values if this shard never held it. */
   ensure(s: number): Slot {
-    return this.slots.get(s) ?? this.ensureRange(s, s + 1)[0]!;
+    return this.slots[s] ?? this.ensureRange(s, s + 1)[0]!;
   }
 
   /**
@@ -61,14 +72,14 @@ export class SlotStore {
     const out: Slot[] = [];
     let s = begin;
     while (s < end) {
-      const held = this.slots.get(s);
+      const held = this.slots[s];
       if (held) {
         out.push(held);
         s++;
         continue;
       }
       let runEnd = s + 1;
-      while (runEnd < end && !this.slots.has(runEnd)) runEnd++;
+      while (runEnd < end && !this.slots[runEnd]) runEnd++;
       const first = slotElements(s, this.elements, this.config.slots).start;
       const length = slotElements(runEnd - 1, this.elements, this.config.slots).end - first;
       const all = this.allocate(length);
@@ -83,8 +94,11 @@ export class SlotStore {
           kind++;
           return block.subarray(start - first, stop - first);
         };
-        const slot: Slot = { ...newState(all.subarray(start - first, stop - first), this.config.optimizer, part), start, dedup: new PushDedup() };
-        this.slots.set(s, slot);
+        const state = newState(all.subarray(start - first, stop - first), this.config.optimizer, part);
+        // A literal of fixed shape (not a spread of `state`): every slot then shares one hidden class, and the
+        // per-slot work of a push reads its fields at full speed (spread copies gave each slot a map of its own).
+        const slot: Slot = { values: state.values, s1: state.s1, s2: state.s2, step: state.step, start, end: stop, block: all, dedup: new PushDedup() };
+        this.slots[s] = slot;
         out.push(slot);
       }
     }
@@ -99,7 +113,7 @@ export class SlotStore {
   /** Elements held. */
   heldElements(): number {
     let n = 0;
-    for (const slot of this.slots.values()) n += slot.values.length;
+    for (const slot of this.slots) if (slot) n += slot.values.length;
     return n;
   }
 

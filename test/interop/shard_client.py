@@ -147,8 +147,9 @@ def main():
         out['push1'] = ack_dict(stub.Push(push_messages(args, grad_bytes, args.epoch, 1), timeout=TIMEOUT_S))
         out['push2'] = ack_dict(stub.Push(push_messages(args, grad_bytes, args.epoch, 1), timeout=TIMEOUT_S))
 
+        # In the first slot: a push is applied slot by slot, and refused from the slot holding the NaN on.
         nan = array.array('f', grad)
-        nan[n // 2] = float('nan')
+        nan[1] = float('nan')
         out['nan_push'] = refused(stub, push_messages(args, le_bytes(nan), args.epoch, 2))
         out['stale_push'] = refused(stub, push_messages(args, grad_bytes, args.epoch - 1, 3))
 

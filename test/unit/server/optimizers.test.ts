@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import { type OptimizerConfig, type OptimizerName, optimizerWithDefaults, learningRateAt } from '../../../cluster/optimizer-config.js';
-import { type SlotState, applyGradient, newState } from '../../../server/optimizers.js';
+import { type SlotState, applyGradient, applyGradientToSlots, newState } from '../../../server/optimizers.js';
+import { SlotStore } from '../../../server/slot-store.js';
+import { floatHeap } from '../../../server/float-heap.js';
 import { rng } from '../../helpers/random.js';
 
 function randomFloats(next: () => number, n: number, scale: number): Float32Array {
@@ -230,5 +232,45 @@ describe('server/optimizers', () => {
     expect(slot.values[0]).to.equal(-(1 + 1 + 0.5 + 0.25));
     expect(() => optimizerWithDefaults({ name: 'adam', schedule: [{ afterSteps: -1, factor: 0.1 }] })).to.throw(/non-negative integer/);
     expect(() => optimizerWithDefaults({ name: 'adam', schedule: [{ afterSteps: 5, factor: 0 }] })).to.throw(/positive number/);
+  });
+
+  describe('applyGradientToSlots: runs of slots side by side in memory, by one call', () => {
+    const SLOTS = 64;
+    const ELEMENTS = 64 * 37 + 5;
+    /** A store whose slots are created in three separate runs plus two alone, so blocks differ. */
+    function store(config: OptimizerConfig): SlotStore {
+      const st = new SlotStore({ name: 'u', slots: SLOTS, model: { name: 'm', seed: 3, tensors: [{ name: 'w', shape: [ELEMENTS], init: { kind: 'uniform', low: -1, high: 1 } }] }, optimizer: config, consistency: 'async' });
+      st.ensureRange(0, 20);
+      st.ensure(20);
+      st.ensureRange(21, 40);
+      st.ensure(41);
+      st.ensureRange(40, SLOTS);
+      return st;
+    }
+    const bytes = (st: SlotStore) => Buffer.concat(st.held().flatMap(([, x]) => [x.values, x.s1, x.s2].filter((a) => a !== null).map((a) => Buffer.from(new Uint8Array(a.buffer, a.byteOffset, a.byteLength)))));
+
+    for (const c of [...CASES, { name: 'adam with a schedule', config: { name: 'adam' as const, schedule: [{ afterSteps: 1, factor: 0.5 }] }, scale: 1 }]) {
+      it(`${c.name}: the bits and update counts of applyGradient slot by slot, across blocks and differing counts`, () => {
+        const config = optimizerWithDefaults(c.config);
+        const [whole, bySlot] = [store(config), store(config)];
+        const next = rng(11);
+        // Some slots a step ahead (a push they alone applied), which splits the runs.
+        for (const st of [whole, bySlot]) for (const s of [5, 6, 33]) applyGradient(st.get(s)!, new Float32Array(st.get(s)!.values.length).fill(0.25), 0, config);
+        for (let step = 0; step < 3; step++) {
+          // In the float heap where there is one, as a shard's gradients are: the SIMD kernels then run.
+          const g = floatHeap()?.alloc(ELEMENTS, whole) ?? new Float32Array(ELEMENTS);
+          g.set(randomFloats(next, ELEMENTS, c.scale));
+          // Slots 3…60 in push order, the gradient laid out as a push of them.
+          const slots = [...Array(58).keys()].map((k) => k + 3);
+          const off = whole.get(3)!.start;
+          applyGradientToSlots(slots.map((s) => whole.get(s)!), g, off, config);
+          for (const s of slots) applyGradient(bySlot.get(s)!, g, bySlot.get(s)!.start, config);
+          expect(bytes(whole).equals(bytes(bySlot)), `step ${step}: bit-identical`).to.equal(true);
+          expect(whole.held().map(([, x]) => x.step)).to.deep.equal(bySlot.held().map(([, x]) => x.step));
+        }
+        expect(whole.get(0)!.block, 'a run shares one block').to.equal(whole.get(19)!.block);
+        expect(whole.get(20)!.block, 'a slot created alone has its own').to.not.equal(whole.get(19)!.block);
+      });
+    }
   });
 });

@@ -76,6 +76,28 @@ function thrown(f: () => unknown): TesseraError {
   return expect.fail('expected an error');
 }
 
+/** Elements of each owned slot, in push order. */
+const SLOT_LENGTHS = slotLengths(OWNED, ELEMENTS, SLOTS);
+
+/** How many of the owned slots, in push order, hold 1 − LR·g (the push applied); the rest must still hold 1. */
+function appliedSlots(shard: Shard, g: Float32Array): number {
+  let applied = 0;
+  let untouched = 0;
+  let off = 0;
+  for (const r of OWNED) {
+    for (let s = r.begin; s < r.end; s++) {
+      const values = shard.store.get(s)!.values;
+      if (values.every((x, i) => x === Math.fround(1 - LR * g[off + i]!))) {
+        if (untouched > 0) expect.fail(`slot ${s} applied after a slot that was not: the applied slots are not a prefix`);
+        applied++;
+      } else if (values.every((x) => x === 1)) untouched++;
+      else expect.fail(`slot ${s} is neither applied nor untouched`);
+      off += values.length;
+    }
+  }
+  return applied;
+}
+
 /** The values of `ranges` on `shard`, concatenated. */
 function valuesOf(shard: Shard, ranges: readonly SlotRange[]): Float32Array {
   const out: number[] = [];
@@ -104,13 +126,19 @@ describe('server/push-assembler', () => {
   });
 
   describe('float32 at element offsets (gRPC)', () => {
-    it('assembles chunks in order into the pooled buffer', () => {
+    it('applies each slot as soon as its last value is in', () => {
       const pool = new CountingPool();
-      const p = new PushAssembler(shardA(), pool, header(), 'element');
+      const shard = shardA();
+      const p = new PushAssembler(shard, pool, header(), 'element');
       const g = gradient();
-      for (const [a, b] of [[0, 100], [100, 101], [101, LENGTH]] as const) p.write(bytesOf(g.subarray(a, b)), a);
-      expect([...p.finish()]).to.deep.equal([...g]);
-      expect(p.wireBytes).to.equal(LENGTH * 4);
+      const first = SLOT_LENGTHS[0]!;
+      p.write(bytesOf(g.subarray(0, first - 1)), 0);
+      expect(appliedSlots(shard, g), 'one value short of the first slot').to.equal(0);
+      p.write(bytesOf(g.subarray(first - 1, first + 1)), first - 1);
+      expect(appliedSlots(shard, g), 'the first slot complete').to.equal(1);
+      p.write(bytesOf(g.subarray(first + 1)), first + 1);
+      expect(appliedSlots(shard, g), 'every slot, before the push is closed').to.equal(SLOT_LENGTHS.length);
+      expect(p.apply()).to.deep.equal({ epoch: EPOCH, appliedSlots: 5, duplicateSlots: 0, wireBytes: LENGTH * 4 });
       expect(pool.acquired).to.equal(1);
       p.release();
       p.release();
@@ -121,7 +149,7 @@ describe('server/push-assembler', () => {
       { name: 'a chunk out of order', run: (p, g) => p.write(bytesOf(g.subarray(10, 20)), 10), message: /push chunk at offset 10 arrived where offset 0 was expected; send chunks in order/ },
       { name: 'a chunk of part of a float', run: (p, g) => p.write(bytesOf(g).subarray(0, 6), 0), message: /push chunk at offset 0 has 6 bytes, not a whole number of float32 values/ },
       { name: 'more values than the slots hold', run: (p) => p.write(bytesOf(gradient(LENGTH + 1)), 0), message: new RegExp(`push carries more than the ${LENGTH} values its slots hold`) },
-      { name: 'a short push', run: (p, g) => (p.write(bytesOf(g.subarray(0, 5)), 0), p.finish()), message: new RegExp(`push carries 5 values but its slots hold ${LENGTH}`) },
+      { name: 'a short push', run: (p, g) => (p.write(bytesOf(g.subarray(0, 5)), 0), p.apply()), message: new RegExp(`push carries 5 values but its slots hold ${LENGTH}`) },
     ];
     for (const m of misuses) {
       it(`refuses ${m.name}`, () => {
@@ -135,20 +163,25 @@ describe('server/push-assembler', () => {
   });
 
   describe('float32 at byte offsets (bulk)', () => {
-    it('takes pieces that split a value', () => {
-      const p = new PushAssembler(shardA(), new CountingPool(), header({ length: LENGTH }), 'byte');
+    it('takes pieces that split a value, and applies a slot once its last byte is in', () => {
+      const shard = shardA();
+      const p = new PushAssembler(shard, new CountingPool(), header({ length: LENGTH }), 'byte');
       const g = gradient();
       const bytes = bytesOf(g);
-      for (const [a, b] of [[0, 3], [3, 401], [401, bytes.byteLength]] as const) p.write(bytes.subarray(a, b), a);
-      expect([...p.finish()]).to.deep.equal([...g]);
-      expect(p.wireBytes).to.equal(LENGTH * 4);
+      const firstEnd = SLOT_LENGTHS[0]! * 4;
+      for (const [a, b] of [[0, 3], [3, firstEnd - 1]] as const) p.write(bytes.subarray(a, b), a);
+      expect(appliedSlots(shard, g), 'one byte short of the first slot').to.equal(0);
+      p.write(bytes.subarray(firstEnd - 1, firstEnd + 2), firstEnd - 1);
+      expect(appliedSlots(shard, g), 'the first slot complete').to.equal(1);
+      p.write(bytes.subarray(firstEnd + 2), firstEnd + 2);
+      expect(p.apply()).to.deep.equal({ epoch: EPOCH, appliedSlots: 5, duplicateSlots: 0, wireBytes: LENGTH * 4 });
       p.release();
     });
 
     it('refuses a short push', () => {
       const p = new PushAssembler(shardA(), new CountingPool(), header(), 'byte');
       p.write(bytesOf(gradient()).subarray(0, 7), 0);
-      expect(() => p.finish()).to.throw(InvalidArgumentError, new RegExp(`push carries 7 bytes but its slots hold ${LENGTH * 4}`));
+      expect(() => p.apply()).to.throw(InvalidArgumentError, new RegExp(`push carries 7 bytes but its slots hold ${LENGTH * 4}`));
       p.release();
     });
   });
@@ -159,11 +192,13 @@ describe('server/push-assembler', () => {
         const compression: Compression = { kind: 'fp16' };
         const g = gradient();
         const encoded = encodeSlots(compression, g, slotLengths(OWNED, ELEMENTS, SLOTS));
-        const p = new PushAssembler(shardA(), new CountingPool(), header({ compression, wireBytes: encoded.byteLength }), unit);
+        const shard = shardA();
+        const p = new PushAssembler(shard, new CountingPool(), header({ compression, wireBytes: encoded.byteLength }), unit);
         p.write(encoded.subarray(0, 5), 0);
         p.write(encoded.subarray(5), 5);
-        expect([...p.finish()]).to.deep.equal([...g]);
-        expect(p.wireBytes).to.equal(encoded.byteLength);
+        expect(appliedSlots(shard, g), 'decoded only once the last byte is in').to.equal(0);
+        expect(p.apply()).to.include({ appliedSlots: 5, wireBytes: encoded.byteLength });
+        expect(appliedSlots(shard, g)).to.equal(SLOT_LENGTHS.length);
         p.release();
       });
     }
@@ -174,7 +209,7 @@ describe('server/push-assembler', () => {
       const p = new PushAssembler(shardA(), new CountingPool(), header({ compression, wireBytes: encoded.byteLength }), 'element');
       expect(() => p.write(encoded.subarray(4, 8), 4)).to.throw(InvalidArgumentError, /push bytes at offset 4 arrived where offset 0 was expected/);
       p.write(encoded.subarray(0, 8), 0);
-      expect(() => p.finish()).to.throw(InvalidArgumentError, new RegExp(`push carries 8 of the ${encoded.byteLength} encoded bytes it announced`));
+      expect(() => p.apply()).to.throw(InvalidArgumentError, new RegExp(`push carries 8 of the ${encoded.byteLength} encoded bytes it announced`));
       p.release();
     });
   });
@@ -207,6 +242,39 @@ describe('server/push-assembler', () => {
       p.release();
       expect(shard.pushesApplied).to.equal(0);
       expect([...valuesOf(shard, OWNED)].every((x) => x === 1)).to.equal(true);
+    });
+
+    it('a non-finite value refuses its slot and the rest; the slots before it stay applied, and a retry applies the rest once', () => {
+      const shard = shardA();
+      const pool = new CountingPool();
+      const g = gradient();
+      const bad = g.slice();
+      bad[LENGTH - 2] = Number.POSITIVE_INFINITY;
+      const p = new PushAssembler(shard, pool, header(), 'element');
+      const err = thrown(() => p.write(bytesOf(bad), 0));
+      expect(err).to.be.instanceOf(InvalidArgumentError);
+      expect(err.message).to.match(new RegExp(`non-finite value \\(Infinity\\) at element ${LENGTH - 2} \\(slot 7\\); 4 slots before it were applied, none from slot 7 on`));
+      p.release();
+      expect(appliedSlots(shard, g)).to.equal(4);
+      expect(shard.store.get(7)!.values.every((x) => x === 1), 'the refused slot unchanged').to.equal(true);
+      const retry = new PushAssembler(shard, pool, header(), 'element');
+      retry.write(bytesOf(g), 0);
+      expect(retry.apply()).to.deep.equal({ epoch: EPOCH, appliedSlots: 1, duplicateSlots: 4, wireBytes: LENGTH * 4 });
+      retry.release();
+      expect(appliedSlots(shard, g)).to.equal(5);
+      expect([...valuesOf(shard, OWNED)]).to.deep.equal([...g].map((x) => Math.fround(1 - LR * x)));
+      expect([pool.acquired, pool.released]).to.deep.equal([2, 2]);
+    });
+
+    it('a slot moved away while the push arrives refuses the rest of the push', () => {
+      const shard = shardA();
+      const g = gradient();
+      const p = new PushAssembler(shard, new CountingPool(), header(), 'element');
+      p.write(bytesOf(g.subarray(0, SLOT_LENGTHS[0]!)), 0);
+      shard.setMap({ epoch: EPOCH + 1, slots: SLOTS, owners: evenAssignment(['b', 'a'], SLOTS), addresses: { a: '127.0.0.1:7001', b: '127.0.0.1:7002' } });
+      expect(thrown(() => p.write(bytesOf(g.subarray(SLOT_LENGTHS[0]!)), SLOT_LENGTHS[0]!))).to.be.instanceOf(StaleEpochError);
+      p.release();
+      expect(appliedSlots(shard, g)).to.equal(1);
     });
 
     it('is done once released', () => {

@@ -161,10 +161,22 @@ describe('server/shard-service: the push buffer pool', () => {
     }
   }
 
-  /** sgd as the shard stores it: w − η·g in float64, rounded once to float32. */
-  function applySgd(expected: Float32Array, ranges: SlotRange[], g: Float32Array): void {
+  /**
+   * sgd as the shard stores it (w − η·g in float64, rounded once to float32),
+   * for the slots of a push (in its order) whose values end in (from, to]:
+   * what the shard applies once values [0, to) of the push are in, the slots
+   * ending by `from` having been applied before. A slot is applied whole once
+   * its last value arrives, never in part (docs/wire-protocol.md, "Push").
+   */
+  function applySgd(expected: Float32Array, ranges: SlotRange[], g: Float32Array, from = 0, to = g.length): void {
     let j = 0;
-    for (const r of ranges) for (let e = start(r.begin); e < start(r.end); e++) expected[e] = expected[e]! - LR * g[j++]!;
+    for (const r of ranges) {
+      for (let s = r.begin; s < r.end; s++) {
+        const end = j + start(s + 1) - start(s);
+        if (end > from && end <= to) for (let e = start(s), i = j; e < start(s + 1); e++, i++) expected[e] = expected[e]! - LR * g[i]!;
+        j = end;
+      }
+    }
   }
 
   function expectValues(shard: Shard, expected: Float32Array, what: string): void {
@@ -177,7 +189,7 @@ describe('server/shard-service: the push buffer pool', () => {
     expect.fail(`${what}: element ${i} is ${got[i]}, sgd gives ${expected[i]}`);
   }
 
-  it('many pushes of different sizes, interleaved with refused ones: values always exactly sgd’s, nothing refused ever applied', () => {
+  it('many pushes of different sizes, interleaved with refused ones: values always exactly sgd’s, a refused push applying exactly its whole slots before the refusal', () => {
     const shard = newShard();
     // A small idle budget, so buffers are also dropped (and freed to the heap) on the way.
     const pool = new WatchedPool(16 << 10);
@@ -207,23 +219,27 @@ describe('server/shard-service: the push buffer pool', () => {
         expect(o.res!.appliedSlots).to.equal(ranges.reduce((k, r) => k + r.end - r.begin, 0));
         applySgd(expected, ranges, g);
       } else if (kind === 4) {
-        // Too few values: refused at the end, after they were copied into a pooled buffer.
+        // Too few values: refused at the end; the slots whose values all came were applied as they came.
         const g = gradient(next, n, true).subarray(0, randInt(next, 0, n - 1));
         sendChunks(call, header(ranges, ++seq), g, next);
         refused('too few', call.end(), /carries \d+ values but its slots hold/);
+        applySgd(expected, ranges, g);
       } else if (kind === 5) {
-        // Too many: refused on the chunk that overflows; later chunks are ignored.
+        // Too many: refused on the chunk that overflows, every slot having been applied; later chunks are ignored.
         const g = gradient(next, n + randInt(next, 1, 50), true);
         call.data({ header: header(ranges, ++seq), offset: 0, values: wireBytes(g.subarray(0, n), 1) });
         call.data({ offset: n, values: wireBytes(g.subarray(n), 3) });
         call.data({ offset: g.length, values: wireBytes(g.subarray(0, 4), 2) });
         refused('too many', call.end(), /more than the \d+ values/);
+        applySgd(expected, ranges, g.subarray(0, n));
       } else if (kind === 6) {
-        // Whole, but with a NaN or ±Inf somewhere: refused by the shard after the copy.
+        // Whole, but with a NaN or ±Inf somewhere: its slot and those after it are refused, those before applied.
         const g = gradient(next, n, true);
-        g[randInt(next, 0, n - 1)] = [NaN, Infinity, -Infinity][randInt(next, 0, 2)]!;
+        const bad = randInt(next, 0, n - 1);
+        g[bad] = [NaN, Infinity, -Infinity][randInt(next, 0, 2)]!;
         sendChunks(call, header(ranges, ++seq), g, next);
         refused('non-finite', call.end(), /non-finite value/);
+        applySgd(expected, ranges, g, 0, bad);
       } else if (kind === 7) {
         // A chunk out of order, or one whose bytes are not whole floats.
         const g = gradient(next, n, true);
@@ -231,14 +247,16 @@ describe('server/shard-service: the push buffer pool', () => {
         if (next() < 0.5) call.data({ offset: (n >> 1) + 1, values: wireBytes(g.subarray(n >> 1), 1) });
         else call.data({ offset: n >> 1, values: wireBytes(g, 1).subarray(0, 4 * (n - (n >> 1)) - 1) });
         refused('bad chunk', call.end(), /send chunks in order|not a whole number of float32/);
+        applySgd(expected, ranges, g, 0, n >> 1);
       } else if (kind === 8) {
-        // The call breaks half way (client cancelled, or a transport error): never answered by the handler, nothing applied.
+        // The call breaks half way (client cancelled, or a transport error): never answered by the handler, nothing more applied.
         const g = gradient(next, n, true);
         call.data({ header: header(ranges, ++seq), offset: 0, values: wireBytes(g.subarray(0, n >> 1), 2) });
         call.emit(next() < 0.5 ? 'cancelled' : 'error', new Error('gone'));
         call.data({ offset: n >> 1, values: wireBytes(g.subarray(n >> 1), 2) });
         call.emit('end');
         expect(call.calls, `${what}: a broken call gets no answer from the handler`).to.equal(0);
+        applySgd(expected, ranges, g, 0, n >> 1);
         refusals['broken'] = (refusals['broken'] ?? 0) + 1;
       } else {
         // A second header, or a push for a slot this shard does not own (refused before any buffer is taken).
@@ -247,6 +265,7 @@ describe('server/shard-service: the push buffer pool', () => {
           call.data({ header: header(ranges, ++seq), offset: 0, values: wireBytes(g.subarray(0, 1), 0) });
           call.data({ header: header(ranges, seq), offset: 1, values: wireBytes(g.subarray(1), 0) });
           refused('second header', call.end(), /header on its first message only/);
+          applySgd(expected, ranges, g, 0, 1);
         } else {
           call.data({ header: header([{ begin: 7, end: 9 }], ++seq), offset: 0, values: wireBytes(g, 0) });
           const o = call.end();
@@ -270,22 +289,26 @@ describe('server/shard-service: the push buffer pool', () => {
     const next = rng(7);
     const all: SlotRange[] = [{ begin: 0, end: OWNED }];
     const n = lengthOf(all);
-    // A refused whole-shard push leaves a pooled buffer full of poison.
+    // A refused whole-shard push leaves a pooled buffer full of poison (and its whole slots applied).
     const poison = new FakeCall(impl);
-    poison.data({ header: header(all, 1), offset: 0, values: wireBytes(gradient(next, n - 10, true), 1) });
+    const poisoned = gradient(next, n - 10, true);
+    poison.data({ header: header(all, 1), offset: 0, values: wireBytes(poisoned, 1) });
     expect(poison.end().err?.code).to.equal(status.INVALID_ARGUMENT);
+    applySgd(expected, all, poisoned);
     for (let round = 0; round < 20; round++) {
       const ranges = [randomRanges(next), randomRanges(next), all];
       const gs = ranges.map((r) => gradient(next, lengthOf(r)));
       const calls = ranges.map(() => new FakeCall(impl));
       // Every push sends its first half, then every push its second half, then all end, in a shuffled order.
+      // Each slot is applied as its last value arrives, so in that order (float sums depend on it).
       gs.forEach((g, k) => calls[k]!.data({ header: header(ranges[k]!, 100 + 3 * round + k, { workerId: `w${k}` }), offset: 0, values: wireBytes(g.subarray(0, g.length >> 1), k) }));
+      gs.forEach((g, k) => applySgd(expected, ranges[k]!, g, 0, g.length >> 1));
       expect(pool.out.size, 'three buffers out at once').to.equal(3);
       gs.forEach((g, k) => calls[k]!.data({ offset: g.length >> 1, values: wireBytes(g.subarray(g.length >> 1), k + 1) }));
+      gs.forEach((g, k) => applySgd(expected, ranges[k]!, g, g.length >> 1));
       for (const k of round % 2 ? [2, 0, 1] : [1, 2, 0]) {
         const o = calls[k]!.end();
         expect(o.err, o.err?.details).to.equal(null);
-        applySgd(expected, ranges[k]!, gs[k]!);
       }
       expectValues(shard, expected, `round ${round}`);
     }

@@ -398,6 +398,21 @@ describe('server/simd-kernels', () => {
       expect(scalarFirstNonFinite(plain), `${what}: cluster/finite.ts`).to.equal(want);
     }
 
+    it('checks a range [from, to) of a heap array: a bad value outside it is not seen, one inside is named by its index in the array', () => {
+      kernels();
+      const next = rng(30);
+      const words = finiteWords(200, next);
+      words[10] = 0x7fc00000;
+      words[150] = 0x7f800000;
+      const { heap } = both(words, 1);
+      const before = calls.nonfinite;
+      expect(firstNonFinite(heap, 11, 150), 'between the two').to.equal(-1);
+      expect(firstNonFinite(heap, 11, 151), 'the Inf at the end').to.equal(150);
+      expect(firstNonFinite(heap, 10, 20), 'the NaN at the start').to.equal(10);
+      expect(firstNonFinite(heap, 13, 13), 'an empty range').to.equal(-1);
+      expect(calls.nonfinite - before, 'each went through the SIMD kernel').to.equal(4);
+    });
+
     it('all-finite arrays, FLT_MAX and subnormals included, have none at any length and alignment', () => {
       kernels();
       const next = rng(31);
