@@ -4,6 +4,7 @@ import { MemoryMembershipStore } from '../cluster/membership/memory-store.js';
 import { membershipImplementation } from '../cluster/membership/membership-service.js';
 import { MEMBERSHIP_SERVICE_NAME, membershipService } from '../cluster/proto.js';
 import { Child } from './child-rpc.js';
+import { MEMBERSHIP_RULES } from '../cluster/tls/authorization.js';
 
 /**
  * A cluster for benchmarks, laid out as `tessera local` lays one out: the
@@ -18,17 +19,18 @@ export class BenchCluster {
     readonly shards: Child[],
   ) {}
 
-  static async start(config: ClusterConfig, shardCount: number): Promise<BenchCluster> {
+  /** `tlsDir(id)`: the `--tls-dir` of shard `id`, for mutual TLS on its listeners (default: plaintext). */
+  static async start(config: ClusterConfig, shardCount: number, tlsDir?: (id: string) => string): Promise<BenchCluster> {
     const store = new MemoryMembershipStore();
     // The shards write the first map themselves once this many have registered.
     await store.createCluster({ ...config, initialShards: shardCount });
-    const membership = await startGrpcServer('127.0.0.1:0', [{ name: MEMBERSHIP_SERVICE_NAME, definition: membershipService().service, implementation: membershipImplementation(store) }]);
+    const membership = await startGrpcServer('127.0.0.1:0', [{ name: MEMBERSHIP_SERVICE_NAME, definition: membershipService().service, implementation: membershipImplementation(store), rules: MEMBERSHIP_RULES }]);
     membership.setServing([MEMBERSHIP_SERVICE_NAME], 'SERVING');
     const address = `127.0.0.1:${membership.port}`;
     const shards = Array.from({ length: shardCount }, (_, i) => Child.start(`shard-${i}`, 'shard'));
     const cluster = new BenchCluster(store, membership, address, shards);
     try {
-      await Promise.all(shards.map((s, i) => s.call<{ address: string }>('start', { membership: address, id: `shard-${i}` })));
+      await Promise.all(shards.map((s, i) => s.call<{ address: string }>('start', { membership: address, id: `shard-${i}`, ...(tlsDir ? { tlsDir: tlsDir(`shard-${i}`) } : {}) })));
       await Promise.all(shards.map((s) => s.call('awaitEpoch', { epoch: 1 })));
     } catch (err) {
       await cluster.close();

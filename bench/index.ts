@@ -10,13 +10,14 @@ import { type TrainVariant, trainFigureName, trainSamplesPerSec } from './train.
 import { formatCompression, parseCompression } from '../cluster/wire/gradient-codec.js';
 import { OPTIMIZERS } from '../cluster/optimizer-config.js';
 import { DEFAULT_CHUNK_BYTES } from '../cluster/wire/dense-values.js';
+import { runTls } from './tls.js';
 
 /**
  * `npm run bench` (a table for people) and `npm run bench -- --json` (one JSON
  * object): the data path's figures, each the median of repeated runs, beside
  * the limits they are held against, measured in the same run.
  *
- * Flags: --json · --quick (fewer repetitions) · --only baselines,apply,dense,sparse,train ·
+ * Flags: --json · --quick (fewer repetitions) · --only baselines,apply,dense,sparse,tls,train ·
  * --cases 16M_1w1s,1M_2w2s,… (dense cases; default all) ·
  * --profile DIR (every child process writes a V8 CPU profile there) · --node-flag FLAG
  * (passed to every child's node, e.g. --trace-gc; repeatable) · --chunk-bytes N (client chunk size) ·
@@ -25,7 +26,7 @@ import { DEFAULT_CHUNK_BYTES } from '../cluster/wire/dense-values.js';
  * 2 × 2, narrowed by --cases 1M_1w1s,16M_2w2s,…; default none alone: no codec figures).
  */
 
-const SECTIONS = ['baselines', 'apply', 'dense', 'sparse', 'train'] as const;
+const SECTIONS = ['baselines', 'apply', 'dense', 'sparse', 'tls', 'train'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const M = 1 << 20;
@@ -149,6 +150,11 @@ async function main(): Promise<void> {
     } finally {
       await tcp16.close();
     }
+  }
+
+  if (args.only.has('tls')) {
+    // Mutual TLS beside plaintext, both transports, the four variants taking turns (bench/tls.ts).
+    figures.push(...(await runTls({ reps: (n) => reps(n >= 16 * M ? 7 : 15), sizes: [{ elements: M, label: '1M' }, { elements: 16 * M, label: '16M' }] }, progress)));
   }
 
   if (args.only.has('train')) {

@@ -3,6 +3,7 @@ import { setLogLevel, type LogLevel } from '../cluster/log.js';
 import { helpText, parseArgs, UsageError } from './args.js';
 import { type Command } from './command.js';
 import { EXIT, handleError } from './handle-error.js';
+import { certsInitCommand, certsIssueCommand } from './commands/certs.js';
 import { checkpointCommand } from './commands/checkpoint.js';
 import { exportCommand } from './commands/export.js';
 import { serveCommand } from './commands/serve.js';
@@ -14,12 +15,12 @@ import { statusCommand } from './commands/status.js';
 import { workerCommand } from './commands/worker.js';
 
 /** Registers the verbs; each lives in its own file under commands/. */
-const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand, checkpointCommand, rebalanceCommand, exportCommand, serveCommand];
+const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand, checkpointCommand, rebalanceCommand, exportCommand, serveCommand, certsInitCommand, certsIssueCommand];
 
 function usage(): string {
-  const rows = COMMANDS.map((c) => `  ${c.name.padEnd(10)} ${c.summary}`).join('\n');
+  const rows = COMMANDS.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`).join('\n');
   return `Usage: tessera <command> [options]\n\nCommands:\n${rows}\n\nRun \`tessera <command> --help\` for a command's options.\nEnvironment: TESSERA_LOG_LEVEL=debug|info|warn|error|silent (default info; logs go to stderr);
-TESSERA_REDIS_URL stands for --redis.\n`;
+TESSERA_REDIS_URL stands for --redis; TESSERA_TLS_DIR for --tls-dir.\n`;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -30,8 +31,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(usage());
       return verb ? EXIT.ok : EXIT.usage;
     }
-    const command = COMMANDS.find((c) => c.name === verb);
-    if (!command) throw new UsageError(`unknown command "${verb}"; run \`tessera --help\` for the list`);
+    const command = findCommand(verb, rest);
     if (rest.includes('--help') || rest.includes('-h')) {
       process.stdout.write(helpText(command.name, command.summary, command.options));
       return EXIT.ok;
@@ -40,4 +40,23 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     return handleError(err);
   }
+}
+
+/**
+ * The command `verb` names, or for a two-word verb (`certs init`) the one
+ * `verb` and the next word name, that word then taken off `rest`.
+ * @throws UsageError for an unknown verb, or a group named without one of its subcommands.
+ */
+function findCommand(verb: string, rest: string[]): Command {
+  const command = COMMANDS.find((c) => c.name === verb);
+  if (command) return command;
+  const sub = COMMANDS.find((c) => c.name === `${verb} ${rest[0]}`);
+  if (sub) {
+    rest.shift();
+    return sub;
+  }
+  const group = COMMANDS.filter((c) => c.name.startsWith(`${verb} `)).map((c) => c.name.slice(verb.length + 1));
+  if (group.length === 0) throw new UsageError(`unknown command "${verb}"; run \`tessera --help\` for the list`);
+  const said = rest[0] === undefined || rest[0].startsWith('-') ? 'needs a subcommand' : `has no subcommand "${rest[0]}"`;
+  throw new UsageError(`\`tessera ${verb}\` ${said}: ${group.map((g) => `\`tessera ${verb} ${g}\``).join(' or ')}; add --help to one for its options`);
 }

@@ -5,6 +5,7 @@ import { DEFAULT_KEY_PREFIX } from '../cluster/membership/redis-keys.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { DEFAULT_CLUSTER_NAME } from '../cluster/cluster-config.js';
 import { type OptionSpec, type ParsedOptions, UsageError } from './args.js';
+import { TLS_OPTIONS, applyTlsOptions } from './tls-options.js';
 
 /**
  * The options every verb uses to reach the cluster's membership store: Redis
@@ -16,6 +17,7 @@ export const MEMBERSHIP_OPTIONS: readonly OptionSpec[] = [
   { name: 'membership', type: 'string', metavar: 'HOST:PORT', description: 'instead of Redis: the embedded membership store of a `tessera local`' },
   { name: 'cluster', type: 'string', metavar: 'NAME', default: DEFAULT_CLUSTER_NAME, description: 'cluster name (part of every Redis key)' },
   { name: 'key-prefix', type: 'string', metavar: 'PREFIX', default: DEFAULT_KEY_PREFIX, description: 'first part of every Redis key' },
+  ...TLS_OPTIONS,
 ];
 
 /** The Redis URL given by flag or environment, if any. */
@@ -23,7 +25,9 @@ export function redisUrl(o: ParsedOptions): string | undefined {
   return (o['redis'] as string | undefined) ?? process.env['TESSERA_REDIS_URL'] ?? undefined;
 }
 
+/** The membership store the options name; the process's TLS (cli/tls-options.ts) is set up first. */
 export function openStore(o: ParsedOptions): MembershipStore {
+  applyTlsOptions(o);
   const membership = o['membership'] as string | undefined;
   // TESSERA_REDIS_URL is a default: an explicit --membership overrides it (only two flags conflict).
   const redis = membership && !o['redis'] ? undefined : redisUrl(o);

@@ -1,9 +1,12 @@
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { Metadata } from '@grpc/grpc-js';
 import { splitHostPort } from '../cluster/address.js';
 import { BULK_READ_BUFFER_BYTES, BulkFrameReader, type BulkReply, type BulkRequest, encodeHead } from '../cluster/wire/bulk-frames.js';
 import { ShardUnavailableError, type TesseraError } from '../cluster/errors.js';
 import { fromStatus } from '../cluster/wire/status-codec.js';
+import { type TlsMaterial } from '../cluster/tls/tls-material.js';
+import { type TransportSecurity, processSecurity, serverIdentityError } from '../cluster/tls/transport-security.js';
 
 /** A request in flight on one connection. */
 interface Pending {
@@ -32,6 +35,8 @@ export class BulkChannel {
   constructor(
     readonly address: string,
     readonly shardAddress: string = address,
+    /** Under mTLS the connections are TLS, and the shard must present a shard certificate of the cluster. */
+    private readonly security: TransportSecurity = processSecurity(),
   ) {}
 
   async request(req: Omit<BulkRequest, 'id'>, timeoutMs: number, payload?: Buffer[], onValues?: (bytes: Buffer, offset: number) => void): Promise<BulkReply & { ok: true }> {
@@ -59,6 +64,7 @@ export class BulkChannel {
   }
 
   private async open(): Promise<BulkConnection> {
+    if (this.security.kind === 'mtls') return this.openTls(this.security.material);
     const { host, port } = splitHostPort(this.address);
     // Replies are read into one buffer per connection, reused read after read: a 64 MB pull
     // then allocates nothing per read (the values are copied out as they arrive).
@@ -82,6 +88,23 @@ export class BulkChannel {
     });
     const conn = new BulkConnection(socket, this.address, this.shardAddress);
     onRead = (bytes) => conn.read(bytes);
+    this.all.add(conn);
+    return conn;
+  }
+
+  /** A TLS connection (read through 'data' events: Node offers `onread` only to plain sockets). */
+  private async openTls(material: TlsMaterial): Promise<BulkConnection> {
+    const { host, port } = splitHostPort(this.address);
+    const cluster = material.identity.cluster;
+    // The server name is a fixed "tessera" (shards are dialled by IP); the server is checked by its certificate's identity.
+    const socket = tls.connect({ host, port, secureContext: material.secureContext, servername: 'tessera', checkServerIdentity: (_h, cert) => serverIdentityError(cert, cluster, ['shard']) });
+    socket.setNoDelay(true);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('secureConnect', resolve);
+      socket.once('error', (err) => reject(new ShardUnavailableError(`shard ${this.shardAddress} unreachable (bulk transport at ${this.address}, TLS): ${err.message}`, this.shardAddress)));
+    });
+    const conn = new BulkConnection(socket, this.address, this.shardAddress);
+    socket.on('data', (bytes: Buffer) => conn.read(bytes));
     this.all.add(conn);
     return conn;
   }

@@ -1,8 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
 import { RemoteError, ShardUnavailableError, type TesseraError } from '../cluster/errors.js';
-import { CHANNEL_OPTIONS, deadlineIn } from '../cluster/grpc-client.js';
+import { channelOptions, deadlineIn } from '../cluster/grpc-client.js';
 import { shardService, sparseShardService } from '../cluster/proto.js';
 import { fromStatus } from '../cluster/wire/status-codec.js';
+import { type TransportSecurity, channelCredentials } from '../cluster/tls/transport-security.js';
 import { BulkChannel } from './bulk-channel.js';
 import { BulkDenseTransport } from './transport/bulk-dense.js';
 import { type DenseTransport, type TransportProvider } from './transport/dense-transport.js';
@@ -24,6 +25,8 @@ export interface NodePoolOptions {
   transport: 'bulk' | 'grpc';
   deadlineMs: number;
   chunkBytes: number;
+  /** How every connection is secured; under mTLS each shard must present a shard certificate of the cluster. */
+  security: TransportSecurity;
 }
 
 /**
@@ -36,7 +39,12 @@ export class NodePool implements TransportProvider {
   private readonly nodes = new Map<string, Node>();
   private closed = false;
 
-  constructor(private readonly o: NodePoolOptions) {}
+  private readonly stopReload: () => void;
+
+  constructor(private readonly o: NodePoolOptions) {
+    // A rotated certificate: connections made from now on use it, so drop the ones held (re-dialled on next use).
+    this.stopReload = o.security.kind === 'mtls' ? o.security.material.onChange(() => this.redial()) : () => undefined;
+  }
 
   private node(address: string): Node {
     // A request still recovering when its client closed must not open connections again.
@@ -44,7 +52,7 @@ export class NodePool implements TransportProvider {
     let n = this.nodes.get(address);
     if (!n) {
       const Shard = shardService();
-      const shard = new Shard(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+      const shard = new Shard(address, channelCredentials(this.o.security), channelOptions(this.o.security));
       n = { shard, grpcDense: new GrpcDenseTransport(shard, address, this.o) };
       this.nodes.set(address, n);
     }
@@ -57,7 +65,7 @@ export class NodePool implements TransportProvider {
     if (!n.bulk) {
       // The map names most shards' bulk port (published with their lease); only a shard it does not name is asked.
       const where = bulkAddress && !n.askShard ? Promise.resolve(bulkAddress) : this.describe(address).then((d) => d.bulkAddress);
-      const bulk = where.then((b) => (b ? new BulkDenseTransport(new BulkChannel(b, address), this.o.deadlineMs) : null));
+      const bulk = where.then((b) => (b ? new BulkDenseTransport(new BulkChannel(b, address, this.o.security), this.o.deadlineMs) : null));
       // A failed lookup is asked again on the next request (the shard may be starting).
       bulk.catch(() => {
         if (n.bulk === bulk) n.bulk = undefined;
@@ -72,7 +80,7 @@ export class NodePool implements TransportProvider {
     const n = this.node(address);
     if (!n.sparse) {
       const Sparse = sparseShardService();
-      n.sparse = new Sparse(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+      n.sparse = new Sparse(address, channelCredentials(this.o.security), channelOptions(this.o.security));
     }
     return n.sparse;
   }
@@ -98,6 +106,12 @@ export class NodePool implements TransportProvider {
 
   close(): void {
     this.closed = true;
+    this.stopReload();
+    for (const address of [...this.nodes.keys()]) this.drop(address);
+  }
+
+  /** Closes every connection held; the next request to a shard opens new ones. */
+  private redial(): void {
     for (const address of [...this.nodes.keys()]) this.drop(address);
   }
 

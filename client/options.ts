@@ -1,6 +1,7 @@
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES } from '../cluster/wire/dense-values.js';
+import { type TransportSecurity, processSecurity } from '../cluster/tls/transport-security.js';
 import { type TransportProvider } from './transport/dense-transport.js';
 
 export interface ClientOptions {
@@ -38,6 +39,13 @@ export interface ClientOptions {
    */
   compression?: string;
   /**
+   * How its connections are secured: plaintext, or mutual TLS with a
+   * certificate of the cluster CA (cluster/tls/transport-security.ts; a
+   * worker's certificate must name its `workerId`). Default: the process's
+   * (`--tls-dir`), else plaintext.
+   */
+  security: TransportSecurity;
+  /**
    * Where the client's connections come from, one set per shard address
    * (client/transport/dense-transport.ts). Default: a NodePool over gRPC and
    * the bulk transport as `transport` says; tests give an in-memory one.
@@ -58,6 +66,7 @@ export function clientWithDefaults(input: ClientOptionsInput): ClientOptions {
     mapRefreshMs: 5_000,
     transport: 'bulk',
     firstSeq: Date.now(),
+    security: processSecurity(),
     ...input,
   };
   if (!o.workerId) throw new InvalidArgumentError('client needs a workerId');

@@ -6,7 +6,7 @@ import { type Compression, ErrorFeedback, parseCompression } from '../cluster/wi
 import { createLogger } from '../cluster/log.js';
 import { layout } from '../cluster/model-spec.js';
 import { type RoutedRange, type ShardBatch, allSlots, route } from '../cluster/routing.js';
-import { type ShardMap } from '../cluster/shard-map.js';
+import { type ShardMap, checkMapFor } from '../cluster/shard-map.js';
 import { type SlotRange, checkRanges, rangesLength, slotStart } from '../cluster/slots.js';
 import { NodePool } from './node-pool.js';
 import { type ClientOptions, type ClientOptionsInput, clientWithDefaults } from './options.js';
@@ -89,6 +89,12 @@ export class TesseraClient {
   }
 
   private adopt(map: ShardMap): void {
+    try {
+      checkMapFor(this.config.slots, map);
+    } catch (err) {
+      log.warn(`${this.options.workerId}: ignoring a shard map that does not fit this cluster (${(err as Error).message})`);
+      return;
+    }
     if (map.epoch <= this.map.epoch) return;
     log.debug(`${this.options.workerId}: map epoch ${this.map.epoch} → ${map.epoch}`);
     this.map = map;

@@ -53,6 +53,18 @@ export class InvalidArgumentError extends TesseraError {
   readonly reason = 'invalid-argument';
 }
 
+/** The caller's identity (its certificate's role and id) may not make this call. */
+export class PermissionDeniedError extends TesseraError {
+  readonly code = status.PERMISSION_DENIED;
+  readonly reason = 'permission-denied';
+}
+
+/** The caller presented no usable identity: no client certificate, or one Tessera cannot read. */
+export class UnauthenticatedError extends TesseraError {
+  readonly code = status.UNAUTHENTICATED;
+  readonly reason = 'unauthenticated';
+}
+
 /** A message or a request is larger than a documented limit. */
 export class ResourceExhaustedError extends TesseraError {
   readonly code = status.RESOURCE_EXHAUSTED;
@@ -190,6 +202,8 @@ export class RemoteError extends TesseraError {
 const fail = (make: (d: string) => TesseraError): ErrorKind => ({ decode: (d) => make(d), recovery: 'fail' });
 registerError('invalid-argument', fail((d) => new InvalidArgumentError(d)));
 registerError('resource-exhausted', fail((d) => new ResourceExhaustedError(d)));
+registerError('permission-denied', fail((d) => new PermissionDeniedError(d)));
+registerError('unauthenticated', fail((d) => new UnauthenticatedError(d)));
 registerError('moved', { decode: (_d, m) => new MovedError(Number(m('slot')), Number(m('epoch')), m('owner'), m('owner-address')), recovery: 'redirect' });
 registerError('stale-epoch', { decode: (d, m) => Object.assign(new StaleEpochError(0, Number(m('epoch'))), { message: d }), recovery: 'redirect' });
 registerError('not-ready', { decode: (d) => new NotReadyError(d), recovery: 'retry' });

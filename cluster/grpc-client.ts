@@ -1,5 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { fromStatus } from './wire/status-codec.js';
+import { type Role } from './tls/identity.js';
+import { type TransportSecurity, channelCredentials, processSecurity } from './tls/transport-security.js';
 import { FLOW_CONTROL_WINDOW_BYTES, MAX_MESSAGE_BYTES } from './wire/dense-values.js';
 
 /**
@@ -16,12 +18,26 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.keepalive_timeout_ms': 10_000,
 };
 
+/**
+ * {@link CHANNEL_OPTIONS} for a channel secured as `security` says. Under
+ * mTLS the TLS server name is a fixed "tessera" rather than the dialled host:
+ * shards are dialled by IP addresses (an IP is not a valid server name), and
+ * the server is checked by the identity in its certificate, not by its name.
+ */
+export function channelOptions(security: TransportSecurity): grpc.ChannelOptions {
+  return security.kind === 'mtls' ? { ...CHANNEL_OPTIONS, 'grpc.ssl_target_name_override': 'tessera' } : CHANNEL_OPTIONS;
+}
+
 /** Default deadline of control-plane calls. */
 export const DEFAULT_DEADLINE_MS = 10_000;
 
-/** A client of a service (a constructor from proto.ts) at `address`, with {@link CHANNEL_OPTIONS}. */
-export function dial(Ctor: grpc.ServiceClientConstructor, address: string): grpc.Client {
-  return new Ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+/**
+ * A client of a service (a constructor from proto.ts) at `address`, with
+ * {@link CHANNEL_OPTIONS}, secured as `security` says; under mTLS the server
+ * must hold one of `roles` (a shard, unless told otherwise).
+ */
+export function dial(Ctor: grpc.ServiceClientConstructor, address: string, security: TransportSecurity = processSecurity(), roles?: readonly Role[]): grpc.Client {
+  return new Ctor(address, channelCredentials(security, roles), channelOptions(security));
 }
 
 export function deadlineIn(ms: number): grpc.Deadline {

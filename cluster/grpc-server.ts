@@ -4,6 +4,8 @@ import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import { loadProtos } from './proto.js';
 import { createLogger } from './log.js';
+import { type ServiceRules, guardService } from './tls/authorization.js';
+import { type TransportSecurity, processSecurity, serverCredentials } from './tls/transport-security.js';
 import { FLOW_CONTROL_WINDOW_BYTES, MAX_MESSAGE_BYTES, withWireEncoders } from './wire/dense-values.js';
 
 const log = createLogger('grpc-server');
@@ -31,18 +33,29 @@ export const SERVER_OPTIONS: grpc.ServerOptions = {
   'grpc.keepalive_permit_without_calls': 1,
 };
 
-export async function startGrpcServer(
-  address: string,
-  services: { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation; name: string }[],
-): Promise<TesseraGrpcServer> {
+/** A service a server hosts; under mTLS each call is first checked against `rules` (cluster/tls/authorization.ts). */
+export interface HostedService {
+  definition: grpc.ServiceDefinition;
+  implementation: grpc.UntypedServiceImplementation;
+  name: string;
+  rules: ServiceRules;
+}
+
+/**
+ * Starts a server on `address` with `services`, secured as `security` says
+ * (plaintext, or mutual TLS: every client shows a certificate of the cluster
+ * CA, and each call is checked against its service's rules; health and
+ * reflection need a certificate, any role).
+ */
+export async function startGrpcServer(address: string, services: HostedService[], security: TransportSecurity = processSecurity()): Promise<TesseraGrpcServer> {
   const server = new grpc.Server(SERVER_OPTIONS);
   raiseFlowControlWindows(server, FLOW_CONTROL_WINDOW_BYTES);
-  for (const s of services) server.addService(withWireEncoders(s.definition), s.implementation);
+  for (const s of services) server.addService(withWireEncoders(s.definition), guardService(s.name, s.definition, s.implementation, s.rules, security));
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(services.map((s) => [s.name, 'NOT_SERVING' as const])) });
   health.addToServer(server);
   new ReflectionService(loadProtos().definition).addToServer(server);
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(new Error(`cannot listen on ${address}: ${err.message}`)) : resolve(p))),
+    server.bindAsync(address, serverCredentials(security), (err, p) => (err ? reject(new Error(`cannot listen on ${address}: ${err.message}`)) : resolve(p))),
   );
   return {
     server,

@@ -29,6 +29,24 @@ export function bulkAddresses(members: readonly { id: string; bulkAddress?: stri
   return Object.keys(bulk).length > 0 ? { bulk } : {};
 }
 
+/**
+ * Throws unless `map` is a map of the cluster whose configuration has
+ * `slots` slots: the shape {@link validateMap} checks, every owner and
+ * address a string, and the cluster's slot count. What a shard or a client
+ * checks before it adopts a map from the store (a map it cannot use is
+ * refused, and it serves on with the one it has).
+ */
+export function checkMapFor(slots: number, map: unknown): asserts map is ShardMap {
+  const m = map as ShardMap;
+  if (typeof map !== 'object' || map === null || !Array.isArray(m.owners) || typeof m.addresses !== 'object' || m.addresses === null) {
+    throw new InvalidArgumentError('a shard map needs an epoch, a slot count, owners and addresses');
+  }
+  validateMap(m);
+  if (m.slots !== slots) throw new InvalidArgumentError(`shard map has ${m.slots} slots but the cluster has ${slots}`);
+  for (const [id, address] of Object.entries(m.addresses)) if (typeof address !== 'string') throw new InvalidArgumentError(`shard map gives shard "${id.slice(0, 80)}" a non-text address`);
+  if (m.owners.some((o) => typeof o !== 'string')) throw new InvalidArgumentError('shard map names a slot owner that is not a shard id');
+}
+
 /** Throws unless every slot is owned by a shard that has an address. */
 export function validateMap(map: ShardMap): void {
   if (!Number.isInteger(map.epoch) || map.epoch < 1) throw new InvalidArgumentError(`shard map epoch must be a positive integer, got ${map.epoch}`);

@@ -1,10 +1,14 @@
 import { once } from 'node:events';
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { BULK_READ_BUFFER_BYTES, BulkFrameReader, type BulkReply, type BulkRequest, encodeHead } from '../cluster/wire/bulk-frames.js';
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { createLogger } from '../cluster/log.js';
 import { compressionOfBulk } from '../cluster/wire/codec-fields.js';
 import { toStatus } from '../cluster/wire/status-codec.js';
+import { DATA_RULES, checkActsAs, checkRole } from '../cluster/tls/authorization.js';
+import { type Identity } from '../cluster/tls/identity.js';
+import { type TransportSecurity, identityOfPeer, processSecurity } from '../cluster/tls/transport-security.js';
 import { admitPull } from './admission.js';
 import { type GradientPool } from './gradient-pool.js';
 import { PushAssembler } from './push-assembler.js';
@@ -32,14 +36,38 @@ export class BulkServer {
     readonly port: number,
   ) {}
 
-  static async start(shard: Shard, host: string, pool: GradientPool, port = 0): Promise<BulkServer> {
+  /**
+   * Serves `shard` on `host:port`. Under mTLS the port is a TLS listener that
+   * requires a client certificate of the cluster CA (and follows rotations),
+   * and each request is checked as the gRPC services check theirs.
+   */
+  static async start(shard: Shard, host: string, pool: GradientPool, port = 0, security: TransportSecurity = processSecurity()): Promise<BulkServer> {
     let bulk: BulkServer | undefined;
-    const server = net.createServer({ pauseOnConnect: true }, (accepted) => {
-      const { socket, read } = withReadBuffer(accepted);
+    const track = (socket: net.Socket) => {
       bulk!.sockets.add(socket);
       socket.on('close', () => bulk!.sockets.delete(socket));
-      serve(shard, pool, socket, read);
-    });
+    };
+    let server: net.Server;
+    if (security.kind === 'mtls') {
+      const { material } = security;
+      const tlsServer = tls.createServer({ ...material.current, requestCert: true, rejectUnauthorized: true }, (socket) => {
+        track(socket);
+        // TLS sockets read through 'data' events (Node offers `onread` only to plain sockets).
+        const read = { on: (_bytes: Buffer) => undefined as void };
+        socket.on('data', (chunk: Buffer) => read.on(chunk));
+        serve(shard, pool, socket, read, { security, caller: identityOfPeer(socket.getPeerCertificate()) });
+      });
+      const stop = material.onChange((files) => tlsServer.setSecureContext({ ...files }));
+      tlsServer.on('close', stop);
+      tlsServer.on('tlsClientError', (err) => log.debug(`bulk TLS handshake refused: ${err.message}`));
+      server = tlsServer;
+    } else {
+      server = net.createServer({ pauseOnConnect: true }, (accepted) => {
+        const { socket, read } = withReadBuffer(accepted);
+        track(socket);
+        serve(shard, pool, socket, read, { security, caller: null });
+      });
+    }
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.once('listening', resolve);
@@ -97,7 +125,13 @@ export function withReadBuffer(accepted: net.Socket): { socket: net.Socket; read
   return { socket: accepted, read };
 }
 
-function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on: (bytes: Buffer) => void }): void {
+/** Who is on the other end: the identity of its certificate under mTLS (null under plaintext). */
+interface BulkPeer {
+  security: TransportSecurity;
+  caller: Identity | null;
+}
+
+function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on: (bytes: Buffer) => void }, peer: BulkPeer): void {
   socket.setNoDelay(true);
   let busy = false;
   let push: { id: number; assembler: PushAssembler | null; error: unknown } | null = null;
@@ -129,6 +163,8 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       if (!(Number.isSafeInteger(wireBytes) && wireBytes! >= 0 && wireBytes! <= 2 ** 33)) throw new Error(`a compressed bulk push needs its wireBytes; got ${JSON.stringify(header).slice(0, 120)}`);
       push = { id: req.id, assembler: null, error: null };
       try {
+        checkRole(peer.caller, peer.security, DATA_RULES['Push']!, 'a bulk push');
+        checkActsAs(peer.caller, req.workerId, 'a push');
         if (!Array.isArray(req.ranges)) throw new InvalidArgumentError('a bulk push needs its slot ranges');
         const compression = compressionOfBulk(req.compression);
         const clock = req.clock !== undefined ? { clock: req.clock } : {};
@@ -166,6 +202,8 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
 
   async function pull(req: BulkRequest, id: number): Promise<void> {
     try {
+      checkRole(peer.caller, peer.security, DATA_RULES['Pull']!, 'a bulk pull');
+      if (req.clock !== undefined) checkActsAs(peer.caller, req.workerId, 'a clocked pull');
       if (!Array.isArray(req.ranges)) throw new InvalidArgumentError('a bulk pull needs its slot ranges');
       await admitPull(shard, { epoch: req.epoch, ranges: req.ranges, model: req.model || undefined, workerId: req.workerId, clock: req.clock, join: req.join });
       const total = shard.lengthOf(req.ranges);

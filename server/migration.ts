@@ -3,6 +3,7 @@ import { dial, unary } from '../cluster/grpc-client.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { shardAdminService } from '../cluster/proto.js';
 import { type ShardMap } from '../cluster/shard-map.js';
+import { type TransportSecurity, processSecurity } from '../cluster/tls/transport-security.js';
 import { applyGradient } from './optimizers.js';
 import { FrameReader, frameArrays } from './array-frame.js';
 import { decodeCheckpoint, encodeCheckpoint } from './checkpoint-format.js';
@@ -60,6 +61,7 @@ export async function moveSlots(
   slots: readonly number[],
   targetId: string,
   targetAddress: string,
+  security: TransportSecurity = processSecurity(),
 ): Promise<MoveReport> {
   const started = performance.now();
   const map = await store.getMap();
@@ -77,7 +79,7 @@ export async function moveSlots(
 
   const log = new MigrationLog(set);
   shard.migration = log;
-  const target = dial(shardAdminService(), targetAddress);
+  const target = dial(shardAdminService(), targetAddress, security);
   const call = (method: 'importSlots' | 'applyLog' | 'dropSlots', req: object) => unary(target, method, req, CALL_DEADLINE_MS, targetAddress);
   let logEntries = 0;
   let frozenAt = 0;

@@ -1,13 +1,15 @@
 import { EventEmitter } from 'node:events';
 import { NotFoundError } from '../cluster/errors.js';
 import { startGrpcServer, type TesseraGrpcServer } from '../cluster/grpc-server.js';
+import { ADMIN_RULES, DATA_RULES } from '../cluster/tls/authorization.js';
+import { type TransportSecurity, checkPlaintextListener, processSecurity } from '../cluster/tls/transport-security.js';
 import { createLogger } from '../cluster/log.js';
 import { DEFAULT_LEASE, Lease, type LeaseOptions } from '../cluster/membership/lease.js';
 import { IDLE_WORKER_STATE, type MembershipStore } from '../cluster/membership/store.js';
 import { reconcileMap } from '../cluster/membership/reconcile.js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { SHARD_ADMIN_SERVICE_NAME, SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME, shardAdminService, shardService, sparseShardService } from '../cluster/proto.js';
-import { type ShardMap } from '../cluster/shard-map.js';
+import { type ShardMap, checkMapFor } from '../cluster/shard-map.js';
 import { formatRanges } from '../cluster/slots.js';
 import { isWildcardHost, splitHostPort } from '../cluster/address.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
@@ -60,6 +62,10 @@ export interface ShardServerOptions {
    * its last request. A failed one is logged and the next one tried.
    */
   checkpoints?: { directory: string; everyMs: number };
+  /** How its listeners and its own calls to other shards are secured. Default: the process's (`--tls-dir`), else plaintext. */
+  security?: TransportSecurity;
+  /** Allow plaintext on a non-loopback listen address (`--insecure`); without it such a shard refuses to start. */
+  insecure?: boolean;
 }
 
 export const DEFAULT_MAP_POLL_MS = 1_000;
@@ -96,11 +102,15 @@ export class ShardServer extends EventEmitter {
     private readonly store: MembershipStore,
     private readonly config: ClusterConfig,
     private readonly mapPollMs: number,
+    /** How its listeners and its calls to other shards are secured. */
+    readonly security: TransportSecurity,
   ) {
     super();
   }
 
   static async start(options: ShardServerOptions): Promise<ShardServer> {
+    const security = options.security ?? processSecurity();
+    checkPlaintextListener(security, listenHost(options.listen), options.insecure ?? false, `shard ${options.id}`);
     const config = await options.store.getConfig();
     if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera init, or tessera local)');
     const shard = new Shard(options.id, config);
@@ -113,8 +123,8 @@ export class ShardServer extends EventEmitter {
     let server: ShardServer | undefined;
     const pool = new GradientPool();
     const grpc = await startGrpcServer(options.listen, [
-      { name: SHARD_SERVICE_NAME, definition: shardService().service, implementation: shardImplementation(shard, () => server!.describe(), pool) },
-      { name: SPARSE_SHARD_SERVICE_NAME, definition: sparseShardService().service, implementation: sparseShardImplementation(sparse, shard.gate, () => server!.describeSparse()) },
+      { name: SHARD_SERVICE_NAME, definition: shardService().service, implementation: shardImplementation(shard, () => server!.describe(), pool), rules: DATA_RULES },
+      { name: SPARSE_SHARD_SERVICE_NAME, definition: sparseShardService().service, implementation: sparseShardImplementation(sparse, shard.gate, () => server!.describeSparse()), rules: DATA_RULES },
       {
         name: SHARD_ADMIN_SERVICE_NAME,
         definition: shardAdminService().service,
@@ -126,13 +136,14 @@ export class ShardServer extends EventEmitter {
           dropSlots: (slots) => dropSlots(shard, sparse, slots),
           exportModel: (atStep, signal) => takeModelExport(shard, sparse, atStep, signal),
         }),
+        rules: ADMIN_RULES,
       },
-    ]);
+    ], security);
     const address = options.advertise ?? advertised(options.listen, grpc.port);
-    const bulk = options.bulk === false ? null : await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0);
+    const bulk = options.bulk === false ? null : await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0, security);
     const bulkAddress = bulk ? `${address.slice(0, address.lastIndexOf(':'))}:${bulk.port}` : '';
     const lease = new Lease(options.store, 'shard', { id: options.id, address, ...(bulkAddress ? { bulkAddress } : {}), state: 'joining', bytes: 0 }, options.lease ?? DEFAULT_LEASE);
-    server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS);
+    server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS, security);
     log.info(`shard ${options.id} listening on ${address}${bulkAddress ? `, bulk on ${bulkAddress}` : ''} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
     server.checkpoints = options.checkpoints;
     server.scheduleCheckpoint();
@@ -194,6 +205,13 @@ export class ShardServer extends EventEmitter {
 
   private adopt(map: ShardMap): void {
     if (this.state === 'draining' || this.state === 'gone') return;
+    try {
+      checkMapFor(this.config.slots, map);
+    } catch (err) {
+      // A map this cluster cannot use (another slot count, owners without addresses…): serve on with the one held.
+      log.error(`shard ${this.shard.id}: ignoring a shard map from the store that does not fit this cluster (${(err as Error).message}); serving on with the map of epoch ${this.shard.epoch} it holds`);
+      return;
+    }
     if (!this.shard.setMap(map)) return;
     const owned = this.shard.owned();
     log.info(`shard ${this.shard.id}: map epoch ${map.epoch}, owns slots ${formatRanges(owned) || '(none)'}`);
@@ -250,7 +268,7 @@ export class ShardServer extends EventEmitter {
    * them to it.
    */
   async moveSlots(slots: number[], targetId: string, targetAddress: string): Promise<MoveReport> {
-    const report = await moveSlots(this.shard, this.sparse, this.store, (map) => this.adopt(map), slots, targetId, targetAddress);
+    const report = await moveSlots(this.shard, this.sparse, this.store, (map) => this.adopt(map), slots, targetId, targetAddress, this.security);
     log.info(`shard ${this.shard.id}: moved ${report.slots} slots and ${report.rows} rows to ${targetId} (map epoch ${report.epoch}, ${report.logEntries} updates sent after the snapshot, frozen ${report.frozenMs.toFixed(1)} ms)`);
     return report;
   }

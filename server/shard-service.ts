@@ -6,6 +6,7 @@ import { toStatus } from '../cluster/wire/status-codec.js';
 import { DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES } from '../cluster/wire/dense-values.js';
 import type { PullRequest__Output } from '../cluster/wire/proto-types/tessera/v1/PullRequest.js';
 import type { PushChunk__Output } from '../cluster/wire/proto-types/tessera/v1/PushChunk.js';
+import { callerOf, checkActsAs } from '../cluster/tls/authorization.js';
 import { admitPull } from './admission.js';
 import { GradientPool } from './gradient-pool.js';
 import { PushAssembler } from './push-assembler.js';
@@ -22,6 +23,7 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
       void (async () => {
         try {
           const req = call.request;
+          if (req.clocked) checkActsAs(callerOf(call), req.workerId, 'a clocked pull');
           await admitPull(shard, { epoch: req.epoch, ranges: req.ranges, model: req.model, workerId: req.workerId || call.getPeer(), join: req.join, ...(req.clocked ? { clock: req.clock } : {}) });
           if (call.cancelled) return;
           const maxBytes = Math.min(req.maxChunkBytes || DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES - 1024);
@@ -58,6 +60,7 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
           if (!push) {
             if (!msg.header) throw new InvalidArgumentError('the first message of a push must carry its header');
             const h = msg.header;
+            checkActsAs(callerOf(call), h.workerId, 'a push');
             const compression = compressionOfGrpc(h.codec, h.topkRatio);
             push = new PushAssembler(shard, pool, { epoch: h.epoch, ranges: h.ranges, workerId: h.workerId, seq: h.seq, model: h.model, ...(h.clocked ? { clock: h.clock } : {}), compression, wireBytes: h.wireBytes }, 'element');
           } else if (msg.header) {

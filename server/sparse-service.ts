@@ -1,5 +1,6 @@
 import type * as grpc from '@grpc/grpc-js';
-import { InvalidArgumentError } from '../cluster/errors.js';
+import { InvalidArgumentError, PermissionDeniedError } from '../cluster/errors.js';
+import { callerOf, checkActsAs } from '../cluster/tls/authorization.js';
 import { toStatus } from '../cluster/wire/status-codec.js';
 import { bytesToF32, bytesToIdHalves, f32Bytes } from '../cluster/wire/sparse-values.js';
 import { admitSparsePull } from './admission.js';
@@ -22,6 +23,9 @@ export function sparseShardImplementation(store: SparseStore, gate: ClockGate, d
     pull: async (call: grpc.ServerUnaryCall<SparsePullMsg, object>, callback: grpc.sendUnaryData<object>) => {
       try {
         const req = call.request;
+        const caller = callerOf(call);
+        if (req.clocked) checkActsAs(caller, req.workerId, 'a clocked pull');
+        if (caller?.role === 'reader' && !req.readOnly) throw new PermissionDeniedError(`a reader's sparse pulls must be read-only (read_only: true): only workers create rows`);
         const input = { epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, ids: bytesToIdHalves(bytesOf(req.ids, 'ids')), readOnly: req.readOnly };
         await admitSparsePull(store, gate, { ...input, workerId: req.workerId || call.getPeer(), join: req.join, ...(req.clocked ? { clock: req.clock } : {}) });
         // store.pull checks again: the map may have moved on while the pull waited.
@@ -36,6 +40,7 @@ export function sparseShardImplementation(store: SparseStore, gate: ClockGate, d
     push: (call: grpc.ServerUnaryCall<SparsePushMsg, object>, callback: grpc.sendUnaryData<object>) => {
       try {
         const req = call.request;
+        checkActsAs(callerOf(call), req.workerId, 'a sparse push');
         const ids = bytesToIdHalves(bytesOf(req.ids, 'ids'));
         const gradients = bytesToF32(bytesOf(req.gradients, 'gradients'), 'gradients');
         const res = store.push({ epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, seq: req.seq, ids, gradients, ...(req.clocked ? { clock: req.clock } : {}) });

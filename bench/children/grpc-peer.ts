@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { CHANNEL_OPTIONS } from '../../cluster/grpc-client.js';
 import { startGrpcServer, type TesseraGrpcServer } from '../../cluster/grpc-server.js';
+import { ANY_ROLE } from '../../cluster/tls/authorization.js';
 import { nowNs, serve } from '../child-rpc.js';
 
 /**
@@ -42,6 +43,7 @@ serve(
         {
           name: 'tessera.bench.Stream',
           definition: DEFINITION,
+          rules: { Push: ANY_ROLE, Pull: ANY_ROLE },
           implementation: {
             push: (call: grpc.ServerReadableStream<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
               call.on('data', () => undefined);

@@ -29,7 +29,7 @@ export const checkpointCommand: Command = {
         }
       }
       const failed = outcomes.filter((x) => !x.ok).length;
-      if (failed > 0) process.stderr.write(`tessera: ${failed} of ${outcomes.length} shards wrote no checkpoint; the others did\n`);
+      if (failed > 0) process.stderr.write(failed === outcomes.length ? `tessera: no shard wrote a checkpoint (${failed} failed)\n` : `tessera: ${failed} of ${outcomes.length} shards wrote no checkpoint; the others did\n`);
       return failed > 0 ? EXIT.failed : EXIT.ok;
     } finally {
       await store.close();

@@ -20,13 +20,14 @@ import { RoleProcesses } from '../local/processes.js';
 import { ProgressLine } from '../local/progress.js';
 import { parseWorkerEvent } from '../local/worker-events.js';
 import { DEFAULT_TRAINING, clusterConfig, COMPRESSION_OPTION, parseCompressionOption, parseConsistencyOption, stepsOfRun } from '../local/defaults.js';
+import { MEMBERSHIP_RULES } from '../../cluster/tls/authorization.js';
 
 /** How long shards may take to start and register before `local` gives up. */
 const SHARD_START_TIMEOUT_MS = 30_000;
 
 export const localCommand: Command = {
   name: 'local',
-  summary: 'Run a whole cluster on this machine (each role its own process; an embedded membership store unless --redis), train a model, evaluate it on held-out data, shut down.',
+  summary: 'Run a whole cluster on this machine (each role its own process; an embedded membership store unless --redis), train a model, evaluate it on held-out data, shut down. Plaintext on loopback only: nothing listens beyond this machine (TLS between hosts: docs/security.md).',
   options: [
     { name: 'shards', type: 'int', default: DEFAULT_TRAINING.shards, description: 'shard server processes' },
     { name: 'workers', type: 'int', default: DEFAULT_TRAINING.workers, description: 'training worker processes' },
@@ -220,7 +221,7 @@ async function openMembership(config: ClusterConfig, redis: string | undefined):
   }
   const store = new MemoryMembershipStore();
   await store.createCluster(config);
-  const server = await startGrpcServer('127.0.0.1:0', [{ name: MEMBERSHIP_SERVICE_NAME, definition: membershipService().service, implementation: membershipImplementation(store) }]);
+  const server = await startGrpcServer('127.0.0.1:0', [{ name: MEMBERSHIP_SERVICE_NAME, definition: membershipService().service, implementation: membershipImplementation(store), rules: MEMBERSHIP_RULES }]);
   server.setServing([MEMBERSHIP_SERVICE_NAME], 'SERVING');
   return {
     store,

@@ -44,6 +44,8 @@ export class MemoryMembershipStore implements MembershipStore {
     if (actual !== expectedEpoch) throw new MapConflictError(expectedEpoch, actual);
     if (!(next.epoch > expectedEpoch)) throw new InvalidArgumentError(`a new shard map must have an epoch above ${expectedEpoch}, got ${next.epoch}`);
     validateMap(next);
+    // A map for another slot count would be refused by every shard and client; refuse it here, where the writer hears of it.
+    if (this.config && next.slots !== this.config.slots) throw new InvalidArgumentError(`shard map has ${next.slots} slots but the cluster has ${this.config.slots}`);
     this.map = structuredClone(next);
     for (const l of this.listeners) queueMicrotask(() => notify(l, next));
   }

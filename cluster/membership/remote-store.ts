@@ -89,7 +89,12 @@ export class RemoteMembershipStore implements MembershipStore {
       stream = s;
       s.on('data', (doc: { mapJson: string }) => {
         failures = 0;
-        listener(JSON.parse(doc.mapJson) as ShardMap);
+        // A document that does not parse, or a listener that throws, must not take the process down.
+        try {
+          listener(JSON.parse(doc.mapJson) as ShardMap);
+        } catch (err) {
+          log.warn(`map watch on ${this.address}: a map was not taken (${(err as Error).message})`);
+        }
       });
       s.on('error', (err: grpc.ServiceError) => {
         if (stopped || this.closed || err.code === grpc.status.CANCELLED) return;

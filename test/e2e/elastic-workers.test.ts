@@ -9,6 +9,7 @@ import { BlockPlan } from '../../worker/data/work-source.js';
 import { MNIST_TRAIN_EXAMPLES } from '../../worker/data/mnist.js';
 import { loadTask } from '../../worker/tasks/index.js';
 import { type Running, start, waitFor } from '../helpers/cli.js';
+import { MEMBERSHIP_RULES } from '../../cluster/tls/authorization.js';
 
 const EPOCHS = 2;
 const BLOCK = 256;
@@ -43,7 +44,7 @@ describe('e2e: elastic workers', function () {
 
   it('a worker killed and one added mid-run: the run finishes, each example used once per epoch by a live worker', async () => {
     await store.createCluster(clusterConfig({ name: 'elastic', slots: 64, task: await loadTask('mnist-mlp'), seed: 1, optimizer: 'adam', initialShards: 1 }));
-    server = await startGrpcServer('127.0.0.1:0', [{ name: MEMBERSHIP_SERVICE_NAME, definition: membershipService().service, implementation: membershipImplementation(store) }]);
+    server = await startGrpcServer('127.0.0.1:0', [{ name: MEMBERSHIP_SERVICE_NAME, definition: membershipService().service, implementation: membershipImplementation(store), rules: MEMBERSHIP_RULES }]);
     shard = await ShardServer.start({ id: 'shard-0', listen: '127.0.0.1:0', store });
 
     const blocks: BlockEvent[] = [];

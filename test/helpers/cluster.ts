@@ -6,6 +6,7 @@ import { MemoryMembershipStore } from '../../cluster/membership/memory-store.js'
 import { ShardServer } from '../../server/shard-server.js';
 import { TesseraClient } from '../../client/tessera-client.js';
 import { type ClientOptions, type ClientOptionsInput } from '../../client/options.js';
+import { type TransportSecurity } from '../../cluster/tls/transport-security.js';
 
 /** A model of one dense tensor of `elements` floats, uniformly initialized. */
 export function flatModel(elements: number, name = 'flat'): ModelSpec {
@@ -35,11 +36,15 @@ export async function startCluster(opts: {
   consistency?: Consistency;
   initialWorkers?: number;
   transport?: ClientOptions['transport'];
+  /** How shard `id` secures its listeners and its calls to other shards (default: plaintext). */
+  security?: (id: string) => TransportSecurity;
+  /** The cluster's name (default "test"): under mTLS, the one its certificates name. */
+  name?: string;
 }): Promise<TestCluster> {
   const transport = opts.transport ?? 'bulk';
   const store = new MemoryMembershipStore();
   const config: ClusterConfig = {
-    name: 'test',
+    name: opts.name ?? 'test',
     slots: opts.slots ?? 1024,
     model: opts.model,
     optimizer: optimizerWithDefaults(opts.optimizer ?? { name: 'sgd' }),
@@ -51,7 +56,7 @@ export async function startCluster(opts: {
   const shards: ShardServer[] = [];
   const clients: TesseraClient[] = [];
   // The last shard to register writes the first map (epoch 1, slots spread evenly); the others adopt it.
-  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store }));
+  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store, ...(opts.security ? { security: opts.security(`shard-${i}`) } : {}) }));
   for (const s of shards) await s.refresh();
   return {
     store,

@@ -13,9 +13,9 @@ type RawClient = grpc.Client & {
   push(cb: (err: grpc.ServiceError | null, res?: object) => void): grpc.ClientWritableStream<object>;
 };
 
-export function rawClient(address: string, options: grpc.ChannelOptions = CHANNEL_OPTIONS): RawClient {
+export function rawClient(address: string, options: grpc.ChannelOptions = CHANNEL_OPTIONS, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()): RawClient {
   const Ctor = shardService();
-  return new Ctor(address, grpc.credentials.createInsecure(), options) as unknown as RawClient;
+  return new Ctor(address, credentials, options) as unknown as RawClient;
 }
 
 export function rawPull(client: RawClient, req: object): Promise<RawResult<{ offset: number; values: Buffer; total: number; epoch: number }[]>> {
