@@ -1,3 +1,5 @@
+import { InvalidArgumentError } from '../cluster/errors.js';
+import { badWorkerId } from '../cluster/worker-id.js';
 import { type SlotRange } from '../cluster/slots.js';
 import { type ClockGate } from './clock-gate.js';
 import { type Shard } from './shard.js';
@@ -37,6 +39,9 @@ export interface DensePullAdmission extends GateTicket {
  */
 async function waitAtGate(gate: ClockGate, ticket: GateTicket, check: () => void): Promise<void> {
   if (ticket.clock === undefined) return;
+  // A clocked pull counts its worker at the gate: the same id rules as a push's.
+  const bad = badWorkerId(ticket.workerId);
+  if (bad) throw new InvalidArgumentError(bad);
   check();
   await gate.beforePull(ticket.workerId, ticket.clock, Boolean(ticket.join), CLOCK_WAIT_MS);
 }

@@ -164,6 +164,7 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       push = { id: req.id, assembler: null, error: null };
       try {
         checkRole(peer.caller, peer.security, DATA_RULES['Push']!, 'a bulk push');
+        checkHeaderTypes(req);
         checkActsAs(peer.caller, req.workerId, 'a push');
         if (!Array.isArray(req.ranges)) throw new InvalidArgumentError('a bulk push needs its slot ranges');
         const compression = compressionOfBulk(req.compression);
@@ -203,6 +204,7 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
   async function pull(req: BulkRequest, id: number): Promise<void> {
     try {
       checkRole(peer.caller, peer.security, DATA_RULES['Pull']!, 'a bulk pull');
+      checkHeaderTypes(req);
       if (req.clock !== undefined) checkActsAs(peer.caller, req.workerId, 'a clocked pull');
       if (!Array.isArray(req.ranges)) throw new InvalidArgumentError('a bulk pull needs its slot ranges');
       await admitPull(shard, { epoch: req.epoch, ranges: req.ranges, model: req.model || undefined, workerId: req.workerId, clock: req.clock, join: req.join });
@@ -232,4 +234,20 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
     push?.assembler?.release();
     push = null;
   });
+}
+
+/**
+ * The types of a request header's fields, which JSON leaves open: an integer
+ * epoch (and clock), text model and worker ids. (Ranges, lengths and values
+ * are checked where they are used, with the same checks as over gRPC.)
+ * @throws InvalidArgumentError naming the field.
+ */
+function checkHeaderTypes(req: BulkRequest): void {
+  const field = (name: string, ok: boolean) => {
+    if (!ok) throw new InvalidArgumentError(`a bulk request's "${name}" must be ${name === 'epoch' || name === 'clock' ? 'a non-negative integer' : 'text'}`);
+  };
+  field('epoch', Number.isSafeInteger(req.epoch) && req.epoch >= 0);
+  if (req.clock !== undefined) field('clock', Number.isSafeInteger(req.clock) && req.clock >= 0);
+  if (req.model !== undefined && req.model !== null) field('model', typeof req.model === 'string');
+  if (req.workerId !== undefined) field('workerId', typeof req.workerId === 'string');
 }

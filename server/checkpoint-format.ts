@@ -111,7 +111,12 @@ export function decodeCheckpoint(bytes: Buffer, source: string): CheckpointImage
   if ((crc32(bytes.subarray(0, end)) >>> 0) !== bytes.readUInt32LE(end)) throw bad('is damaged: its CRC-32 does not match (truncated or changed since it was written)');
   const frame = new FrameReader<CheckpointHeader>(bytes, end, CHECKPOINT_MAGIC, 'a Tessera checkpoint', bad);
   const header = frame.header;
-  if (header.format !== CHECKPOINT_FORMAT) throw bad(`is format ${header.format}; this Tessera reads format ${CHECKPOINT_FORMAT}`);
+  if (header.format !== CHECKPOINT_FORMAT) throw bad(`is format ${String(header.format).slice(0, 40)}; this Tessera reads format ${CHECKPOINT_FORMAT}`);
+  // The header is JSON from whoever wrote the bytes (a move's payload comes over the network): its shape is checked before use.
+  if (!Array.isArray(header.dense) || !Array.isArray(header.sparse) || typeof header.tables !== 'object' || header.tables === null) throw bad('has a header without its dense and sparse slot lists');
+  const count = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
+  for (const d of header.dense) if (!count(d?.slot) || !count(d?.length) || !count(d?.step) || !Array.isArray(d?.dedup)) throw bad('lists a dense slot without its slot, length, step and applied pushes');
+  for (const s of header.sparse) if (!count(s?.slot) || !count(s?.count) || typeof s?.table !== 'string' || !Array.isArray(s?.dedup)) throw bad('lists sparse rows without their slot, count, table and applied pushes');
   const states = (optimizer: string, n: number) => Array.from({ length: stateFloatsPerElement(optimizer as OptimizerName) }, () => frame.f32(n));
   const dense = header.dense.map((d) => ({ slot: d.slot, step: d.step, dedup: d.dedup, values: frame.f32(d.length), state: states(header.optimizer, d.length) }));
   const sparse = header.sparse.map((s) => {

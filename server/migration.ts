@@ -2,7 +2,9 @@ import { InvalidArgumentError, MigrationError, TesseraError } from '../cluster/e
 import { dial, unary } from '../cluster/grpc-client.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { shardAdminService } from '../cluster/proto.js';
+import { firstNonFinite } from '../cluster/finite.js';
 import { type ShardMap } from '../cluster/shard-map.js';
+import { badSeq, badWorkerId } from '../cluster/worker-id.js';
 import { type TransportSecurity, processSecurity } from '../cluster/tls/transport-security.js';
 import { applyGradient } from './optimizers.js';
 import { FrameReader, frameArrays } from './array-frame.js';
@@ -135,14 +137,38 @@ export function importSlots(data: Buffer, shard: Shard, sparse: SparseStore): nu
   return restore(image, shard, sparse, 'a moved slot').slots;
 }
 
-/** The target side: the source's updates since the snapshot, applied in order, once each (per slot, by worker and seq). */
+/**
+ * The target side: the source's updates since the snapshot, applied in order,
+ * once each (per slot, by worker and seq). Every entry is checked before any
+ * is applied, as a push is: only slots this shard holds as the target of a
+ * move (imported, not yet its own by the map), the slot's length, finite
+ * values, a known table.
+ * @throws InvalidArgumentError naming the first entry that fails; nothing is applied then.
+ */
 export function applyLog(data: Buffer, shard: Shard, sparse: SparseStore): number {
   const entries = decodeLog(data);
+  const owned = new Set<number>();
+  for (const r of shard.owned()) for (let s = r.begin; s < r.end; s++) owned.add(s);
+  entries.forEach((e, i) => {
+    const what = `logged update #${i} (slot ${e.slot})`;
+    if (!Number.isInteger(e.slot) || e.slot < 0 || e.slot >= shard.config.slots) throw new InvalidArgumentError(`${what}: no such slot in a cluster of ${shard.config.slots}`);
+    if (owned.has(e.slot)) throw new InvalidArgumentError(`${what}: the slot is served by ${shard.id}; a move's updates go only to slots it is receiving`);
+    const bad = badWorkerId(e.worker) ?? badSeq(e.seq);
+    if (bad) throw new InvalidArgumentError(`${what}: ${bad}`);
+    if (firstNonFinite(e.gradient) >= 0) throw new InvalidArgumentError(`${what}: a non-finite value`);
+    if (e.kind === 'dense') {
+      const slot = shard.store.get(e.slot);
+      if (!slot) throw new InvalidArgumentError(`${what}: no move brought this slot to ${shard.id} (import it first)`);
+      if (e.gradient.length !== slot.values.length) throw new InvalidArgumentError(`${what}: ${e.gradient.length} values, the slot ${slot.values.length}`);
+    } else {
+      const table = sparse.table(e.table);
+      if (e.gradient.length !== (e.ids.length / 2) * table.dim) throw new InvalidArgumentError(`${what}: ${e.gradient.length} values for ${e.ids.length / 2} rows of ${table.dim}`);
+    }
+  });
   for (const e of entries) {
     if (e.kind === 'dense') {
-      const slot = shard.store.ensure(e.slot);
+      const slot = shard.store.get(e.slot)!;
       if (slot.dedup.has(e.worker, e.seq)) continue;
-      if (e.gradient.length !== slot.values.length) throw new InvalidArgumentError(`a logged update of slot ${e.slot} has ${e.gradient.length} values, the slot ${slot.values.length}`);
       applyGradient(slot, e.gradient, 0, shard.config.optimizer);
       slot.dedup.add(e.worker, e.seq);
     } else {

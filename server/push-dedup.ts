@@ -1,3 +1,5 @@
+import { badWorkerId } from '../cluster/worker-id.js';
+
 /**
  * Remembers which (worker, seq) pushes a slot has applied, so a retried push is
  * applied once. Per worker it keeps the highest sequence seen and a bitmap of
@@ -93,6 +95,8 @@ export class PushDedup {
     this.workers.clear();
     this.lastWorker = null;
     for (const image of images) {
+      const bad = badWorkerId(image.worker);
+      if (bad) throw new Error(`applied pushes of a worker that cannot be one: ${bad}`);
       const w = new SeqWindow(this.window);
       const bits = Buffer.from(image.bits, 'base64');
       if (bits.byteLength !== w.words.byteLength || !Number.isSafeInteger(image.high)) throw new Error(`a dedup window of ${bits.byteLength} bytes (high ${image.high}) does not fit this shard's ${w.words.byteLength}-byte window`);

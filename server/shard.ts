@@ -6,6 +6,7 @@ import { type ShardMap, ownedRanges } from '../cluster/shard-map.js';
 import { type SlotRange, checkRanges, rangesLength, slotStart } from '../cluster/slots.js';
 import { copyBytes, floatBytes } from '../cluster/wire/dense-values.js';
 import { ClockGate, toMean } from './clock-gate.js';
+import { badSeq, badWorkerId } from '../cluster/worker-id.js';
 import { type MigrationLog } from './migration-log.js';
 import { applyGradient, applyGradientToSlots } from './optimizers.js';
 import { addressOf, simdKernels } from './simd-kernels.js';
@@ -98,7 +99,7 @@ export class Shard {
   /** Throws the typed error a request for `ranges` at `epoch` deserves, or returns. */
   check(epoch: number, ranges: readonly SlotRange[], model?: string): void {
     if (model && model !== this.config.model.name) {
-      throw new InvalidArgumentError(`unknown model "${model}": this cluster trains "${this.config.model.name}"`);
+      throw new InvalidArgumentError(`unknown model "${String(model).slice(0, 80)}": this cluster trains "${this.config.model.name}"`);
     }
     const bad = checkRanges(ranges, this.config.slots);
     if (bad) throw new InvalidArgumentError(bad);
@@ -172,7 +173,8 @@ export class Shard {
    */
   beginPush(header: PushHeader): OpenPush {
     if (!header.workerId) throw new InvalidArgumentError('push has no worker_id; every push needs (worker_id, seq) to be applied once');
-    if (!Number.isSafeInteger(header.seq) || header.seq < 0) throw new InvalidArgumentError(`push seq must be a non-negative integer, got ${header.seq}`);
+    const bad = badWorkerId(header.workerId) ?? badSeq(header.seq);
+    if (bad) throw new InvalidArgumentError(bad);
     this.check(header.epoch, header.ranges, header.model);
     const clocked = header.clock !== undefined && this.gate.clocked;
     if (clocked && !(Number.isSafeInteger(header.clock) && header.clock! >= 0)) throw new InvalidArgumentError(`push clock must be a non-negative integer, got ${header.clock}`);

@@ -8,6 +8,7 @@ import { SPARSE_MAX_REPLY_BYTES } from '../cluster/wire/sparse-values.js';
 import { type ClockGate, toMean } from './clock-gate.js';
 import { type MigrationLog } from './migration-log.js';
 import { type SparseRows, SparseTable } from './sparse-table.js';
+import { badSeq, badWorkerId } from '../cluster/worker-id.js';
 
 /**
  * A shard's sparse tables and the data-plane operations on them, without the
@@ -107,7 +108,7 @@ export class SparseStore {
     const t = this.tables.get(name);
     if (t) return t;
     const known = [...this.tables.keys()];
-    throw new InvalidArgumentError(`unknown sparse table "${name}": model ${this.config.model.name} has ${known.length ? known.join(', ') : 'no sparse tables'}`);
+    throw new InvalidArgumentError(`unknown sparse table "${String(name).slice(0, 80)}": model ${this.config.model.name} has ${known.length ? known.join(', ') : 'no sparse tables'}`);
   }
 
   /**
@@ -170,7 +171,8 @@ export class SparseStore {
    */
   push(req: SparsePushInput): SparsePushResult {
     if (!req.workerId) throw new InvalidArgumentError('sparse push has no worker_id; every push needs (worker_id, seq) to be applied once');
-    if (!Number.isSafeInteger(req.seq) || req.seq < 0) throw new InvalidArgumentError(`sparse push seq must be a non-negative integer, got ${req.seq}`);
+    const badId = badWorkerId(req.workerId) ?? badSeq(req.seq);
+    if (badId) throw new InvalidArgumentError(`sparse push: ${badId}`);
     const table = this.admit(req.model, req.table, req.ids);
     const n = req.ids.length >>> 1;
     const dim = table.dim;

@@ -1,0 +1,157 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { crc32 } from 'node:zlib';
+import * as grpc from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { dial, unary } from '../../cluster/grpc-client.js';
+import { shardAdminService, sparseShardService } from '../../cluster/proto.js';
+import { type ModelSpec } from '../../cluster/model-spec.js';
+import { frameArrays } from '../../server/array-frame.js';
+import { CHECKPOINT_FORMAT, CHECKPOINT_MAGIC } from '../../server/checkpoint-format.js';
+import { encodeLog } from '../../server/migration.js';
+import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { RawBulk } from '../helpers/raw-bulk.js';
+import { f32, rawClient, rawPush } from '../helpers/raw-shard.js';
+
+/*
+ * Input crafted to hurt, as an attacker on the network without certificates
+ * (a plaintext cluster) would send it — each case one that used to be
+ * accepted: it is refused with a clear status, nothing changes, and the
+ * shard (checkpoints included) works on.
+ */
+
+const D = 4096;
+const SLOTS = 1024;
+const MODEL: ModelSpec = {
+  name: 'hostile',
+  seed: 3,
+  tensors: [{ name: 'w', shape: [D], init: { kind: 'uniform', low: -1, high: 1 } }],
+  sparse: [{ name: 'items', dim: 4, init: { kind: 'constant', value: 0 } }],
+};
+
+describe('functional: hostile input is refused and costs nothing', function () {
+  this.timeout(60_000);
+  let cluster: TestCluster;
+  let root: string;
+  /** Shard 0's slots, and the values they hold. */
+  const mine = { begin: 0, end: SLOTS / 2 };
+  const N = D / 2;
+  const header = (over: object = {}) => ({ epoch: 1, ranges: [mine], workerId: 'w', seq: 1, model: 'hostile', ...over });
+
+  before(async () => {
+    root = mkdtempSync(path.join(tmpdir(), 'tessera-hostile-'));
+    cluster = await startCluster({ shards: 2, model: MODEL, slots: SLOTS, optimizer: { name: 'sgd', learningRate: 1 } });
+  });
+  after(async () => {
+    await cluster.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  const values = async () => Buffer.from((await (await cluster.client()).pull()).buffer);
+  const admin = () => dial(shardAdminService(), cluster.shards[0]!.address);
+  const checkpointStillWorks = async () => {
+    const info = await unary<object, { slots: number }>(admin(), 'checkpoint', { directory: root });
+    expect(info.slots, 'a checkpoint of every slot of shard 0').to.equal(SLOTS / 2);
+  };
+
+  it('a push whose worker id is 600 KB: INVALID_ARGUMENT; checkpoints go on working', async () => {
+    const before = await values();
+    const raw = rawClient(cluster.shards[0]!.address);
+    const r = await rawPush(raw, [{ header: header({ workerId: 'x'.repeat(600_000) }), offset: 0, values: f32(new Float32Array(N).fill(1)) }]);
+    raw.close();
+    expect(r.ok).to.equal(false);
+    if (!r.ok) {
+      expect(r.error.code).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(r.error.details).to.match(/a worker id is at most 128 characters, got 600000/);
+    }
+    expect((await values()).equals(before)).to.equal(true);
+    await checkpointStillWorks();
+  });
+
+  it('bulk: a worker id that is not text, sent twice, is refused both times and applies nothing', async () => {
+    const before = await values();
+    const conn = new RawBulk(cluster.shards[0]!.bulkAddress);
+    for (const id of [1, 2]) {
+      conn.send({ id, op: 'push', length: N, ...header({ workerId: { not: 'text' } }) }, f32(new Float32Array(N).fill(1)));
+      const reply = (await conn.next())?.reply;
+      expect(reply?.ok).to.equal(false);
+      if (reply && !reply.ok) expect(reply.details).to.match(/"workerId" must be text/);
+    }
+    conn.close();
+    expect((await values()).equals(before)).to.equal(true);
+  });
+
+  it('bulk: an epoch sent as text is refused, naming the field', async () => {
+    const conn = new RawBulk(cluster.shards[0]!.bulkAddress);
+    conn.send({ id: 1, op: 'pull', epoch: '1', ranges: [mine], workerId: 'w' });
+    const reply = (await conn.next())?.reply;
+    conn.close();
+    expect(reply?.ok).to.equal(false);
+    if (reply && !reply.ok) {
+      expect(reply.code).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(reply.details).to.match(/"epoch" must be a non-negative integer/);
+    }
+  });
+
+  it('a push with seq 2^53−1 is refused, so the worker’s later pushes still apply', async () => {
+    const raw = rawClient(cluster.shards[0]!.address);
+    const r = await rawPush(raw, [{ header: header({ workerId: 'seq-w', seq: 2 ** 53 - 1 }), offset: 0, values: f32(new Float32Array(N).fill(0.5)) }]);
+    expect(r.ok).to.equal(false);
+    if (!r.ok) expect(r.error.details).to.match(/above the largest a shard accepts \(2\^50\)/);
+    const later = await rawPush(raw, [{ header: header({ workerId: 'seq-w', seq: Date.now() }), offset: 0, values: f32(new Float32Array(N).fill(0.5)) }]);
+    raw.close();
+    expect(later.ok && later.value.appliedSlots, 'the next push is applied').to.equal(SLOTS / 2);
+  });
+
+  it('a sparse call naming a 1 MB table: refused with a short message', async () => {
+    const Sparse = sparseShardService();
+    const stub = new Sparse(cluster.shards[0]!.address, grpc.credentials.createInsecure());
+    const err = await unary(stub, 'pull', { epoch: 1, model: 'hostile', table: 't'.repeat(1 << 20), ids: Buffer.alloc(8), workerId: 'w', readOnly: true }).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+    stub.close();
+    expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(err!.message.length, 'the status does not echo the name').to.be.below(400);
+  });
+
+  it('ImportSlots with a header whose slot lists are not lists: a clear refusal, not INTERNAL', async () => {
+    const pieces = frameArrays(CHECKPOINT_MAGIC, { format: CHECKPOINT_FORMAT, dense: {}, sparse: [], tables: {} }, []);
+    let crc = 0;
+    for (const p of pieces) crc = crc32(p, crc);
+    const tail = Buffer.alloc(4);
+    tail.writeUInt32LE(crc >>> 0, 0);
+    const err = await unary(admin(), 'importSlots', { data: Buffer.concat([...pieces, tail]) }).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+    expect(err?.code).to.not.equal(grpc.status.INTERNAL);
+    expect(err?.message).to.match(/a header without its dense and sparse slot lists/);
+  });
+
+  describe('ApplyLog only for slots the shard is receiving', () => {
+    const entry = (slot: number, gradient: Float32Array) => ({ kind: 'dense' as const, slot, worker: 'w-log', seq: 1, gradient });
+    const slotLength = D / SLOTS;
+    const cases: { name: string; entries: () => Parameters<typeof encodeLog>[0]; message: RegExp }[] = [
+      { name: 'a slot the shard serves', entries: () => [entry(5, new Float32Array(slotLength).fill(1))], message: /slot 5\): the slot is served by shard-0/ },
+      { name: 'NaN', entries: () => [entry(600, new Float32Array(slotLength).fill(Number.NaN))], message: /slot 600\): a non-finite value/ },
+      { name: 'a slot no move brought here', entries: () => [entry(600, new Float32Array(slotLength).fill(1))], message: /slot 600\): no move brought this slot to shard-0/ },
+      { name: 'a slot out of range', entries: () => [entry(SLOTS + 7, new Float32Array(slotLength))], message: /no such slot in a cluster of 1024/ },
+    ];
+    for (const c of cases) {
+      it(`${c.name}: refused; no value changes, no slot appears`, async () => {
+        const before = await values();
+        const held = cluster.shards[0]!.shard.store.heldElements();
+        const err = await unary(admin(), 'applyLog', { data: encodeLog(c.entries()) }).then(
+          () => null,
+          (e: Error & { code: number }) => e,
+        );
+        expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+        expect(err?.message).to.match(c.message);
+        expect((await values()).equals(before)).to.equal(true);
+        expect(cluster.shards[0]!.shard.store.heldElements(), 'no phantom slot').to.equal(held);
+      });
+    }
+  });
+});
