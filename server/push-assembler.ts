@@ -1,7 +1,7 @@
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { type Compression } from '../cluster/wire/gradient-codec.js';
 import { slotLengths } from '../cluster/wire/codec-fields.js';
-import { copyBytes, copyBytesInto } from '../cluster/wire/dense-values.js';
+import { copyBytes } from '../cluster/wire/dense-values.js';
 import { EncodedPush } from './encoded-push.js';
 import { type GradientPool } from './gradient-pool.js';
 import { type OpenPush, type PushHeader, type PushResult, type Shard } from './shard.js';
@@ -24,6 +24,13 @@ export interface AssembledPushHeader extends PushHeader {
 export type OffsetUnit = 'element' | 'byte';
 
 /**
+ * Values a float32 push is received into at most, beside the largest slot it
+ * covers: 1 MiB. A push's slots are applied as they complete, so its values
+ * pass through a window this large rather than a buffer of the whole push.
+ */
+export const PUSH_WINDOW_VALUES = 1 << 18;
+
+/**
  * One dense push being received, shared by the gRPC and bulk edges (which
  * only read messages or frames and answer). Constructing it admits the push:
  * worker id, seq, clock, ownership, ranges, epoch, the announced length and
@@ -31,21 +38,28 @@ export type OffsetUnit = 'element' | 'byte';
  * refused push allocates nothing. Pieces must then arrive in order and cover
  * the gradient exactly.
  *
- * Float32 pushes are applied slot by slot while they arrive: as soon as a
- * slot's last value is in, the slot is checked and applied (Shard.applySlots),
- * its values still in cache, while the rest of the push is on the wire. A push
- * under a codec is decoded once its last byte is in, then applied the same
- * way. Either way each slot is all or nothing, and a push refused part-way
- * keeps the slots before the refusal (docs/wire-protocol.md, "Push").
+ * Float32 pushes are applied slot by slot while they arrive: their bytes go
+ * into a window of {@link PUSH_WINDOW_VALUES} (or the largest slot, if
+ * larger), and as soon as a slot's last value is in, the slot is checked and
+ * applied (Shard.applySlots), its values still in cache, while the rest of the
+ * push is on the wire; the window then slides past the applied slots. So a
+ * push holds at most a window of memory, whatever its size, and takes it only
+ * once its header is admitted. A push under a codec is decoded once its last
+ * byte is in, then applied the same way. Either way each slot is all or
+ * nothing, and a push refused part-way keeps the slots before the refusal
+ * (docs/wire-protocol.md, "Push").
  * The edge calls {@link release} once the push is settled, whatever happened.
  */
 export class PushAssembler {
-  private gradient: Float32Array | null;
+  /** Float32: the window; under a codec, the decoded gradient (taken once every encoded byte is in). */
+  private buffer: Float32Array | null = null;
+  private settled = false;
   /** Every codec but float32: the encoded bytes, decoded by {@link apply}. */
   private readonly encoded: EncodedPush | null = null;
-  /** Float32 pieces at byte offsets: the gradient's bytes. */
-  private readonly bytes: Buffer | null = null;
-  /** Float32 pieces received, in `unit`s. */
+  /** Float32: the window's bytes, and the push's element at the window's start (always a slot boundary). */
+  private readonly windowBytes: Buffer | null = null;
+  private base = 0;
+  /** Float32 bytes received. */
   private received = 0;
   /** Values the push's slots hold. */
   readonly length: number;
@@ -63,9 +77,14 @@ export class PushAssembler {
     this.length = shard.lengthOf(header.ranges);
     const expected = this.length;
     if (header.length !== undefined && header.length !== expected) throw new InvalidArgumentError(`push carries ${header.length} values but slots of the request hold ${expected}`);
-    if (header.compression.kind !== 'none') this.encoded = new EncodedPush(header.compression, slotLengths(header.ranges, shard.elements, shard.config.slots), header.wireBytes);
-    this.gradient = pool.acquire(expected);
-    if (!this.encoded && unit === 'byte') this.bytes = Buffer.from(this.gradient.buffer, this.gradient.byteOffset, expected * 4);
+    const lengths = slotLengths(header.ranges, shard.elements, shard.config.slots);
+    if (header.compression.kind !== 'none') {
+      this.encoded = new EncodedPush(header.compression, lengths, header.wireBytes);
+      return;
+    }
+    const window = Math.min(expected, Math.max(PUSH_WINDOW_VALUES, ...lengths));
+    this.buffer = pool.acquire(window);
+    this.windowBytes = Buffer.from(this.buffer.buffer, this.buffer.byteOffset, window * 4);
   }
 
   /** Bytes the gradient took on the wire: the encoded size, or 4 per value. */
@@ -80,22 +99,31 @@ export class PushAssembler {
    * @throws InvalidArgumentError for a piece out of order, past the end, or (element offsets) not whole float32 values; the typed error of Shard.applySlots for a slot refused.
    */
   write(piece: Uint8Array, offset: number): void {
-    const gradient = this.live();
+    this.live();
     if (this.encoded) return this.encoded.write(piece, offset);
-    if (this.bytes) {
+    const total = this.length * 4;
+    if (this.unit === 'byte') {
       if (offset !== this.received) throw new InvalidArgumentError(`push bytes at offset ${offset} arrived where offset ${this.received} was expected; send them in order`);
-      if (offset + piece.byteLength > this.bytes.byteLength) throw new InvalidArgumentError(`push carries more than the ${this.bytes.byteLength} bytes its slots hold`);
-      copyBytes(piece, this.bytes.subarray(offset, offset + piece.byteLength));
-      this.received += piece.byteLength;
-      return this.applyUpTo(Math.floor(this.received / 4));
+      if (offset + piece.byteLength > total) throw new InvalidArgumentError(`push carries more than the ${total} bytes its slots hold`);
+    } else {
+      if (piece.byteLength % 4 !== 0) throw new InvalidArgumentError(`push chunk at offset ${offset} has ${piece.byteLength} bytes, not a whole number of float32 values`);
+      if (offset * 4 !== this.received) throw new InvalidArgumentError(`push chunk at offset ${offset} arrived where offset ${this.received / 4} was expected; send chunks in order`);
+      if (this.received + piece.byteLength > total) throw new InvalidArgumentError(`push carries more than the ${this.length} values its slots hold`);
     }
-    if (piece.byteLength % 4 !== 0) throw new InvalidArgumentError(`push chunk at offset ${offset} has ${piece.byteLength} bytes, not a whole number of float32 values`);
-    if (offset !== this.received) throw new InvalidArgumentError(`push chunk at offset ${offset} arrived where offset ${this.received} was expected; send chunks in order`);
-    const n = piece.byteLength / 4;
-    if (this.received + n > gradient.length) throw new InvalidArgumentError(`push carries more than the ${gradient.length} values its slots hold`);
-    copyBytesInto(piece, gradient, this.received);
-    this.received += n;
-    this.applyUpTo(this.received);
+    const window = this.windowBytes!;
+    let rest = piece;
+    while (rest.byteLength > 0) {
+      let at = this.received - this.base * 4;
+      if (at === window.byteLength) {
+        this.slide();
+        at = this.received - this.base * 4;
+      }
+      const take = Math.min(rest.byteLength, window.byteLength - at);
+      copyBytes(rest.subarray(0, take), window.subarray(at, at + take));
+      this.received += take;
+      rest = rest.subarray(take);
+      this.applyUpTo(Math.floor(this.received / 4));
+    }
   }
 
   /**
@@ -104,38 +132,47 @@ export class PushAssembler {
    * @throws InvalidArgumentError when pieces are missing or do not decode (no slot of an encoded push is then applied); what Shard.applySlots throws.
    */
   apply(): PushResult & { wireBytes: number } {
-    const gradient = this.live();
+    this.live();
     if (this.encoded) {
-      this.encoded.decodeInto(gradient);
-      this.applyUpTo(gradient.length);
-    } else if (this.bytes) {
-      if (this.received !== this.bytes.byteLength) throw new InvalidArgumentError(`push carries ${this.received} bytes but its slots hold ${this.bytes.byteLength}`);
-    } else if (this.received !== gradient.length) throw new InvalidArgumentError(`push carries ${this.received} values but its slots hold ${gradient.length}`);
+      this.buffer = this.pool.acquire(this.length);
+      this.encoded.decodeInto(this.buffer);
+      this.applyUpTo(this.length);
+    } else if (this.received !== this.length * 4) {
+      throw new InvalidArgumentError(this.unit === 'byte' ? `push carries ${this.received} bytes but its slots hold ${this.length * 4}` : `push carries ${this.received / 4} values but its slots hold ${this.length}`);
+    }
     return { ...this.shard.endPush(this.open), wireBytes: this.wireBytes };
   }
 
-  /** Gives the gradient buffer back to the pool; later calls do nothing, and the assembler is done. */
+  /** Gives the buffer back to the pool; later calls do nothing, and the assembler is done. */
   release(): void {
-    if (this.gradient) this.pool.release(this.gradient);
-    this.gradient = null;
+    if (this.buffer) this.pool.release(this.buffer);
+    this.buffer = null;
+    this.settled = true;
   }
 
-  /** Applies every slot whose values all lie below `values`. A refused slot ends the push: nothing after it is applied. */
+  /** Applies every slot whose values all lie below `values` (all in the buffer). A refused slot ends the push: nothing after it is applied. */
   private applyUpTo(values: number): void {
-    const gradient = this.live();
     const { ends } = this.open;
     let until = this.open.next;
     while (until < ends.length && ends[until]! <= values) until++;
     try {
-      this.shard.applySlots(this.open, until, gradient);
+      this.shard.applySlots(this.open, until, this.buffer!, this.base);
     } catch (err) {
       this.release();
       throw err;
     }
   }
 
-  private live(): Float32Array {
-    if (!this.gradient) throw new InvalidArgumentError('push was already settled');
-    return this.gradient;
+  /** Moves the window's start to the first slot not yet applied, keeping the bytes of it received so far. */
+  private slide(): void {
+    const next = this.open.next;
+    const start = next === 0 ? 0 : this.open.ends[next - 1]!;
+    const window = this.windowBytes!;
+    window.copyWithin(0, (start - this.base) * 4, this.received - this.base * 4);
+    this.base = start;
+  }
+
+  private live(): void {
+    if (this.settled) throw new InvalidArgumentError('push was already settled');
   }
 }

@@ -200,15 +200,18 @@ export class Shard {
    * leaves that slot and every later one as they were, while the slots before
    * it stay applied (a retry with the same seq applies the rest, once).
    * Slots side by side in memory are applied by one optimizer call.
+   * `gradient` may hold only part of the push: its element 0 is element
+   * `base` of the push, and it holds at least the slots being applied.
    * @throws the typed error of a moved, frozen or stale slot, or InvalidArgumentError for a non-finite value.
    */
-  applySlots(push: OpenPush, until: number, gradient: Float32Array): void {
+  applySlots(push: OpenPush, until: number, gradient: Float32Array, base = 0): void {
     const { header, slots, ends } = push;
     const first = push.next;
     if (until <= first) return;
     const from = first === 0 ? 0 : ends[first - 1]!;
     // One pass over the values of every slot in the run; a bad value stops the run at its slot.
-    const bad = firstNonFinite(gradient, from, ends[until - 1]!);
+    const found = firstNonFinite(gradient, from - base, ends[until - 1]! - base);
+    const bad = found < 0 ? -1 : found + base;
     let stop = until;
     if (bad >= 0) for (stop = first; ends[stop]! <= bad; ) stop++;
     const run: Slot[] = [];
@@ -222,18 +225,18 @@ export class Shard {
         const s = slots[k]!;
         this.checkSlot(header.epoch, s);
         const slot = this.store.ensure(s);
-        const off = k === 0 ? 0 : ends[k - 1]!;
+        const off = (k === 0 ? 0 : ends[k - 1]!) - base;
         if (slot.dedup.has(header.workerId, header.seq)) {
           push.duplicates++;
           flush();
         } else {
-          if (push.summed) this.sum(s, gradient.subarray(off, ends[k]!));
+          if (push.summed) this.sum(s, gradient.subarray(off, ends[k]! - base));
           else {
             if (run.length === 0) runFrom = off;
             run.push(slot);
           }
           slot.dedup.add(header.workerId, header.seq);
-          if (this.migration?.has(s)) this.migration.dense(s, header.workerId, header.seq, gradient.subarray(off, ends[k]!));
+          if (this.migration?.has(s)) this.migration.dense(s, header.workerId, header.seq, gradient.subarray(off, ends[k]! - base));
           if (push.applied++ === 0) this.pushesApplied++;
         }
         push.next = k + 1;
@@ -245,7 +248,7 @@ export class Shard {
     if (stop < until) {
       const s = slots[stop]!;
       throw new InvalidArgumentError(
-        `push gradient has a non-finite value (${gradient[bad]}) at element ${bad} (slot ${s}); ${push.applied + push.duplicates} slots before it were applied, none from slot ${s} on (a retry with the same seq applies the rest once)`,
+        `push gradient has a non-finite value (${gradient[bad - base]}) at element ${bad} (slot ${s}); ${push.applied + push.duplicates} slots before it were applied, none from slot ${s} on (a retry with the same seq applies the rest once)`,
       );
     }
   }
