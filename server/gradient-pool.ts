@@ -1,18 +1,19 @@
 import { floatHeap } from './float-heap.js';
 
-/** Bytes of idle push buffers a shard keeps for reuse: enough for two whole-model pushes of a 64 MB model at once. */
+/** Bytes of idle push buffers a shard keeps for reuse: windows of many float32 pushes at once, or two whole decoded pushes of a 64 MB model under a codec. */
 export const GRADIENT_POOL_BYTES = 128 << 20;
 
 /**
- * Reusable buffers that pushed gradients are assembled in. A whole-model push
- * of a large model needs tens of MB; allocating them fresh for every push made
- * the kernel map and zero new pages on first touch and V8 collect garbage for
- * the external memory, which together cost more than the copy itself
- * (docs/benchmarks.md). Buffers come from the float heap where there is one,
- * so the optimizers' SIMD kernels read the gradient where it lies. A buffer is
- * reused only once its push is settled, and every element of it is
- * overwritten before a push is applied (chunks must cover the push exactly),
- * so no stale value is ever applied.
+ * Reusable buffers that pushed gradients are received in: a float32 push's
+ * window (push-assembler.ts, 1 MiB or its largest slot) and, under a codec,
+ * the decoded gradient (tens of MB for a large model). Allocating them fresh
+ * for every push made the kernel map and zero new pages on first touch and V8
+ * collect garbage for the external memory, which together cost more than the
+ * copy itself (docs/benchmarks.md). Buffers come from the float heap where
+ * there is one, so the optimizers' SIMD kernels read the gradient where it
+ * lies. A buffer is reused only once its push is settled, and every value a
+ * slot is applied from was written by that push first (pieces must arrive in
+ * order and cover the push exactly), so no stale value is ever applied.
  */
 export class GradientPool {
   /** Idle buffers, largest first. */

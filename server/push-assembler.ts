@@ -44,7 +44,7 @@ export const PUSH_WINDOW_VALUES = 1 << 18;
  * applied (Shard.applySlots), its values still in cache, while the rest of the
  * push is on the wire; the window then slides past the applied slots. So a
  * push holds at most a window of memory, whatever its size, and takes it only
- * once its header is admitted. A push under a codec is decoded once its last
+ * once its first values arrive. A push under a codec is decoded once its last
  * byte is in, then applied the same way. Either way each slot is all or
  * nothing, and a push refused part-way keeps the slots before the refusal
  * (docs/wire-protocol.md, "Push").
@@ -56,8 +56,9 @@ export class PushAssembler {
   private settled = false;
   /** Every codec but float32: the encoded bytes, decoded by {@link apply}. */
   private readonly encoded: EncodedPush | null = null;
-  /** Float32: the window's bytes, and the push's element at the window's start (always a slot boundary). */
-  private readonly windowBytes: Buffer | null = null;
+  /** Float32: the window's size in values (taken from the pool with the first bytes), its bytes, and the push's element at its start (always a slot boundary). */
+  private readonly windowValues: number = 0;
+  private windowBytes: Buffer | null = null;
   private base = 0;
   /** Float32 bytes received. */
   private received = 0;
@@ -82,9 +83,7 @@ export class PushAssembler {
       this.encoded = new EncodedPush(header.compression, lengths, header.wireBytes);
       return;
     }
-    const window = Math.min(expected, Math.max(PUSH_WINDOW_VALUES, ...lengths));
-    this.buffer = pool.acquire(window);
-    this.windowBytes = Buffer.from(this.buffer.buffer, this.buffer.byteOffset, window * 4);
+    this.windowValues = Math.min(expected, Math.max(PUSH_WINDOW_VALUES, ...lengths));
   }
 
   /** Bytes the gradient took on the wire: the encoded size, or 4 per value. */
@@ -110,7 +109,12 @@ export class PushAssembler {
       if (offset * 4 !== this.received) throw new InvalidArgumentError(`push chunk at offset ${offset} arrived where offset ${this.received / 4} was expected; send chunks in order`);
       if (this.received + piece.byteLength > total) throw new InvalidArgumentError(`push carries more than the ${this.length} values its slots hold`);
     }
-    const window = this.windowBytes!;
+    if (!this.windowBytes) {
+      // Memory is taken when values arrive, not on the header alone.
+      this.buffer = this.pool.acquire(this.windowValues);
+      this.windowBytes = Buffer.from(this.buffer.buffer, this.buffer.byteOffset, this.windowValues * 4);
+    }
+    const window = this.windowBytes;
     let rest = piece;
     while (rest.byteLength > 0) {
       let at = this.received - this.base * 4;

@@ -126,10 +126,11 @@ describe('server/push-assembler', () => {
   });
 
   describe('float32 at element offsets (gRPC)', () => {
-    it('applies each slot as soon as its last value is in', () => {
+    it('applies each slot as soon as its last value is in; takes its window only with the first values', () => {
       const pool = new CountingPool();
       const shard = shardA();
       const p = new PushAssembler(shard, pool, header(), 'element');
+      expect(pool.acquired, 'a header alone takes no memory').to.equal(0);
       const g = gradient();
       const first = SLOT_LENGTHS[0]!;
       p.write(bytesOf(g.subarray(0, first - 1)), 0);
