@@ -4,6 +4,7 @@ import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import { loadProtos } from './proto.js';
 import { createLogger } from './log.js';
+import { DEFAULT_LISTENER_LIMITS, type ListenerLimits } from './listener-limits.js';
 import { type ServiceRules, guardService } from './tls/authorization.js';
 import { type TransportSecurity, processSecurity, serverCredentials } from './tls/transport-security.js';
 import { FLOW_CONTROL_WINDOW_BYTES, MAX_MESSAGE_BYTES, withWireEncoders } from './wire/dense-values.js';
@@ -47,9 +48,9 @@ export interface HostedService {
  * CA, and each call is checked against its service's rules; health and
  * reflection need a certificate, any role).
  */
-export async function startGrpcServer(address: string, services: HostedService[], security: TransportSecurity = processSecurity()): Promise<TesseraGrpcServer> {
-  const server = new grpc.Server(SERVER_OPTIONS);
-  raiseFlowControlWindows(server, FLOW_CONTROL_WINDOW_BYTES);
+export async function startGrpcServer(address: string, services: HostedService[], security: TransportSecurity = processSecurity(), limits: ListenerLimits = DEFAULT_LISTENER_LIMITS): Promise<TesseraGrpcServer> {
+  const server = new grpc.Server({ ...SERVER_OPTIONS, 'grpc.max_connection_idle_ms': limits.idleMs, 'grpc.max_concurrent_streams': limits.maxStreamsPerConnection });
+  raiseFlowControlWindows(server, FLOW_CONTROL_WINDOW_BYTES, limits.maxConnections);
   for (const s of services) server.addService(withWireEncoders(s.definition), guardService(s.name, s.definition, s.implementation, s.rules, security));
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(services.map((s) => [s.name, 'NOT_SERVING' as const])) });
   health.addToServer(server);
@@ -86,7 +87,8 @@ export function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
 }
 
 /**
- * Raises the HTTP/2 flow-control windows of the connections `server` accepts.
+ * Raises the HTTP/2 flow-control windows of the connections `server` accepts,
+ * and caps how many it keeps open (`maxConnections`, through the same hook).
  *
  * Why: a pushed gradient flows client → server, so the server's receive window
  * paces it. HTTP/2 starts every stream and connection at 64 KiB, and on a
@@ -102,7 +104,7 @@ export function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
  * renames either, the server keeps working with HTTP/2's default windows and
  * says so at debug level. Remove once grpc-js exposes a server window option.
  */
-function raiseFlowControlWindows(server: grpc.Server, windowBytes: number): void {
+function raiseFlowControlWindows(server: grpc.Server, windowBytes: number, maxConnections: number): void {
   const internals = server as unknown as {
     commonServerOptions?: http2.ServerOptions;
     createHttp2Server?: (...args: unknown[]) => http2.Http2Server;
@@ -115,6 +117,8 @@ function raiseFlowControlWindows(server: grpc.Server, windowBytes: number): void
   internals.commonServerOptions.settings = { ...internals.commonServerOptions.settings, initialWindowSize: windowBytes };
   internals.createHttp2Server = (...args: unknown[]) => {
     const h2 = create.apply(server, args);
+    // The connection cap (ListenerLimits): grpc-js has no option for it; its HTTP/2 server is a net.Server.
+    h2.maxConnections = maxConnections;
     h2.on('session', (session: http2.ServerHttp2Session) => {
       try {
         session.setLocalWindowSize(windowBytes);

@@ -9,6 +9,7 @@ import { toStatus } from '../cluster/wire/status-codec.js';
 import { DATA_RULES, checkActsAs, checkRole } from '../cluster/tls/authorization.js';
 import { type Identity } from '../cluster/tls/identity.js';
 import { type TransportSecurity, identityOfPeer, processSecurity } from '../cluster/tls/transport-security.js';
+import { DEFAULT_LISTENER_LIMITS, type ListenerLimits } from '../cluster/listener-limits.js';
 import { admitPull } from './admission.js';
 import { type GradientPool } from './gradient-pool.js';
 import { PushAssembler } from './push-assembler.js';
@@ -41,11 +42,13 @@ export class BulkServer {
    * requires a client certificate of the cluster CA (and follows rotations),
    * and each request is checked as the gRPC services check theirs.
    */
-  static async start(shard: Shard, host: string, pool: GradientPool, port = 0, security: TransportSecurity = processSecurity()): Promise<BulkServer> {
+  static async start(shard: Shard, host: string, pool: GradientPool, port = 0, security: TransportSecurity = processSecurity(), limits: ListenerLimits = DEFAULT_LISTENER_LIMITS): Promise<BulkServer> {
     let bulk: BulkServer | undefined;
     const track = (socket: net.Socket) => {
       bulk!.sockets.add(socket);
       socket.on('close', () => bulk!.sockets.delete(socket));
+      // A connection that carries nothing for idleMs is closed; the client re-dials on its next request.
+      socket.setTimeout(limits.idleMs, () => socket.destroy());
     };
     let server: net.Server;
     if (security.kind === 'mtls') {
@@ -68,6 +71,8 @@ export class BulkServer {
         serve(shard, pool, socket, read, { security, caller: null });
       });
     }
+    // Connections beyond the cap are closed as they are accepted (ListenerLimits).
+    server.maxConnections = limits.maxConnections;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.once('listening', resolve);

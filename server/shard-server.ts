@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
-import { NotFoundError } from '../cluster/errors.js';
+import { NotFoundError, ResourceExhaustedError } from '../cluster/errors.js';
 import { startGrpcServer, type TesseraGrpcServer } from '../cluster/grpc-server.js';
 import { ADMIN_RULES, DATA_RULES } from '../cluster/tls/authorization.js';
+import { type ListenerLimits } from '../cluster/listener-limits.js';
 import { type TransportSecurity, checkPlaintextListener, processSecurity } from '../cluster/tls/transport-security.js';
 import { createLogger } from '../cluster/log.js';
 import { DEFAULT_LEASE, Lease, type LeaseOptions } from '../cluster/membership/lease.js';
@@ -66,6 +67,8 @@ export interface ShardServerOptions {
   security?: TransportSecurity;
   /** Allow plaintext on a non-loopback listen address (`--insecure`); without it such a shard refuses to start. */
   insecure?: boolean;
+  /** What each listener (gRPC, bulk) lets its callers hold. Default {@link DEFAULT_LISTENER_LIMITS}. */
+  limits?: ListenerLimits;
 }
 
 export const DEFAULT_MAP_POLL_MS = 1_000;
@@ -73,6 +76,9 @@ export const DEFAULT_WORKER_POLL_MS = 500;
 
 /** How often the store is checked while it holds no map (cluster forming, or store lost its data). */
 const NO_MAP_POLL_MS = 250;
+
+/** Checkpoints that may wait while one is written; more are refused. */
+const MAX_WAITING_CHECKPOINTS = 1;
 
 const log = createLogger('shard');
 
@@ -138,9 +144,9 @@ export class ShardServer extends EventEmitter {
         }),
         rules: ADMIN_RULES,
       },
-    ], security);
+    ], security, options.limits);
     const address = options.advertise ?? advertised(options.listen, grpc.port);
-    const bulk = options.bulk === false ? null : await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0, security);
+    const bulk = options.bulk === false ? null : await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0, security, options.limits);
     const bulkAddress = bulk ? `${address.slice(0, address.lastIndexOf(':'))}:${bulk.port}` : '';
     const lease = new Lease(options.store, 'shard', { id: options.id, address, ...(bulkAddress ? { bulkAddress } : {}), state: 'joining', bytes: 0 }, options.lease ?? DEFAULT_LEASE);
     server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS, security);
@@ -253,7 +259,34 @@ export class ShardServer extends EventEmitter {
    * shard serves on. Under bsp, `atStep` > 0 takes the snapshot when exactly
    * that many steps are applied (see takeCheckpoint).
    */
-  async checkpoint(directory: string, atStep = 0): Promise<CheckpointInfo> {
+  /**
+   * Writes a checkpoint of every slot held. One at a time: each takes a copy
+   * of everything the shard holds, so a request that comes while one is being
+   * written waits for it, and one that comes while another already waits is
+   * refused (RESOURCE_EXHAUSTED) rather than held. `own`: the shard's timed
+   * and shutdown checkpoints, which always wait their turn.
+   */
+  async checkpoint(directory: string, atStep = 0, own = false): Promise<CheckpointInfo> {
+    // The shard's own (timed, and at shutdown) always take their turn.
+    if (!own && this.checkpointsWaiting >= MAX_WAITING_CHECKPOINTS) {
+      throw new ResourceExhaustedError(`shard ${this.shard.id} is writing a checkpoint and another is waiting; ask again once they are done`);
+    }
+    this.checkpointsWaiting++;
+    const turn = this.checkpointQueue.then(
+      () => {
+        this.checkpointsWaiting--;
+        return this.writeCheckpoint(directory, atStep);
+      },
+      () => {
+        this.checkpointsWaiting--;
+        return this.writeCheckpoint(directory, atStep);
+      },
+    );
+    this.checkpointQueue = turn.catch(() => undefined);
+    return turn;
+  }
+
+  private async writeCheckpoint(directory: string, atStep: number): Promise<CheckpointInfo> {
     const info = await takeCheckpoint(this.shard, this.sparse, directory, atStep);
     this.lease.update({ checkpoint: { path: info.path, at: new Date().toISOString(), steps: info.closedSteps } });
     // Published now, unless closing (a renewal racing the lease's removal would bring it back).
@@ -273,12 +306,17 @@ export class ShardServer extends EventEmitter {
     return report;
   }
 
+  /** The checkpoint being written (or a resolved promise): the next waits for it. */
+  private checkpointQueue: Promise<unknown> = Promise.resolve();
+  /** Checkpoints asked for that have not started yet. */
+  private checkpointsWaiting = 0;
+
   /** The next timed checkpoint, once the last one is done (they never overlap). */
   private scheduleCheckpoint(): void {
     const c = this.checkpoints;
     if (!c || !(c.everyMs > 0) || this.state === 'draining' || this.state === 'gone') return;
     this.checkpointTimer = setTimeout(() => {
-      void this.checkpoint(c.directory)
+      void this.checkpoint(c.directory, 0, true)
         .catch((err: Error) => log.warn(`shard ${this.shard.id}: checkpoint to ${c.directory} failed (${err.message}); trying again in ${c.everyMs} ms`))
         .finally(() => this.scheduleCheckpoint());
     }, c.everyMs);
@@ -301,7 +339,7 @@ export class ShardServer extends EventEmitter {
     await this.bulk?.close();
     await this.grpc.close(graceMs);
     // Every request has been answered: the last checkpoint holds every acknowledged push.
-    if (this.checkpoints) await this.checkpoint(this.checkpoints.directory).catch((err: Error) => log.warn(`shard ${this.shard.id}: the last checkpoint failed (${err.message})`));
+    if (this.checkpoints) await this.checkpoint(this.checkpoints.directory, 0, true).catch((err: Error) => log.warn(`shard ${this.shard.id}: the last checkpoint failed (${err.message})`));
     await this.lease.close();
     this.transition('gone');
   }

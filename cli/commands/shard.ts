@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { DEFAULT_LEASE } from '../../cluster/membership/lease.js';
+import { DEFAULT_LISTENER_LIMITS } from '../../cluster/listener-limits.js';
 import { createLogger } from '../../cluster/log.js';
 import { checkpointPath } from '../../server/checkpoint.js';
 import { ShardServer } from '../../server/shard-server.js';
@@ -20,6 +21,8 @@ export const shardCommand: Command = {
     { name: 'listen', type: 'string', metavar: 'HOST:PORT', default: '127.0.0.1:0', description: 'address to serve gRPC on; port 0 picks a free one' },
     { name: 'advertise', type: 'string', metavar: 'HOST:PORT', description: 'address clients dial (default: the listen address with the bound port)' },
     { name: 'bulk-port', type: 'int', default: 0, description: 'port of the bulk transport (dense values over plain TCP, on the listen host; 0 picks a free one)' },
+    { name: 'max-connections', type: 'int', default: DEFAULT_LISTENER_LIMITS.maxConnections, description: 'open connections each listener (gRPC, bulk) keeps; more are closed as they come' },
+    { name: 'idle-timeout-s', type: 'number', default: DEFAULT_LISTENER_LIMITS.idleMs / 1000, description: 'seconds a connection may carry nothing before it is closed' },
     { name: 'insecure', type: 'boolean', description: 'serve plaintext on a non-loopback --listen address (without it, such a shard needs --tls-dir; a network you trust)' },
     { name: 'bulk', type: 'boolean', default: true, description: 'serve the bulk transport (--bulk=false: clients move dense values over gRPC)' },
     { name: 'lease-ttl-ms', type: 'int', default: DEFAULT_LEASE.ttlMs, description: 'membership lease TTL' },
@@ -31,6 +34,8 @@ export const shardCommand: Command = {
   ],
   async run(o) {
     if (!((o['checkpoint-every-s'] as number) >= 0)) throw new UsageError('--checkpoint-every-s must be 0 or more seconds');
+    if (!((o['max-connections'] as number) >= 1)) throw new UsageError('--max-connections must be at least 1');
+    if (!((o['idle-timeout-s'] as number) >= 60)) throw new UsageError('--idle-timeout-s must be at least 60 seconds (a clocked pull may wait 45 s for slower workers)');
     const dir = o['checkpoint-dir'] as string | undefined;
     if (o['resume'] && !dir) throw new UsageError('--resume needs --checkpoint-dir, where the shard keeps its checkpoints');
     if (o['resume'] && o['restore']) throw new UsageError('give --restore FILE or --resume, not both');
@@ -47,6 +52,7 @@ export const shardCommand: Command = {
         bulk: o['bulk'] as boolean,
         bulkPort: o['bulk-port'] as number,
         insecure: Boolean(o['insecure']),
+        limits: { ...DEFAULT_LISTENER_LIMITS, maxConnections: o['max-connections'] as number, idleMs: 1000 * (o['idle-timeout-s'] as number) },
         store,
         lease: { ttlMs: o['lease-ttl-ms'] as number, renewMs: o['lease-renew-ms'] as number },
         ...(restore ? { restore } : {}),

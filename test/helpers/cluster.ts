@@ -7,6 +7,7 @@ import { ShardServer } from '../../server/shard-server.js';
 import { TesseraClient } from '../../client/tessera-client.js';
 import { type ClientOptions, type ClientOptionsInput } from '../../client/options.js';
 import { type TransportSecurity } from '../../cluster/tls/transport-security.js';
+import { type ListenerLimits } from '../../cluster/listener-limits.js';
 
 /** A model of one dense tensor of `elements` floats, uniformly initialized. */
 export function flatModel(elements: number, name = 'flat'): ModelSpec {
@@ -40,6 +41,8 @@ export async function startCluster(opts: {
   security?: (id: string) => TransportSecurity;
   /** The cluster's name (default "test"): under mTLS, the one its certificates name. */
   name?: string;
+  /** What each shard's listeners let callers hold (default: the shard's defaults). */
+  limits?: ListenerLimits;
 }): Promise<TestCluster> {
   const transport = opts.transport ?? 'bulk';
   const store = new MemoryMembershipStore();
@@ -56,7 +59,7 @@ export async function startCluster(opts: {
   const shards: ShardServer[] = [];
   const clients: TesseraClient[] = [];
   // The last shard to register writes the first map (epoch 1, slots spread evenly); the others adopt it.
-  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store, ...(opts.security ? { security: opts.security(`shard-${i}`) } : {}) }));
+  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store, ...(opts.security ? { security: opts.security(`shard-${i}`) } : {}), ...(opts.limits ? { limits: opts.limits } : {}) }));
   for (const s of shards) await s.refresh();
   return {
     store,
