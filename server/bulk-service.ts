@@ -139,6 +139,15 @@ interface BulkPeer {
 function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on: (bytes: Buffer) => void }, peer: BulkPeer): void {
   socket.setNoDelay(true);
   let busy = false;
+  /**
+   * A pull's reply is being written. A pull that arrives meanwhile (a client
+   * that sends before it has read the last reply) waits, with the socket not
+   * read, until the reply has left this process; a second one ends the
+   * connection. So a connection makes the shard hold one reply at a time,
+   * whoever is at the other end.
+   */
+  let replying = false;
+  let waiting: { req: BulkRequest; id: number } | null = null;
   let push: { id: number; assembler: PushAssembler | null; error: unknown } | null = null;
 
   const reply = (r: BulkReply) => socket.write(encodeHead(r));
@@ -156,7 +165,12 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       const req = header as BulkRequest;
       const id = Number.isInteger(req?.id) ? req.id : 0;
       if (req?.op === 'pull') {
-        void pull(req, id);
+        if (!replying) void pull(req, id);
+        else if (waiting) throw new Error('more than one bulk pull arrived while a reply was still being written; send one request at a time');
+        else {
+          waiting = { req, id };
+          socket.pause();
+        }
         return 0;
       }
       const length = req?.length;
@@ -217,11 +231,22 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       // Views of slot memory, as over gRPC: a push applied while they drain may show in the later bytes (async reads latest values).
       const pieces = [...shard.pullChunks(req.ranges, PULL_PIECE_BYTES)].map((c) => c.bytes);
       busy = false;
+      replying = true;
       reply({ id, ok: true, total, epoch: shard.epoch });
-      for (const bytes of pieces) if (!socket.write(bytes) && !socket.destroyed) await once(socket, 'drain');
+      for (const bytes of pieces) if (!socket.write(bytes) && !socket.destroyed) await drained(socket);
+      // Until the last bytes have left this process (a pull that came meanwhile waits for that).
+      if (socket.writableLength > 0 && !socket.destroyed) await drained(socket);
     } catch (err) {
       busy = false;
       if (!socket.destroyed) fail(id, err);
+    } finally {
+      replying = false;
+      const next = waiting;
+      waiting = null;
+      if (next && !socket.destroyed) {
+        socket.resume();
+        void pull(next.req, next.id);
+      }
     }
   }
 
@@ -255,4 +280,9 @@ function checkHeaderTypes(req: BulkRequest): void {
   if (req.clock !== undefined) field('clock', Number.isSafeInteger(req.clock) && req.clock >= 0);
   if (req.model !== undefined && req.model !== null) field('model', typeof req.model === 'string');
   if (req.workerId !== undefined) field('workerId', typeof req.workerId === 'string');
+}
+
+/** Resolves once `socket` has written what it queued, or has closed. */
+function drained(socket: net.Socket): Promise<unknown> {
+  return Promise.race([once(socket, 'drain'), once(socket, 'close')]);
 }

@@ -1,4 +1,5 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -8,6 +9,7 @@ import { shardAdminService } from '../../cluster/proto.js';
 import { waitFor } from '../helpers/cli.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
 import { RawBulk } from '../helpers/raw-bulk.js';
+import { encodeHead } from '../../cluster/wire/bulk-frames.js';
 import { rawClient, rawPull } from '../helpers/raw-shard.js';
 
 /*
@@ -47,6 +49,25 @@ describe('functional: listener limits', function () {
     conn.send({ id: 1, op: 'pull', ...pull });
     expect((await conn.next())?.reply.ok).to.equal(true);
     await waitFor('the idle connection to be closed', () => conn.closed, 10_000, 20);
+  });
+
+  it('pulls sent one after another without reading the replies: the shard holds one reply, not all of them', async () => {
+    const [host, port] = cluster.shards[0]!.bulkAddress.split(':');
+    const sock = net.connect({ host: host!, port: Number(port) });
+    await new Promise<void>((resolve) => sock.once('connect', resolve));
+    sock.pause(); // never read: the replies pile up, first in the kernel, then wherever the shard keeps them
+    const whole = { epoch: 1, ranges: [{ begin: 0, end: SLOTS }], workerId: 'w' };
+    const bulk = (cluster.shards[0] as unknown as { bulk: { sockets: Set<net.Socket> } }).bulk;
+    const queued = () => [...bulk.sockets].reduce((n, s) => n + s.writableLength, 0);
+    let most = 0;
+    for (let i = 1; i <= 8; i++) {
+      sock.write(encodeHead({ id: i, op: 'pull', ...whole }));
+      await new Promise((r) => setTimeout(r, 30));
+      most = Math.max(most, queued());
+    }
+    // One reply of 16 MB at most waits in the shard's process (beyond what the kernel took); 8 were asked for.
+    expect(most, `bytes queued in the shard: ${most}`).to.be.at.most(D * 4 + (1 << 20));
+    sock.destroy();
   });
 
   it(`the gRPC port keeps ${CAP} connections; a client beyond them gets UNAVAILABLE`, async () => {
