@@ -233,9 +233,8 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       busy = false;
       replying = true;
       reply({ id, ok: true, total, epoch: shard.epoch });
+      // Each piece once the one before has left this process (but for the socket's high-water mark): a pull that came meanwhile waits for that.
       for (const bytes of pieces) if (!socket.write(bytes) && !socket.destroyed) await drained(socket);
-      // Until the last bytes have left this process (a pull that came meanwhile waits for that).
-      if (socket.writableLength > 0 && !socket.destroyed) await drained(socket);
     } catch (err) {
       busy = false;
       if (!socket.destroyed) fail(id, err);
