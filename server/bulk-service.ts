@@ -6,7 +6,7 @@ import { InvalidArgumentError } from '../cluster/errors.js';
 import { createLogger } from '../cluster/log.js';
 import { compressionOfBulk } from '../cluster/wire/codec-fields.js';
 import { toStatus } from '../cluster/wire/status-codec.js';
-import { DATA_RULES, checkActsAs, checkRole } from '../cluster/tls/authorization.js';
+import { DATA_RULES, checkActsAs, checkClockedPull, checkRole } from '../cluster/tls/authorization.js';
 import { type Identity } from '../cluster/tls/identity.js';
 import { type TransportSecurity, identityOfPeer, processSecurity } from '../cluster/tls/transport-security.js';
 import { DEFAULT_LISTENER_LIMITS, type ListenerLimits } from '../cluster/listener-limits.js';
@@ -224,7 +224,7 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
     try {
       checkRole(peer.caller, peer.security, DATA_RULES['Pull']!, 'a bulk pull');
       checkHeaderTypes(req);
-      if (req.clock !== undefined) checkActsAs(peer.caller, req.workerId, 'a clocked pull');
+      if (req.clock !== undefined) checkClockedPull(peer.caller, req.workerId);
       if (!Array.isArray(req.ranges)) throw new InvalidArgumentError('a bulk pull needs its slot ranges');
       await admitPull(shard, { epoch: req.epoch, ranges: req.ranges, model: req.model || undefined, workerId: req.workerId, clock: req.clock, join: req.join });
       const total = shard.lengthOf(req.ranges);

@@ -6,7 +6,7 @@ import { toStatus } from '../cluster/wire/status-codec.js';
 import { DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES } from '../cluster/wire/dense-values.js';
 import type { PullRequest__Output } from '../cluster/wire/proto-types/tessera/v1/PullRequest.js';
 import type { PushChunk__Output } from '../cluster/wire/proto-types/tessera/v1/PushChunk.js';
-import { callerOf, checkActsAs } from '../cluster/tls/authorization.js';
+import { callerOf, checkActsAs, checkClockedPull } from '../cluster/tls/authorization.js';
 import { admitPull } from './admission.js';
 import { GradientPool } from './gradient-pool.js';
 import { PushAssembler } from './push-assembler.js';
@@ -23,7 +23,7 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
       void (async () => {
         try {
           const req = call.request;
-          if (req.clocked) checkActsAs(callerOf(call), req.workerId, 'a clocked pull');
+          if (req.clocked) checkClockedPull(callerOf(call), req.workerId);
           await admitPull(shard, { epoch: req.epoch, ranges: req.ranges, model: req.model, workerId: req.workerId || call.getPeer(), join: req.join, ...(req.clocked ? { clock: req.clock } : {}) });
           if (call.cancelled) return;
           const maxBytes = Math.min(req.maxChunkBytes || DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES - 1024);

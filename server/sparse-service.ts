@@ -1,6 +1,6 @@
 import type * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError, PermissionDeniedError } from '../cluster/errors.js';
-import { callerOf, checkActsAs } from '../cluster/tls/authorization.js';
+import { callerOf, checkActsAs, checkClockedPull } from '../cluster/tls/authorization.js';
 import { toStatus } from '../cluster/wire/status-codec.js';
 import { bytesToF32, bytesToIdHalves, f32Bytes } from '../cluster/wire/sparse-values.js';
 import { admitSparsePull } from './admission.js';
@@ -24,7 +24,7 @@ export function sparseShardImplementation(store: SparseStore, gate: ClockGate, d
       try {
         const req = call.request;
         const caller = callerOf(call);
-        if (req.clocked) checkActsAs(caller, req.workerId, 'a clocked pull');
+        if (req.clocked) checkClockedPull(caller, req.workerId);
         if (caller?.role === 'reader' && !req.readOnly) throw new PermissionDeniedError(`a reader's sparse pulls must be read-only (read_only: true): only workers create rows`);
         const input = { epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, ids: bytesToIdHalves(bytesOf(req.ids, 'ids')), readOnly: req.readOnly };
         await admitSparsePull(store, gate, { ...input, workerId: req.workerId || call.getPeer(), join: req.join, ...(req.clocked ? { clock: req.clock } : {}) });

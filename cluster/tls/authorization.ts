@@ -66,6 +66,17 @@ export function checkActsAs(caller: Identity | null, workerId: string, what: str
   }
 }
 
+/**
+ * A clocked pull (ssp, bsp) counts its caller as a live worker at the clock
+ * gate: under mTLS only a worker may send one, and only as itself (a reader
+ * re-joining as a worker would hold every step back).
+ * @throws PermissionDeniedError naming the caller.
+ */
+export function checkClockedPull(caller: Identity | null, workerId: string): void {
+  if (caller && caller.role !== 'worker') throw new PermissionDeniedError(`a clocked pull counts its sender as a training worker; the caller is ${describeIdentity(caller)}: pull without a clock`);
+  checkActsAs(caller, workerId, 'a clocked pull');
+}
+
 /** Refuses a caller that is not one of `roles` (or of another cluster). */
 export function checkRole(caller: Identity | null, security: TransportSecurity, roles: readonly Role[], what: string): void {
   if (security.kind === 'plaintext') return;

@@ -109,6 +109,13 @@ forEachTransport('functional: mutual TLS and roles', function (transport) {
     expect(err?.name).to.equal('PermissionDeniedError');
     expect(err?.message).to.match(/needs a worker certificate; the caller is reader "r1"/);
     expect(Buffer.from((await reader.pull()).buffer).equals(Buffer.from(before.buffer))).to.equal(true);
+    // A clocked pull would count the reader as a training worker at the clock gate.
+    const clocked = await reader.pull(undefined, { clock: 0, join: true }).then(
+      () => null,
+      (e: Error) => e,
+    );
+    expect(clocked?.name).to.equal('PermissionDeniedError');
+    expect(clocked?.message).to.match(/a clocked pull counts its sender as a training worker; the caller is reader "r1"/);
   });
 
   describe('who cannot get in', () => {
