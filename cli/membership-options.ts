@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { createLogger } from '../cluster/log.js';
 import { RemoteMembershipStore } from '../cluster/membership/remote-store.js';
 import { RedisMembershipStore } from '../cluster/membership/redis-store.js';
@@ -6,6 +7,8 @@ import { type MembershipStore } from '../cluster/membership/store.js';
 import { DEFAULT_CLUSTER_NAME } from '../cluster/cluster-config.js';
 import { type OptionSpec, type ParsedOptions, UsageError } from './args.js';
 import { TLS_OPTIONS, applyTlsOptions } from './tls-options.js';
+
+const log = createLogger('cli');
 
 /**
  * The options every verb uses to reach the cluster's membership store: Redis
@@ -17,6 +20,8 @@ export const MEMBERSHIP_OPTIONS: readonly OptionSpec[] = [
   { name: 'membership', type: 'string', metavar: 'HOST:PORT', description: 'instead of Redis: the embedded membership store of a `tessera local`' },
   { name: 'cluster', type: 'string', metavar: 'NAME', default: DEFAULT_CLUSTER_NAME, description: 'cluster name (part of every Redis key)' },
   { name: 'key-prefix', type: 'string', metavar: 'PREFIX', default: DEFAULT_KEY_PREFIX, description: 'first part of every Redis key' },
+  { name: 'redis-password-file', type: 'string', metavar: 'FILE', description: "the Redis user's password, read from FILE (or set TESSERA_REDIS_PASSWORD_FILE): never put it on the command line" },
+  { name: 'redis-ca', type: 'string', metavar: 'FILE', description: 'PEM CA that signed Redis\'s TLS certificate, for rediss:// (or set TESSERA_REDIS_CA)' },
   ...TLS_OPTIONS,
 ];
 
@@ -33,6 +38,36 @@ export function openStore(o: ParsedOptions): MembershipStore {
   const redis = membership && !o['redis'] ? undefined : redisUrl(o);
   if (redis && membership) throw new UsageError('give either --redis or --membership, not both');
   if (membership) return new RemoteMembershipStore(membership);
-  if (redis) return new RedisMembershipStore({ url: redis, cluster: o['cluster'] as string, keyPrefix: o['key-prefix'] as string, logger: createLogger('membership') });
+  if (redis) {
+    if (o['redis'] && passwordIn(redis)) log.warn('the Redis password is on the command line (--redis), where every user of this host can read it; put it in a file (--redis-password-file) or TESSERA_REDIS_URL');
+    return new RedisMembershipStore({ url: redis, cluster: o['cluster'] as string, keyPrefix: o['key-prefix'] as string, logger: createLogger('membership'), ...redisSecrets(o) });
+  }
   throw new UsageError('say where the cluster lives: --redis redis://HOST:PORT (or TESSERA_REDIS_URL), or --membership HOST:PORT for a `tessera local`');
+}
+
+/** The Redis password and CA the options name (files, or the environment's), as the store takes them. */
+function redisSecrets(o: ParsedOptions): { password?: string; tls?: { ca: Buffer } } {
+  const passwordFile = (o['redis-password-file'] as string | undefined) ?? process.env['TESSERA_REDIS_PASSWORD_FILE'];
+  const caFile = (o['redis-ca'] as string | undefined) ?? process.env['TESSERA_REDIS_CA'];
+  const read = (file: string, what: string) => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new UsageError(`cannot read ${what} ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+  };
+  return {
+    // One trailing newline is what `echo` and Kubernetes Secrets leave; the password is the rest.
+    ...(passwordFile ? { password: read(passwordFile, 'the Redis password file').toString('utf8').replace(/\r?\n$/, '') } : {}),
+    ...(caFile ? { tls: { ca: read(caFile, 'the Redis CA file') } } : {}),
+  };
+}
+
+/** Whether a Redis URL carries a password (false for one that does not parse: the store says what is wrong with it). */
+function passwordIn(url: string): boolean {
+  try {
+    return new URL(url).password !== '';
+  } catch {
+    return false;
+  }
 }

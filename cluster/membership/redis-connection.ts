@@ -57,7 +57,7 @@ export class RedisLink {
       retryStrategy: (attempt) => reconnectDelay(attempt, this.o.reconnectMinDelayMs, this.o.reconnectMaxDelayMs),
       ...(this.o.tls ? { tls: this.o.tls } : {}),
     };
-    const conn = new Redis(this.o.url, options);
+    const conn = this.o.password !== undefined ? new Redis(withoutUser(this.o.url), { ...options, ...userOf(this.o.url), password: this.o.password }) : new Redis(this.o.url, options);
     this.conns.add(conn);
     conn.on('error', (err: Error) => {
       this.lastError = err;
@@ -181,4 +181,22 @@ export class RedisLink {
     this.outageSince = null;
     this.o.logger.info(`Redis at ${this.where} is reachable again (after ${seconds} s)`);
   }
+}
+
+/**
+ * A password given apart from the URL goes with the URL's user: the user is
+ * passed as an option and taken out of the URL, since ioredis fills its
+ * options from the URL first (an empty password there would win).
+ */
+function withoutUser(url: string): string {
+  const u = new URL(url);
+  u.username = '';
+  u.password = '';
+  return u.toString();
+}
+
+/** The user named in a Redis URL, as ioredis's `username` option. */
+function userOf(url: string): { username?: string } {
+  const user = decodeURIComponent(new URL(url).username);
+  return user ? { username: user } : {};
 }

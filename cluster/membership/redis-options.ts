@@ -30,13 +30,15 @@ export interface RedisStoreOptions {
   reconnectMaxDelayMs: number;
   /** TLS settings (a private CA, a client certificate) for `rediss://`; setting them also turns TLS on for `redis://`. Default none. */
   tls?: TlsOptions;
+  /** The password for the URL's user (or Redis's default user), when it is not in the URL: read from a file or the environment, so it is on no command line. Default none. */
+  password?: string;
   /** Where the store logs (one warning when Redis becomes unreachable, one line when it is back). Default the `membership` logger. */
   logger: Logger;
 }
 
 export type RedisStoreOptionsInput = Partial<RedisStoreOptions>;
 
-export const DEFAULT_REDIS_STORE_OPTIONS: Readonly<Omit<RedisStoreOptions, 'tls' | 'logger'>> = Object.freeze({
+export const DEFAULT_REDIS_STORE_OPTIONS: Readonly<Omit<RedisStoreOptions, 'tls' | 'logger' | 'password'>> = Object.freeze({
   url: 'redis://127.0.0.1:6379',
   cluster: DEFAULT_CLUSTER_NAME,
   keyPrefix: DEFAULT_KEY_PREFIX,
