@@ -5,14 +5,16 @@ import { InvalidArgumentError } from '../cluster/errors.js';
 import { toStatus } from '../cluster/wire/status-codec.js';
 import { type MoveReport } from './migration.js';
 import { type ModelExport, modelPieces } from './model-export.js';
+import { type AuthenticatedCall, callerOf } from '../cluster/tls/authorization.js';
 
 /** What the admin plane does, given by the shard server (proto/tessera/v1/admin.proto). */
 export interface ShardAdminOperations {
   checkpoint(directory: string, atStep: number): Promise<CheckpointInfo>;
   moveSlots(slots: number[], targetId: string, targetAddress: string): Promise<MoveReport>;
-  importSlots(data: Buffer): number;
-  applyLog(data: Buffer): number;
-  dropSlots(slots: number[]): number;
+  /** A move's payload; `sender`: the shard id in the caller's certificate (null under plaintext), which must own the slots. */
+  importSlots(data: Buffer, sender: string | null): number;
+  applyLog(data: Buffer, sender: string | null): number;
+  dropSlots(slots: number[], sender: string | null): number;
   /** The snapshot of the model's values ExportModel streams (server/model-export.ts); `signal` aborts when the call is cancelled. */
   exportModel(atStep: number, signal: AbortSignal): Promise<ModelExport>;
 }
@@ -37,11 +39,11 @@ export function shardAdminImplementation(ops: ShardAdminOperations): grpc.Untype
     moveSlots: (call: grpc.ServerUnaryCall<{ slots: number[]; targetId: string; targetAddress: string }, object>, callback: grpc.sendUnaryData<object>) =>
       answer(() => ops.moveSlots(call.request.slots, call.request.targetId, call.request.targetAddress), callback, (report) => report),
     importSlots: (call: grpc.ServerUnaryCall<{ data: Buffer }, object>, callback: grpc.sendUnaryData<object>) =>
-      answer(() => ops.importSlots(bytes(call.request.data)), callback, (slots) => ({ slots })),
+      answer(() => ops.importSlots(bytes(call.request.data), senderOf(call)), callback, (slots) => ({ slots })),
     applyLog: (call: grpc.ServerUnaryCall<{ data: Buffer }, object>, callback: grpc.sendUnaryData<object>) =>
-      answer(() => ops.applyLog(bytes(call.request.data)), callback, (entries) => ({ entries })),
+      answer(() => ops.applyLog(bytes(call.request.data), senderOf(call)), callback, (entries) => ({ entries })),
     dropSlots: (call: grpc.ServerUnaryCall<{ slots: number[] }, object>, callback: grpc.sendUnaryData<object>) =>
-      answer(() => ops.dropSlots(call.request.slots), callback, (slots) => ({ slots })),
+      answer(() => ops.dropSlots(call.request.slots, senderOf(call)), callback, (slots) => ({ slots })),
     exportModel: (call: grpc.ServerWritableStream<{ atStep: number }, object>) => {
       const cancelled = new AbortController();
       call.on('cancelled', () => cancelled.abort(new Error('the call was cancelled')));
@@ -61,4 +63,9 @@ export function shardAdminImplementation(ops: ShardAdminOperations): grpc.Untype
       })();
     },
   };
+}
+
+/** The shard id in a call's certificate (the rules let only shards send a move's payload); null under plaintext. */
+function senderOf(call: AuthenticatedCall): string | null {
+  return callerOf(call)?.id ?? null;
 }

@@ -1,4 +1,4 @@
-import { InvalidArgumentError, MigrationError, TesseraError } from '../cluster/errors.js';
+import { InvalidArgumentError, MigrationError, PermissionDeniedError, TesseraError } from '../cluster/errors.js';
 import { dial, unary } from '../cluster/grpc-client.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { shardAdminService } from '../cluster/proto.js';
@@ -72,6 +72,11 @@ export async function moveSlots(
   if (targetId === shard.id) throw new InvalidArgumentError(`shard ${shard.id} cannot move slots to itself`);
   if (!targetAddress) throw new InvalidArgumentError('a move needs the target shard’s address');
   if (slots.length === 0) throw new InvalidArgumentError('a move needs at least one slot');
+  // The target must be a live shard at the address it registered: slots go nowhere else.
+  const target0 = (await store.members('shard')).find((m) => m.id === targetId);
+  if (!target0 || target0.address !== targetAddress) {
+    throw new InvalidArgumentError(`the target of a move must be a live shard at its own address: ${target0 ? `${targetId} is at ${target0.address}, not ${targetAddress.slice(0, 80)}` : `no live shard is called "${targetId.slice(0, 80)}"`}`);
+  }
   const set = new Set(slots);
   for (const s of set) {
     if (!(Number.isInteger(s) && s >= 0 && s < map.slots)) throw new InvalidArgumentError(`slot ${s} is outside 0…${map.slots - 1}`);
@@ -130,9 +135,24 @@ export async function moveSlots(
   }
 }
 
-/** The target side: slots from a move's snapshot, kept until the map gives them here. */
-export function importSlots(data: Buffer, shard: Shard, sparse: SparseStore): number {
+/**
+ * Refuses a move's payload for `slots` unless `sender` (the shard in the
+ * caller's certificate; null under plaintext) is what the map names as their
+ * owner: only the source of a move hands its slots over.
+ * @throws PermissionDeniedError naming the slot, its owner and the sender.
+ */
+function checkSender(shard: Shard, sender: string | null, slots: Iterable<number>): void {
+  if (sender === null) return;
+  for (const s of slots) {
+    const owner = shard.ownerOf(s);
+    if (owner !== sender) throw new PermissionDeniedError(`slot ${s} belongs to ${owner ?? 'no shard'} in the map of epoch ${shard.epoch}; only its owner moves it, and the caller is shard "${sender}"`);
+  }
+}
+
+/** The target side: slots from a move's snapshot, kept until the map gives them here; `sender` as in checkSender. */
+export function importSlots(data: Buffer, shard: Shard, sparse: SparseStore, sender: string | null = null): number {
   const image = decodeCheckpoint(data, 'a moved slot');
+  checkSender(shard, sender, [...image.dense.map((d) => d.slot), ...image.sparse.map((r) => r.slot)]);
   for (const d of image.dense) if (shard.owned().some((r) => d.slot >= r.begin && d.slot < r.end)) throw new InvalidArgumentError(`slot ${d.slot} is already served by ${shard.id}; a move cannot overwrite it`);
   return restore(image, shard, sparse, 'a moved slot').slots;
 }
@@ -145,8 +165,9 @@ export function importSlots(data: Buffer, shard: Shard, sparse: SparseStore): nu
  * values, a known table.
  * @throws InvalidArgumentError naming the first entry that fails; nothing is applied then.
  */
-export function applyLog(data: Buffer, shard: Shard, sparse: SparseStore): number {
+export function applyLog(data: Buffer, shard: Shard, sparse: SparseStore, sender: string | null = null): number {
   const entries = decodeLog(data);
+  checkSender(shard, sender, entries.map((e) => e.slot));
   const owned = new Set<number>();
   for (const r of shard.owned()) for (let s = r.begin; s < r.end; s++) owned.add(s);
   entries.forEach((e, i) => {
@@ -183,7 +204,8 @@ export function applyLog(data: Buffer, shard: Shard, sparse: SparseStore): numbe
 }
 
 /** Forgets `slots` (dense and sparse) unless the map gives them to this shard. */
-export function dropSlots(shard: Shard, sparse: SparseStore, slots: Iterable<number>): number {
+export function dropSlots(shard: Shard, sparse: SparseStore, slots: Iterable<number>, sender: string | null = null): number {
+  checkSender(shard, sender, slots);
   let n = 0;
   for (const s of slots) {
     if (shard.owned().some((r) => s >= r.begin && s < r.end)) continue;

@@ -137,9 +137,9 @@ export class ShardServer extends EventEmitter {
         implementation: shardAdminImplementation({
           checkpoint: (directory, atStep) => server!.checkpoint(directory, atStep),
           moveSlots: (slots, targetId, targetAddress) => server!.moveSlots(slots, targetId, targetAddress),
-          importSlots: (data) => importSlots(data, shard, sparse),
-          applyLog: (data) => applyLog(data, shard, sparse),
-          dropSlots: (slots) => dropSlots(shard, sparse, slots),
+          importSlots: (data, sender) => importSlots(data, shard, sparse, sender),
+          applyLog: (data, sender) => applyLog(data, shard, sparse, sender),
+          dropSlots: (slots, sender) => dropSlots(shard, sparse, slots, sender),
           exportModel: (atStep, signal) => takeModelExport(shard, sparse, atStep, signal),
         }),
         rules: ADMIN_RULES,

@@ -92,6 +92,11 @@ export class Shard {
     return true;
   }
 
+  /** The shard the current map gives slot `s` to, if any. */
+  ownerOf(s: number): string | undefined {
+    return this.map?.owners[s];
+  }
+
   owned(): SlotRange[] {
     return this.map ? ownedRanges(this.map, this.id) : [];
   }

@@ -11,6 +11,7 @@ import { MEMBERSHIP_SERVICE_NAME, membershipService, shardAdminService } from '.
 import { issueCertificate, readCa, writeTlsDir } from '../../cluster/tls/certificates.js';
 import { MEMBERSHIP_RULES } from '../../cluster/tls/authorization.js';
 import { TlsMaterial } from '../../cluster/tls/tls-material.js';
+import { encodeLog } from '../../server/migration.js';
 import { type TransportSecurity } from '../../cluster/tls/transport-security.js';
 import { type TesseraClient } from '../../client/tessera-client.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
@@ -59,6 +60,7 @@ forEachTransport('functional: mutual TLS and roles', function (transport) {
       [
         { role: 'shard', id: 'shard-0' },
         { role: 'shard', id: 'shard-1' },
+        { role: 'shard', id: 'shard-9' },
         { role: 'worker', id: 'w1' },
         { role: 'worker', id: 'w2' },
         { role: 'reader', id: 'r1' },
@@ -182,6 +184,32 @@ forEachTransport('functional: mutual TLS and roles', function (transport) {
     const info = await unary<object, { slots: number }>(asAdmin, 'checkpoint', { directory: root });
     expect(info.slots).to.equal(SLOTS / 2);
     asAdmin.close();
+  });
+
+  it("a move's payload only from the shard that owns the slots; a move only to a live shard at its address", async () => {
+    // shard-9 holds a shard certificate but no slot: it may not hand shard-1's slots to shard-0, nor drop them there.
+    const stranger = dial(shardAdminService(), cluster.shards[0]!.address, as('shard-shard-9'));
+    const theirs = SLOTS - 1;
+    for (const [method, req] of [
+      ['dropSlots', { slots: [theirs] }],
+      ['applyLog', { data: encodeLog([{ kind: 'dense', slot: theirs, worker: 'w1', seq: 1, gradient: new Float32Array(D / SLOTS) }]) }],
+    ] as const) {
+      const err = await unary(stranger, method, req).then(
+        () => null,
+        (e: Error & { code: number }) => e,
+      );
+      expect(err?.code, method).to.equal(grpc.status.PERMISSION_DENIED);
+      expect(err?.message, method).to.match(new RegExp(`slot ${theirs} belongs to shard-1 in the map of epoch 1; only its owner moves it, and the caller is shard "shard-9"`));
+    }
+    stranger.close();
+    const asAdmin = dial(shardAdminService(), cluster.shards[0]!.address, as('admin-ops'));
+    const err = await unary(asAdmin, 'moveSlots', { slots: [0], targetId: 'shard-1', targetAddress: '127.0.0.1:9' }).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+    asAdmin.close();
+    expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(err?.message).to.match(/the target of a move must be a live shard at its own address: shard-1 is at 127\.0\.0\.1:\d+, not 127\.0\.0\.1:9/);
   });
 
   it('the membership service under mTLS: a worker reads but cannot rewrite the map or the cluster', async () => {
