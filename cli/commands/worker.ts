@@ -24,11 +24,11 @@ export const workerCommand: Command = {
     ...MEMBERSHIP_OPTIONS,
     { name: 'id', type: 'string', metavar: 'ID', required: true, description: 'worker id, unique in the cluster (half of what makes pushes idempotent)' },
     { name: 'model', type: 'string', metavar: 'NAME|PATH', description: 'model to train (default: the one the cluster was created with; must match it; a module path for a model of your own)' },
-    { name: 'epochs', type: 'int', default: 5, description: 'passes over the training data, shared by all workers of the run (every worker must be given the same)' },
+    { name: 'epochs', type: 'int', description: "passes over the training data, shared by all workers of the run (every worker must be given the same; default: the model's, as `tessera local` uses: 10 for the MNIST models and your own, 1 for ctr)" },
     { name: 'batch-size', type: 'int', default: TRAINER_DEFAULTS.batchSize, description: 'examples per step' },
     { name: 'block-size', type: 'int', default: DEFAULT_BLOCK_SIZE, description: 'examples per block of work claimed from the cluster (same on every worker)' },
     { name: 'seed', type: 'int', default: 1, description: 'seed of the example order (same on every worker)' },
-    { name: 'augment', type: 'int', default: 0, metavar: 'PIXELS', description: 'shift each training image by up to this many pixels each way (0: no augmentation)' },
+    { name: 'augment', type: 'int', metavar: 'PIXELS', description: "shift each training image by up to this many pixels each way (default: the model's, as `tessera local` uses: 1 for the MNIST models; 0: off)" },
     { name: 'lease-ttl-ms', type: 'int', metavar: 'MS', default: DEFAULT_LEASE.ttlMs, description: 'lease TTL: how soon a dead worker’s block goes to another and it stops holding back ssp/bsp (renewed every third of it)' },
     { name: 'backend', type: 'string', default: 'auto', choices: ['auto', ...BACKENDS], description: 'compute backend; a forced one that is unavailable is an error' },
     { name: 'pipeline', type: 'boolean', default: TRAINER_DEFAULTS.pipeline, description: 'overlap the next pull and this push with the compute (--pipeline=false: strictly in turn)' },
@@ -55,7 +55,7 @@ export const workerCommand: Command = {
       if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera local)');
       const task = await loadTask((o['model'] as string | undefined) ?? config.model.name);
       if (task.name !== config.model.name) throw new InvalidArgumentError(`this cluster trains ${config.model.name}, not ${task.name}; drop --model or pass --model ${config.model.name} (or its module)`);
-      const epochs = o['epochs'] as number;
+      const epochs = (o['epochs'] as number | undefined) ?? task.defaultEpochs;
       const batchSize = o['batch-size'] as number;
       const examples = task.trainExamples;
       const plan = new BlockPlan(examples, epochs, o['block-size'] as number, o['seed'] as number);
@@ -100,7 +100,7 @@ export const workerCommand: Command = {
         batchSize,
         seed: o['seed'] as number,
         pipeline: o['pipeline'] as boolean,
-        augment: { maxShift: o['augment'] as number },
+        augment: { maxShift: (o['augment'] as number | undefined) ?? task.defaultShift },
         signal: abort.signal,
         onStep: (e) => {
           evaluateAfter(e.epoch);
@@ -116,7 +116,8 @@ export const workerCommand: Command = {
       const pushed = client.traffic();
       lease.update({ pushed });
       emit({ event: 'done', id, steps: result.steps, samples: result.samples, wallMs: result.wallMs, lastLoss: result.lastLoss, backend, pushRawBytes: pushed.raw, pushWireBytes: pushed.wire });
-      log.info(`worker ${id}: ${result.aborted ? 'stopped' : 'done'} after ${result.steps} steps, loss ${result.lastLoss.toFixed(4)}`);
+      if (result.steps === 0 && !result.aborted) log.warn(`worker ${id}: nothing to train: every block of the run's ${epochs} epochs was already done (by this worker before, or others); a new run starts with \`tessera init --force\``);
+      else log.info(`worker ${id}: ${result.aborted ? 'stopped' : 'done'} after ${result.steps} steps, loss ${result.lastLoss.toFixed(4)}`);
       return result.aborted ? EXIT.interrupted : EXIT.ok;
     } finally {
       process.off('SIGINT', stop);

@@ -59,6 +59,11 @@ describe('e2e: tessera checkpoint and tessera shard --restore', function () {
     const worker = await run(at(['worker', '--id', 'w0', '--model', 'logreg', '--epochs', '1', '--json']));
     expect(worker.code, worker.stderr).to.equal(0);
     const trained = await pullAll();
+    // A worker that comes once the run is over says so (no "done after 0 steps, loss NaN").
+    const late = await run(at(['worker', '--id', 'w-late', '--model', 'logreg', '--epochs', '1']));
+    expect(late.code, late.stderr).to.equal(0);
+    expect(late.stderr).to.match(/worker w-late: nothing to train: every block of the run's 1 epochs was already done/);
+    expect(late.stderr).to.not.match(/NaN/);
 
     const ck = await run(at(['checkpoint', '--dir', dir]));
     expect(ck.code, ck.stderr).to.equal(0);
