@@ -22,10 +22,11 @@ const PULL_PIECE_BYTES = 8 << 20;
 
 /**
  * A shard's bulk transport (cluster/wire/bulk-frames.ts): dense pulls and pushes
- * over plain TCP, with the same checks, typed errors and exactly-once rule as
- * `tessera.v1.Shard` (shard-service.ts). A push's values are read straight
- * from the socket into a pooled gradient buffer; a pull's are written straight
- * from slot memory. A request that fails its checks gets an error reply and
+ * over TCP (TLS under mTLS), with the same checks, roles, typed errors and
+ * exactly-once rule as `tessera.v1.Shard` (shard-service.ts). A push's values
+ * go from the socket into a pooled window and are applied slot by slot as
+ * they arrive (push-assembler.ts); a pull's are written straight from slot
+ * memory. A request that fails its checks gets an error reply and
  * its payload is read and dropped, so the connection carries on; only a
  * stream that cannot be parsed is closed.
  */
