@@ -146,7 +146,14 @@ export class ShardServer extends EventEmitter {
       },
     ], security, options.limits);
     const address = options.advertise ?? advertised(options.listen, grpc.port);
-    const bulk = options.bulk === false ? null : await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0, security, options.limits);
+    let bulk: BulkServer | null = null;
+    try {
+      if (options.bulk !== false) bulk = await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0, security, options.limits);
+    } catch (err) {
+      // A shard that cannot serve its bulk port does not start at all (rather than stay up, NOT_SERVING, on gRPC alone).
+      await grpc.close(0);
+      throw err;
+    }
     const bulkAddress = bulk ? `${address.slice(0, address.lastIndexOf(':'))}:${bulk.port}` : '';
     const lease = new Lease(options.store, 'shard', { id: options.id, address, ...(bulkAddress ? { bulkAddress } : {}), state: 'joining', bytes: 0 }, options.lease ?? DEFAULT_LEASE);
     server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS, security);
