@@ -125,16 +125,18 @@ class TlsStream {
   private constructor(
     private readonly server: tls.Server,
     private readonly socket: tls.TLSSocket,
+    /** Bytes the server counts before it answers: one transfer's. */
+    private readonly expected: { bytes: number },
   ) {}
 
   static async open(serverDir: string, clientDir: string): Promise<TlsStream> {
     const files = (dir: string) => ({ ca: readFileSync(path.join(dir, 'ca.crt')), cert: readFileSync(path.join(dir, 'tls.crt')), key: readFileSync(path.join(dir, 'tls.key')) });
-    let expected = 0;
+    const expected = { bytes: 0 };
     const server = tls.createServer({ ...files(serverDir), requestCert: true, rejectUnauthorized: true }, (s) => {
       let got = 0;
       s.on('data', (d: Buffer) => {
         got += d.length;
-        if (got >= expected) {
+        if (got >= expected.bytes) {
           got = 0;
           s.write('k');
         }
@@ -144,16 +146,12 @@ class TlsStream {
     const socket = tls.connect({ host: '127.0.0.1', port: (server.address() as { port: number }).port, ...files(clientDir), servername: 'tessera', checkServerIdentity: () => undefined });
     await new Promise<void>((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
     TlsStream.cipher = socket.getCipher().standardName;
-    const stream = new TlsStream(server, socket);
-    stream.setExpected = (n) => (expected = n);
-    return stream;
+    return new TlsStream(server, socket, expected);
   }
-
-  private setExpected: (n: number) => void = () => undefined;
 
   /** MB/s of one transfer of `bytes`, until the server's one-byte answer. */
   async transfer(bytes: number): Promise<number> {
-    this.setExpected(bytes);
+    this.expected.bytes = bytes;
     const payload = Buffer.alloc(bytes, 1);
     const t0 = process.hrtime.bigint();
     this.socket.write(payload);

@@ -1,5 +1,4 @@
-import { TlsMaterial } from '../cluster/tls/tls-material.js';
-import { PLAINTEXT, type TransportSecurity, setProcessSecurity } from '../cluster/tls/transport-security.js';
+import { PLAINTEXT, type TransportSecurity, mutualTls, setProcessSecurity } from '../cluster/tls/transport-security.js';
 import { type OptionSpec, type ParsedOptions } from './args.js';
 
 /**
@@ -19,7 +18,7 @@ export const TLS_OPTIONS: readonly OptionSpec[] = [
  */
 export function applyTlsOptions(o: ParsedOptions): TransportSecurity {
   const dir = (o['tls-dir'] as string | undefined) ?? process.env['TESSERA_TLS_DIR'] ?? undefined;
-  const security: TransportSecurity = dir ? { kind: 'mtls', material: TlsMaterial.load(dir) } : PLAINTEXT;
+  const security = dir ? mutualTls(dir) : PLAINTEXT;
   setProcessSecurity(security);
   return security;
 }

@@ -1,6 +1,5 @@
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { type Compression } from '../cluster/wire/gradient-codec.js';
-import { slotLengths } from '../cluster/wire/codec-fields.js';
 import { copyBytes } from '../cluster/wire/dense-values.js';
 import { EncodedPush } from './encoded-push.js';
 import { type GradientPool } from './gradient-pool.js';
@@ -75,15 +74,17 @@ export class PushAssembler {
     readonly unit: OffsetUnit,
   ) {
     this.open = shard.beginPush({ epoch: header.epoch, ranges: header.ranges, workerId: header.workerId, seq: header.seq, model: header.model, ...(header.clock !== undefined ? { clock: header.clock } : {}) });
-    this.length = shard.lengthOf(header.ranges);
+    // The push's slots in order and where each ends (Shard.beginPush worked them out): its length and each slot's.
+    const { ends } = this.open;
+    this.length = ends.length > 0 ? ends[ends.length - 1]! : 0;
     const expected = this.length;
     if (header.length !== undefined && header.length !== expected) throw new InvalidArgumentError(`push carries ${header.length} values but slots of the request hold ${expected}`);
-    const lengths = slotLengths(header.ranges, shard.elements, shard.config.slots);
+    const lengths = ends.map((end, k) => end - (k === 0 ? 0 : ends[k - 1]!));
     if (header.compression.kind !== 'none') {
       this.encoded = new EncodedPush(header.compression, lengths, header.wireBytes);
       return;
     }
-    this.windowValues = Math.min(expected, Math.max(PUSH_WINDOW_VALUES, ...lengths));
+    this.windowValues = Math.min(expected, lengths.reduce((most, n) => Math.max(most, n), PUSH_WINDOW_VALUES));
   }
 
   /** Bytes the gradient took on the wire: the encoded size, or 4 per value. */

@@ -279,16 +279,11 @@ export class ShardServer extends EventEmitter {
       throw new ResourceExhaustedError(`shard ${this.shard.id} is writing a checkpoint and another is waiting; ask again once they are done`);
     }
     this.checkpointsWaiting++;
-    const turn = this.checkpointQueue.then(
-      () => {
-        this.checkpointsWaiting--;
-        return this.writeCheckpoint(directory, atStep);
-      },
-      () => {
-        this.checkpointsWaiting--;
-        return this.writeCheckpoint(directory, atStep);
-      },
-    );
+    // The queue never rejects (each turn's failure is its caller's), so the next turn always follows.
+    const turn = this.checkpointQueue.then(() => {
+      this.checkpointsWaiting--;
+      return this.writeCheckpoint(directory, atStep);
+    });
     this.checkpointQueue = turn.catch(() => undefined);
     return turn;
   }
@@ -313,7 +308,7 @@ export class ShardServer extends EventEmitter {
     return report;
   }
 
-  /** The checkpoint being written (or a resolved promise): the next waits for it. */
+  /** The checkpoint being written, settled as a success whatever its outcome (or a resolved promise): the next waits for it. */
   private checkpointQueue: Promise<unknown> = Promise.resolve();
   /** Checkpoints asked for that have not started yet. */
   private checkpointsWaiting = 0;

@@ -1,7 +1,7 @@
 import { setLogLevel } from '../../cluster/log.js';
 import { RemoteMembershipStore } from '../../cluster/membership/remote-store.js';
 import { TesseraClient } from '../../client/tessera-client.js';
-import { TlsMaterial } from '../../cluster/tls/tls-material.js';
+import { mutualTls } from '../../cluster/tls/transport-security.js';
 import { nowNs, serve } from '../child-rpc.js';
 
 /**
@@ -46,7 +46,7 @@ serve(
   {
     connect: async ({ membership, workerId, chunkBytes, transport, compression, tlsDir }: { membership: string; workerId: string; chunkBytes?: number; transport?: 'bulk' | 'grpc'; compression?: string; tlsDir?: string }) => {
       store = new RemoteMembershipStore(membership);
-      const security = tlsDir ? { security: { kind: 'mtls' as const, material: TlsMaterial.load(tlsDir) } } : {};
+      const security = tlsDir ? { security: mutualTls(tlsDir) } : {};
       client = await TesseraClient.connect({ store, workerId, ...(chunkBytes ? { chunkBytes } : {}), ...(transport ? { transport } : {}), ...(compression ? { compression } : {}), ...security });
       // A small constant gradient keeps sgd's values finite however often it is pushed. Under a codec, small
       // seeded random values instead (mean 0, so as finite): a constant would make every int8 block, fp16 value

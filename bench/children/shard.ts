@@ -1,7 +1,7 @@
 import { setLogLevel } from '../../cluster/log.js';
 import { RemoteMembershipStore } from '../../cluster/membership/remote-store.js';
 import { ShardServer } from '../../server/shard-server.js';
-import { TlsMaterial } from '../../cluster/tls/tls-material.js';
+import { mutualTls } from '../../cluster/tls/transport-security.js';
 import { serve } from '../child-rpc.js';
 
 /** A shard server in its own process, as `tessera shard` runs one, reached through the bench's membership store. */
@@ -14,7 +14,7 @@ serve(
   {
     start: async ({ membership, id, tlsDir }: { membership: string; id: string; tlsDir?: string }) => {
       store = new RemoteMembershipStore(membership);
-      server = await ShardServer.start({ id, listen: '127.0.0.1:0', store, ...(tlsDir ? { security: { kind: 'mtls', material: TlsMaterial.load(tlsDir) } } : {}) });
+      server = await ShardServer.start({ id, listen: '127.0.0.1:0', store, ...(tlsDir ? { security: mutualTls(tlsDir) } : {}) });
       return { address: server.address };
     },
     /** CPU time this process has used so far, in ms (user + system), and its minor page faults. */

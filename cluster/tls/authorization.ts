@@ -2,7 +2,7 @@ import type { PeerCertificate } from 'node:tls';
 import type * as grpc from '@grpc/grpc-js';
 import { PermissionDeniedError, type TesseraError, UnauthenticatedError } from '../errors.js';
 import { toStatus } from '../wire/status-codec.js';
-import { type Identity, type Role, describeIdentity } from './identity.js';
+import { type Identity, type Role, aRole, describeIdentity } from './identity.js';
 import { type TransportSecurity, identityOfPeer } from './transport-security.js';
 
 /**
@@ -83,7 +83,7 @@ export function checkRole(caller: Identity | null, security: TransportSecurity, 
   if (!caller) throw new UnauthenticatedError(`${what} needs a client certificate carrying a Tessera identity (spiffe://tessera/<cluster>/<role>/<id>)`);
   const cluster = security.material.identity.cluster;
   if (caller.cluster !== cluster) throw new PermissionDeniedError(`${what} refused: the caller is ${describeIdentity(caller)}, and this is cluster "${cluster}"`);
-  if (!roles.includes(caller.role)) throw new PermissionDeniedError(`${what} needs ${article(roles[0] ?? 'other')} ${roles.join(' or ')} certificate; the caller is ${describeIdentity(caller)}`);
+  if (!roles.includes(caller.role)) throw new PermissionDeniedError(`${what} needs ${roles.map((r, i) => (i === 0 ? aRole(r) : r)).join(' or ')} certificate; the caller is ${describeIdentity(caller)}`);
 }
 
 type Handler = (call: AuthenticatedCall, callback?: grpc.sendUnaryData<unknown>) => void;
@@ -121,9 +121,4 @@ function refuse(call: AuthenticatedCall, callback: grpc.sendUnaryData<unknown> |
     return;
   }
   (call as unknown as { emit(e: string, s: unknown): void }).emit('error', status);
-}
-
-/** "a" or "an" before `word`. */
-function article(word: string): string {
-  return /^[aeiou]/.test(word) ? 'an' : 'a';
 }

@@ -72,3 +72,8 @@ export function identityOfAltNames(altNames: string | undefined): Identity | nul
 export function describeIdentity(i: Identity): string {
   return `${i.role} "${i.id}" of cluster "${i.cluster}"`;
 }
+
+/** "a shard", "an admin"…: a role with its article, for messages. */
+export function aRole(role: Role): string {
+  return `${/^[aeiou]/.test(role) ? 'an' : 'a'} ${role}`;
+}

@@ -1,8 +1,8 @@
 import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError } from '../errors.js';
-import { type Identity, type Role, describeIdentity, identityOfAltNames } from './identity.js';
-import { type TlsFiles, type TlsMaterial } from './tls-material.js';
+import { type Identity, type Role, aRole, describeIdentity, identityOfAltNames } from './identity.js';
+import { type TlsFiles, TlsMaterial } from './tls-material.js';
 
 /**
  * How a process's connections are secured: plaintext, or mutual TLS with its
@@ -18,6 +18,11 @@ import { type TlsFiles, type TlsMaterial } from './tls-material.js';
 export type TransportSecurity = { kind: 'plaintext' } | { kind: 'mtls'; material: TlsMaterial };
 
 export const PLAINTEXT: TransportSecurity = { kind: 'plaintext' };
+
+/** Mutual TLS with the material of a `--tls-dir` (TlsMaterial.load, which says what is missing or wrong). */
+export function mutualTls(dir: string): TransportSecurity {
+  return { kind: 'mtls', material: TlsMaterial.load(dir) };
+}
 
 /**
  * The security a process's clients and listeners use when none is passed to
@@ -58,7 +63,7 @@ export function serverIdentityError(cert: PeerCertificate, cluster: string, role
   const identity = identityOfAltNames(cert?.subjectaltname);
   if (!identity) return new Error('the server presented a certificate with no Tessera identity');
   if (identity.cluster !== cluster) return new Error(`the server is ${describeIdentity(identity)}, not of cluster "${cluster}"`);
-  if (!roles.includes(identity.role)) return new Error(`the server is ${describeIdentity(identity)}, expected ${roles.map((r) => `a ${r}`).join(' or ').replace(/\ba a/g, 'an a')}`);
+  if (!roles.includes(identity.role)) return new Error(`the server is ${describeIdentity(identity)}, expected ${roles.map(aRole).join(' or ')}`);
   return undefined;
 }
 

@@ -12,7 +12,7 @@ import { issueCertificate, readCa, writeTlsDir } from '../../cluster/tls/certifi
 import { MEMBERSHIP_RULES } from '../../cluster/tls/authorization.js';
 import { TlsMaterial } from '../../cluster/tls/tls-material.js';
 import { encodeLog } from '../../server/migration.js';
-import { type TransportSecurity } from '../../cluster/tls/transport-security.js';
+import { type TransportSecurity, mutualTls } from '../../cluster/tls/transport-security.js';
 import { type TesseraClient } from '../../client/tessera-client.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
 import { RawBulk } from '../helpers/raw-bulk.js';
@@ -29,7 +29,6 @@ const CLUSTER = 'sec';
 const D = 4096;
 const SLOTS = 16;
 
-const mtls = (dir: string): TransportSecurity => ({ kind: 'mtls', material: TlsMaterial.load(dir) });
 
 /** Raw gRPC credentials from the files of a `--tls-dir` (none of the checks TlsMaterial makes): what an attacker could hold. */
 function rawCredentials(dir: string | null, caDir: string): grpc.ChannelCredentials {
@@ -46,7 +45,7 @@ forEachTransport('functional: mutual TLS and roles', function (transport) {
   let cluster: TestCluster;
   const materials: TlsMaterial[] = [];
   const as = (key: string): TransportSecurity => {
-    const s = mtls(dirs[key]!);
+    const s = mutualTls(dirs[key]!);
     if (s.kind === 'mtls') materials.push(s.material);
     return s;
   };

@@ -1,6 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { expect } from 'chai';
@@ -9,6 +8,7 @@ import { optimizerWithDefaults } from '../../cluster/optimizer-config.js';
 import { createCa, issueCertificate } from '../../cluster/tls/certificates.js';
 import { run, waitFor } from '../helpers/cli.js';
 import { flatModel } from '../helpers/cluster.js';
+import { freePort } from '../helpers/redis-server.js';
 
 /*
  * The membership store on a Redis that speaks only TLS and knows only an ACL
@@ -18,17 +18,6 @@ import { flatModel } from '../helpers/cluster.js';
  */
 
 const PASSWORD = 'correct horse battery staple';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe('functional: Redis over TLS with an ACL user', function () {
   this.timeout(60_000);
