@@ -17,6 +17,8 @@ export interface OptionSpec {
   metavar?: string;
   /** Must be given. */
   required?: boolean;
+  /** An option no longer taken: given, it is refused with this message (what to do instead); not shown in help. */
+  retired?: string;
 }
 
 export class UsageError extends Error {
@@ -36,6 +38,7 @@ export function parseArgs(verb: string, specs: readonly OptionSpec[], argv: read
     const name = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
     const spec = byName.get(name);
     if (!spec) throw new UsageError(`unknown option --${name} for \`tessera ${verb}\`; see \`tessera ${verb} --help\``);
+    if (spec.retired) throw new UsageError(`--${name} is no longer taken by \`tessera ${verb}\`: ${spec.retired}`);
     let raw: string | undefined = eq >= 0 ? arg.slice(eq + 1) : undefined;
     if (spec.type === 'boolean') {
       if (raw !== undefined && raw !== 'true' && raw !== 'false') throw new UsageError(`--${name} takes no value (or =true/=false)`);
@@ -73,7 +76,7 @@ function convert(spec: OptionSpec, raw: string): string | number {
 }
 
 export function helpText(verb: string, summary: string, specs: readonly OptionSpec[]): string {
-  const rows = specs.map((s) => {
+  const rows = specs.filter((s) => !s.retired).map((s) => {
     const left = `--${s.name}${s.type === 'boolean' ? (s.default === true ? '[=false]' : '') : ` ${s.metavar ?? s.type.toUpperCase()}`}`;
     const extra = [s.choices ? `one of ${s.choices.join(', ')}` : '', s.default !== undefined && s.type !== 'boolean' ? `default ${s.default}` : '', s.required ? 'required' : '']
       .filter(Boolean)

@@ -21,8 +21,10 @@ const ALIGN_ATTEMPTS = 3;
 const ALIGN_SAMPLE_MS = 200;
 
 /**
- * Asks every shard of the map to checkpoint to `directory` (a path on each
- * shard's own host), all at once, and reports each shard's outcome. Each
+ * Asks every shard of the map to write a checkpoint into its own checkpoint
+ * directory (its `--checkpoint-dir`), all at once, and reports each shard's
+ * outcome. `name` '' writes each shard's own file (the one `--resume` reads);
+ * another name `<shard id>.<name>.tessera-checkpoint` beside it. Each
  * shard's file is a snapshot at one instant of that shard. Under bsp every
  * shard takes it when the same number of steps is applied, so the files
  * together are one state of the run: the steps applied now if the clocks
@@ -34,7 +36,7 @@ const ALIGN_SAMPLE_MS = 200;
  *
  * @throws NotFoundError when the store holds no map yet.
  */
-export async function checkpointCluster(store: MembershipStore, directory: string, deadlineMs = CHECKPOINT_DEADLINE_MS): Promise<CheckpointOutcome[]> {
+export async function checkpointCluster(store: MembershipStore, name = '', deadlineMs = CHECKPOINT_DEADLINE_MS): Promise<CheckpointOutcome[]> {
   const [map, config] = await Promise.all([store.getMap(), store.getConfig()]);
   if (!map) throw new NotFoundError('the cluster has no shard map yet: no shard has joined, so there is nothing to checkpoint');
   const shards = Object.entries(map.addresses);
@@ -42,7 +44,7 @@ export async function checkpointCluster(store: MembershipStore, directory: strin
     shards.map(([, address]) => address),
     config?.consistency === 'bsp',
     deadlineMs,
-    (atStep) => Promise.all(shards.map(([id, address]) => checkpointShard(id, address, directory, atStep, deadlineMs))),
+    (atStep) => Promise.all(shards.map(([id, address]) => checkpointShard(id, address, name, atStep, deadlineMs))),
     (outcomes) => outcomes.some((o) => !o.ok && o.error instanceof StepAheadError),
   );
 }
@@ -72,10 +74,10 @@ export async function atAlignedStep<T>(addresses: readonly string[], bsp: boolea
 }
 
 /** One shard's checkpoint, or the typed error it answered. */
-async function checkpointShard(shardId: string, address: string, directory: string, atStep: number, deadlineMs: number): Promise<CheckpointOutcome> {
+async function checkpointShard(shardId: string, address: string, name: string, atStep: number, deadlineMs: number): Promise<CheckpointOutcome> {
   const stub = dial(shardAdminService(), address);
   try {
-    const info = await unary<object, CheckpointInfo>(stub, 'checkpoint', { directory, atStep }, deadlineMs, address);
+    const info = await unary<object, CheckpointInfo>(stub, 'checkpoint', { name, atStep }, deadlineMs, address);
     return { ok: true, checkpoint: { ...info, address } };
   } catch (err) {
     return { ok: false, shardId, address, error: err as TesseraError };

@@ -9,7 +9,7 @@ import { type AuthenticatedCall, callerOf } from '../cluster/tls/authorization.j
 
 /** What the admin plane does, given by the shard server (proto/tessera/v1/admin.proto). */
 export interface ShardAdminOperations {
-  checkpoint(directory: string, atStep: number): Promise<CheckpointInfo>;
+  checkpoint(name: string, atStep: number): Promise<CheckpointInfo>;
   moveSlots(slots: number[], targetId: string, targetAddress: string): Promise<MoveReport>;
   /** A move's payload; `sender`: the shard id in the caller's certificate (null under plaintext), which must own the slots. */
   importSlots(data: Buffer, sender: string | null): number;
@@ -34,8 +34,8 @@ export function shardAdminImplementation(ops: ShardAdminOperations): grpc.Untype
     return b;
   };
   return {
-    checkpoint: (call: grpc.ServerUnaryCall<{ directory: string; atStep: number }, object>, callback: grpc.sendUnaryData<object>) =>
-      answer(() => ops.checkpoint(call.request.directory, call.request.atStep), callback, (info) => info),
+    checkpoint: (call: grpc.ServerUnaryCall<{ name: string; atStep: number }, object>, callback: grpc.sendUnaryData<object>) =>
+      answer(() => ops.checkpoint(call.request.name, call.request.atStep), callback, (info) => info),
     moveSlots: (call: grpc.ServerUnaryCall<{ slots: number[]; targetId: string; targetAddress: string }, object>, callback: grpc.sendUnaryData<object>) =>
       answer(() => ops.moveSlots(call.request.slots, call.request.targetId, call.request.targetAddress), callback, (report) => report),
     importSlots: (call: grpc.ServerUnaryCall<{ data: Buffer }, object>, callback: grpc.sendUnaryData<object>) =>

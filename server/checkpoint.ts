@@ -18,9 +18,28 @@ import { type SparseStore } from './sparse-store.js';
 /** Checkpoints this process has started writing: each gets its own temporary file. */
 let writes = 0;
 
-/** The file a shard's checkpoint goes to in `directory`. */
-export function checkpointPath(directory: string, shardId: string): string {
-  return join(directory, `${shardId.replace(/[^A-Za-z0-9._-]/g, '_')}.tessera-checkpoint`);
+/**
+ * The file a shard's checkpoint goes to in `directory`: `<shard id>.tessera-checkpoint`
+ * (the one `--resume` reads), or for a named one `<shard id>.<name>.tessera-checkpoint`.
+ */
+export function checkpointPath(directory: string, shardId: string, name = ''): string {
+  return join(directory, `${shardId.replace(/[^A-Za-z0-9._-]/g, '_')}${name ? `.${name}` : ''}.tessera-checkpoint`);
+}
+
+/** The longest name a checkpoint request may give. */
+export const MAX_CHECKPOINT_NAME = 64;
+
+/**
+ * Why `name` cannot name a checkpoint, or null: a request names a file in the
+ * shard's own checkpoint directory at most (1–64 letters, digits, `.`, `_`,
+ * `-`, starting with a letter or digit), never a path.
+ */
+export function badCheckpointName(name: string): string | null {
+  if (name === '') return null;
+  if (name.length > MAX_CHECKPOINT_NAME || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) {
+    return `a checkpoint name is 1–${MAX_CHECKPOINT_NAME} letters, digits, '.', '_' or '-', starting with a letter or digit (it names a file in the shard's --checkpoint-dir, never a path), got ${JSON.stringify(name.slice(0, 80))}`;
+  }
+  return null;
 }
 
 /** What a checkpoint of this cluster must match to be restored here. */
@@ -129,16 +148,19 @@ export async function checkDirectory(directory: string, shardId: string): Promis
 }
 
 /**
- * Writes `image` to its shard's file in `directory`, atomically: to a
- * temporary file, synced, then renamed over any earlier checkpoint.
+ * Writes `image` to its shard's file in `directory` (named `name`, see
+ * {@link checkpointPath}), atomically: to a temporary file, synced, then
+ * renamed over any earlier checkpoint of that name.
  *
  * @throws InvalidArgumentError for no directory; CheckpointError where the
  *   directory does not exist or the file cannot be written (nothing is left
  *   half-written).
  */
-export async function writeCheckpoint(image: CheckpointImage, directory: string): Promise<{ path: string; bytes: number }> {
+export async function writeCheckpoint(image: CheckpointImage, directory: string, name = ''): Promise<{ path: string; bytes: number }> {
   await checkDirectory(directory, image.header.shard);
-  const path = checkpointPath(directory, image.header.shard);
+  const bad = badCheckpointName(name);
+  if (bad) throw new InvalidArgumentError(bad);
+  const path = checkpointPath(directory, image.header.shard, name);
   const temporary = `${path}.${process.pid}.${++writes}.partial`;
   let bytes = 0;
   try {
@@ -215,21 +237,24 @@ function abortion(signal: AbortSignal): Promise<never> {
  * A whole checkpoint of one shard: the memory for the copy made ready while
  * the shard serves, the snapshot (the one pause), the file written. Under
  * bsp, `atStep` > 0 takes the snapshot when exactly that many steps are
- * applied ({@link snapshotAtStep}).
+ * applied ({@link snapshotAtStep}). `name`: which file in `directory`
+ * ({@link checkpointPath}); '' for the shard's own.
  *
  * @throws StepAheadError when the shard has applied more than `atStep` steps;
  *   ClockTimeoutError when it does not get there in time; CheckpointError and
  *   InvalidArgumentError as {@link writeCheckpoint}.
  */
-export async function takeCheckpoint(shard: Shard, sparse: SparseStore, directory: string, atStep = 0): Promise<CheckpointInfo> {
+export async function takeCheckpoint(shard: Shard, sparse: SparseStore, directory: string, atStep = 0, name = ''): Promise<CheckpointInfo> {
   const started = performance.now();
   await checkDirectory(directory, shard.id);
+  const bad = badCheckpointName(name);
+  if (bad) throw new InvalidArgumentError(bad);
   const { image, pauseMs: snapshotMs } = await snapshotAtStep(shard.gate, atStep, async () => {
     const arena = new SnapshotArena(snapshotWords(shard, sparse));
     await arena.prepare();
     return () => snapshot(shard, sparse, arena);
   });
-  const { path, bytes } = await writeCheckpoint(image, directory);
+  const { path, bytes } = await writeCheckpoint(image, directory, name);
   const rows = image.sparse.reduce((n, r) => n + r.count, 0);
   return { shardId: shard.id, path, epoch: image.header.epoch, slots: image.dense.length, rows, bytes, closedSteps: image.header.closedSteps, snapshotMs, totalMs: performance.now() - started };
 }

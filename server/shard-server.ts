@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { NotFoundError, ResourceExhaustedError } from '../cluster/errors.js';
+import { CheckpointError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from '../cluster/errors.js';
 import { startGrpcServer, type TesseraGrpcServer } from '../cluster/grpc-server.js';
 import { ADMIN_RULES, DATA_RULES } from '../cluster/tls/authorization.js';
 import { type ListenerLimits } from '../cluster/listener-limits.js';
@@ -15,7 +15,7 @@ import { formatRanges } from '../cluster/slots.js';
 import { isWildcardHost, splitHostPort } from '../cluster/address.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { shardAdminImplementation } from './admin-service.js';
-import { checkDirectory, readCheckpoint, restore, takeCheckpoint } from './checkpoint.js';
+import { badCheckpointName, checkDirectory, readCheckpoint, restore, takeCheckpoint } from './checkpoint.js';
 import { type MoveReport, applyLog, dropSlots, importSlots, moveSlots } from './migration.js';
 import { takeModelExport } from './model-export.js';
 import { Shard } from './shard.js';
@@ -61,6 +61,8 @@ export interface ShardServerOptions {
    * Checkpoints of its own (docs/checkpoints.md): to `directory`, every
    * `everyMs` (0: none on a timer) and once more when the shard closes, after
    * its last request. A failed one is logged and the next one tried.
+   * `directory` is also the only place `Checkpoint` requests write to: a
+   * shard without it refuses them.
    */
   checkpoints?: { directory: string; everyMs: number };
   /** How its listeners and its own calls to other shards are secured. Default: the process's (`--tls-dir`), else plaintext. */
@@ -135,7 +137,7 @@ export class ShardServer extends EventEmitter {
         name: SHARD_ADMIN_SERVICE_NAME,
         definition: shardAdminService().service,
         implementation: shardAdminImplementation({
-          checkpoint: (directory, atStep) => server!.checkpoint(directory, atStep),
+          checkpoint: (name, atStep) => server!.checkpoint(name, atStep),
           moveSlots: (slots, targetId, targetAddress) => server!.moveSlots(slots, targetId, targetAddress),
           importSlots: (data, sender) => importSlots(data, shard, sparse, sender),
           applyLog: (data, sender) => applyLog(data, shard, sparse, sender),
@@ -260,20 +262,29 @@ export class ShardServer extends EventEmitter {
   }
 
   /**
-   * Writes a checkpoint of everything this shard holds to `directory`
-   * (docs/checkpoints.md): the snapshot pauses serving for one synchronous
-   * copy, into memory made ready beforehand; the file is written while the
-   * shard serves on. Under bsp, `atStep` > 0 takes the snapshot when exactly
-   * that many steps are applied (see takeCheckpoint).
+   * Writes a checkpoint of everything this shard holds (docs/checkpoints.md)
+   * into its own checkpoint directory, and nowhere else: `name` '' is the
+   * shard's own file (the one `--resume` reads), another name a file beside it
+   * (`<shard id>.<name>.tessera-checkpoint`). The snapshot pauses serving for
+   * one synchronous copy, into memory made ready beforehand; the file is
+   * written while the shard serves on. Under bsp, `atStep` > 0 takes the
+   * snapshot when exactly that many steps are applied (see takeCheckpoint).
+   *
+   * One at a time: each takes a copy of everything the shard holds, so a
+   * request that comes while one is being written waits for it, and one that
+   * comes while another already waits is refused (RESOURCE_EXHAUSTED) rather
+   * than held. `own`: the shard's timed and shutdown checkpoints, which always
+   * wait their turn.
+   *
+   * @throws CheckpointError when the shard keeps no checkpoints (started
+   *   without a checkpoint directory); InvalidArgumentError for a name that is
+   *   not one ({@link badCheckpointName}).
    */
-  /**
-   * Writes a checkpoint of every slot held. One at a time: each takes a copy
-   * of everything the shard holds, so a request that comes while one is being
-   * written waits for it, and one that comes while another already waits is
-   * refused (RESOURCE_EXHAUSTED) rather than held. `own`: the shard's timed
-   * and shutdown checkpoints, which always wait their turn.
-   */
-  async checkpoint(directory: string, atStep = 0, own = false): Promise<CheckpointInfo> {
+  async checkpoint(name: string, atStep = 0, own = false): Promise<CheckpointInfo> {
+    const bad = badCheckpointName(name);
+    if (bad) throw new InvalidArgumentError(bad);
+    const directory = this.checkpoints?.directory;
+    if (!directory) throw new CheckpointError(`shard ${this.shard.id} keeps no checkpoints: start it with --checkpoint-dir DIR (a checkpoint request names a file there, never a directory)`);
     // The shard's own (timed, and at shutdown) always take their turn.
     if (!own && this.checkpointsWaiting >= MAX_WAITING_CHECKPOINTS) {
       throw new ResourceExhaustedError(`shard ${this.shard.id} is writing a checkpoint and another is waiting; ask again once they are done`);
@@ -282,14 +293,14 @@ export class ShardServer extends EventEmitter {
     // The queue never rejects (each turn's failure is its caller's), so the next turn always follows.
     const turn = this.checkpointQueue.then(() => {
       this.checkpointsWaiting--;
-      return this.writeCheckpoint(directory, atStep);
+      return this.writeCheckpoint(directory, name, atStep);
     });
     this.checkpointQueue = turn.catch(() => undefined);
     return turn;
   }
 
-  private async writeCheckpoint(directory: string, atStep: number): Promise<CheckpointInfo> {
-    const info = await takeCheckpoint(this.shard, this.sparse, directory, atStep);
+  private async writeCheckpoint(directory: string, name: string, atStep: number): Promise<CheckpointInfo> {
+    const info = await takeCheckpoint(this.shard, this.sparse, directory, atStep, name);
     this.lease.update({ checkpoint: { path: info.path, at: new Date().toISOString(), steps: info.closedSteps } });
     // Published now, unless closing (a renewal racing the lease's removal would bring it back).
     if (this.state === 'serving' || this.state === 'joining') void this.lease.renew();
@@ -318,7 +329,7 @@ export class ShardServer extends EventEmitter {
     const c = this.checkpoints;
     if (!c || !(c.everyMs > 0) || this.state === 'draining' || this.state === 'gone') return;
     this.checkpointTimer = setTimeout(() => {
-      void this.checkpoint(c.directory, 0, true)
+      void this.checkpoint('', 0, true)
         .catch((err: Error) => log.warn(`shard ${this.shard.id}: checkpoint to ${c.directory} failed (${err.message}); trying again in ${c.everyMs} ms`))
         .finally(() => this.scheduleCheckpoint());
     }, c.everyMs);
@@ -341,7 +352,7 @@ export class ShardServer extends EventEmitter {
     await this.bulk?.close();
     await this.grpc.close(graceMs);
     // Every request has been answered: the last checkpoint holds every acknowledged push.
-    if (this.checkpoints) await this.checkpoint(this.checkpoints.directory, 0, true).catch((err: Error) => log.warn(`shard ${this.shard.id}: the last checkpoint failed (${err.message})`));
+    if (this.checkpoints) await this.checkpoint('', 0, true).catch((err: Error) => log.warn(`shard ${this.shard.id}: the last checkpoint failed (${err.message})`));
     await this.lease.close();
     this.transition('gone');
   }

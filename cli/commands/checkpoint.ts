@@ -1,4 +1,5 @@
 import { checkpointCluster } from '../../client/checkpoint-client.js';
+import { badCheckpointName } from '../../server/checkpoint.js';
 import { UsageError } from '../args.js';
 import { type Command } from '../command.js';
 import { EXIT } from '../handle-error.js';
@@ -6,18 +7,20 @@ import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 
 export const checkpointCommand: Command = {
   name: 'checkpoint',
-  summary: 'Have every shard write its slots (values, optimizer state, applied pushes) to a file in a directory on its own host; `tessera shard --restore FILE` starts from one.',
+  summary: "Have every shard write its slots (values, optimizer state, applied pushes) to a file in its own --checkpoint-dir; `tessera shard --restore FILE` (or --resume) starts from one.",
   options: [
     ...MEMBERSHIP_OPTIONS,
-    { name: 'dir', type: 'string', metavar: 'DIR', required: true, description: "directory on each shard's host to write <shard id>.tessera-checkpoint to (it must exist)" },
+    { name: 'name', type: 'string', metavar: 'NAME', description: "write <shard id>.<NAME>.tessera-checkpoint beside each shard's own file (1-64 letters, digits, '.', '_', '-'); without it, each shard's own <shard id>.tessera-checkpoint, the one --resume reads. Shards write only into their own --checkpoint-dir" },
+    { name: 'dir', type: 'string', description: '', retired: 'each shard writes only into its own --checkpoint-dir (start shards with `tessera shard --checkpoint-dir DIR`); name a checkpoint with --name' },
     { name: 'json', type: 'boolean', description: 'print one JSON object per shard, one per line, instead of a table' },
   ],
   async run(o) {
-    const dir = o['dir'] as string;
-    if (!dir) throw new UsageError('--dir needs a directory');
+    const name = (o['name'] as string | undefined) ?? '';
+    const bad = badCheckpointName(name);
+    if (bad) throw new UsageError(`--name: ${bad}`);
     const store = openStore(o);
     try {
-      const outcomes = await checkpointCluster(store, dir);
+      const outcomes = await checkpointCluster(store, name);
       for (const out of outcomes) {
         if (o['json']) {
           process.stdout.write(`${JSON.stringify(out.ok ? out.checkpoint : { shardId: out.shardId, address: out.address, error: out.error.message, reason: out.error.reason })}\n`);
@@ -29,7 +32,7 @@ export const checkpointCommand: Command = {
         }
       }
       const failed = outcomes.filter((x) => !x.ok).length;
-      if (failed > 0) process.stderr.write(failed === outcomes.length ? `tessera: no shard wrote a checkpoint (${failed} failed)\n` : `tessera: ${failed} of ${outcomes.length} shards wrote no checkpoint; the others did\n`);
+      if (failed > 0) process.stderr.write(failed === outcomes.length ? `tessera: no shard wrote a checkpoint (${failed} failed)\n` : `tessera: ${failed} of ${outcomes.length} shards wrote no checkpoint; ${outcomes.length - failed === 1 ? 'the other one did' : `the other ${outcomes.length - failed} did`}\n`);
       return failed > 0 ? EXIT.failed : EXIT.ok;
     } finally {
       await store.close();

@@ -28,7 +28,7 @@ export const shardCommand: Command = {
     { name: 'lease-ttl-ms', type: 'int', default: DEFAULT_LEASE.ttlMs, description: 'membership lease TTL' },
     { name: 'lease-renew-ms', type: 'int', default: DEFAULT_LEASE.renewMs, description: 'how often the lease is renewed' },
     { name: 'restore', type: 'string', metavar: 'FILE', description: 'start from this checkpoint (written by `tessera checkpoint` or --checkpoint-dir): its slots and rows, optimizer state included' },
-    { name: 'checkpoint-dir', type: 'string', metavar: 'DIR', description: 'write <id>.tessera-checkpoint to DIR every --checkpoint-every-s and once more on shutdown' },
+    { name: 'checkpoint-dir', type: 'string', metavar: 'DIR', description: 'write <id>.tessera-checkpoint to DIR every --checkpoint-every-s and once more on shutdown; `tessera checkpoint` writes here too, and nowhere else (without it the shard refuses checkpoint requests)' },
     { name: 'checkpoint-every-s', type: 'number', default: 300, description: 'seconds between checkpoints with --checkpoint-dir (0: only on shutdown)' },
     { name: 'resume', type: 'boolean', description: 'with --checkpoint-dir: start from the checkpoint this shard left there, when there is one (a restarted pod picks up where it stopped)' },
   ],

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -65,24 +65,25 @@ describe('e2e: tessera checkpoint and tessera shard --restore', function () {
     expect(late.stderr).to.match(/worker w-late: nothing to train: every block of the run's 1 epochs was already done/);
     expect(late.stderr).to.not.match(/NaN/);
 
-    const ck = await run(at(['checkpoint', '--dir', dir]));
+    // Named, beside the files the shards write as they stop.
+    const ck = await run(at(['checkpoint', '--name', 'trained']));
     expect(ck.code, ck.stderr).to.equal(0);
-    expect(ck.stdout).to.match(/shard-0 .*shard-0\.tessera-checkpoint {2}32 slots, 0 rows/);
-    expect(ck.stdout).to.match(/shard-1 .*shard-1\.tessera-checkpoint {2}32 slots/);
+    expect(ck.stdout).to.match(/shard-0 .*shard-0\.trained\.tessera-checkpoint {2}32 slots, 0 rows/);
+    expect(ck.stdout).to.match(/shard-1 .*shard-1\.trained\.tessera-checkpoint {2}32 slots/);
     const status = await waitFor('tessera status to show the checkpoints', async () => {
       const r = await run(at(['status', '--json']));
       const s = JSON.parse(r.stdout) as { shards: { id: string; last_checkpoint: { path: string } | null }[] };
       return s.shards.every((x) => x.last_checkpoint) ? s : undefined;
     }, 20_000, 500);
-    expect(status.shards.map((x) => x.last_checkpoint!.path)).to.deep.equal([join(dir, 'shard-0.tessera-checkpoint'), join(dir, 'shard-1.tessera-checkpoint')]);
+    expect(status.shards.map((x) => x.last_checkpoint!.path)).to.deep.equal([join(own, 'shard-0.trained.tessera-checkpoint'), join(own, 'shard-1.trained.tessera-checkpoint')]);
 
     for (const s of shards.splice(0)) {
       s.kill('SIGTERM');
       await s.finished;
     }
-    expect(readdirSync(own).sort(), 'the shutdown checkpoints').to.deep.equal(['shard-0.tessera-checkpoint', 'shard-1.tessera-checkpoint']);
-    // shard-0 comes back from `tessera checkpoint`'s file, shard-1 from the one it wrote as it stopped (--resume).
-    const from: Record<string, string[]> = { 'shard-0': ['--restore', join(dir, 'shard-0.tessera-checkpoint')], 'shard-1': ['--checkpoint-dir', own, '--resume'] };
+    expect(readdirSync(own).sort(), 'the named checkpoints and the shutdown ones').to.deep.equal(['shard-0.tessera-checkpoint', 'shard-0.trained.tessera-checkpoint', 'shard-1.tessera-checkpoint', 'shard-1.trained.tessera-checkpoint']);
+    // shard-0 comes back from `tessera checkpoint`'s file (and keeps no checkpoints of its own), shard-1 from the one it wrote as it stopped (--resume).
+    const from: Record<string, string[]> = { 'shard-0': ['--restore', join(own, 'shard-0.trained.tessera-checkpoint')], 'shard-1': ['--checkpoint-dir', own, '--resume'] };
     for (const m of members) shards.push(start(at(['shard', '--id', m.id, '--listen', m.address!, ...from[m.id]!])));
     await serving(2);
     const back = await pullAll();
@@ -90,17 +91,21 @@ describe('e2e: tessera checkpoint and tessera shard --restore', function () {
     expect(trained.some((v) => v !== 0), 'logreg starts at zero: these were trained').to.equal(true);
   });
 
-  it('wrong command lines and directories get a clear message and a non-zero exit', async () => {
-    const noDir = await run(at(['checkpoint']));
-    expect(noDir.code).to.equal(2);
-    expect(noDir.stderr).to.match(/--dir/);
+  it('wrong command lines and shards without a checkpoint directory get a clear message and a non-zero exit', async () => {
+    const oldDir = await run(at(['checkpoint', '--dir', dir]));
+    expect(oldDir.code).to.equal(2);
+    expect(oldDir.stderr).to.match(/--dir is no longer taken by `tessera checkpoint`: each shard writes only into its own --checkpoint-dir/);
 
-    const missing = join(dir, 'missing');
-    const bad = await run(at(['checkpoint', '--dir', missing]));
-    expect(bad.code).to.equal(1);
-    expect(bad.stderr).to.match(/shard-0 \(127\.0\.0\.1:\d+\): .*missing is not a directory on shard shard-0’s host; create it first/);
-    expect(bad.stderr).to.match(/no shard wrote a checkpoint \(2 failed\)/);
-    expect(existsSync(missing)).to.equal(false);
+    const path = await run(at(['checkpoint', '--name', '../../etc/x']));
+    expect(path.code).to.equal(2);
+    expect(path.stderr).to.match(/--name: a checkpoint name is 1–64 letters.*never a path/);
+
+    // shard-0 came back with --restore alone: it keeps no checkpoints; shard-1 writes its own.
+    const partial = await run(at(['checkpoint']));
+    expect(partial.code).to.equal(1);
+    expect(partial.stderr).to.match(/shard-0 \(127\.0\.0\.1:\d+\): shard shard-0 keeps no checkpoints: start it with --checkpoint-dir DIR/);
+    expect(partial.stdout).to.match(/shard-1 .*shard-1\.tessera-checkpoint/);
+    expect(partial.stderr).to.match(/1 of 2 shards wrote no checkpoint; the other one did/);
 
     const resume = await run(at(['shard', '--id', 'shard-9', '--resume']));
     expect(resume.code).to.equal(2);

@@ -41,7 +41,7 @@ forEachTransport('functional: checkpoints', function (transport) {
   });
 
   it('the shards stop and come back from their checkpoints with every value, row and applied push', async () => {
-    cluster = await startCluster({ shards: 2, model: MODEL, optimizer: { name: 'adam', learningRate: 0.01 }, slots: 64, transport });
+    cluster = await startCluster({ shards: 2, model: MODEL, optimizer: { name: 'adam', learningRate: 0.01 }, slots: 64, transport, checkpointDir: dir });
     const client = await cluster.client({ workerId: 'w0' });
     const sparse = new SparseClient(client);
     const g = Float32Array.from({ length: D }, (_, i) => Math.sin(i) * 0.1);
@@ -53,11 +53,12 @@ forEachTransport('functional: checkpoints', function (transport) {
     const seq = client.nextSeq();
     await client.push(g, seq);
 
-    const outcomes = await checkpointCluster(cluster.store, dir);
+    // Named, so that the checkpoints the shards write of their own as they close do not replace it.
+    const outcomes = await checkpointCluster(cluster.store, 'manual');
     expect(outcomes.map((o) => o.ok)).to.deep.equal([true, true]);
     for (const o of outcomes) {
       if (!o.ok) continue;
-      expect(o.checkpoint.path).to.equal(checkpointPath(dir, o.checkpoint.shardId));
+      expect(o.checkpoint.path).to.equal(checkpointPath(dir, o.checkpoint.shardId, 'manual'));
       expect(statSync(o.checkpoint.path).size).to.equal(o.checkpoint.bytes);
       expect(o.checkpoint.slots).to.equal(32);
     }
@@ -67,14 +68,14 @@ forEachTransport('functional: checkpoints', function (transport) {
       const members = await cluster!.store.members('shard');
       return members.every((m) => m.checkpoint) ? members : undefined;
     });
-    expect(published.map((m) => m.checkpoint!.path).sort()).to.deep.equal([checkpointPath(dir, 'shard-0'), checkpointPath(dir, 'shard-1')]);
+    expect(published.map((m) => m.checkpoint!.path).sort()).to.deep.equal([checkpointPath(dir, 'shard-0', 'manual'), checkpointPath(dir, 'shard-1', 'manual')]);
     const dense = await client.pull();
     const rows = await sparse.pull('emb', IDS, { readOnly: true });
 
     // Every shard stops; new ones with the same ids and ports start from the files.
     const places = cluster.shards.map((s) => ({ id: s.shard.id, listen: s.address, bulkPort: Number(s.bulkAddress.split(':').pop()) }));
     for (const s of cluster.shards) await s.close(0);
-    for (const p of places) restarted.push(await ShardServer.start({ ...p, store: cluster.store, restore: checkpointPath(dir, p.id) }));
+    for (const p of places) restarted.push(await ShardServer.start({ ...p, store: cluster.store, restore: checkpointPath(dir, p.id, 'manual') }));
 
     const again = await cluster.client({ workerId: 'w0-reader' });
     expect(bits(await again.pull()).equals(bits(dense)), 'dense values as they were').to.equal(true);
@@ -86,28 +87,36 @@ forEachTransport('functional: checkpoints', function (transport) {
     expect(bits(await again.pull()).equals(bits(dense))).to.equal(true);
   });
 
-  it('a directory that does not exist is a clear per-shard error; the shards serve on, their values unchanged', async () => {
+  it('a request names a file in the shard’s own directory at most: a path is refused, nothing is written elsewhere, values unchanged', async () => {
     const client = await cluster!.client({ workerId: 'w1' });
     const before = await client.pull();
-    const missing = join(dir, 'no-such-dir');
-    const outcomes = await checkpointCluster(cluster!.store, missing);
-    expect(outcomes).to.have.length(2);
-    for (const o of outcomes) {
-      expect(o.ok).to.equal(false);
-      if (o.ok) continue;
-      expect(o.error).to.be.instanceOf(CheckpointError);
-      expect(o.error.message).to.match(/no-such-dir is not a directory on shard shard-\d’s host; create it first/);
+    const outside = mkdtempSync(join(tmpdir(), 'tessera-outside-'));
+    const listed = () => [readdirSync(dir).sort(), readdirSync(outside)];
+    const was = listed();
+    try {
+      for (const name of ['../escape', join(outside, 'x'), '..', '.hidden', 'a/b', 'a\\b', 'x'.repeat(65), ' spaced']) {
+        const outcomes = await checkpointCluster(cluster!.store, name);
+        expect(outcomes, name).to.have.length(2);
+        for (const o of outcomes) {
+          expect(o.ok, name).to.equal(false);
+          if (o.ok) continue;
+          expect(o.error.code, name).to.equal(3); // INVALID_ARGUMENT
+          expect(o.error.message, name).to.match(/names a file in the shard's --checkpoint-dir, never a path/);
+        }
+      }
+      expect(listed(), 'nothing written, in the shards’ directory or outside it').to.deep.equal(was);
+      expect(bits(await client.pull()).equals(bits(before))).to.equal(true);
+    } finally {
+      rmSync(outside, { recursive: true, force: true });
     }
-    expect(existsSync(missing)).to.equal(false);
-    expect(bits(await client.pull()).equals(bits(before))).to.equal(true);
   });
 
   it('under bsp every shard writes the same step, while the workers train on', async () => {
-    const bsp = await startCluster({ shards: 2, model: flatModel(4096), optimizer: { name: 'sgd', learningRate: 1 }, consistency: 'bsp', initialWorkers: 2, slots: 32, transport });
+    const aligned = join(dir, `aligned-${transport}`);
+    mkdirSync(aligned);
+    const bsp = await startCluster({ shards: 2, model: flatModel(4096), optimizer: { name: 'sgd', learningRate: 1 }, consistency: 'bsp', initialWorkers: 2, slots: 32, transport, checkpointDir: aligned });
     let stop = false;
     try {
-      const aligned = join(dir, 'aligned');
-      mkdirSync(aligned);
       // Each step, both workers push −1 everywhere: the mean is −1, so after t steps every value is its initial value + t.
       const work = [0, 1].map(async (w) => {
         const id = `bsp-${w}`;
@@ -123,7 +132,7 @@ forEachTransport('functional: checkpoints', function (transport) {
         await bsp.store.deregister('worker', id);
       });
       await new Promise((r) => setTimeout(r, 300));
-      const outcomes = await checkpointCluster(bsp.store, aligned);
+      const outcomes = await checkpointCluster(bsp.store);
       stop = true;
       const steps = outcomes.map((o) => (o.ok ? o.checkpoint.closedSteps : -1));
       expect(outcomes.map((o) => (o.ok ? 'ok' : o.error.message))).to.deep.equal(['ok', 'ok']);
@@ -144,7 +153,7 @@ forEachTransport('functional: checkpoints', function (transport) {
       }
       await Promise.all(work);
       // With the workers gone the clocks stand still: the checkpoint is taken at once, at the step they stopped at.
-      const idle = await checkpointCluster(bsp.store, aligned);
+      const idle = await checkpointCluster(bsp.store);
       const idleSteps = idle.map((o) => (o.ok ? o.checkpoint.closedSteps : -1));
       expect(idleSteps[0]).to.be.greaterThan(t);
       expect(idleSteps[1]).to.equal(idleSteps[0]);
@@ -189,6 +198,19 @@ describe('functional: checkpoints of a shard', function () {
 
     const err = await ShardServer.start({ id: 'shard-8', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: join(own, 'missing'), everyMs: 0 } }).catch((e: unknown) => e);
     expect(err, 'a checkpoint directory that does not exist is refused at start').to.be.instanceOf(CheckpointError);
+  });
+
+  it('a shard started without a checkpoint directory refuses checkpoint requests, whatever they name', async () => {
+    for (const name of ['', 'nightly']) {
+      const outcomes = await checkpointCluster(cluster!.store, name);
+      expect(outcomes).to.have.length(2);
+      for (const o of outcomes) {
+        expect(o.ok).to.equal(false);
+        if (o.ok) continue;
+        expect(o.error).to.be.instanceOf(CheckpointError);
+        expect(o.error.message).to.match(/shard shard-\d keeps no checkpoints: start it with --checkpoint-dir DIR/);
+      }
+    }
   });
 
   it('a shard refuses to start from a file that is not its model’s checkpoint', async () => {

@@ -41,7 +41,7 @@ describe('functional: hostile input is refused and costs nothing', function () {
 
   before(async () => {
     root = mkdtempSync(path.join(tmpdir(), 'tessera-hostile-'));
-    cluster = await startCluster({ shards: 2, model: MODEL, slots: SLOTS, optimizer: { name: 'sgd', learningRate: 1 } });
+    cluster = await startCluster({ shards: 2, model: MODEL, slots: SLOTS, optimizer: { name: 'sgd', learningRate: 1 }, checkpointDir: root });
   });
   after(async () => {
     await cluster.close();
@@ -51,7 +51,7 @@ describe('functional: hostile input is refused and costs nothing', function () {
   const values = async () => Buffer.from((await (await cluster.client()).pull()).buffer);
   const admin = () => dial(shardAdminService(), cluster.shards[0]!.address);
   const checkpointStillWorks = async () => {
-    const info = await unary<object, { slots: number }>(admin(), 'checkpoint', { directory: root });
+    const info = await unary<object, { slots: number }>(admin(), 'checkpoint', { name: 'hostile' });
     expect(info.slots, 'a checkpoint of every slot of shard 0').to.equal(SLOTS / 2);
   };
 

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -28,7 +28,7 @@ describe('functional: listener limits', function () {
 
   before(async () => {
     root = mkdtempSync(path.join(tmpdir(), 'tessera-limits-'));
-    cluster = await startCluster({ shards: 1, model: flatModel(D), slots: SLOTS, limits: { maxConnections: CAP, idleMs: 300, maxStreamsPerConnection: 64 } });
+    cluster = await startCluster({ shards: 1, model: flatModel(D), slots: SLOTS, limits: { maxConnections: CAP, idleMs: 300, maxStreamsPerConnection: 64 }, checkpointDir: root });
   });
   after(async () => {
     await cluster.close();
@@ -84,10 +84,9 @@ describe('functional: listener limits', function () {
     // Let the gRPC connections of the test above go (idle), so this one is let in.
     await new Promise((r) => setTimeout(r, 600));
     const admin = dial(shardAdminService(), cluster.shards[0]!.address);
-    for (const i of [1, 2, 3]) mkdirSync(path.join(root, String(i)));
     const outcomes = await Promise.all(
       [1, 2, 3].map((i) =>
-        unary<object, { slots: number }>(admin, 'checkpoint', { directory: path.join(root, String(i)) }).then(
+        unary<object, { slots: number }>(admin, 'checkpoint', { name: String(i) }).then(
           (r) => r.slots,
           (e: Error & { code: number }) => e.code,
         ),

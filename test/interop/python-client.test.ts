@@ -119,12 +119,12 @@ describe('interop: a Python client generated from the .proto files', function ()
     expect(existsSync(join(stubs, 'health', 'v1', 'health_pb2_grpc.py'))).to.equal(true);
 
     const model = flatModel(ELEMENTS);
-    cluster = await startCluster({ shards: 1, model, optimizer: { name: 'sgd', learningRate: LEARNING_RATE } });
+    cluster = await startCluster({ shards: 1, model, optimizer: { name: 'sgd', learningRate: LEARNING_RATE }, checkpointDir: stubs });
     const shard = cluster.shards[0]!;
 
     const script = join(dirname(protoRoot()), 'test', 'interop', 'shard_client.py');
     const { stdout } = await run(
-      [script, '--address', shard.address, '--epoch', '1', '--slots', String(cluster.config.slots), '--model', model.name, '--lr', String(LEARNING_RATE), '--chunk-bytes', String(CHUNK_BYTES), '--checkpoint-dir', stubs],
+      [script, '--address', shard.address, '--epoch', '1', '--slots', String(cluster.config.slots), '--model', model.name, '--lr', String(LEARNING_RATE), '--chunk-bytes', String(CHUNK_BYTES)],
       { ...process.env, PYTHONPATH: stubs, PYTHONDONTWRITEBYTECODE: '1' },
     );
     const lines = stdout.trim().split('\n');
@@ -164,10 +164,10 @@ describe('interop: a Python client generated from the .proto files', function ()
     expect(seen.pull_after.head).to.deep.equal(Array.from(expected.subarray(0, 4)));
     expect(seen.after_mismatches, 'Python’s own check of w − lr·g').to.equal(0);
     // The admin plane: a checkpoint of the one shard's every slot, and a clear refusal.
-    expect(seen.checkpoint).to.deep.include({ shard_id: 'shard-0', path: checkpointPath(stubs, 'shard-0'), slots: cluster.config.slots });
+    expect(seen.checkpoint).to.deep.include({ shard_id: 'shard-0', path: checkpointPath(stubs, 'shard-0', 'interop'), slots: cluster.config.slots });
     expect(statSync(seen.checkpoint.path).size).to.equal(seen.checkpoint.bytes);
-    expect(seen.checkpoint_missing.code).to.equal('FAILED_PRECONDITION');
-    expect(seen.checkpoint_missing.metadata).to.deep.include({ 'tessera-error': 'checkpoint' });
-    expect(seen.checkpoint_missing.details).to.match(/missing is not a directory on shard shard-0’s host/);
+    expect(seen.checkpoint_missing.code).to.equal('INVALID_ARGUMENT');
+    expect(seen.checkpoint_missing.metadata).to.deep.include({ 'tessera-error': 'invalid-argument' });
+    expect(seen.checkpoint_missing.details).to.match(/names a file in the shard's --checkpoint-dir, never a path\), got "\.\.\/missing"/);
   });
 });

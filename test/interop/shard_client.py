@@ -10,8 +10,8 @@ are packed and unpacked with `array`/`struct`, no numpy.
 
 It checks health, pulls every slot it is told of, pushes a known gradient,
 pushes it again with the same (worker_id, seq), tries two pushes the shard must
-refuse, pulls again, asks for a checkpoint into --checkpoint-dir and into a
-directory that does not exist, and prints one JSON line with what it saw. The TypeScript
+refuse, pulls again, asks for a checkpoint named "interop" and for one whose
+name is a path, and prints one JSON line with what it saw. The TypeScript
 test asserts on that line and on the cluster's values.
 """
 
@@ -125,7 +125,6 @@ def main():
     parser.add_argument('--model', required=True)
     parser.add_argument('--lr', type=float, required=True)
     parser.add_argument('--chunk-bytes', type=int, default=4096)
-    parser.add_argument('--checkpoint-dir', required=True)
     args = parser.parse_args()
 
     out = {}
@@ -156,10 +155,10 @@ def main():
         after = pull(stub, args)
 
         admin = admin_pb2_grpc.ShardAdminStub(channel)
-        info = admin.Checkpoint(admin_pb2.CheckpointRequest(directory=args.checkpoint_dir), timeout=TIMEOUT_S)
+        info = admin.Checkpoint(admin_pb2.CheckpointRequest(name='interop'), timeout=TIMEOUT_S)
         out['checkpoint'] = {'shard_id': info.shard_id, 'path': info.path, 'slots': info.slots, 'bytes': info.bytes}
         try:
-            admin.Checkpoint(admin_pb2.CheckpointRequest(directory=args.checkpoint_dir + '/missing'), timeout=TIMEOUT_S)
+            admin.Checkpoint(admin_pb2.CheckpointRequest(name='../missing'), timeout=TIMEOUT_S)
             out['checkpoint_missing'] = {'code': 'OK'}
         except grpc.RpcError as err:
             meta = {k: v for k, v in (err.trailing_metadata() or ()) if k.startswith('tessera-')}

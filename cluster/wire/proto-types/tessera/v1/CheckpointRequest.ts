@@ -4,11 +4,11 @@
 import type { Long } from '@grpc/proto-loader';
 
 export interface CheckpointRequest {
-  'directory'?: (string);
+  'name'?: (string);
   'atStep'?: (number | string | Long);
 }
 
 export interface CheckpointRequest__Output {
-  'directory': (string);
+  'name': (string);
   'atStep': (number);
 }
