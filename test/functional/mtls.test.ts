@@ -68,7 +68,7 @@ forEachTransport('functional: mutual TLS and roles', function (transport) {
       ],
       { otherCa: true },
     ));
-    cluster = await startCluster({ shards: 2, model: flatModel(D), slots: SLOTS, optimizer: { name: 'sgd', learningRate: 1 }, transport, name: CLUSTER, security: (id) => as(`shard-${id}`) });
+    cluster = await startCluster({ shards: 2, model: flatModel(D), slots: SLOTS, optimizer: { name: 'sgd', learningRate: 1 }, transport, name: CLUSTER, security: (id) => as(`shard-${id}`), checkpointDir: root });
     worker = await cluster.client({ workerId: 'w1', security: as('worker-w1') });
   });
   after(async () => {
@@ -163,7 +163,7 @@ forEachTransport('functional: mutual TLS and roles', function (transport) {
   it('a worker certificate on each admin RPC: PERMISSION_DENIED naming the role needed; an admin checkpoints', async () => {
     const asWorker = dial(shardAdminService(), cluster.shards[0]!.address, as('worker-w1'));
     const calls: [string, object, RegExp][] = [
-      ['checkpoint', { directory: root }, /needs an admin or shard certificate/],
+      ['checkpoint', { name: 'by-worker' }, /needs an admin or shard certificate/],
       ['moveSlots', { slots: [0], targetId: 'shard-1', targetAddress: cluster.shards[1]!.address }, /needs an admin or shard certificate/],
       ['importSlots', { data: Buffer.alloc(0) }, /ImportSlots needs a shard certificate/],
       ['applyLog', { data: Buffer.alloc(0) }, /ApplyLog needs a shard certificate/],
@@ -180,7 +180,7 @@ forEachTransport('functional: mutual TLS and roles', function (transport) {
     }
     asWorker.close();
     const asAdmin = dial(shardAdminService(), cluster.shards[0]!.address, as('admin-ops'));
-    const info = await unary<object, { slots: number }>(asAdmin, 'checkpoint', { directory: root });
+    const info = await unary<object, { slots: number }>(asAdmin, 'checkpoint', { name: 'by-admin' });
     expect(info.slots).to.equal(SLOTS / 2);
     asAdmin.close();
   });
