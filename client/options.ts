@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../cluster/errors.js';
+import { firstSeq } from '../cluster/worker-id.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES } from '../cluster/wire/dense-values.js';
 import { type TransportSecurity, processSecurity } from '../cluster/tls/transport-security.js';
@@ -28,7 +29,7 @@ export interface ClientOptions {
    * streams. Default `bulk`.
    */
   transport: 'bulk' | 'grpc';
-  /** Push sequence numbers start after this (a restarted worker passes its last one). Default: the current time in ms, so a restart never reuses one. */
+  /** Push sequence numbers start after this. Default: the current time in ms × 256 (cluster/worker-id.ts), so a worker restarted under the same id never reuses one. */
   firstSeq: number;
   /**
    * How pushed gradients are encoded on the wire: `none` (float32), `fp16`,
@@ -65,7 +66,7 @@ export function clientWithDefaults(input: ClientOptionsInput): ClientOptions {
     chunkBytes: DEFAULT_CHUNK_BYTES,
     mapRefreshMs: 5_000,
     transport: 'bulk',
-    firstSeq: Date.now(),
+    firstSeq: firstSeq(),
     security: processSecurity(),
     ...input,
   };
