@@ -71,6 +71,16 @@ export class ResourceExhaustedError extends TesseraError {
   readonly reason = 'resource-exhausted';
 }
 
+/**
+ * The shard's requests hold as many bytes as it lets them at once
+ * (`--max-inflight-mib`): nothing of this request was applied; retry after a
+ * back-off, as clients do.
+ */
+export class ShardBusyError extends TesseraError {
+  readonly code = status.RESOURCE_EXHAUSTED;
+  readonly reason = 'busy';
+}
+
 /** The slot is owned by another shard: refresh the map and go there. */
 export class MovedError extends TesseraError {
   readonly code = status.FAILED_PRECONDITION;
@@ -207,6 +217,7 @@ registerError('unauthenticated', fail((d) => new UnauthenticatedError(d)));
 registerError('moved', { decode: (_d, m) => new MovedError(Number(m('slot')), Number(m('epoch')), m('owner'), m('owner-address')), recovery: 'redirect' });
 registerError('stale-epoch', { decode: (d, m) => Object.assign(new StaleEpochError(0, Number(m('epoch'))), { message: d }), recovery: 'redirect' });
 registerError('not-ready', { decode: (d) => new NotReadyError(d), recovery: 'retry' });
+registerError('busy', { decode: (d) => new ShardBusyError(d), recovery: 'retry' });
 registerError('unavailable', { decode: (d) => new ShardUnavailableError(d, ''), recovery: 'retry' });
 registerError('too-many-redirections', fail((d) => new RemoteError(status.ABORTED, d)));
 registerError('map-conflict', { decode: (_d, m) => new MapConflictError(Number(m('expected-epoch')), Number(m('epoch'))), recovery: 'retry' });

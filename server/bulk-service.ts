@@ -260,10 +260,13 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       socket.destroy();
     }
   };
-  socket.on('error', () => {
+  // A connection that ends mid-push, cleanly or not, gives the push's memory back (its budget with it).
+  const abandon = () => {
     push?.assembler?.release();
     push = null;
-  });
+  };
+  socket.on('error', abandon);
+  socket.on('close', abandon);
 }
 
 /**

@@ -1,4 +1,5 @@
 import { floatHeap } from './float-heap.js';
+import { InflightBudget } from './inflight-budget.js';
 
 /** Bytes of idle push buffers a shard keeps for reuse: windows of many float32 pushes at once, or two whole decoded pushes of a 64 MB model under a codec. */
 export const GRADIENT_POOL_BYTES = 128 << 20;
@@ -21,15 +22,30 @@ export class GradientPool {
   private idleBytes = 0;
   /** The whole buffer behind each view handed out. */
   private readonly lent = new WeakMap<Float32Array, Float32Array>();
-  /** A view dropped without {@link release} (a call that vanished) gives its heap block back when collected. */
-  private readonly lost = new FinalizationRegistry<Float32Array>((whole) => floatHeap()?.free(whole));
+  /** A view dropped without {@link release} (a call that vanished) gives its heap block and its budget back when collected. */
+  private readonly lost = new FinalizationRegistry<Float32Array>((whole) => {
+    this.budget.give(whole.byteLength);
+    floatHeap()?.free(whole);
+  });
 
-  constructor(private readonly maxIdleBytes = GRADIENT_POOL_BYTES) {}
+  /**
+   * @param maxIdleBytes idle buffers kept for reuse at most.
+   * @param budget the shard's bytes in flight: every buffer lent is taken from it, and given back on release.
+   */
+  constructor(
+    private readonly maxIdleBytes = GRADIENT_POOL_BYTES,
+    readonly budget = new InflightBudget(),
+  ) {}
 
-  /** A buffer of exactly `length` floats (a view of a pooled one when one is large enough); contents unspecified. */
-  acquire(length: number): Float32Array {
+  /**
+   * A buffer of exactly `length` floats (a view of a pooled one when one is
+   * large enough); contents unspecified. Its bytes are taken from the budget.
+   * @throws ShardBusyError when they do not fit in it (nothing is allocated).
+   */
+  acquire(length: number, what = 'a push'): Float32Array {
     let best = -1;
     for (let i = 0; i < this.idle.length; i++) if (this.idle[i]!.length >= length) best = i;
+    this.budget.take(best >= 0 ? this.idle[best]!.byteLength : length * 4, what);
     let whole: Float32Array;
     if (best >= 0) {
       whole = this.idle.splice(best, 1)[0]!;
@@ -50,6 +66,7 @@ export class GradientPool {
     if (!whole) return;
     this.lent.delete(view);
     this.lost.unregister(view);
+    this.budget.give(whole.byteLength);
     this.idle.push(whole);
     this.idleBytes += whole.byteLength;
     // Over budget: drop the smallest idle buffers first, keeping the ones big pushes need.

@@ -81,7 +81,7 @@ export class PushAssembler {
     if (header.length !== undefined && header.length !== expected) throw new InvalidArgumentError(`push carries ${header.length} values but slots of the request hold ${expected}`);
     const lengths = ends.map((end, k) => end - (k === 0 ? 0 : ends[k - 1]!));
     if (header.compression.kind !== 'none') {
-      this.encoded = new EncodedPush(header.compression, lengths, header.wireBytes);
+      this.encoded = new EncodedPush(header.compression, lengths, header.wireBytes, pool.budget);
       return;
     }
     this.windowValues = Math.min(expected, lengths.reduce((most, n) => Math.max(most, n), PUSH_WINDOW_VALUES));
@@ -112,7 +112,7 @@ export class PushAssembler {
     }
     if (!this.windowBytes) {
       // Memory is taken when values arrive, not on the header alone.
-      this.buffer = this.pool.acquire(this.windowValues);
+      this.buffer = this.pool.acquire(this.windowValues, 'a push’s window');
       this.windowBytes = Buffer.from(this.buffer.buffer, this.buffer.byteOffset, this.windowValues * 4);
     }
     const window = this.windowBytes;
@@ -139,8 +139,9 @@ export class PushAssembler {
   apply(): PushResult & { wireBytes: number } {
     this.live();
     if (this.encoded) {
-      this.buffer = this.pool.acquire(this.length);
+      this.buffer = this.pool.acquire(this.length, 'an encoded push’s decoded gradient');
       this.encoded.decodeInto(this.buffer);
+      this.encoded.release();
       this.applyUpTo(this.length);
     } else if (this.received !== this.length * 4) {
       throw new InvalidArgumentError(this.unit === 'byte' ? `push carries ${this.received} bytes but its slots hold ${this.length * 4}` : `push carries ${this.received / 4} values but its slots hold ${this.length}`);
@@ -150,6 +151,7 @@ export class PushAssembler {
 
   /** Gives the buffer back to the pool; later calls do nothing, and the assembler is done. */
   release(): void {
+    this.encoded?.release();
     if (this.buffer) this.pool.release(this.buffer);
     this.buffer = null;
     this.settled = true;

@@ -20,7 +20,8 @@ import { type MoveReport, applyLog, dropSlots, importSlots, moveSlots } from './
 import { takeModelExport } from './model-export.js';
 import { Shard } from './shard.js';
 import { BulkServer } from './bulk-service.js';
-import { GradientPool } from './gradient-pool.js';
+import { GRADIENT_POOL_BYTES, GradientPool } from './gradient-pool.js';
+import { DEFAULT_MAX_INFLIGHT_BYTES, InflightBudget } from './inflight-budget.js';
 import { shardImplementation } from './shard-service.js';
 import { SparseStore } from './sparse-store.js';
 import { sparseShardImplementation } from './sparse-service.js';
@@ -69,6 +70,13 @@ export interface ShardServerOptions {
   security?: TransportSecurity;
   /** Allow plaintext on a non-loopback listen address (`--insecure`); without it such a shard refuses to start. */
   insecure?: boolean;
+  /**
+   * Bytes its requests may hold at once, over every connection and transport
+   * (server/inflight-budget.ts): push windows, encoded pushes, gRPC pull
+   * chunks being sent. Beyond it a request is refused `RESOURCE_EXHAUSTED`
+   * (`busy`) and retried by clients. Default {@link DEFAULT_MAX_INFLIGHT_BYTES} (1 GiB).
+   */
+  maxInflightBytes?: number;
   /** What each listener (gRPC, bulk) lets its callers hold. Default {@link DEFAULT_LISTENER_LIMITS}. */
   limits?: ListenerLimits;
 }
@@ -112,6 +120,8 @@ export class ShardServer extends EventEmitter {
     private readonly mapPollMs: number,
     /** How its listeners and its calls to other shards are secured. */
     readonly security: TransportSecurity,
+    /** The bytes its requests hold at once, over every connection (`--max-inflight-mib`). */
+    readonly inflight: InflightBudget,
   ) {
     super();
   }
@@ -129,7 +139,7 @@ export class ShardServer extends EventEmitter {
       log.info(`shard ${options.id}: restored ${slots} slots and ${rows} sparse rows from ${options.restore}`);
     }
     let server: ShardServer | undefined;
-    const pool = new GradientPool();
+    const pool = new GradientPool(GRADIENT_POOL_BYTES, new InflightBudget(options.maxInflightBytes));
     const grpc = await startGrpcServer(options.listen, [
       { name: SHARD_SERVICE_NAME, definition: shardService().service, implementation: shardImplementation(shard, () => server!.describe(), pool), rules: DATA_RULES },
       { name: SPARSE_SHARD_SERVICE_NAME, definition: sparseShardService().service, implementation: sparseShardImplementation(sparse, shard.gate, () => server!.describeSparse()), rules: DATA_RULES },
@@ -158,7 +168,7 @@ export class ShardServer extends EventEmitter {
     }
     const bulkAddress = bulk ? `${address.slice(0, address.lastIndexOf(':'))}:${bulk.port}` : '';
     const lease = new Lease(options.store, 'shard', { id: options.id, address, ...(bulkAddress ? { bulkAddress } : {}), state: 'joining', bytes: 0 }, options.lease ?? DEFAULT_LEASE);
-    server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS, security);
+    server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS, security, pool.budget);
     log.info(`shard ${options.id} listening on ${address}${bulkAddress ? `, bulk on ${bulkAddress}` : ''} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
     server.checkpoints = options.checkpoints;
     server.scheduleCheckpoint();

@@ -1,4 +1,3 @@
-import { once } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { compressionOfGrpc } from '../cluster/wire/codec-fields.js';
@@ -9,6 +8,7 @@ import type { PushChunk__Output } from '../cluster/wire/proto-types/tessera/v1/P
 import { callerOf, checkActsAs, checkClockedPull } from '../cluster/tls/authorization.js';
 import { admitPull } from './admission.js';
 import { GradientPool } from './gradient-pool.js';
+import { BudgetCharge } from './inflight-budget.js';
 import { PushAssembler } from './push-assembler.js';
 import { type Shard } from './shard.js';
 
@@ -20,6 +20,9 @@ type PushChunkMsg = PushChunk__Output;
 export function shardImplementation(shard: Shard, describe: () => object, pool = new GradientPool()): grpc.UntypedServiceImplementation {
   return {
     pull: (call: grpc.ServerWritableStream<PullRequestMsg, object>) => {
+      const held = new BudgetCharge(pool.budget, 'a pull’s reply');
+      // A cancelled call's writes may never complete: what it held comes back as it closes.
+      const closed = new Promise<void>((resolve) => call.once('close', resolve)).then(() => held.giveAll());
       void (async () => {
         try {
           const req = call.request;
@@ -32,10 +35,20 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
           // Snapshot-consistent: the chunks are produced without yielding to
           // pushes only while the socket keeps up; a push between chunks is
           // visible in later chunks (async consistency reads latest values).
+          // Each chunk is copied as it is serialized: its bytes count in the shard's budget until
+          // grpc-js has sent them, and a call has at most two chunks queued (one being sent, the next).
+          let before: Promise<unknown> = Promise.resolve();
           for (const { offset, bytes } of shard.pullChunks(req.ranges, maxBytes)) {
             if (call.cancelled) return;
-            const ok = call.write(offset === 0 ? { offset, values: bytes, total, epoch } : { offset, values: bytes });
-            if (!ok) await once(call, 'drain');
+            held.take(bytes.byteLength);
+            const sent = new Promise<void>((resolve) => {
+              call.write(offset === 0 ? { offset, values: bytes, total, epoch } : { offset, values: bytes }, () => {
+                held.give(bytes.byteLength);
+                resolve();
+              });
+            });
+            await Promise.race([before, closed]);
+            before = sent;
           }
           call.end();
         } catch (err) {

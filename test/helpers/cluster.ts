@@ -43,6 +43,8 @@ export async function startCluster(opts: {
   name?: string;
   /** What each shard's listeners let callers hold (default: the shard's defaults). */
   limits?: ListenerLimits;
+  /** Bytes each shard's requests may hold at once (default: the shard's default, 1 GiB). */
+  maxInflightBytes?: number;
   /** Each shard's checkpoint directory (no timed checkpoints; one as it closes). Default: none, so the shards take no checkpoints. */
   checkpointDir?: string;
 }): Promise<TestCluster> {
@@ -61,7 +63,7 @@ export async function startCluster(opts: {
   const shards: ShardServer[] = [];
   const clients: TesseraClient[] = [];
   // The last shard to register writes the first map (epoch 1, slots spread evenly); the others adopt it.
-  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store, ...(opts.security ? { security: opts.security(`shard-${i}`) } : {}), ...(opts.limits ? { limits: opts.limits } : {}), ...(opts.checkpointDir ? { checkpoints: { directory: opts.checkpointDir, everyMs: 0 } } : {}) }));
+  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store, ...(opts.security ? { security: opts.security(`shard-${i}`) } : {}), ...(opts.limits ? { limits: opts.limits } : {}), ...(opts.checkpointDir ? { checkpoints: { directory: opts.checkpointDir, everyMs: 0 } } : {}), ...(opts.maxInflightBytes ? { maxInflightBytes: opts.maxInflightBytes } : {}) }));
   for (const s of shards) await s.refresh();
   return {
     store,
