@@ -6,6 +6,7 @@ import { DEFAULT_KEY_PREFIX } from '../cluster/membership/redis-keys.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { DEFAULT_CLUSTER_NAME } from '../cluster/cluster-config.js';
 import { type OptionSpec, type ParsedOptions, UsageError } from './args.js';
+import { isLoopback } from '../cluster/tls/transport-security.js';
 import { TLS_OPTIONS, applyTlsOptions } from './tls-options.js';
 
 const log = createLogger('cli');
@@ -22,6 +23,7 @@ export const MEMBERSHIP_OPTIONS: readonly OptionSpec[] = [
   { name: 'key-prefix', type: 'string', metavar: 'PREFIX', default: DEFAULT_KEY_PREFIX, description: 'first part of every Redis key' },
   { name: 'redis-password-file', type: 'string', metavar: 'FILE', description: "the Redis user's password, read from FILE (or set TESSERA_REDIS_PASSWORD_FILE): never put it on the command line" },
   { name: 'redis-ca', type: 'string', metavar: 'FILE', description: 'PEM CA that signed Redis\'s TLS certificate, for rediss:// (or set TESSERA_REDIS_CA)' },
+  { name: 'redis-insecure', type: 'boolean', description: 'reach Redis over plaintext redis:// on a host other than loopback (or set TESSERA_REDIS_INSECURE=1); without it such a URL is refused: use rediss:// on any network you do not trust' },
   ...TLS_OPTIONS,
 ];
 
@@ -39,6 +41,7 @@ export function openStore(o: ParsedOptions): MembershipStore {
   if (redis && membership) throw new UsageError('give either --redis or --membership, not both');
   if (membership) return new RemoteMembershipStore(membership);
   if (redis) {
+    checkPlaintextRedis(redis, Boolean(o['redis-insecure']) || process.env['TESSERA_REDIS_INSECURE'] === '1');
     if (o['redis'] && passwordIn(redis)) log.warn('the Redis password is on the command line (--redis), where every user of this host can read it; put it in a file (--redis-password-file) or TESSERA_REDIS_URL');
     return new RedisMembershipStore({ url: redis, cluster: o['cluster'] as string, keyPrefix: o['key-prefix'] as string, logger: createLogger('membership'), ...redisSecrets(o) });
   }
@@ -61,6 +64,25 @@ function redisSecrets(o: ParsedOptions): { password?: string; tls?: { ca: Buffer
     ...(passwordFile ? { password: read(passwordFile, 'the Redis password file').toString('utf8').replace(/\r?\n$/, '') } : {}),
     ...(caFile ? { tls: { ca: read(caFile, 'the Redis CA file') } } : {}),
   };
+}
+
+/**
+ * Redis holds the shard map and the membership, which every process trusts:
+ * over a network it is reached with TLS (`rediss://`). A plaintext `redis://`
+ * URL is taken for a loopback host, or when the operator said so.
+ * @throws UsageError for a plaintext URL to another host without the opt-in.
+ */
+function checkPlaintextRedis(url: string, insecure: boolean): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return; // the store says what is wrong with it
+  }
+  if (parsed.protocol !== 'redis:' || insecure || isLoopback(parsed.hostname)) return;
+  throw new UsageError(
+    `Redis at ${parsed.hostname} would be reached without TLS (${parsed.protocol}//): give a rediss:// URL (with --redis-ca for a private CA; docs/security.md), or --redis-insecure (TESSERA_REDIS_INSECURE=1) on a network you trust`,
+  );
 }
 
 /** Whether a Redis URL carries a password (false for one that does not parse: the store says what is wrong with it). */

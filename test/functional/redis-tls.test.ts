@@ -86,4 +86,18 @@ describe('functional: Redis over TLS with an ACL user', function () {
     const noPassword = await run(['status', '--redis', url(), '--cluster', 'rtls', '--redis-ca', path.join(dir, 'ca.crt')], 30_000);
     expect(noPassword.code, 'refused without the password').to.not.equal(0);
   });
+
+  it('a plaintext redis:// URL to another host is refused unless the operator says the network is trusted', async () => {
+    // 192.0.2.0/24 is reserved for documentation: nothing answers there, and the check comes before any connection.
+    for (const env of [{}, { TESSERA_REDIS_URL: 'redis://192.0.2.1:6379' }]) {
+      const plain = await run(['status', ...('TESSERA_REDIS_URL' in env ? [] : ['--redis', 'redis://192.0.2.1:6379'])], 30_000, env);
+      expect(plain.code).to.equal(2);
+      expect(plain.stderr).to.match(/Redis at 192\.0\.2\.1 would be reached without TLS \(redis:\/\/\): give a rediss:\/\/ URL .* or --redis-insecure \(TESSERA_REDIS_INSECURE=1\) on a network you trust/);
+    }
+    // Loopback, and an explicit opt-in, are taken (here: a refused connection, not the check).
+    const loopback = await run(['status', '--redis', 'redis://127.0.0.1:1', '--json'], 30_000);
+    expect(loopback.stderr).to.not.match(/without TLS/);
+    const optIn = await run(['status', '--redis', 'redis://192.0.2.1:6379', '--redis-insecure'], 5_000);
+    expect(optIn.stderr).to.not.match(/without TLS/);
+  });
 });
