@@ -17,6 +17,10 @@ import { badSeq, badWorkerId } from '../cluster/worker-id.js';
  * or changed, so a refused request leaves the tables exactly as they were.
  * Single-threaded, like Shard: a push is applied in one synchronous pass.
  *
+ * Only a push creates rows. A pull answers a row the shard does not hold with
+ * the values it would be created with (a function of the seed, the table and
+ * the id) and stores nothing: reading never makes a shard hold more.
+ *
  * Under bsp a push that names its step is summed into that step, as a dense
  * push is, and applied as the step's mean when the shard's clock gate closes
  * the step (docs/consistency.md).
@@ -40,8 +44,6 @@ export interface SparsePullInput {
   workerId?: string;
   /** Ids as lo/hi halves. */
   ids: Uint32Array;
-  /** Create no row: a missing row reads as the values it would be created with. */
-  readOnly?: boolean;
 }
 
 export interface SparsePullResult {
@@ -49,8 +51,7 @@ export interface SparsePullResult {
   dim: number;
   /** ids × dim, in the order of the request's ids. */
   values: Float32Array;
-  rowsCreated: number;
-  /** Distinct rows read. */
+  /** Distinct rows read (held or not). */
   rowsTouched: number;
 }
 
@@ -73,6 +74,7 @@ export interface SparsePushResult {
   duplicateSlots: number;
   /** Distinct rows updated. */
   rowsApplied: number;
+  /** Rows this push created (a row is created by the first push that touches it). */
   rowsCreated: number;
 }
 
@@ -126,30 +128,33 @@ export class SparseStore {
     return { table, g };
   }
 
-  /** The rows of `ids`, created on first touch (unless `readOnly`). */
+  /**
+   * The rows of `ids`: a row held, as it is; a row not held, as the first push
+   * will create it (its initial values), without storing it.
+   */
   pull(req: SparsePullInput): SparsePullResult {
     const { table, g } = this.checkPull(req);
     const n = req.ids.length >>> 1;
     const dim = table.dim;
     const values = new Float32Array(n * dim);
-    const created = table.rowsCreated;
     const rows = rowCount(g);
-    const fresh = req.readOnly ? new Float32Array(dim) : null;
+    const fresh = new Float32Array(dim);
     for (let a = 0; a < rows; ) {
       const s = g.slots[a]!;
-      const slot = fresh ? table.slot(s) : table.ensureSlot(s);
+      const slot = table.slot(s);
       for (; a < rows && g.slots[a] === s; a++) {
         const lo = g.ids[2 * a]!;
         const hi = g.ids[2 * a + 1]!;
         let from: Float32Array;
         let src: number;
-        const found = slot ? (fresh ? slot.find(lo, hi) : table.ensureRow(slot, lo, hi)) : -1;
+        const found = slot ? slot.find(lo, hi) : -1;
         if (found >= 0) {
           from = slot!.values;
           src = found * dim;
         } else {
-          table.initialRow(lo, hi, fresh!, 0);
-          from = fresh!;
+          // The same function, the same bits, as ensureRow writes when a push creates the row.
+          table.initialRow(lo, hi, fresh, 0);
+          from = fresh;
           src = 0;
         }
         for (let k = g.rowStart[a]!; k < g.rowStart[a + 1]!; k++) {
@@ -160,14 +165,15 @@ export class SparseStore {
     }
     table.pulls++;
     table.rowsTouched += rows;
-    return { epoch: this.owner.epoch, dim, values, rowsCreated: table.rowsCreated - created, rowsTouched: rows };
+    return { epoch: this.owner.epoch, dim, values, rowsTouched: rows };
   }
 
   /**
    * Applies a push: gradients of a repeated id are summed first (float64, in
    * request order, rounded once), then each distinct row gets one update (under
-   * bsp, with a clock: is summed into the open step). A slot that already
-   * applied (worker, seq) skips its rows.
+   * bsp, with a clock: is summed into the open step); a row not held is created
+   * first, with its initial values. A slot that already applied (worker, seq)
+   * skips its rows.
    */
   push(req: SparsePushInput): SparsePushResult {
     if (!req.workerId) throw new InvalidArgumentError('sparse push has no worker_id; every push needs (worker_id, seq) to be applied once');
