@@ -7,27 +7,32 @@ import { type IdGroups, groupIds, rowCount, sumRows } from '../cluster/sparse-ro
 import { SPARSE_MAX_REPLY_BYTES } from '../cluster/wire/sparse-values.js';
 import { type ClockGate, toMean } from './clock-gate.js';
 import { type MigrationLog } from './migration-log.js';
+import { DEFAULT_MAX_SPARSE_ROWS, checkRowCap, validRowCap } from './sparse-row-cap.js';
 import { type SparseRows, SparseTable } from './sparse-table.js';
 import { badSeq, badWorkerId } from '../cluster/worker-id.js';
 
 /**
  * A shard's sparse tables and the data-plane operations on them, without the
  * transport. Every request is validated whole (model, table, ids, lengths,
- * finiteness, epoch, ownership of every row's slot) before any row is created
- * or changed, so a refused request leaves the tables exactly as they were.
- * Single-threaded, like Shard: a push is applied in one synchronous pass.
+ * finiteness, epoch, ownership of every row's slot, the cap on a table's rows)
+ * before any row is created or changed, so a refused request leaves the tables
+ * exactly as they were. Single-threaded, like Shard: a push is applied in one
+ * synchronous pass.
  *
  * Only a push creates rows. A pull answers a row the shard does not hold with
  * the values it would be created with (a function of the seed, the table and
- * the id) and stores nothing: reading never makes a shard hold more.
+ * the id) and stores nothing: reading never makes a shard hold more, and what
+ * a caller can make it hold is bounded by the cap (server/sparse-row-cap.ts).
  *
  * Under bsp a push that names its step is summed into that step, as a dense
  * push is, and applied as the step's mean when the shard's clock gate closes
  * the step (docs/consistency.md).
  */
 
-/** What the store needs of its shard: the cached map's epoch, ownership checks and the clock gate (Shard has all three). */
+/** What the store needs of its shard: its id, the cached map's epoch, ownership checks and the clock gate (Shard has them all). */
 export interface OwnershipCheck {
+  /** The shard's id, for messages. */
+  readonly id: string;
   readonly epoch: number;
   /** Throws MovedError, StaleEpochError, NotReadyError or InvalidArgumentError for a request of `ranges` at `epoch`. */
   check(epoch: number, ranges: readonly SlotRange[], model?: string): void;
@@ -78,6 +83,11 @@ export interface SparsePushResult {
   rowsCreated: number;
 }
 
+export interface SparseStoreOptions {
+  /** Rows each table may hold on this shard (`--max-sparse-rows`); a push past it is refused whole. Default {@link DEFAULT_MAX_SPARSE_ROWS}. */
+  maxRowsPerTable?: number;
+}
+
 export interface SparseTableStats {
   name: string;
   dim: number;
@@ -95,12 +105,16 @@ export class SparseStore {
   private readonly tables = new Map<string, SparseTable>();
   /** bsp: the open step's row gradients, summed, per table, slot and row. */
   private readonly pending = new Map<SparseTable, Map<SparseRows, Map<number, Float32Array>>>();
+  /** Rows each table may hold on this shard. */
+  readonly maxRowsPerTable: number;
 
   constructor(
     private readonly config: ClusterConfig,
     private readonly owner: OwnershipCheck,
+    options: SparseStoreOptions = {},
   ) {
     validateSparseTables(config.model);
+    this.maxRowsPerTable = validRowCap(options.maxRowsPerTable ?? DEFAULT_MAX_SPARSE_ROWS);
     for (const spec of config.model.sparse ?? []) this.tables.set(spec.name, new SparseTable(spec, config.model.seed, spec.optimizer ?? config.optimizer));
     owner.gate.onStepClosed((_step, workers) => this.applyPending(workers));
   }
@@ -173,7 +187,8 @@ export class SparseStore {
    * request order, rounded once), then each distinct row gets one update (under
    * bsp, with a clock: is summed into the open step); a row not held is created
    * first, with its initial values. A slot that already applied (worker, seq)
-   * skips its rows.
+   * skips its rows. A push that would create rows past the table's cap is
+   * refused whole (ResourceExhaustedError), before anything is applied.
    */
   push(req: SparsePushInput): SparsePushResult {
     if (!req.workerId) throw new InvalidArgumentError('sparse push has no worker_id; every push needs (worker_id, seq) to be applied once');
@@ -196,6 +211,7 @@ export class SparseStore {
     if (clocked && !(Number.isSafeInteger(req.clock) && req.clock! >= 0)) throw new InvalidArgumentError(`sparse push clock must be a non-negative integer, got ${req.clock}`);
     if (clocked) gate.checkPush(req.workerId, req.clock!);
     const summed = clocked && gate.model.kind === 'bsp';
+    checkRowCap(table, g, (s) => table.slot(s)?.dedup.has(req.workerId, req.seq) ?? false, this.maxRowsPerTable, this.owner.id);
 
     // Everything is valid: from here on, apply.
     const sums = sumRows(g, req.gradients, dim);

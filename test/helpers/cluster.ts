@@ -43,6 +43,8 @@ export async function startCluster(opts: {
   name?: string;
   /** What each shard's listeners let callers hold (default: the shard's defaults). */
   limits?: ListenerLimits;
+  /** Rows each sparse table may hold on each shard (default: the shard's default). */
+  maxSparseRows?: number;
 }): Promise<TestCluster> {
   const transport = opts.transport ?? 'bulk';
   const store = new MemoryMembershipStore();
@@ -59,7 +61,7 @@ export async function startCluster(opts: {
   const shards: ShardServer[] = [];
   const clients: TesseraClient[] = [];
   // The last shard to register writes the first map (epoch 1, slots spread evenly); the others adopt it.
-  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store, ...(opts.security ? { security: opts.security(`shard-${i}`) } : {}), ...(opts.limits ? { limits: opts.limits } : {}) }));
+  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store, ...(opts.security ? { security: opts.security(`shard-${i}`) } : {}), ...(opts.limits ? { limits: opts.limits } : {}), ...(opts.maxSparseRows ? { maxSparseRows: opts.maxSparseRows } : {}) }));
   for (const s of shards) await s.refresh();
   return {
     store,
