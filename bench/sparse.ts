@@ -15,8 +15,10 @@ import { type Figure, MB, median, rateFigure } from './figures.js';
  * Each request names 4 096 ids drawn from a Zipf distribution (exponent 1.1)
  * over a 10M-id space, seeded; ids repeat within a request and the client
  * sends each distinct id once (a pull gets its row once, a push sums its
- * gradients). Rows are created on first touch: the head of the distribution
- * exists after the warm-up, its tail keeps creating rows while timed. The
+ * gradients). Rows are created by the first push that touches them (a pull
+ * of a row not held reads its initial values and stores nothing): the head of
+ * the distribution exists after the warm-up, its tail keeps creating rows
+ * while timed. The
  * worker precomputes every request's ids before anything is timed, and runs a
  * repetition's requests one after another, as a training step would.
  *

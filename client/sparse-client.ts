@@ -30,7 +30,11 @@ export const SPARSE_CLIENT_DEFAULTS: SparseClientOptions = { maxMessageBytes: SP
 export interface SparsePullOptions {
   /** Under ssp/bsp: the step the rows are pulled for; the pull waits at the shards as a dense pull at that step does. */
   at?: StepClock;
-  /** Create no row: missing rows read as their initial values (for evaluation, which must not grow the tables). */
+  /**
+   * Sets the request's read_only. No shard of this release creates a row on a
+   * pull (rows not held read as their initial values either way); a shard of
+   * an older release does unless this is set, so evaluation and tools still set it.
+   */
   readOnly?: boolean;
 }
 
@@ -40,7 +44,7 @@ export interface SparsePushStats {
   /** Slots that applied the push now, and slots that had already applied this seq. */
   appliedSlots: number;
   duplicateSlots: number;
-  /** Distinct rows updated now, and rows created by this push. */
+  /** Distinct rows updated now, and rows created by this push (rows are created by the first push that touches them). */
   rowsApplied: number;
   rowsCreated: number;
   /** Calls made (more than one per shard when split, more again after redirects). */
@@ -111,9 +115,9 @@ export class SparseClient {
   }
 
   /**
-   * The rows of `ids` (ids.length × dim floats, row i for ids[i]), created
-   * with the table's initializer where they did not exist — or, with
-   * `readOnly`, read as the values they would be created with, and not created.
+   * The rows of `ids` (ids.length × dim floats, row i for ids[i]); a row the
+   * shard does not hold reads as the values the table's initializer gives it,
+   * and is not created (only a push creates rows).
    */
   async pull(table: string, ids: SparseIds, options: SparsePullOptions = {}): Promise<Float32Array> {
     const { at, readOnly = false } = options;

@@ -25,8 +25,9 @@ export interface TensorSpec {
 
 /**
  * A sparse embedding table: rows of `dim` floats keyed by 64-bit ids, created
- * on first touch with `init` (drawn per (table, id, column), so any shard
- * creates the same row). Row (table, id) lives in slot hash(table, id) mod S.
+ * by the first push that touches them with `init` (drawn per (table, id,
+ * column), so any shard creates the same row, and a pull of a row not held
+ * reads those values). Row (table, id) lives in slot hash(table, id) mod S.
  */
 export interface SparseTableSpec {
   name: string;

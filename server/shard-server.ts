@@ -24,6 +24,7 @@ import { GRADIENT_POOL_BYTES, GradientPool } from './gradient-pool.js';
 import { DEFAULT_MAX_INFLIGHT_BYTES, InflightBudget } from './inflight-budget.js';
 import { shardImplementation } from './shard-service.js';
 import { SparseStore } from './sparse-store.js';
+import { DEFAULT_MAX_SPARSE_ROWS } from './sparse-row-cap.js';
 import { sparseShardImplementation } from './sparse-service.js';
 
 /** joining: bound, waiting for a map that gives it slots · serving · draining: closing · gone. */
@@ -79,6 +80,8 @@ export interface ShardServerOptions {
   maxInflightBytes?: number;
   /** What each listener (gRPC, bulk) lets its callers hold. Default {@link DEFAULT_LISTENER_LIMITS}. */
   limits?: ListenerLimits;
+  /** Rows each sparse table may hold on this shard; a push that would create more is refused whole. Default {@link DEFAULT_MAX_SPARSE_ROWS}. */
+  maxSparseRows?: number;
 }
 
 export const DEFAULT_MAP_POLL_MS = 1_000;
@@ -132,7 +135,7 @@ export class ShardServer extends EventEmitter {
     const config = await options.store.getConfig();
     if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera init, or tessera local)');
     const shard = new Shard(options.id, config);
-    const sparse = new SparseStore(config, shard);
+    const sparse = new SparseStore(config, shard, { maxRowsPerTable: options.maxSparseRows ?? DEFAULT_MAX_SPARSE_ROWS });
     if (options.checkpoints) await checkDirectory(options.checkpoints.directory, options.id);
     if (options.restore) {
       const { slots, rows } = restore(await readCheckpoint(options.restore), shard, sparse, options.restore);

@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import { InvalidArgumentError, PermissionDeniedError } from '../cluster/errors.js';
+import { InvalidArgumentError } from '../cluster/errors.js';
 import { callerOf, checkActsAs, checkClockedPull } from '../cluster/tls/authorization.js';
 import { toStatus } from '../cluster/wire/status-codec.js';
 import { bytesToF32, bytesToIdHalves, f32Bytes } from '../cluster/wire/sparse-values.js';
@@ -25,13 +25,14 @@ export function sparseShardImplementation(store: SparseStore, gate: ClockGate, d
         const req = call.request;
         const caller = callerOf(call);
         if (req.clocked) checkClockedPull(caller, req.workerId);
-        if (caller?.role === 'reader' && !req.readOnly) throw new PermissionDeniedError(`a reader's sparse pulls must be read-only (read_only: true): only workers create rows`);
-        const input = { epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, ids: bytesToIdHalves(bytesOf(req.ids, 'ids')), readOnly: req.readOnly };
+        // read_only is not looked at: no pull creates a row (SparseStore.pull), so every pull is read-only.
+        const input = { epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, ids: bytesToIdHalves(bytesOf(req.ids, 'ids')) };
         await admitSparsePull(store, gate, { ...input, workerId: req.workerId || call.getPeer(), join: req.join, ...(req.clocked ? { clock: req.clock } : {}) });
         // store.pull checks again: the map may have moved on while the pull waited.
         const res = store.pull(input);
         store.countBytes(req.table, req.ids.byteLength, res.values.byteLength);
-        callback(null, { epoch: res.epoch, dim: res.dim, values: f32Bytes(res.values), rowsCreated: res.rowsCreated });
+        // rows_created stays 0: a pull creates no row.
+        callback(null, { epoch: res.epoch, dim: res.dim, values: f32Bytes(res.values), rowsCreated: 0 });
       } catch (err) {
         callback(toStatus(err));
       }

@@ -7,23 +7,32 @@ import { type IdGroups, groupIds, rowCount, sumRows } from '../cluster/sparse-ro
 import { SPARSE_MAX_REPLY_BYTES } from '../cluster/wire/sparse-values.js';
 import { type ClockGate, toMean } from './clock-gate.js';
 import { type MigrationLog } from './migration-log.js';
+import { DEFAULT_MAX_SPARSE_ROWS, checkRowCap, validRowCap } from './sparse-row-cap.js';
 import { type SparseRows, SparseTable } from './sparse-table.js';
 import { badSeq, badWorkerId } from '../cluster/worker-id.js';
 
 /**
  * A shard's sparse tables and the data-plane operations on them, without the
  * transport. Every request is validated whole (model, table, ids, lengths,
- * finiteness, epoch, ownership of every row's slot) before any row is created
- * or changed, so a refused request leaves the tables exactly as they were.
- * Single-threaded, like Shard: a push is applied in one synchronous pass.
+ * finiteness, epoch, ownership of every row's slot, the cap on a table's rows)
+ * before any row is created or changed, so a refused request leaves the tables
+ * exactly as they were. Single-threaded, like Shard: a push is applied in one
+ * synchronous pass.
+ *
+ * Only a push creates rows. A pull answers a row the shard does not hold with
+ * the values it would be created with (a function of the seed, the table and
+ * the id) and stores nothing: reading never makes a shard hold more, and what
+ * a caller can make it hold is bounded by the cap (server/sparse-row-cap.ts).
  *
  * Under bsp a push that names its step is summed into that step, as a dense
  * push is, and applied as the step's mean when the shard's clock gate closes
  * the step (docs/consistency.md).
  */
 
-/** What the store needs of its shard: the cached map's epoch, ownership checks and the clock gate (Shard has all three). */
+/** What the store needs of its shard: its id, the cached map's epoch, ownership checks and the clock gate (Shard has them all). */
 export interface OwnershipCheck {
+  /** The shard's id, for messages. */
+  readonly id: string;
   readonly epoch: number;
   /** Throws MovedError, StaleEpochError, NotReadyError or InvalidArgumentError for a request of `ranges` at `epoch`. */
   check(epoch: number, ranges: readonly SlotRange[], model?: string): void;
@@ -40,8 +49,6 @@ export interface SparsePullInput {
   workerId?: string;
   /** Ids as lo/hi halves. */
   ids: Uint32Array;
-  /** Create no row: a missing row reads as the values it would be created with. */
-  readOnly?: boolean;
 }
 
 export interface SparsePullResult {
@@ -49,8 +56,7 @@ export interface SparsePullResult {
   dim: number;
   /** ids × dim, in the order of the request's ids. */
   values: Float32Array;
-  rowsCreated: number;
-  /** Distinct rows read. */
+  /** Distinct rows read (held or not). */
   rowsTouched: number;
 }
 
@@ -73,7 +79,13 @@ export interface SparsePushResult {
   duplicateSlots: number;
   /** Distinct rows updated. */
   rowsApplied: number;
+  /** Rows this push created (a row is created by the first push that touches it). */
   rowsCreated: number;
+}
+
+export interface SparseStoreOptions {
+  /** Rows each table may hold on this shard (`--max-sparse-rows`); a push past it is refused whole. Default {@link DEFAULT_MAX_SPARSE_ROWS}. */
+  maxRowsPerTable?: number;
 }
 
 export interface SparseTableStats {
@@ -93,12 +105,16 @@ export class SparseStore {
   private readonly tables = new Map<string, SparseTable>();
   /** bsp: the open step's row gradients, summed, per table, slot and row. */
   private readonly pending = new Map<SparseTable, Map<SparseRows, Map<number, Float32Array>>>();
+  /** Rows each table may hold on this shard. */
+  readonly maxRowsPerTable: number;
 
   constructor(
     private readonly config: ClusterConfig,
     private readonly owner: OwnershipCheck,
+    options: SparseStoreOptions = {},
   ) {
     validateSparseTables(config.model);
+    this.maxRowsPerTable = validRowCap(options.maxRowsPerTable ?? DEFAULT_MAX_SPARSE_ROWS);
     for (const spec of config.model.sparse ?? []) this.tables.set(spec.name, new SparseTable(spec, config.model.seed, spec.optimizer ?? config.optimizer));
     owner.gate.onStepClosed((_step, workers) => this.applyPending(workers));
   }
@@ -126,30 +142,33 @@ export class SparseStore {
     return { table, g };
   }
 
-  /** The rows of `ids`, created on first touch (unless `readOnly`). */
+  /**
+   * The rows of `ids`: a row held, as it is; a row not held, as the first push
+   * will create it (its initial values), without storing it.
+   */
   pull(req: SparsePullInput): SparsePullResult {
     const { table, g } = this.checkPull(req);
     const n = req.ids.length >>> 1;
     const dim = table.dim;
     const values = new Float32Array(n * dim);
-    const created = table.rowsCreated;
     const rows = rowCount(g);
-    const fresh = req.readOnly ? new Float32Array(dim) : null;
+    const fresh = new Float32Array(dim);
     for (let a = 0; a < rows; ) {
       const s = g.slots[a]!;
-      const slot = fresh ? table.slot(s) : table.ensureSlot(s);
+      const slot = table.slot(s);
       for (; a < rows && g.slots[a] === s; a++) {
         const lo = g.ids[2 * a]!;
         const hi = g.ids[2 * a + 1]!;
         let from: Float32Array;
         let src: number;
-        const found = slot ? (fresh ? slot.find(lo, hi) : table.ensureRow(slot, lo, hi)) : -1;
+        const found = slot ? slot.find(lo, hi) : -1;
         if (found >= 0) {
           from = slot!.values;
           src = found * dim;
         } else {
-          table.initialRow(lo, hi, fresh!, 0);
-          from = fresh!;
+          // The same function, the same bits, as ensureRow writes when a push creates the row.
+          table.initialRow(lo, hi, fresh, 0);
+          from = fresh;
           src = 0;
         }
         for (let k = g.rowStart[a]!; k < g.rowStart[a + 1]!; k++) {
@@ -160,14 +179,16 @@ export class SparseStore {
     }
     table.pulls++;
     table.rowsTouched += rows;
-    return { epoch: this.owner.epoch, dim, values, rowsCreated: table.rowsCreated - created, rowsTouched: rows };
+    return { epoch: this.owner.epoch, dim, values, rowsTouched: rows };
   }
 
   /**
    * Applies a push: gradients of a repeated id are summed first (float64, in
    * request order, rounded once), then each distinct row gets one update (under
-   * bsp, with a clock: is summed into the open step). A slot that already
-   * applied (worker, seq) skips its rows.
+   * bsp, with a clock: is summed into the open step); a row not held is created
+   * first, with its initial values. A slot that already applied (worker, seq)
+   * skips its rows. A push that would create rows past the table's cap is
+   * refused whole (ResourceExhaustedError), before anything is applied.
    */
   push(req: SparsePushInput): SparsePushResult {
     if (!req.workerId) throw new InvalidArgumentError('sparse push has no worker_id; every push needs (worker_id, seq) to be applied once');
@@ -190,6 +211,7 @@ export class SparseStore {
     if (clocked && !(Number.isSafeInteger(req.clock) && req.clock! >= 0)) throw new InvalidArgumentError(`sparse push clock must be a non-negative integer, got ${req.clock}`);
     if (clocked) gate.checkPush(req.workerId, req.clock!);
     const summed = clocked && gate.model.kind === 'bsp';
+    checkRowCap(table, g, (s) => table.slot(s)?.dedup.has(req.workerId, req.seq) ?? false, this.maxRowsPerTable, this.owner.id);
 
     // Everything is valid: from here on, apply.
     const sums = sumRows(g, req.gradients, dim);

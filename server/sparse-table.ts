@@ -94,7 +94,9 @@ export class SparseTable {
   private readonly scratch: SlotState;
   private readonly stateArrays: number;
 
+  /** Rows created by pushes (and a move's log) since the shard started; rows loaded from a checkpoint or a move are not counted. */
   rowsCreated = 0;
+  /** Distinct rows read or updated, summed over requests. */
   rowsTouched = 0;
   pulls = 0;
   pushes = 0;
@@ -139,7 +141,7 @@ export class SparseTable {
     return [...this.slots.keys()].sort((a, b) => a - b);
   }
 
-  /** The row of id (lo, hi) in `rows`, created with its first values and fresh optimizer state on first touch. */
+  /** The row of id (lo, hi) in `rows`, created with its first values and fresh optimizer state if not held (pushes and a move's log create rows; pulls never do). */
   ensureRow(rows: SparseRows, lo: number, hi: number): number {
     const found = rows.find(lo, hi);
     if (found >= 0) return found;

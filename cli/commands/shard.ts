@@ -4,6 +4,7 @@ import { DEFAULT_LISTENER_LIMITS } from '../../cluster/listener-limits.js';
 import { DEFAULT_MAX_INFLIGHT_BYTES } from '../../server/inflight-budget.js';
 import { createLogger } from '../../cluster/log.js';
 import { checkpointPath } from '../../server/checkpoint.js';
+import { DEFAULT_MAX_SPARSE_ROWS } from '../../server/sparse-row-cap.js';
 import { ShardServer } from '../../server/shard-server.js';
 import { UsageError } from '../args.js';
 import { type Command } from '../command.js';
@@ -25,6 +26,7 @@ export const shardCommand: Command = {
     { name: 'max-connections', type: 'int', default: DEFAULT_LISTENER_LIMITS.maxConnections, description: 'open connections each listener (gRPC, bulk) keeps; more are closed as they come' },
     { name: 'idle-timeout-s', type: 'number', default: DEFAULT_LISTENER_LIMITS.idleMs / 1000, description: 'seconds a connection may carry nothing before it is closed' },
     { name: 'max-inflight-mib', type: 'int', default: DEFAULT_MAX_INFLIGHT_BYTES / 2 ** 20, description: 'MiB that requests may hold at once over every connection (push windows, encoded pushes, gRPC pull chunks being sent); beyond it a request is refused RESOURCE_EXHAUSTED and clients retry it' },
+    { name: 'max-sparse-rows', type: 'int', metavar: 'N', default: DEFAULT_MAX_SPARSE_ROWS, description: 'rows each sparse table may hold on this shard; a push that would create more is refused whole (RESOURCE_EXHAUSTED), pushes to rows held and pulls go on' },
     { name: 'insecure', type: 'boolean', description: 'serve plaintext on a non-loopback --listen address (without it, such a shard needs --tls-dir; a network you trust)' },
     { name: 'bulk', type: 'boolean', default: true, description: 'serve the bulk transport (--bulk=false: clients move dense values over gRPC)' },
     { name: 'lease-ttl-ms', type: 'int', default: DEFAULT_LEASE.ttlMs, description: 'membership lease TTL' },
@@ -38,6 +40,7 @@ export const shardCommand: Command = {
     if (!((o['checkpoint-every-s'] as number) >= 0)) throw new UsageError('--checkpoint-every-s must be 0 or more seconds');
     if (!((o['max-connections'] as number) >= 1)) throw new UsageError('--max-connections must be at least 1');
     if (!((o['max-inflight-mib'] as number) >= 16)) throw new UsageError('--max-inflight-mib must be at least 16 (a push takes a 1 MiB window, or its largest slot)');
+    if (!((o['max-sparse-rows'] as number) >= 1)) throw new UsageError('--max-sparse-rows must be at least 1');
     if (!((o['idle-timeout-s'] as number) >= 60)) throw new UsageError('--idle-timeout-s must be at least 60 seconds (a clocked pull may wait 45 s for slower workers)');
     const dir = o['checkpoint-dir'] as string | undefined;
     if (o['resume'] && !dir) throw new UsageError('--resume needs --checkpoint-dir, where the shard keeps its checkpoints');
@@ -57,6 +60,7 @@ export const shardCommand: Command = {
         insecure: Boolean(o['insecure']),
         maxInflightBytes: (o['max-inflight-mib'] as number) * 2 ** 20,
         limits: { ...DEFAULT_LISTENER_LIMITS, maxConnections: o['max-connections'] as number, idleMs: 1000 * (o['idle-timeout-s'] as number) },
+        maxSparseRows: o['max-sparse-rows'] as number,
         store,
         lease: { ttlMs: o['lease-ttl-ms'] as number, renewMs: o['lease-renew-ms'] as number },
         ...(restore ? { restore } : {}),

@@ -24,7 +24,7 @@ export const SPARSE_MESSAGE_BYTES = 8 << 20;
 /** Room kept in a message for its fields other than ids and floats (epoch, names, seq). */
 export const SPARSE_MESSAGE_OVERHEAD = 4 << 10;
 
-/** Largest pull reply (values bytes) a shard builds: anything larger is refused before any row is created. */
+/** Largest pull reply (values bytes) a shard builds: anything larger is refused before a row is read. */
 export const SPARSE_MAX_REPLY_BYTES = MAX_MESSAGE_BYTES - (64 << 10);
 
 /** Ids as a caller gives them: a BigUint64Array, or bigints each in [0, 2^64). */

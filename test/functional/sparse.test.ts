@@ -76,7 +76,7 @@ describe('functional: sparse tables', function () {
     const delta = (a: ReturnType<typeof counters>, b: ReturnType<typeof counters>) => ({ rows: b.rows - a.rows, created: b.created - a.created, touched: b.touched - a.touched, bytesIn: b.bytesIn - a.bytesIn, bytesOut: b.bytesOut - a.bytesOut });
     const ownerOf = (id: bigint) => cluster.shards.findIndex((s) => s.shard.owned().some((r) => r.begin <= slotOfId('items', id, SLOTS) && slotOfId('items', id, SLOTS) < r.end));
 
-    it('a pull creates each row on first touch, on its owner; only distinct ids travel', async () => {
+    it('a pull answers rows not held with their first values and creates none; a push creates each on its owner; only distinct ids travel', async () => {
       const ids = [...distinctIds(0n, 298), 2n ** 53n, 2n ** 53n + 1n];
       expect(ids).to.include.members([0n, MAX, MAX - 1n]);
       const asked = [...ids, ...ids.slice(0, 100)];
@@ -85,17 +85,19 @@ describe('functional: sparse tables', function () {
       const values = await sparse.pull('items', BigUint64Array.from(asked));
       expect(bits(values).equals(bits(expectedRows(asked))), 'first values').to.equal(true);
       const c1 = counters();
-      expect(delta(c0, c1)).to.deep.equal({ rows: 300, created: 300, touched: 300, bytesIn: 300 * 8, bytesOut: 300 * DIM * 4 });
-      // Each row was created by the shard that owns its slot.
+      expect(delta(c0, c1)).to.deep.equal({ rows: 0, created: 0, touched: 300, bytesIn: 300 * 8, bytesOut: 300 * DIM * 4 });
+      // A push of zero gradients (sgd: the values stay) creates each row on the shard that owns its slot.
+      expect(await sparse.push('items', ids, new Float32Array(300 * DIM), 1)).to.include({ rowsApplied: 300, rowsCreated: 300 });
       const perShard = [0, 0];
       for (const id of ids) perShard[ownerOf(id)]!++;
       expect(perShard[0]).to.be.greaterThan(0);
       expect(perShard[1]).to.be.greaterThan(0);
       expect([items(0).rowsCreated - created0[0]!, items(1).rowsCreated - created0[1]!]).to.deep.equal(perShard);
-      // Again: nothing created, the same bits, and bytes in proportion to the ids.
+      // Pulled again, held now: nothing created, the same bits, and bytes in proportion to the ids.
+      const c2 = counters();
       const again = await sparse.pull('items', ids.slice(0, 10));
       expect(bits(again).equals(bits(values.subarray(0, 10 * DIM)))).to.equal(true);
-      expect(delta(c1, counters())).to.deep.equal({ rows: 0, created: 0, touched: 10, bytesIn: 10 * 8, bytesOut: 10 * DIM * 4 });
+      expect(delta(c2, counters())).to.deep.equal({ rows: 0, created: 0, touched: 10, bytesIn: 10 * 8, bytesOut: 10 * DIM * 4 });
     });
 
     it('a push is applied exactly once: a retry with the same seq is a duplicate', async () => {
@@ -200,8 +202,8 @@ describe('functional: sparse tables', function () {
 
       for (const c of cases) {
         it(`${c.name} → ${status[c.code]}, no row created or changed`, async () => {
-          // Some of the rows exist already.
-          await sparse.pull('items', mine.slice(0, 10));
+          // Some of the rows exist already (a zero gradient under sgd creates them and changes no value).
+          await sparse.push('items', mine.slice(0, 10), new Float32Array(10 * DIM));
           const before = cluster.shards.map((s) => snapshotSparse(s.sparse));
           const res = await rawSparse<object>(raw, c.method, c.req());
           expect(res.ok, 'request should have been refused').to.equal(false);

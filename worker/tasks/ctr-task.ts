@@ -17,7 +17,7 @@ const EVAL_CHUNK = 2_000;
  * field's id, feeds a small MLP (worker/models/ctr.ts). Each step pulls the
  * dense weights and only the rows its batch touches (each distinct id once),
  * and pushes the dense gradient and those rows' gradients (a repeated id's
- * summed). Rows are created by their shard on first touch.
+ * summed). Rows are created by their shard on the first push that touches them.
  *
  * Under ssp/bsp rows follow the clocks as the dense weights do: their pulls
  * carry the step's clock, and a step's rows are pushed (and acknowledged)

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { expect } from 'chai';
 import { type ClusterConfig } from '../../../cluster/cluster-config.js';
 import { type Consistency } from '../../../cluster/consistency.js';
@@ -8,6 +9,7 @@ import { type ShardMap, evenAssignment } from '../../../cluster/shard-map.js';
 import { idHalves, initialRow, rowSlot, tableHash } from '../../../cluster/sparse-keys.js';
 import { groupIds, sumRows } from '../../../cluster/sparse-routing.js';
 import { toIdHalves } from '../../../cluster/wire/sparse-values.js';
+import { applyGradient, newState } from '../../../server/optimizers.js';
 import { Shard } from '../../../server/shard.js';
 import { SparseStore } from '../../../server/sparse-store.js';
 import { snapshotSparse } from '../../helpers/raw-sparse.js';
@@ -108,20 +110,19 @@ function push(store: SparseStore, table: string, ids: readonly bigint[], g: Floa
 }
 
 describe('server/sparse-table', () => {
-  describe('rows are created on first touch', () => {
-    it('a pull creates each distinct row once, with its deterministic first values', () => {
+  describe('rows are created by the first push that touches them', () => {
+    it('a pull answers each row not held with its deterministic first values, and creates none', () => {
       const { store } = shardAndStore();
       const ids = ownedByA('items', 40);
       const asked = [...ids, ids[3]!, ids[0]!];
       const first = pull(store, 'items', asked);
-      expect(first.rowsCreated).to.equal(40);
       expect(first.rowsTouched).to.equal(40);
       expect(first.dim).to.equal(DIM);
       expect(bits(first.values).equals(bits(expectedRows('items', asked)))).to.equal(true);
       const again = pull(store, 'items', asked);
-      expect(again.rowsCreated).to.equal(0);
       expect(bits(again.values).equals(bits(first.values))).to.equal(true);
-      expect(store.stats().find((t) => t.name === 'items')).to.include({ rows: 40, rowsCreated: 40, rowsTouched: 80, pulls: 2, pushes: 0 });
+      expect(store.stats().find((t) => t.name === 'items')).to.include({ rows: 0, rowsCreated: 0, bytes: 0, rowsTouched: 80, pulls: 2, pushes: 0 });
+      expect(store.table('items').heldSlots(), 'not even an empty slot').to.deep.equal([]);
       expect(store.stats().find((t) => t.name === 'users')).to.include({ rows: 0, rowsCreated: 0 });
     });
 
@@ -141,15 +142,14 @@ describe('server/sparse-table', () => {
       expect(bits(pull(a, 'items', ids).values).equals(bits(pull(b, 'items', ids, 9).values))).to.equal(true);
     });
 
-    it('a read-only pull answers missing rows with their first values and creates none', () => {
+    it('a pull answers rows held as they are, rows not held with their first values, and changes nothing', () => {
       const { store } = shardAndStore();
       const ids = ownedByA('items', 12);
       const g = gradients(4 * DIM, 3);
       push(store, 'items', ids.slice(0, 4), g, 1);
       const before = snapshotSparse(store);
       const trained = pull(store, 'items', ids.slice(0, 4)).values;
-      const res = store.pull({ epoch: EPOCH, model: MODEL.name, table: 'items', ids: toIdHalves(ids), readOnly: true });
-      expect(res.rowsCreated).to.equal(0);
+      const res = store.pull({ epoch: EPOCH, model: MODEL.name, table: 'items', ids: toIdHalves(ids) });
       expect(bits(res.values.subarray(0, 4 * DIM)).equals(bits(trained)), 'rows held: their trained values').to.equal(true);
       expect(bits(res.values.subarray(4 * DIM)).equals(bits(expectedRows('items', ids.slice(4)))), 'rows not held: their first values').to.equal(true);
       expect(snapshotSparse(store).equals(before), 'nothing created or changed').to.equal(true);
@@ -168,6 +168,57 @@ describe('server/sparse-table', () => {
         expect(bits(pull(fresh, 'items', [ids[i]!]).values).equals(bits(once.subarray(i * DIM, (i + 1) * DIM)))).to.equal(true);
       }
     });
+  });
+
+  describe('training sees the same bits now that pulls create no rows', () => {
+    /*
+     * Digests of one pull-then-push sequence, taken when a pull still created
+     * the rows it read: every value pulled, then the values, optimizer state
+     * and t of every row pushed, by id. Creating a row at its first push rather
+     * than at its first pull must not move a bit of either.
+     */
+    const WHEN_PULLS_CREATED: Record<OptimizerName, string> = {
+      sgd: '8baa5ea8b618324b60b2eecd122233d093cdc415053cc9320e32d8eadfcc6c99',
+      momentum: '03377f4e1a298756f4efd654d9c5138b8fddffb90c2b1a175456daac09c0dd9a',
+      adagrad: '15f236e86a4d5483118c871d0ae488b6e3a7cd1937e190bd4f697ccc246a8218',
+      adam: 'f8d5de8928aacfd81be84825d39350efbbbe5af12199adebcc2a339ac18242de',
+    };
+
+    for (const name of OPTIMIZERS) {
+      it(`${name}: pulls of rows not held between pushes give the values, state and t they gave before, and a dense slot's`, () => {
+        const { store } = shardAndStore(OPTS[name]);
+        const ids = ownedByA('items', 24);
+        const [g1, g2] = [gradients(18 * DIM, 1), gradients(18 * DIM, 2)];
+        const digest = createHash('sha256');
+        // Rows 0-11 pulled first; 0-17 pushed (6 of them never pulled); all pulled (18-23 never pushed); 6-23 pushed; all pulled.
+        digest.update(bits(pull(store, 'items', ids.slice(0, 12)).values));
+        expect(store.table('items').rows, 'the pull created nothing').to.equal(0);
+        expect(push(store, 'items', ids.slice(0, 18), g1, 1).rowsCreated).to.equal(18);
+        digest.update(bits(pull(store, 'items', ids).values));
+        expect(push(store, 'items', ids.slice(6), g2, 2).rowsCreated).to.equal(6);
+        const last = pull(store, 'items', ids).values;
+        digest.update(bits(last));
+        const table = store.table('items');
+        expect(table.rows).to.equal(24);
+        for (const id of ids) {
+          const [lo, hi] = idHalves(id);
+          const rows = table.slot(rowSlot(table.hash, lo, hi, SLOTS))!;
+          const r = rows.find(lo, hi);
+          for (const a of [rows.values, rows.s1, rows.s2]) if (a) digest.update(bits(a.subarray(r * DIM, (r + 1) * DIM)));
+          digest.update(bits(rows.steps.subarray(r, r + 1)));
+        }
+        expect(digest.digest('hex'), 'bits as when pulls created rows').to.equal(WHEN_PULLS_CREATED[name]);
+
+        // The same numbers by hand: each row from its first values, by the dense optimizer's code.
+        const optimizer = optimizerWithDefaults(OPTS[name]);
+        ids.forEach((id, i) => {
+          const want = newState(expectedRows('items', [id]), optimizer);
+          if (i < 18) applyGradient(want, g1, i * DIM, optimizer);
+          if (i >= 6) applyGradient(want, g2, (i - 6) * DIM, optimizer);
+          expect(bits(last.subarray(i * DIM, (i + 1) * DIM)).equals(bits(want.values)), `${name}: row ${i}`).to.equal(true);
+        });
+      });
+    }
   });
 
   describe('optimizers: a row is updated exactly as a dense slot', () => {
