@@ -12,9 +12,16 @@ export interface ClientOptions {
   workerId: string;
   /** Redirects (moved, stale epoch, not ready) followed per request before giving up. Default 16. */
   maxRedirections: number;
-  /** Retries of a request whose shard was unreachable, with backoff. Default 5. */
+  /**
+   * How long a request keeps retrying while its shard is unreachable, not
+   * ready or busy (a planned restart, a move's last moment, a full budget),
+   * from its first failure; then the last error goes to the caller. Default
+   * 30 000 ms: a shard restarted within that is ridden out.
+   */
+  retryForMs: number;
+  /** Retries of one request at most, within retryForMs. Default 1 000 (the time bound is the one that counts). */
   maxRetries: number;
-  /** First backoff between retries, doubled each time up to 2 s. Default 50 ms. */
+  /** First backoff between retries, doubled each time up to 1 s (so a shard back is found within a second). Default 50 ms. */
   retryDelayMs: number;
   /** Deadline of one pull or push call to one shard. Default 60 000 ms. */
   deadlineMs: number;
@@ -60,7 +67,8 @@ export type ClientOptionsInput = Pick<ClientOptions, 'store' | 'workerId'> & Par
 export function clientWithDefaults(input: ClientOptionsInput): ClientOptions {
   const o: ClientOptions = {
     maxRedirections: 16,
-    maxRetries: 5,
+    retryForMs: 30_000,
+    maxRetries: 1_000,
     retryDelayMs: 50,
     deadlineMs: 60_000,
     chunkBytes: DEFAULT_CHUNK_BYTES,
@@ -75,7 +83,7 @@ export function clientWithDefaults(input: ClientOptionsInput): ClientOptions {
   if (!(o.chunkBytes >= 4 && o.chunkBytes <= MAX_MESSAGE_BYTES - (1 << 20))) {
     throw new InvalidArgumentError(`chunkBytes must be in [4, ${MAX_MESSAGE_BYTES - (1 << 20)}], got ${o.chunkBytes}`);
   }
-  for (const k of ['maxRedirections', 'maxRetries', 'retryDelayMs', 'deadlineMs', 'mapRefreshMs', 'firstSeq'] as const) {
+  for (const k of ['maxRedirections', 'retryForMs', 'maxRetries', 'retryDelayMs', 'deadlineMs', 'mapRefreshMs', 'firstSeq'] as const) {
     if (!(Number.isInteger(o[k]) && o[k] >= 0)) throw new InvalidArgumentError(`client option ${k} must be a non-negative integer, got ${o[k]}`);
   }
   return o;

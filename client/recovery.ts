@@ -7,12 +7,16 @@ import { recoveryFor } from './error-policy.js';
 /** The budget of one request's recovery (client/options.ts documents each). */
 export interface RecoveryBudget {
   maxRedirections: number;
+  retryForMs: number;
   maxRetries: number;
   retryDelayMs: number;
 }
 
-/** Longest wait between two retries. */
-export const MAX_RETRY_DELAY_MS = 2_000;
+/** How many times a request waits again for slower workers (a clocked pull that timed out at the shard, 45 s each). */
+export const MAX_CLOCK_WAITS = 5;
+
+/** Longest wait between two retries: a shard that is back is found within about this long. */
+export const MAX_RETRY_DELAY_MS = 1_000;
 
 /** How a request's work is split by shard and re-split after a failure. */
 export interface Recoverable<W, P> {
@@ -26,7 +30,7 @@ export interface Recoverable<W, P> {
   refreshMap(): Promise<void>;
   budget: RecoveryBudget;
   /** Called before the work of a failed part is routed again. */
-  onRecover?(p: P, err: TesseraError, how: 'redirect' | 'retry'): void;
+  onRecover?(p: P, err: TesseraError, how: 'redirect' | 'retry' | 'wait'): void;
 }
 
 /**
@@ -34,11 +38,14 @@ export interface Recoverable<W, P> {
  * manner of ioredis's cluster client): runs `op` on each part in parallel;
  * a part that fails with a redirect (the slot moved, the map is stale) has
  * its work routed again on a fresh map, within `maxRedirections`; one that
- * fails with a retryable error (shard unreachable or not ready) is retried
- * after a backoff, within `maxRetries`; any other error goes to the caller.
- * Only the failed part's work is sent again, never the parts that succeeded.
+ * fails with a retryable error (shard unreachable, not ready or busy) is
+ * retried after a backoff (up to 1 s, the map re-read before each try), for
+ * `retryForMs` from its first retry and at most `maxRetries` times; one the
+ * shard answered after waiting its longest for slower workers is asked again
+ * at once, up to 5 times; any other error goes to the caller. Only the failed part's work is sent again, never
+ * the parts that succeeded.
  */
-export async function withRecovery<W, P>(work: W, r: Recoverable<W, P>, op: (p: P) => Promise<void>, redirections = 0, retries = 0): Promise<void> {
+export async function withRecovery<W, P>(work: W, r: Recoverable<W, P>, op: (p: P) => Promise<void>, redirections = 0, retries = 0, retryingSince = 0, waits = 0): Promise<void> {
   await Promise.all(
     r.route(work).map(async (part) => {
       try {
@@ -50,13 +57,21 @@ export async function withRecovery<W, P>(work: W, r: Recoverable<W, P>, op: (p: 
             if (redirections >= r.budget.maxRedirections) throw new TooManyRedirectionsError(redirections, err);
             r.onRecover?.(part, err, 'redirect');
             await r.refreshMap();
-            return withRecovery(r.remaining(part), r, op, redirections + 1, retries);
-          case 'retry':
-            if (retries >= r.budget.maxRetries) throw err;
+            return withRecovery(r.remaining(part), r, op, redirections + 1, retries, retryingSince, waits);
+          case 'retry': {
+            const since = retries === 0 ? performance.now() : retryingSince;
+            const delay = backoffDelay(retries, { minMs: r.budget.retryDelayMs, maxMs: MAX_RETRY_DELAY_MS, jitter: true });
+            if (retries >= r.budget.maxRetries || performance.now() + delay - since > r.budget.retryForMs) throw err;
             r.onRecover?.(part, err, 'retry');
-            await sleep(backoffDelay(retries, { minMs: r.budget.retryDelayMs, maxMs: MAX_RETRY_DELAY_MS }));
+            await sleep(delay);
             await r.refreshMap().catch(() => undefined);
-            return withRecovery(r.remaining(part), r, op, redirections, retries + 1);
+            return withRecovery(r.remaining(part), r, op, redirections, retries + 1, since, waits);
+          }
+          case 'wait':
+            if (waits >= MAX_CLOCK_WAITS) throw err;
+            r.onRecover?.(part, err, 'wait');
+            await r.refreshMap().catch(() => undefined);
+            return withRecovery(r.remaining(part), r, op, redirections, retries, retryingSince, waits + 1);
           case 'fail':
             throw err;
         }

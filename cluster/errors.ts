@@ -9,8 +9,13 @@ import { status } from '@grpc/grpc-js';
  * about it, the one source of truth for what is retryable.
  */
 
-/** What a client does after a call failed with an error: re-route it on a fresh map, retry it after a backoff, or give it to the caller. */
-export type Recovery = 'redirect' | 'retry' | 'fail';
+/**
+ * What a client does after a call failed with an error: re-route it on a
+ * fresh map, retry it after a backoff (for a bounded time), ask again at once
+ * (`wait`: the shard answered, after waiting as long as it may, for others to
+ * catch up; a bounded number of times), or give it to the caller.
+ */
+export type Recovery = 'redirect' | 'retry' | 'wait' | 'fail';
 
 /** A registered reason: how to rebuild its error from a status's message and `tessera-*` metadata, and how a client recovers from it. */
 export interface ErrorKind {
@@ -223,8 +228,8 @@ registerError('too-many-redirections', fail((d) => new RemoteError(status.ABORTE
 registerError('map-conflict', { decode: (_d, m) => new MapConflictError(Number(m('expected-epoch')), Number(m('epoch'))), recovery: 'retry' });
 registerError('cluster-exists', fail((d) => new ClusterExistsError(d)));
 // A slower worker held a clocked pull back past the shard's wait bound (it may be waiting for the
-// membership store): wait again, within maxRetries, before giving up.
-registerError('clock-timeout', { decode: (d) => new ClockTimeoutError(d), recovery: 'retry' });
+// membership store): wait again, a few times (client/recovery.ts), before giving up.
+registerError('clock-timeout', { decode: (d) => new ClockTimeoutError(d), recovery: 'wait' });
 registerError('step-ahead', fail((d) => new StepAheadError(d)));
 registerError('checkpoint', fail((d) => new CheckpointError(d)));
 registerError('migration', fail((d) => new MigrationError(d)));
