@@ -1,4 +1,4 @@
-import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
@@ -24,6 +24,32 @@ let writes = 0;
  */
 export function checkpointPath(directory: string, shardId: string, name = ''): string {
   return join(directory, `${shardId.replace(/[^A-Za-z0-9._-]/g, '_')}${name ? `.${name}` : ''}.tessera-checkpoint`);
+}
+
+/** How many of its own checkpoints a shard keeps by default: the newest and the two before it (`--checkpoint-keep`). */
+export const DEFAULT_CHECKPOINT_KEEP = 3;
+
+/**
+ * The files of a shard's own checkpoints in `directory`, newest first: its
+ * checkpoint file, then the `keep - 1` before it (`<file>.1`, `<file>.2`, …).
+ */
+export function ownCheckpointFiles(directory: string, shardId: string, keep = DEFAULT_CHECKPOINT_KEEP): string[] {
+  const newest = checkpointPath(directory, shardId);
+  return [newest, ...Array.from({ length: keep - 1 }, (_, i) => `${newest}.${i + 1}`)];
+}
+
+/**
+ * Makes room for a new checkpoint at `files[0]`: the oldest goes, each other
+ * moves one place down, and the newest stays where it is (linked as
+ * `files[1]` too) until the new one replaces it atomically, so that at every
+ * instant the newest complete checkpoint is at `files[0]`.
+ */
+async function shiftOlder(files: readonly string[]): Promise<void> {
+  if (files.length < 2) return;
+  const exists = async (f: string) => (await stat(f).catch(() => null)) !== null;
+  await unlink(files[files.length - 1]!).catch(() => undefined);
+  for (let i = files.length - 2; i >= 1; i--) if (await exists(files[i]!)) await rename(files[i]!, files[i + 1]!);
+  if (await exists(files[0]!)) await link(files[0]!, files[1]!);
 }
 
 /** The longest name a checkpoint request may give. */
@@ -150,13 +176,14 @@ export async function checkDirectory(directory: string, shardId: string): Promis
 /**
  * Writes `image` to its shard's file in `directory` (named `name`, see
  * {@link checkpointPath}), atomically: to a temporary file, synced, then
- * renamed over any earlier checkpoint of that name.
+ * renamed over any earlier checkpoint of that name. The shard's own file
+ * (`name` '') keeps `keep - 1` before it ({@link ownCheckpointFiles}).
  *
  * @throws InvalidArgumentError for no directory; CheckpointError where the
  *   directory does not exist or the file cannot be written (nothing is left
  *   half-written).
  */
-export async function writeCheckpoint(image: CheckpointImage, directory: string, name = ''): Promise<{ path: string; bytes: number }> {
+export async function writeCheckpoint(image: CheckpointImage, directory: string, name = '', keep = 1): Promise<{ path: string; bytes: number }> {
   await checkDirectory(directory, image.header.shard);
   const bad = badCheckpointName(name);
   if (bad) throw new InvalidArgumentError(bad);
@@ -174,6 +201,8 @@ export async function writeCheckpoint(image: CheckpointImage, directory: string,
     } finally {
       await file.close();
     }
+    // The shard's own file keeps the ones before it (`keep` in all); a named one is replaced.
+    if (name === '' && keep > 1) await shiftOlder(ownCheckpointFiles(directory, image.header.shard, keep));
     await rename(temporary, path);
   } catch (err) {
     await unlink(temporary).catch(() => undefined);
@@ -244,7 +273,7 @@ function abortion(signal: AbortSignal): Promise<never> {
  *   ClockTimeoutError when it does not get there in time; CheckpointError and
  *   InvalidArgumentError as {@link writeCheckpoint}.
  */
-export async function takeCheckpoint(shard: Shard, sparse: SparseStore, directory: string, atStep = 0, name = ''): Promise<CheckpointInfo> {
+export async function takeCheckpoint(shard: Shard, sparse: SparseStore, directory: string, atStep = 0, name = '', keep = 1): Promise<CheckpointInfo> {
   const started = performance.now();
   await checkDirectory(directory, shard.id);
   const bad = badCheckpointName(name);
@@ -254,7 +283,7 @@ export async function takeCheckpoint(shard: Shard, sparse: SparseStore, director
     await arena.prepare();
     return () => snapshot(shard, sparse, arena);
   });
-  const { path, bytes } = await writeCheckpoint(image, directory, name);
+  const { path, bytes } = await writeCheckpoint(image, directory, name, keep);
   const rows = image.sparse.reduce((n, r) => n + r.count, 0);
   return { shardId: shard.id, path, epoch: image.header.epoch, slots: image.dense.length, rows, bytes, closedSteps: image.header.closedSteps, snapshotMs, totalMs: performance.now() - started };
 }
@@ -315,4 +344,30 @@ export function restore(image: CheckpointImage, shard: Shard, sparse: SparseStor
     rows += r.count;
   }
   return { slots: dense.length, rows };
+}
+
+/**
+ * Restores into `shard` the newest of its own checkpoints in `directory` that
+ * reads whole ({@link ownCheckpointFiles}): a damaged or unreadable one is
+ * reported through `warn` and the one before it tried. Returns the file
+ * restored, or null when there is none at all (a first start).
+ *
+ * @throws CheckpointError when checkpoints are there but none can be restored
+ *   (the shard must not start afresh over them), naming each and why.
+ */
+export async function resumeFrom(directory: string, shard: Shard, sparse: SparseStore, keep: number, warn: (message: string) => void): Promise<{ path: string; slots: number; rows: number } | null> {
+  const failures: string[] = [];
+  for (const path of ownCheckpointFiles(directory, shard.id, keep)) {
+    if (!(await stat(path).catch(() => null))) continue;
+    try {
+      const image = await readCheckpoint(path);
+      const done = restore(image, shard, sparse, path);
+      if (failures.length > 0) warn(`shard ${shard.id}: resuming from ${path}, an older checkpoint: ${failures.join('; ')}`);
+      return { path, ...done };
+    } catch (err) {
+      failures.push(`${path} cannot be restored (${(err as Error).message})`);
+    }
+  }
+  if (failures.length > 0) throw new CheckpointError(`shard ${shard.id} has checkpoints in ${directory} but none it can restore: ${failures.join('; ')}; restore one by hand (--restore FILE) or move them away to start afresh`);
+  return null;
 }

@@ -15,7 +15,7 @@ import { formatRanges } from '../cluster/slots.js';
 import { isWildcardHost, splitHostPort } from '../cluster/address.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { shardAdminImplementation } from './admin-service.js';
-import { badCheckpointName, checkDirectory, readCheckpoint, restore, takeCheckpoint } from './checkpoint.js';
+import { DEFAULT_CHECKPOINT_KEEP, badCheckpointName, checkDirectory, readCheckpoint, restore, resumeFrom, takeCheckpoint } from './checkpoint.js';
 import { type MoveReport, applyLog, dropSlots, importSlots, moveSlots } from './migration.js';
 import { takeModelExport } from './model-export.js';
 import { Shard } from './shard.js';
@@ -64,9 +64,16 @@ export interface ShardServerOptions {
    * `everyMs` (0: none on a timer) and once more when the shard closes, after
    * its last request. A failed one is logged and the next one tried.
    * `directory` is also the only place `Checkpoint` requests write to: a
-   * shard without it refuses them.
+   * shard without it refuses them. `keep`: how many of its own it keeps, the
+   * newest and those before it (default 3, {@link DEFAULT_CHECKPOINT_KEEP}).
    */
-  checkpoints?: { directory: string; everyMs: number };
+  checkpoints?: { directory: string; everyMs: number; keep?: number };
+  /**
+   * Start from the newest of its own checkpoints in `checkpoints.directory`
+   * that restores whole, falling back to older ones (saying so); none there
+   * at all: start afresh; some there, none good: refuse to start.
+   */
+  resume?: boolean;
   /** How its listeners and its own calls to other shards are secured. Default: the process's (`--tls-dir`), else plaintext. */
   security?: TransportSecurity;
   /** Allow plaintext on a non-loopback listen address (`--insecure`); without it such a shard refuses to start. */
@@ -137,9 +144,16 @@ export class ShardServer extends EventEmitter {
     const shard = new Shard(options.id, config);
     const sparse = new SparseStore(config, shard, { maxRowsPerTable: options.maxSparseRows ?? DEFAULT_MAX_SPARSE_ROWS });
     if (options.checkpoints) await checkDirectory(options.checkpoints.directory, options.id);
+    if (options.restore && options.resume) throw new InvalidArgumentError('give a shard a checkpoint to restore or have it resume from its own, not both');
+    if (options.resume && !options.checkpoints) throw new InvalidArgumentError('a shard resumes from its own checkpoints: give it a checkpoint directory');
     if (options.restore) {
       const { slots, rows } = restore(await readCheckpoint(options.restore), shard, sparse, options.restore);
       log.info(`shard ${options.id}: restored ${slots} slots and ${rows} sparse rows from ${options.restore}`);
+    } else if (options.resume && options.checkpoints) {
+      const { directory, keep } = options.checkpoints;
+      const resumed = await resumeFrom(directory, shard, sparse, keep ?? DEFAULT_CHECKPOINT_KEEP, (m) => log.warn(m));
+      if (resumed) log.info(`shard ${options.id}: resumed ${resumed.slots} slots and ${resumed.rows} sparse rows from ${resumed.path}`);
+      else log.info(`shard ${options.id}: no checkpoint of its own in ${directory} yet; starting afresh`);
     }
     let server: ShardServer | undefined;
     const pool = new GradientPool(GRADIENT_POOL_BYTES, new InflightBudget(options.maxInflightBytes));
@@ -313,7 +327,7 @@ export class ShardServer extends EventEmitter {
   }
 
   private async writeCheckpoint(directory: string, name: string, atStep: number): Promise<CheckpointInfo> {
-    const info = await takeCheckpoint(this.shard, this.sparse, directory, atStep, name);
+    const info = await takeCheckpoint(this.shard, this.sparse, directory, atStep, name, this.checkpoints?.keep ?? DEFAULT_CHECKPOINT_KEEP);
     this.lease.update({ checkpoint: { path: info.path, at: new Date().toISOString(), steps: info.closedSteps } });
     // Published now, unless closing (a renewal racing the lease's removal would bring it back).
     if (this.state === 'serving' || this.state === 'joining') void this.lease.renew();

@@ -1,9 +1,8 @@
-import { existsSync } from 'node:fs';
 import { DEFAULT_LEASE } from '../../cluster/membership/lease.js';
 import { DEFAULT_LISTENER_LIMITS } from '../../cluster/listener-limits.js';
 import { DEFAULT_MAX_INFLIGHT_BYTES } from '../../server/inflight-budget.js';
 import { createLogger } from '../../cluster/log.js';
-import { checkpointPath } from '../../server/checkpoint.js';
+import { DEFAULT_CHECKPOINT_KEEP } from '../../server/checkpoint.js';
 import { DEFAULT_MAX_SPARSE_ROWS } from '../../server/sparse-row-cap.js';
 import { ShardServer } from '../../server/shard-server.js';
 import { UsageError } from '../args.js';
@@ -34,7 +33,8 @@ export const shardCommand: Command = {
     { name: 'restore', type: 'string', metavar: 'FILE', description: 'start from this checkpoint (written by `tessera checkpoint` or --checkpoint-dir): its slots and rows, optimizer state included' },
     { name: 'checkpoint-dir', type: 'string', metavar: 'DIR', description: 'write <id>.tessera-checkpoint to DIR every --checkpoint-every-s and once more on shutdown; `tessera checkpoint` writes here too, and nowhere else (without it the shard refuses checkpoint requests)' },
     { name: 'checkpoint-every-s', type: 'number', default: 300, description: 'seconds between checkpoints with --checkpoint-dir (0: only on shutdown)' },
-    { name: 'resume', type: 'boolean', description: 'with --checkpoint-dir: start from the checkpoint this shard left there, when there is one (a restarted pod picks up where it stopped)' },
+    { name: 'checkpoint-keep', type: 'int', default: DEFAULT_CHECKPOINT_KEEP, description: 'how many of its own checkpoints the shard keeps in --checkpoint-dir: the newest, <id>.tessera-checkpoint, and those before it (.1, .2, …)' },
+    { name: 'resume', type: 'boolean', description: 'with --checkpoint-dir: start from the newest of its own checkpoints there that is whole, falling back to older ones (a restarted pod picks up where it stopped); none there: start afresh' },
   ],
   async run(o) {
     if (!((o['checkpoint-every-s'] as number) >= 0)) throw new UsageError('--checkpoint-every-s must be 0 or more seconds');
@@ -45,9 +45,8 @@ export const shardCommand: Command = {
     const dir = o['checkpoint-dir'] as string | undefined;
     if (o['resume'] && !dir) throw new UsageError('--resume needs --checkpoint-dir, where the shard keeps its checkpoints');
     if (o['resume'] && o['restore']) throw new UsageError('give --restore FILE or --resume, not both');
-    const own = dir ? checkpointPath(dir, o['id'] as string) : '';
-    const restore = (o['restore'] as string | undefined) ?? (o['resume'] && existsSync(own) ? own : undefined);
-    if (o['resume']) log.info(restore ? `shard ${o['id'] as string}: resuming from ${restore}` : `shard ${o['id'] as string}: no checkpoint at ${own} yet; starting afresh`);
+    if (!((o['checkpoint-keep'] as number) >= 1)) throw new UsageError('--checkpoint-keep must be at least 1');
+    const restore = o['restore'] as string | undefined;
     const store = openStore(o);
     let server: ShardServer;
     try {
@@ -64,7 +63,8 @@ export const shardCommand: Command = {
         store,
         lease: { ttlMs: o['lease-ttl-ms'] as number, renewMs: o['lease-renew-ms'] as number },
         ...(restore ? { restore } : {}),
-        ...(dir ? { checkpoints: { directory: dir, everyMs: 1000 * (o['checkpoint-every-s'] as number) } } : {}),
+        resume: Boolean(o['resume']),
+        ...(dir ? { checkpoints: { directory: dir, everyMs: 1000 * (o['checkpoint-every-s'] as number), keep: o['checkpoint-keep'] as number } } : {}),
       });
     } catch (err) {
       // A shard that cannot start (a bad checkpoint, a taken port) lets the process exit.

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -194,10 +194,40 @@ describe('functional: checkpoints of a shard', function () {
     expect(existsSync(checkpointPath(own, 'shard-6')), 'none before closing').to.equal(false);
     await quiet.close(0);
     expect((await readCheckpoint(checkpointPath(own, 'shard-6'))).header.shard).to.equal('shard-6');
-    expect(readdirSync(own).sort(), 'no temporary file left').to.deep.equal(['shard-6.tessera-checkpoint', 'shard-7.tessera-checkpoint']);
+    // shard-7 wrote at least three (two timed, one closing): it keeps the newest and the two before it.
+    expect(readdirSync(own).sort(), 'three of shard-7’s, no temporary file left').to.deep.equal(['shard-6.tessera-checkpoint', 'shard-7.tessera-checkpoint', 'shard-7.tessera-checkpoint.1', 'shard-7.tessera-checkpoint.2']);
+    expect((await readCheckpoint(`${path}.2`)).header.shard, 'the older ones are whole checkpoints').to.equal('shard-7');
 
     const err = await ShardServer.start({ id: 'shard-8', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: join(own, 'missing'), everyMs: 0 } }).catch((e: unknown) => e);
     expect(err, 'a checkpoint directory that does not exist is refused at start').to.be.instanceOf(CheckpointError);
+  });
+
+  it('resuming, a damaged newest checkpoint falls back to the one before; none whole refuses to start; none at all starts afresh', async () => {
+    const own = join(dir, 'resume');
+    mkdirSync(own);
+    const first = await ShardServer.start({ id: 'shard-5', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: own, everyMs: 0 }, resume: true });
+    await first.checkpoint('');
+    await first.close(0);
+    const [newest, older] = [checkpointPath(own, 'shard-5'), `${checkpointPath(own, 'shard-5')}.1`];
+    expect(existsSync(older), 'the one written on request, kept as the closing one replaced it').to.equal(true);
+    const damage = (file: string) => {
+      const bytes = readFileSync(file);
+      bytes[bytes.length - 10] ^= 0xff;
+      writeFileSync(file, bytes);
+    };
+    damage(newest);
+    const again = await ShardServer.start({ id: 'shard-5', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: own, everyMs: 0 }, resume: true });
+    // Its closing checkpoint replaces the damaged one; the older ones move down.
+    await again.close(0);
+    expect((await readCheckpoint(newest)).header.shard).to.equal('shard-5');
+    for (const f of readdirSync(own)) writeFileSync(join(own, f), readFileSync(join(own, f)).subarray(0, 100));
+    const err = await ShardServer.start({ id: 'shard-5', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: own, everyMs: 0 }, resume: true }).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(CheckpointError);
+    expect((err as Error).message).to.match(/shard shard-5 has checkpoints in .* but none it can restore: .*shard-5\.tessera-checkpoint cannot be restored .*; restore one by hand \(--restore FILE\) or move them away to start afresh/);
+    rmSync(own, { recursive: true });
+    mkdirSync(own);
+    const fresh = await ShardServer.start({ id: 'shard-5', listen: '127.0.0.1:0', store: cluster!.store, checkpoints: { directory: own, everyMs: 0 }, resume: true });
+    await fresh.close(0);
   });
 
   it('a shard started without a checkpoint directory refuses checkpoint requests, whatever they name', async () => {
