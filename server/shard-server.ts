@@ -187,6 +187,13 @@ export class ShardServer extends EventEmitter {
     const lease = new Lease(options.store, 'shard', { id: options.id, address, ...(bulkAddress ? { bulkAddress } : {}), state: 'joining', bytes: 0 }, options.lease ?? DEFAULT_LEASE);
     server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS, security, pool.budget);
     log.info(`shard ${options.id} listening on ${address}${bulkAddress ? `, bulk on ${bulkAddress}` : ''} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
+    try {
+      await waitOutDuplicate(options.store, options.id, address, options.lease ?? DEFAULT_LEASE);
+    } catch (err) {
+      await bulk?.close();
+      await grpc.close(0);
+      throw err;
+    }
     server.checkpoints = options.checkpoints;
     server.scheduleCheckpoint();
     await lease.start();
@@ -228,10 +235,34 @@ export class ShardServer extends EventEmitter {
         map = await this.store.getMap();
       }
       if (map) this.adopt(map);
+      if (map && map.addresses[this.shard.id] !== undefined && (map.addresses[this.shard.id] !== this.address || (this.bulkAddress && map.bulk?.[this.shard.id] !== undefined && map.bulk[this.shard.id] !== this.bulkAddress))) await this.claimAddress(map);
       return map !== null;
     } catch (err) {
       log.debug(`shard ${this.shard.id}: cannot read the map (${(err as Error).message}); serving on the cached one`);
       return true;
+    }
+  }
+
+  /**
+   * This shard came back on another address than the map names for it (a
+   * restart with port 0, a pod with a new IP): writes its address into the
+   * map, one epoch up, so that clients follow it; a concurrent change makes
+   * it try again at the next poll.
+   */
+  private async claimAddress(map: ShardMap): Promise<void> {
+    const id = this.shard.id;
+    const next: ShardMap = {
+      ...map,
+      epoch: map.epoch + 1,
+      addresses: { ...map.addresses, [id]: this.address },
+      ...(map.bulk || this.bulkAddress ? { bulk: { ...map.bulk, ...(this.bulkAddress ? { [id]: this.bulkAddress } : {}) } } : {}),
+    };
+    try {
+      await this.store.casMap(map.epoch, next);
+      log.info(`shard ${id}: the map named it at ${map.addresses[id]}; it serves at ${this.address} now (map epoch ${next.epoch})`);
+      this.adopt(next);
+    } catch (err) {
+      log.debug(`shard ${id}: could not write its new address into the map (${(err as Error).message}); trying again`);
     }
   }
 
@@ -394,4 +425,29 @@ function listenHost(listen: string): string {
 function advertised(listen: string, port: number): string {
   const { host } = splitHostPort(listen);
   return `${isWildcardHost(host) ? '127.0.0.1' : listen.slice(0, listen.lastIndexOf(':'))}:${port}`;
+}
+
+/**
+ * Before a shard registers: another shard with the same id and a different
+ * address may hold a live lease. A lease left by a shard that died lapses
+ * within its TTL, so the newcomer waits that long; one still renewed after it
+ * belongs to a live shard, and two shards under one id would serve the same
+ * slots, so the newcomer refuses to start. An unreachable store skips the
+ * check (the lease will say the same once it is back).
+ * @throws InvalidArgumentError naming the live shard's address.
+ */
+async function waitOutDuplicate(store: MembershipStore, id: string, address: string, lease: LeaseOptions): Promise<void> {
+  const deadline = Date.now() + lease.ttlMs + lease.renewMs;
+  for (;;) {
+    const other = await store.members('shard').then(
+      (ms) => ms.find((m) => m.id === id && m.address !== address),
+      () => undefined,
+    );
+    if (!other) return;
+    if (Date.now() >= deadline) {
+      throw new InvalidArgumentError(`a shard with id ${id} is alive at ${other.address ?? 'another address'} (its lease is being renewed): stop it first, or give this one another --id`);
+    }
+    log.info(`shard ${id}: a lease for this id at ${other.address ?? 'another address'} is still there; waiting for it to lapse (up to ${lease.ttlMs} ms)`);
+    await new Promise((r) => setTimeout(r, Math.min(lease.renewMs, 1_000)));
+  }
 }

@@ -52,3 +52,54 @@ forEachTransport('functional: a shard restarted while a client pushes', function
     for (let i = 0; i < D; i++) expect(values[i], `element ${i}`).to.equal(Math.fround(Math.fround(start[i]! - 1) - 1));
   });
 });
+
+/**
+ * A shard that comes back on another address (the `--listen` default is port
+ * 0; a pod gets a new IP) writes its new address into the map, one epoch up,
+ * and clients follow it; a second shard under the id of one that is alive is
+ * refused. Before, the map kept the old address and every push failed while
+ * `tessera status` showed nothing wrong.
+ */
+describe('functional: a shard restarted on another address', function () {
+  this.timeout(60_000);
+  let cluster: TestCluster;
+  const extra: ShardServer[] = [];
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-readdress-'));
+  after(async () => {
+    for (const s of extra) await s.close(100);
+    await cluster.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the map follows it, clients too; nothing is lost', async () => {
+    cluster = await startCluster({ shards: 2, model: flatModel(D), slots: 16, optimizer: { name: 'sgd', learningRate: 1 }, checkpointDir: dir });
+    const client = await cluster.client({ workerId: 'w0' });
+    const start = await client.pull();
+    const one = new Float32Array(D).fill(1);
+    await client.push(one);
+    const before = (await cluster.store.getMap())!;
+    const old = cluster.shards[1]!;
+    await old.close(0);
+    const moved = await ShardServer.start({ id: old.shard.id, listen: '127.0.0.1:0', store: cluster.store, checkpoints: { directory: dir, everyMs: 0 }, resume: true });
+    extra.push(moved);
+    expect(moved.address).to.not.equal(before.addresses[old.shard.id]);
+    const after = (await cluster.store.getMap())!;
+    expect(after.epoch, 'one epoch up').to.equal(before.epoch + 1);
+    expect(after.addresses[old.shard.id]).to.equal(moved.address);
+    expect(after.owners, 'the same owners').to.deep.equal(before.owners);
+    expect((await client.push(one)).appliedSlots, 'the client followed the map').to.equal(16);
+    const values = await client.pull();
+    for (let i = 0; i < D; i++) expect(values[i], `element ${i}`).to.equal(Math.fround(Math.fround(start[i]! - 1) - 1));
+  });
+
+  it('a second shard under a live shard’s id waits out the lease, then refuses to start', async () => {
+    const lease = { ttlMs: 600, renewMs: 200 };
+    const first = await ShardServer.start({ id: 'twin', listen: '127.0.0.1:0', store: cluster.store, lease });
+    extra.push(first);
+    const began = Date.now();
+    const err = await ShardServer.start({ id: 'twin', listen: '127.0.0.1:0', store: cluster.store, lease }).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(Error);
+    expect((err as Error).message).to.match(new RegExp(`a shard with id twin is alive at ${first.address.replace(/\./g, '\\.')} \\(its lease is being renewed\\): stop it first, or give this one another --id`));
+    expect(Date.now() - began, 'it waited for the lease to lapse first').to.be.at.least(lease.ttlMs);
+  });
+});
