@@ -1,7 +1,10 @@
-import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
@@ -20,8 +23,14 @@ import { statusCommand } from '../../../cli/commands/status.js';
 import { workerCommand } from '../../../cli/commands/worker.js';
 import { DEFAULT_CLUSTER_NAME } from '../../../cluster/cluster-config.js';
 import { startGrpcServer } from '../../../cluster/grpc-server.js';
+import { type Logger } from '../../../cluster/log.js';
+import { RedisMembershipStore } from '../../../cluster/membership/redis-store.js';
+import { createCa } from '../../../cluster/tls/certificates.js';
 import { type Role, parseSpiffeUri } from '../../../cluster/tls/identity.js';
 import { TlsMaterial } from '../../../cluster/tls/tls-material.js';
+import { waitFor } from '../../helpers/cli.js';
+import { PodSandbox } from '../../helpers/pod-sandbox.js';
+import { freePort } from '../../helpers/redis-server.js';
 import { makeTlsDirs } from '../../helpers/tls.js';
 
 /*
@@ -44,8 +53,18 @@ import { makeTlsDirs } from '../../helpers/tls.js';
  * purpose (--insecure, no certificates). Every pod runs as non-root with a
  * read-only root, no capabilities and no service-account token; network
  * policies select pods that exist and admit to the shards and Redis exactly
- * the pods that need them; Redis's password lives in a Secret, never in a
- * ConfigMap or on a command line.
+ * the pods that need them.
+ *
+ * Redis (docs/security.md): in the base and the gpu overlay it listens on TLS
+ * only, with a server certificate from the shards' issuer naming the host the
+ * Tessera pods dial, and every Tessera pod that reaches it dials rediss://
+ * with that issuer's CA; in the dev overlay, redis:// always goes with
+ * TESSERA_REDIS_INSECURE=1. Its one ACL user's password is the Secret's only
+ * key and reaches Redis and the Tessera pods as a file from it, never through
+ * an env var, a ConfigMap or a command line. And Redis as deployed (its init
+ * container's ACL file, its command line, its probe, the container that
+ * reloads its certificate) runs against a real redis-server and lets in the
+ * Tessera pods as deployed, and nobody without the password.
  */
 
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
@@ -75,6 +94,8 @@ const UID_OF_IMAGE: [RegExp, number][] = [
 const CSI_DRIVER = 'csi.cert-manager.io';
 const CSI = (key: string) => `csi.cert-manager.io/${key}`;
 const TLS_FILES = ['ca.crt', 'tls.crt', 'tls.key'];
+/** For the Redis clients a test expects to be refused: their warnings are not news. */
+const QUIET: Logger = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 
 interface EnvVar {
   name: string;
@@ -90,6 +111,7 @@ interface Probe {
 interface Container {
   name: string;
   image: string;
+  command?: string[];
   args?: string[];
   env?: EnvVar[];
   envFrom?: { configMapRef?: { name: string } }[];
@@ -105,7 +127,7 @@ interface Volume {
   persistentVolumeClaim?: { claimName: string; readOnly?: boolean };
   emptyDir?: Record<string, unknown>;
   csi?: { driver: string; readOnly?: boolean; volumeAttributes?: Record<string, string> };
-  secret?: { secretName: string; items?: { key: string; path: string }[] };
+  secret?: { secretName: string; items?: { key: string; path: string }[]; defaultMode?: number };
 }
 interface PodTemplate {
   metadata: { labels: Record<string, string> };
@@ -136,7 +158,7 @@ interface K8sObject {
   metadata: { name: string; namespace?: string };
   data?: Record<string, string>;
   stringData?: Record<string, string>;
-  spec?: Record<string, unknown> & { template?: PodTemplate; jobTemplate?: { spec: { template: PodTemplate } }; selector?: Record<string, string>; ports?: { name: string; targetPort: string | number }[]; replicas?: number; serviceName?: string };
+  spec?: Record<string, unknown> & { template?: PodTemplate; jobTemplate?: { spec: { template: PodTemplate } }; selector?: Record<string, string>; ports?: { name: string; port?: number; targetPort: string | number }[]; replicas?: number; serviceName?: string };
 }
 
 function render(dir: string): K8sObject[] {
@@ -146,6 +168,9 @@ function render(dir: string): K8sObject[] {
 }
 
 const isTessera = (c: Container) => /^tessera(-gpu)?(:|$)/.test(c.image);
+/** Redis's own server: the container with the port named redis (beside it, its init and reload containers). */
+const isRedisServer = (c: Container) => c.ports?.some((p) => p.name === 'redis') ?? false;
+const envOf = (c: Container, name: string) => c.env?.find((e) => e.name === name);
 const flag = (args: readonly string[], name: string) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
@@ -170,6 +195,12 @@ function selects(selector: LabelSelector, labels: Record<string, string>): boole
     }
   });
   return byLabels && byExpressions;
+}
+
+/** A Secret's values, by key (stringData as it is, data decoded). */
+function secretValues(secret: K8sObject): Record<string, string> {
+  const decoded = Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]);
+  return { ...Object.fromEntries(decoded), ...(secret.stringData ?? {}) };
 }
 
 /** A Go duration (as cert-manager reads `duration`, `renew-before`) in seconds. */
@@ -227,6 +258,22 @@ describe('deploy: Kubernetes manifests', function () {
         });
       const tesseraContainers = () => templates().flatMap(({ owner, template }) => template.spec.containers.filter(isTessera).map((c) => ({ owner, template, c })));
       const policies = () => objects.filter((o) => o.kind === 'NetworkPolicy').map((o) => ({ name: o.metadata.name, spec: o.spec as unknown as NetworkPolicySpec }));
+      const redisPod = () => find('Deployment', 'tessera-redis').spec!.template!;
+      const redisServer = () => {
+        const c = redisPod().spec.containers.find(isRedisServer);
+        expect(c, "Redis's server container (its port named redis)").to.not.equal(undefined);
+        return c!;
+      };
+      /** The value of `c`'s env var `name`: literal, or from a rendered Secret or ConfigMap. */
+      const envValue = (c: Container, name: string) => {
+        const e = envOf(c, name);
+        const ref = e?.valueFrom?.secretKeyRef ?? e?.valueFrom?.configMapKeyRef;
+        if (!ref) return e?.value;
+        const o = find(e!.valueFrom!.secretKeyRef ? 'Secret' : 'ConfigMap', ref.name);
+        return o.kind === 'Secret' ? secretValues(o)[ref.key] : o.data?.[ref.key];
+      };
+      /** The Tessera containers that reach Redis (TESSERA_REDIS_URL), with their pods. */
+      const redisClients = () => tesseraContainers().filter(({ c }) => envOf(c, 'TESSERA_REDIS_URL') !== undefined);
 
       it('renders, and every object passes its Kubernetes schema', () => {
         expect(objects.length).to.be.at.least(16);
@@ -332,11 +379,11 @@ describe('deploy: Kubernetes manifests', function () {
         expect(clusterModel, 'init --model').to.be.a('string');
         expect(flag(serve.args!, '--name'), 'serve --name = the name export writes under').to.equal(flag(exporter.args!, '--name') ?? clusterModel);
 
-        // The export job finds the cluster as the shards and workers do (TESSERA_REDIS_URL from the
-        // Secret); the serving pods must not (it would make serve follow the live cluster and refuse
-        // --model-dir).
+        // The export job finds the cluster as the shards and workers do (TESSERA_REDIS_URL, the
+        // password from the Secret); the serving pods must not (it would make serve follow the live
+        // cluster and refuse --model-dir).
         expect(exporter.envFrom?.map((e) => e.configMapRef?.name)).to.include('tessera-config');
-        expect(exporter.env?.find((e) => e.name === 'TESSERA_REDIS_URL')?.valueFrom?.secretKeyRef?.name).to.equal('tessera-redis');
+        expect((exporter.env ?? []).map((e) => e.name)).to.include.members(['TESSERA_REDIS_URL', 'TESSERA_REDIS_PASSWORD_FILE']);
         expect(serve.envFrom?.some((e) => e.configMapRef?.name === 'tessera-config') ?? false, 'no TESSERA_REDIS_URL in serving').to.equal(false);
         expect((serve.env ?? []).map((e) => e.name)).to.not.include('TESSERA_REDIS_URL');
       });
@@ -494,8 +541,13 @@ describe('deploy: Kubernetes manifests', function () {
             expect(sc.capabilities?.add ?? [], `${who}/${c.name}: capabilities.add`).to.have.length(0);
             expect(sc.privileged ?? false, `${who}/${c.name}: privileged`).to.equal(false);
             expect(sc.runAsUser ?? uid, `${who}/${c.name}: runAsUser`).to.equal(uid);
-            // Scratch: Tessera's /tmp, Redis's working directory /data.
-            const scratch = isTessera(c) ? '/tmp' : '/data';
+            // Scratch: Tessera's /tmp, Redis's working directory /data. A helper beside Redis (its
+            // init and reload containers) needs none, but writes to nothing but an emptyDir.
+            const scratch = isTessera(c) ? '/tmp' : isRedisServer(c) ? '/data' : undefined;
+            if (scratch === undefined) {
+              for (const w of (c.volumeMounts ?? []).filter((v) => !v.readOnly)) expect(spec.volumes?.find((v) => v.name === w.name)?.emptyDir, `${who}/${c.name}: writes to ${w.mountPath}, an emptyDir`).to.not.equal(undefined);
+              continue;
+            }
             const m = c.volumeMounts?.find((v) => v.mountPath === scratch);
             expect(m, `${who}/${c.name}: a volume at ${scratch}`).to.not.equal(undefined);
             expect(m!.readOnly ?? false, `${who}/${c.name}: ${scratch} writable`).to.equal(false);
@@ -565,47 +617,253 @@ describe('deploy: Kubernetes manifests', function () {
         expect(open.filter((r) => r.from === undefined).flatMap((r) => (r.ports ?? []).map((p) => p.port))).to.have.members(serving.spec.containers[0]!.ports!.map((p) => p.name!));
       });
 
-      it("Redis's password is in a Secret only: no ConfigMap value or command line holds a password or a URL with credentials, and Redis and Tessera take it from the same Secret", () => {
-        const credentials = /password|passwd|requirepass|[a-z][a-z0-9+.-]*:\/\/[^\s/@]*@/i;
+      it("Redis's password is the Secret's one key and reaches Redis and the Tessera pods as a file from it: no ConfigMap, env var or command line holds it", () => {
+        const secret = find('Secret', 'tessera-redis');
+        expect([...Object.keys(secret.stringData ?? {}), ...Object.keys(secret.data ?? {})], 'the password only: the URL is not secret').to.deep.equal(['password']);
+        const password = secretValues(secret)['password']!;
+        expect(password, 'a password').to.not.equal('');
+        for (const o of objects) if (o !== secret) expect(JSON.stringify(o).includes(password), `${o.kind} ${o.metadata.name} holds the password`).to.equal(false);
+
+        // Nor any other credentials: a URL with a password, a setting named for a password that is not a file's name.
+        const urlWithPassword = /[a-z][a-z0-9+.-]*:\/\/[^\s/@:]*:[^\s/@]*@/i;
+        const secretName = (name: string) => /pass(word|wd)?|secret|token/i.test(name) && !/_FILE$/.test(name);
         for (const cm of objects.filter((o) => o.kind === 'ConfigMap')) {
-          for (const [k, v] of Object.entries(cm.data ?? {})) expect(credentials.test(`${k}=${v}`), `ConfigMap ${cm.metadata.name}: ${k}`).to.equal(false);
+          for (const [k, v] of Object.entries(cm.data ?? {})) expect(urlWithPassword.test(v) || secretName(k), `ConfigMap ${cm.metadata.name}: ${k}`).to.equal(false);
         }
-        const secretKey = (c: Container, name: string) => c.env?.find((e) => e.name === name)?.valueFrom?.secretKeyRef;
-        let urls = 0;
         for (const { owner, template } of templates()) {
-          for (const c of template.spec.containers) {
+          for (const c of [...(template.spec.initContainers ?? []), ...template.spec.containers]) {
             const who = `${owner.metadata.name}/${c.name}`;
-            expect((c.args ?? []).some((a) => /:\/\/[^\s/@]*@/.test(a)), `${who}: no credentials on the command line`).to.equal(false);
-            if (isTessera(c)) expect(flag(c.args ?? [], '--redis'), `${who}: --redis (the URL carries the password)`).to.equal(undefined);
-            for (const e of c.env ?? []) expect(credentials.test(e.value ?? ''), `${who}: env ${e.name} in clear`).to.equal(false);
-            const url = c.env?.find((e) => e.name === 'TESSERA_REDIS_URL');
-            if (url) {
-              expect(url.valueFrom?.secretKeyRef, `${who}: TESSERA_REDIS_URL from a Secret`).to.not.equal(undefined);
-              urls++;
+            const line = [...(c.command ?? []), ...(c.args ?? [])];
+            expect(line.some((a) => urlWithPassword.test(a)), `${who}: no credentials on the command line`).to.equal(false);
+            expect(line, `${who}: no Redis password on the command line`).to.not.include.members(['--requirepass']);
+            if (isTessera(c)) expect(flag(c.args ?? [], '--redis'), `${who}: --redis (TESSERA_REDIS_URL instead)`).to.equal(undefined);
+            for (const e of c.env ?? []) {
+              expect(urlWithPassword.test(e.value ?? ''), `${who}: env ${e.name}, a URL with a password`).to.equal(false);
+              expect(e.valueFrom?.secretKeyRef?.name, `${who}: env ${e.name} from Secret ${secret.metadata.name} (the password goes in a file)`).to.not.equal(secret.metadata.name);
+              expect(secretName(e.name) && e.value !== undefined, `${who}: env ${e.name} in clear`).to.equal(false);
             }
           }
         }
-        expect(urls, 'init, shard, worker and export take TESSERA_REDIS_URL').to.equal(4);
 
-        // Redis asks for the password of the Secret the Tessera containers take their URL from.
-        const redis = find('Deployment', 'tessera-redis').spec!.template!.spec.containers[0]!;
-        const pass = flag(redis.args!, '--requirepass');
-        const ref = /^\$\(([A-Z_]+)\)$/.exec(pass ?? '');
-        expect(ref, 'redis --requirepass $(VAR)').to.not.equal(null);
-        const passKey = secretKey(redis, ref![1]!);
-        const urlKey = secretKey(find('StatefulSet', 'tessera-shard').spec!.template!.spec.containers[0]!, 'TESSERA_REDIS_URL')!;
-        expect(passKey?.name, 'the same Secret').to.equal(urlKey.name);
-        for (const { c } of tesseraContainers()) {
-          const k = secretKey(c, 'TESSERA_REDIS_URL');
-          if (k) expect(k).to.deep.equal(urlKey);
+        // Every Tessera container that reaches Redis: TESSERA_REDIS_PASSWORD_FILE, the Secret's password
+        // in a read-only secret volume that the container's user, and only it (and root), can read.
+        /** The secret volume and item that `file` is in, in `template`'s `c`. */
+        const secretFile = (template: PodTemplate, c: Container, file: string, who: string) => {
+          const mount = c.volumeMounts?.find((m) => path.posix.dirname(file) === m.mountPath);
+          expect(mount, `${who}: ${file} in a mounted volume`).to.not.equal(undefined);
+          expect(mount!.readOnly, `${who}: ${mount!.mountPath} read-only`).to.equal(true);
+          const volume = template.spec.volumes?.find((v) => v.name === mount!.name);
+          expect(volume?.secret?.secretName, `${who}: ${file} from Secret ${secret.metadata.name}`).to.equal(secret.metadata.name);
+          const base = path.posix.basename(file);
+          const key = volume!.secret!.items ? volume!.secret!.items.find((i) => i.path === base)?.key : base;
+          expect(key, `${who}: ${file} is the Secret's password`).to.equal('password');
+          // A secret volume's files belong to root: the pod's fsGroup, the container's group, reads them.
+          const pod = template.spec.securityContext ?? {};
+          expect([0o400, 0o440], `${who}: ${file}'s mode`).to.include(volume!.secret!.defaultMode);
+          expect(pod.fsGroup, `${who}: fsGroup, the group that reads ${file}`).to.equal(pod.runAsGroup);
+        };
+        const clients = redisClients();
+        expect(clients.map(({ owner }) => owner.metadata.name).sort(), 'the Tessera pods that reach Redis').to.deep.equal(['tessera-export', 'tessera-init', 'tessera-shard', 'tessera-train']);
+        for (const { owner, template, c } of clients) {
+          const who = `${owner.metadata.name}/${c.name}`;
+          const file = envOf(c, 'TESSERA_REDIS_PASSWORD_FILE')?.value;
+          expect(file, `${who}: TESSERA_REDIS_PASSWORD_FILE`).to.be.a('string');
+          secretFile(template, c, file!, who);
         }
-        // The example Secret: both keys there, and they agree.
-        const secret = find('Secret', urlKey.name);
-        const value = (k: string) => secret.stringData?.[k] ?? (secret.data?.[k] === undefined ? undefined : Buffer.from(secret.data[k]!, 'base64').toString('utf8'));
-        const redisUrl = new URL(value(urlKey.key)!);
-        expect(redisUrl.protocol).to.match(/^rediss?:$/);
-        expect(decodeURIComponent(redisUrl.password), "the URL's password is Redis's").to.equal(value(passKey!.key));
-        expect(redisUrl.hostname).to.equal(find('Service', 'tessera-redis').metadata.name);
+        // Redis reads it from the same Secret, as a file, in the containers that mount it.
+        const redis = redisPod();
+        const readers = [...(redis.spec.initContainers ?? []), ...redis.spec.containers].filter((c) => c.volumeMounts?.some((m) => redis.spec.volumes?.find((v) => v.name === m.name)?.secret?.secretName === secret.metadata.name));
+        expect(readers.length, "Redis's containers that read the password").to.be.at.least(1);
+        for (const c of readers) {
+          const mount = c.volumeMounts!.find((m) => redis.spec.volumes?.find((v) => v.name === m.name)?.secret)!;
+          secretFile(redis, c, `${mount.mountPath}/password`, `tessera-redis/${c.name}`);
+        }
+      });
+
+      it('every Tessera pod dials Redis as Redis listens: rediss:// to its TLS port, or redis:// to a plain one only with TESSERA_REDIS_INSECURE=1; as a user, never with the password in the URL', () => {
+        const redis = redisServer();
+        const port = redis.ports!.find((p) => p.name === 'redis')!.containerPort;
+        const svc = find('Service', 'tessera-redis');
+        const tlsPort = flag(redis.args ?? [], '--tls-port');
+        const plainPort = flag(redis.args ?? [], '--port') ?? '6379';
+        expect([tlsPort, plainPort], "Redis's port: TLS or plaintext, not both").to.include(String(port));
+        for (const { owner, c } of tesseraContainers()) {
+          const who = `${owner.metadata.name}/${c.name}`;
+          const raw = envValue(c, 'TESSERA_REDIS_URL');
+          const insecure = envValue(c, 'TESSERA_REDIS_INSECURE');
+          if (raw === undefined) {
+            expect(insecure, `${who}: TESSERA_REDIS_INSECURE without a Redis`).to.equal(undefined);
+            continue;
+          }
+          const url = new URL(raw);
+          expect(url.password, `${who}: no password in the URL`).to.equal('');
+          expect(url.username, `${who}: an ACL user (the test below logs in as it)`).to.not.equal('');
+          expect(url.hostname, `${who}: the Service`).to.equal(svc.metadata.name);
+          expect(Number(url.port || 6379), `${who}: the Service's port`).to.equal(svc.spec!.ports!.find((p) => p.name === 'redis')!.port);
+          if (url.protocol === 'rediss:') {
+            expect(tlsPort, `${who}: rediss:// to Redis's TLS port`).to.equal(String(port));
+            expect(insecure, `${who}: no TESSERA_REDIS_INSECURE with TLS`).to.equal(undefined);
+          } else {
+            expect(url.protocol, who).to.equal('redis:');
+            expect(tls, `${who}: plaintext Redis only where everything is plaintext (${[...PLAINTEXT_RENDERS].join(', ')})`).to.equal(false);
+            expect(plainPort, `${who}: redis:// to Redis's plain port`).to.equal(String(port));
+            expect(insecure, `${who}: TESSERA_REDIS_INSECURE=1 with redis:// (the CLI refuses a plaintext URL to another host without it)`).to.equal('1');
+          }
+        }
+      });
+
+      if (tls) {
+        it("Redis listens on TLS only, with a server certificate from the shards' issuer naming the host the Tessera pods dial, who check it against that issuer's CA", () => {
+          const pod = redisPod();
+          const redis = redisServer();
+          const args = redis.args!;
+          expect(flag(args, '--port'), 'no plaintext port').to.equal('0');
+          expect(flag(args, '--tls-port')).to.equal(String(redis.ports!.find((p) => p.name === 'redis')!.containerPort));
+          expect(['no', 'optional'], 'clients authenticate with the password (Tessera presents Redis no certificate)').to.include(flag(args, '--tls-auth-clients'));
+          expect(args.filter((a) => a === '--user'), 'users from the ACL file, not the command line').to.have.length(0);
+
+          // The certificate: a csi-driver volume, as the shards', but a server's only and no Tessera identity.
+          const files = ['--tls-ca-cert-file', '--tls-cert-file', '--tls-key-file'].map((f) => flag(args, f)!);
+          const mount = redis.volumeMounts?.find((m) => files.every((f) => f === `${m.mountPath}/${path.posix.basename(f)}`));
+          expect(mount, `the TLS files (${files.join(', ')}) in one mounted volume`).to.not.equal(undefined);
+          expect(mount!.readOnly).to.equal(true);
+          const csi = pod.spec.volumes!.find((v) => v.name === mount!.name)!.csi;
+          expect(csi?.driver).to.equal(CSI_DRIVER);
+          const attrs = csi!.volumeAttributes!;
+          expect([attrs[CSI('ca-file')], attrs[CSI('certificate-file')], attrs[CSI('privatekey-file')]]).to.deep.equal(files.map((f) => path.posix.basename(f)));
+          const issuer = (a: Record<string, string>) => ['issuer-name', 'issuer-kind', 'issuer-group'].map((k) => a[CSI(k)]);
+          const shard = find('StatefulSet', 'tessera-shard').spec!.template!;
+          const shardCsi = shard.spec.volumes!.find((v) => v.csi?.driver === CSI_DRIVER)!.csi!.volumeAttributes!;
+          expect(issuer(attrs), "the shards' issuer").to.deep.equal(issuer(shardCsi));
+          const svc = find('Service', 'tessera-redis').metadata.name;
+          const dnsNames = (attrs[CSI('dns-names')] ?? '').split(',').map((n) => n.trim());
+          expect(dnsNames, 'the names Redis is dialled at').to.include.members([svc, `${svc}.\${POD_NAMESPACE}.svc`]);
+          expect(attrs[CSI('uri-sans')], 'no Tessera identity').to.equal(undefined);
+          const usages = (attrs[CSI('key-usages')] ?? '').split(',').map((u) => u.trim());
+          expect(usages, 'a server').to.include('server auth');
+          expect(usages, 'not a client').to.not.include('client auth');
+          expect(Number(attrs[CSI('fs-group')]), "the key readable by Redis's group").to.equal(pod.spec.securityContext?.runAsGroup);
+          expect(goDurationS(attrs[CSI('renew-before')]!), 'renewed before it expires').to.be.lessThan(goDurationS(attrs[CSI('duration')]!));
+
+          // The Tessera side: the CA that csi-driver writes from the same issuer, in a mounted volume.
+          for (const { owner, template, c } of redisClients()) {
+            const who = `${owner.metadata.name}/${c.name}`;
+            expect(dnsNames, `${who}: Redis's certificate names the host it dials`).to.include(new URL(envOf(c, 'TESSERA_REDIS_URL')!.value!).hostname);
+            const ca = envOf(c, 'TESSERA_REDIS_CA')?.value;
+            expect(ca, `${who}: TESSERA_REDIS_CA`).to.be.a('string');
+            const caMount = c.volumeMounts?.find((m) => path.posix.dirname(ca!) === m.mountPath);
+            expect(caMount, `${who}: ${ca} in a mounted volume`).to.not.equal(undefined);
+            const caCsi = template.spec.volumes?.find((v) => v.name === caMount!.name)?.csi;
+            expect(caCsi?.driver, `${who}: ${ca} from csi-driver`).to.equal(CSI_DRIVER);
+            expect(caCsi!.volumeAttributes![CSI('ca-file')], `${who}: ${ca}, the volume's CA file`).to.equal(path.posix.basename(ca!));
+            expect(issuer(caCsi!.volumeAttributes!), `${who}: the CA of Redis's issuer`).to.deep.equal(issuer(attrs));
+          }
+        });
+      }
+
+      it('Redis as deployed (its ACL file, its command line) lets in the Tessera pods as deployed (URL, password file, CA) and nobody without the password; under TLS its reload container makes it serve a renewed certificate', async function () {
+        if (spawnSync('sh', ['-c', 'command -v redis-server redis-cli sha256sum cksum'], { stdio: 'ignore' }).status !== 0) this.skip();
+        const root = mkdtempSync(path.join(tmpdir(), 'tessera-redis-pod-'));
+        const stores: RedisMembershipStore[] = [];
+        let server: ChildProcess | undefined;
+        try {
+          const ca = await createCa({ cluster: DEFAULT_CLUSTER_NAME });
+          const secrets = Object.fromEntries(objects.filter((o) => o.kind === 'Secret').map((o) => [o.metadata.name, secretValues(o)]));
+          const namespace = objects.find((o) => o.metadata.namespace !== undefined)?.metadata.namespace ?? 'default';
+          const options = { secrets, ca, cluster: DEFAULT_CLUSTER_NAME, namespace, podName: 'pod-0' };
+          const pod = redisPod();
+          const redis = redisServer();
+          const box = await PodSandbox.create(path.join(root, 'redis'), pod, options);
+          const containerPort = String(redis.ports!.find((p) => p.name === 'redis')!.containerPort);
+          const port = await freePort();
+          // The pod's paths and port, here: every mount path, and Redis's port where a flag names it.
+          const local = (args: readonly string[]) => args.map((a, i) => (['--port', '--tls-port', '-p'].includes(args[i - 1] ?? '') && a === containerPort ? String(port) : box.map(a)));
+          const localScript = (c: Container) => {
+            expect(c.command?.slice(0, 2), `${c.name}: a shell script`).to.deep.equal(['sh', '-c']);
+            return box.map(c.command![2]!).replaceAll(`-p ${containerPort} `, `-p ${port} `);
+          };
+
+          for (const c of pod.spec.initContainers ?? []) {
+            const out = spawnSync('sh', ['-c', localScript(c)], { encoding: 'utf8', timeout: 10_000 });
+            expect(out.status, `init container ${c.name}: ${out.stderr}`).to.equal(0);
+          }
+          // The image's entrypoint runs redis-server with the container's args.
+          expect(redis.command, "redis-server through the image's entrypoint").to.equal(undefined);
+          let output = '';
+          server = spawn('redis-server', [...local(redis.args!), '--bind', '127.0.0.1'], { cwd: box.dirOf('/data'), stdio: ['ignore', 'pipe', 'pipe'] });
+          server.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+          server.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+          const probe = redis.readinessProbe!;
+          const ready = () =>
+            probe.exec
+              ? spawnSync(probe.exec.command[0]!, local(probe.exec.command.slice(1)), { timeout: 5_000 }).status === 0
+              : new Promise<boolean>((resolve) => {
+                  const s = netConnect(port, '127.0.0.1', () => resolve(s.end() !== undefined)).on('error', () => resolve(false));
+                });
+          await waitFor(`Redis's readiness probe (${output})`, ready, 15_000, 100);
+
+          // Each Tessera pod that reaches Redis, with its own files: in, as the URL's user.
+          const storeAs = (url: URL, o: { password?: string; ca?: Buffer; refused?: true }) => {
+            const host = url.hostname;
+            const here = new URL(url);
+            here.hostname = '127.0.0.1';
+            here.port = String(port);
+            const store = new RedisMembershipStore({ url: here.toString(), cluster: DEFAULT_CLUSTER_NAME, commandTimeoutMs: 2_000, connectTimeoutMs: 2_000, ...(o.refused ? { logger: QUIET } : {}), ...(o.password === undefined ? {} : { password: o.password }), ...(here.protocol === 'rediss:' ? { tls: { ...(o.ca ? { ca: o.ca } : {}), servername: host } } : {}) });
+            stores.push(store);
+            return store;
+          };
+          let url: URL | undefined;
+          let caPem: Buffer | undefined;
+          for (const { owner, template, c } of redisClients()) {
+            const client = await PodSandbox.create(path.join(root, owner.metadata.name), template, options);
+            url = new URL(envOf(c, 'TESSERA_REDIS_URL')!.value!);
+            // As the CLI reads them (cli/membership-options.ts): one trailing newline off the password.
+            const password = readFileSync(client.map(envOf(c, 'TESSERA_REDIS_PASSWORD_FILE')!.value!), 'utf8').replace(/\r?\n$/, '');
+            const caFile = envOf(c, 'TESSERA_REDIS_CA')?.value;
+            caPem = caFile === undefined ? undefined : readFileSync(client.map(caFile));
+            expect(await storeAs(url, { password, ...(caPem ? { ca: caPem } : {}) }).getConfig(), `${owner.metadata.name}: in (${output})`).to.equal(null);
+          }
+          // Nobody else: not without the password, not as the default user with it.
+          const refused = (store: RedisMembershipStore) => store.getConfig().then(() => false, () => true);
+          expect(await refused(storeAs(url!, { refused: true, ...(caPem ? { ca: caPem } : {}) })), 'without the password').to.equal(true);
+          const asDefault = new URL(url!);
+          asDefault.username = '';
+          expect(await refused(storeAs(asDefault, { refused: true, password: secrets['tessera-redis']!['password']!, ...(caPem ? { ca: caPem } : {}) })), 'the default user').to.equal(true);
+
+          const helpers = pod.spec.containers.filter((c) => !isRedisServer(c));
+          if (!tls) {
+            expect(helpers, 'no certificate to reload').to.have.length(0);
+            return;
+          }
+          // csi-driver renews the certificate in place; the reload container's loop, run once (its
+          // `sleep` returns at once, then fails), makes Redis serve the new one.
+          expect(helpers.map((c) => c.name), "Redis's certificate reloader").to.have.length(1);
+          const tlsDir = path.posix.dirname(flag(redis.args!, '--tls-cert-file')!);
+          const renewed = await box.issue(redis.volumeMounts!.find((m) => m.mountPath === tlsDir)!.name, options);
+          const bin = path.join(root, 'bin');
+          mkdirSync(bin);
+          writeFileSync(path.join(bin, 'sleep'), '#!/bin/sh\n[ ! -e "$0.done" ] && : > "$0.done"\n', { mode: 0o755 });
+          const served = () =>
+            new Promise<string>((resolve, reject) => {
+              const s = tlsConnect({ host: '127.0.0.1', port, ca: readFileSync(path.join(box.dirOf(tlsDir), 'ca.crt')), servername: url!.hostname }, () => {
+                resolve(s.getPeerCertificate().fingerprint256);
+                s.end();
+              }).on('error', reject);
+            });
+          expect(await served(), 'the first certificate, before the reload').to.not.equal(new X509Certificate(renewed).fingerprint256);
+          const reload = spawnSync('sh', ['-c', localScript(helpers[0]!)], { encoding: 'utf8', timeout: 15_000, env: { ...process.env, PATH: `${bin}${path.delimiter}${process.env['PATH'] ?? ''}` } });
+          expect(reload.status, reload.stderr).to.equal(0);
+          expect(reload.stderr, 'no complaint').to.equal('');
+          expect(await served(), `the renewed certificate (${reload.stdout})`).to.equal(new X509Certificate(renewed).fingerprint256);
+        } finally {
+          for (const s of stores) await s.close();
+          if (server && server.exitCode === null) {
+            const exited = new Promise((resolve) => server!.once('exit', resolve));
+            server.kill('SIGKILL');
+            await exited;
+          }
+          rmSync(root, { recursive: true, force: true });
+        }
       });
 
       if (dir.endsWith('gpu')) {
