@@ -5,6 +5,7 @@ import { type Command } from './command.js';
 import { EXIT, handleError } from './handle-error.js';
 import { certsInitCommand, certsIssueCommand } from './commands/certs.js';
 import { checkpointCommand } from './commands/checkpoint.js';
+import { resetSlotsCommand } from './commands/reset-slots.js';
 import { exportCommand } from './commands/export.js';
 import { serveCommand } from './commands/serve.js';
 import { rebalanceCommand } from './commands/rebalance.js';
@@ -15,7 +16,7 @@ import { statusCommand } from './commands/status.js';
 import { workerCommand } from './commands/worker.js';
 
 /** Registers the verbs; each lives in its own file under commands/. */
-const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand, checkpointCommand, rebalanceCommand, exportCommand, serveCommand, certsInitCommand, certsIssueCommand];
+const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand, checkpointCommand, resetSlotsCommand, rebalanceCommand, exportCommand, serveCommand, certsInitCommand, certsIssueCommand];
 
 function usage(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`).join('\n');

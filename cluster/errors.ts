@@ -191,6 +191,17 @@ export class CheckpointError extends TesseraError {
   readonly reason = 'checkpoint';
 }
 
+/**
+ * The map gives the shard a slot it holds no values for (it started without
+ * a checkpoint that has the slot): serving it would serve initial values as
+ * if they were trained ones, so it is refused until the slot is restored or
+ * declared lost on purpose (docs/checkpoints.md, "Slots a shard cannot account for").
+ */
+export class SlotLostError extends TesseraError {
+  readonly code = status.FAILED_PRECONDITION;
+  readonly reason = 'slot-lost';
+}
+
 /** A move of slots between shards cannot start or was called off (docs/migration.md); the slots stay where they were. */
 export class MigrationError extends TesseraError {
   readonly code = status.FAILED_PRECONDITION;
@@ -233,4 +244,5 @@ registerError('clock-timeout', { decode: (d) => new ClockTimeoutError(d), recove
 registerError('step-ahead', fail((d) => new StepAheadError(d)));
 registerError('checkpoint', fail((d) => new CheckpointError(d)));
 registerError('migration', fail((d) => new MigrationError(d)));
+registerError('slot-lost', fail((d) => new SlotLostError(d)));
 registerError('not-found', fail((d) => new NotFoundError(d)));

@@ -17,6 +17,8 @@ export interface ShardAdminOperations {
   dropSlots(slots: number[], sender: string | null): number;
   /** The snapshot of the model's values ExportModel streams (server/model-export.ts); `signal` aborts when the call is cancelled. */
   exportModel(atStep: number, signal: AbortSignal): Promise<ModelExport>;
+  /** Gives lost slots (all when `slots` is empty) their initial values; returns those reset. */
+  resetSlots(slots: number[]): { slots: number[]; epoch: number };
 }
 
 /** `tessera.v1.ShardAdmin` over the shard server's own operations: the transport edge, where typed errors become statuses. */
@@ -44,6 +46,8 @@ export function shardAdminImplementation(ops: ShardAdminOperations): grpc.Untype
       answer(() => ops.applyLog(bytes(call.request.data), senderOf(call)), callback, (entries) => ({ entries })),
     dropSlots: (call: grpc.ServerUnaryCall<{ slots: number[] }, object>, callback: grpc.sendUnaryData<object>) =>
       answer(() => ops.dropSlots(call.request.slots, senderOf(call)), callback, (slots) => ({ slots })),
+    resetSlots: (call: grpc.ServerUnaryCall<{ slots: number[] }, object>, callback: grpc.sendUnaryData<object>) =>
+      answer(() => ops.resetSlots(call.request.slots ?? []), callback, (r) => r),
     exportModel: (call: grpc.ServerWritableStream<{ atStep: number }, object>) => {
       const cancelled = new AbortController();
       call.on('cancelled', () => cancelled.abort(new Error('the call was cancelled')));

@@ -81,6 +81,7 @@ export async function moveSlots(
   for (const s of set) {
     if (!(Number.isInteger(s) && s >= 0 && s < map.slots)) throw new InvalidArgumentError(`slot ${s} is outside 0…${map.slots - 1}`);
     if (map.owners[s] !== shard.id) throw new InvalidArgumentError(`slot ${s} is owned by ${map.owners[s]}, not by ${shard.id}`);
+    if (shard.lost.has(s)) throw new MigrationError(`slot ${s} is lost on shard ${shard.id} (it holds no values for it): restore it or reset it (tessera reset-slots) before moving it`);
   }
   if (shard.migration) throw new MigrationError(`shard ${shard.id} is already moving slots; one move at a time`);
 

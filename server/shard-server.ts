@@ -11,7 +11,7 @@ import { reconcileMap } from '../cluster/membership/reconcile.js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { SHARD_ADMIN_SERVICE_NAME, SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME, shardAdminService, shardService, sparseShardService } from '../cluster/proto.js';
 import { type ShardMap, checkMapFor } from '../cluster/shard-map.js';
-import { formatRanges } from '../cluster/slots.js';
+import { formatRanges, normalizeRanges } from '../cluster/slots.js';
 import { isWildcardHost, splitHostPort } from '../cluster/address.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { shardAdminImplementation } from './admin-service.js';
@@ -142,6 +142,9 @@ export class ShardServer extends EventEmitter {
     const config = await options.store.getConfig();
     if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera init, or tessera local)');
     const shard = new Shard(options.id, config);
+    // Initial values only for slots of a map first written after this shard started (a new cluster):
+    // a slot of an existing map comes with values from a checkpoint or a move, or is lost.
+    shard.acceptsInitialValues = (await options.store.getMap()) === null;
     const sparse = new SparseStore(config, shard, { maxRowsPerTable: options.maxSparseRows ?? DEFAULT_MAX_SPARSE_ROWS });
     if (options.checkpoints) await checkDirectory(options.checkpoints.directory, options.id);
     if (options.restore && options.resume) throw new InvalidArgumentError('give a shard a checkpoint to restore or have it resume from its own, not both');
@@ -170,6 +173,7 @@ export class ShardServer extends EventEmitter {
           applyLog: (data, sender) => applyLog(data, shard, sparse, sender),
           dropSlots: (slots, sender) => dropSlots(shard, sparse, slots, sender),
           exportModel: (atStep, signal) => takeModelExport(shard, sparse, atStep, signal),
+          resetSlots: (slots) => server!.resetLost(slots),
         }),
         rules: ADMIN_RULES,
       },
@@ -266,6 +270,32 @@ export class ShardServer extends EventEmitter {
     }
   }
 
+  /** Says which slots the shard refuses as lost (log and lease, which `tessera status` shows), or that none are. */
+  private reportLost(): void {
+    const lost = normalizeRanges([...this.shard.lost].map((s) => ({ begin: s, end: s + 1 })));
+    if (lost.length > 0) {
+      log.error(
+        `shard ${this.shard.id}: the map gives it slots ${formatRanges(lost)} but it holds no values for them (it started without a checkpoint that has them); they are refused until restored (restart with --resume or --restore FILE) or declared lost (tessera reset-slots --shard ${this.shard.id})`,
+      );
+    }
+    this.lease.update({ lost });
+  }
+
+  /**
+   * Gives the lost slots (all, or those of `slots`) their initial values on
+   * an operator's word (`ShardAdmin.ResetSlots`, `tessera reset-slots`): their
+   * history is gone, and they are served from initial values from now on.
+   */
+  resetLost(slots: readonly number[]): { slots: number[]; epoch: number } {
+    const reset = this.shard.resetLost(slots.length > 0 ? slots : undefined);
+    if (reset.length > 0) log.warn(`shard ${this.shard.id}: slots ${formatRanges(normalizeRanges(reset.map((s) => ({ begin: s, end: s + 1 }))))} declared lost by an operator; serving them from initial values`);
+    this.reportLost();
+    this.lease.update({ bytes: this.shard.store.heldBytes() + this.sparse.heldBytes() });
+    void this.lease.renew();
+    if (this.shard.owned().length > 0 && this.state === 'joining') this.transition('serving');
+    return { slots: reset, epoch: this.shard.epoch };
+  }
+
   /** refresh() now, then again on a timer: every mapPollMs, or every 250 ms while there is no map. */
   private async poll(): Promise<void> {
     const present = await this.refresh();
@@ -288,6 +318,7 @@ export class ShardServer extends EventEmitter {
     if (!this.shard.setMap(map)) return;
     const owned = this.shard.owned();
     log.info(`shard ${this.shard.id}: map epoch ${map.epoch}, owns slots ${formatRanges(owned) || '(none)'}`);
+    this.reportLost();
     this.lease.update({ bytes: this.shard.store.heldBytes() + this.sparse.heldBytes(), epoch: map.epoch, owned });
     void this.lease.renew();
     if (owned.length > 0) this.transition('serving');

@@ -1,7 +1,7 @@
 import { firstNonFinite as firstNonFiniteScalar } from '../cluster/finite.js';
 import { type ClusterConfig, WORKER_START_TIMEOUT_MS } from '../cluster/cluster-config.js';
 import { parseConsistency } from '../cluster/consistency.js';
-import { InvalidArgumentError, MovedError, NotReadyError, StaleEpochError } from '../cluster/errors.js';
+import { InvalidArgumentError, MovedError, NotReadyError, SlotLostError, StaleEpochError } from '../cluster/errors.js';
 import { type ShardMap, ownedRanges } from '../cluster/shard-map.js';
 import { type SlotRange, checkRanges, rangesLength, slotStart } from '../cluster/slots.js';
 import { copyBytes, floatBytes } from '../cluster/wire/dense-values.js';
@@ -65,6 +65,19 @@ export class Shard {
   migration: MigrationLog | null = null;
   /** Slots in the last moment of a hand-off: requests for them are answered "not ready", to be retried. */
   readonly frozen = new Set<number>();
+  /**
+   * Slots the map gives this shard that it holds no values for: it started
+   * without a checkpoint that has them, so they would serve initial values as
+   * if trained. Refused (SlotLostError) until restored or reset on purpose.
+   */
+  readonly lost = new Set<number>();
+  /**
+   * Whether slots the map gives this shard may start from their initial
+   * values: only in the first map of a cluster the shard saw created (there
+   * was none when it started). Afterwards a slot comes with values — from a
+   * checkpoint, or a move — or is lost.
+   */
+  acceptsInitialValues = true;
 
   constructor(
     readonly id: string,
@@ -88,8 +101,26 @@ export class Shard {
     if (this.map && map.epoch <= this.map.epoch) return false;
     if (map.slots !== this.config.slots) throw new InvalidArgumentError(`shard map has ${map.slots} slots but the cluster has ${this.config.slots}`);
     this.map = map;
-    for (const r of ownedRanges(map, this.id)) this.store.ensureRange(r.begin, r.end);
+    for (const r of ownedRanges(map, this.id)) {
+      if (this.acceptsInitialValues) this.store.ensureRange(r.begin, r.end);
+      else for (let s = r.begin; s < r.end; s++) if (!this.store.has(s)) this.lost.add(s);
+    }
+    for (const s of this.lost) if (map.owners[s] !== this.id) this.lost.delete(s);
+    this.acceptsInitialValues = false;
     return true;
+  }
+
+  /**
+   * Gives lost slots (all of them, or those of `only`) their initial values,
+   * on an operator's word that their history is gone; returns the slots reset.
+   */
+  resetLost(only?: readonly number[]): number[] {
+    const slots = [...this.lost].filter((s) => !only || only.includes(s)).sort((a, b) => a - b);
+    for (const s of slots) {
+      this.store.ensure(s);
+      this.lost.delete(s);
+    }
+    return slots;
   }
 
   /** The shard the current map gives slot `s` to, if any. */
@@ -113,13 +144,22 @@ export class Shard {
     if (epoch < map.epoch) throw new StaleEpochError(epoch, map.epoch);
     if (epoch > map.epoch) throw new NotReadyError(`shard ${this.id} is at map epoch ${map.epoch}, behind the caller's ${epoch}; retry shortly`);
     const moving = this.frozen.size > 0;
+    const lost = this.lost.size > 0;
     for (const r of ranges) {
       for (let s = r.begin; s < r.end; s++) {
         const owner = map.owners[s]!;
         if (owner !== this.id) throw new MovedError(s, map.epoch, owner, map.addresses[owner] ?? '');
         if (moving && this.frozen.has(s)) throw new NotReadyError(`slot ${s} is being handed to another shard; retry shortly`);
+        if (lost && this.lost.has(s)) throw this.lostError(s);
       }
     }
+  }
+
+  private lostError(s: number): SlotLostError {
+    return new SlotLostError(
+      `slot ${s} is shard ${this.id}'s by the map (epoch ${this.epoch}) but the shard holds no values for it: it started without a checkpoint that has it, and serving it would start its training over from initial values. ` +
+        `Restart the shard from a checkpoint that holds it (--resume, or --restore FILE), or accept the loss: \`tessera reset-slots --shard ${this.id}\` re-initialises its lost slots on purpose`,
+    );
   }
 
   /** Elements a request for `ranges` covers. */
@@ -289,6 +329,7 @@ export class Shard {
     const owner = map.owners[s]!;
     if (owner !== this.id) throw new MovedError(s, map.epoch, owner, map.addresses[owner] ?? '');
     if (this.frozen.size > 0 && this.frozen.has(s)) throw new NotReadyError(`slot ${s} is being handed to another shard; retry shortly`);
+    if (this.lost.size > 0 && this.lost.has(s)) throw this.lostError(s);
   }
 
   /** bsp: adds one push's part for slot `s` to the open step's sum. */

@@ -59,6 +59,11 @@ export class SlotStore {
     return out;
   }
 
+  /** Whether this shard holds slot `s` (created, restored or imported). */
+  has(s: number): boolean {
+    return this.slots[s] !== undefined;
+  }
+
   /** The slot, created with its initial values if this shard never held it. */
   ensure(s: number): Slot {
     return this.slots[s] ?? this.ensureRange(s, s + 1)[0]!;

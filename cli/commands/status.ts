@@ -1,5 +1,6 @@
 import { NotFoundError } from '../../cluster/errors.js';
 import { slotCounts } from '../../cluster/shard-map.js';
+import { type SlotRange, formatRanges } from '../../cluster/slots.js';
 import { type Command } from '../command.js';
 import { EXIT } from '../handle-error.js';
 import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
@@ -15,7 +16,8 @@ export interface ClusterStatus {
   /** Slots the map gives to no live shard. */
   orphaned_slots: number;
   /** last_checkpoint: the shard's latest checkpoint file and when it was written; null before its first. */
-  shards: { id: string; address: string; state: string; slots: number; bytes: number; epoch: number; last_checkpoint: { path: string; at: string; steps: number } | null }[];
+  /** lost_slots: slots the map gives the shard that it holds no values for, refused until restored or reset (`tessera reset-slots`). */
+  shards: { id: string; address: string; state: string; slots: number; bytes: number; epoch: number; lost_slots: SlotRange[]; last_checkpoint: { path: string; at: string; steps: number } | null }[];
   /** state: training, idle (no block to claim for now); train_epoch: the pass over the data it is in; loss: its latest training loss. */
   workers: { id: string; state: string; step: number; backend: string; train_epoch: number; loss: number | null; held_out: Record<string, number> | null; pushed: { raw: number; wire: number } | null }[];
   /** The run's data: blocks (work items) in all, handed out, held now; null before a worker claimed one. */
@@ -51,6 +53,7 @@ export const statusCommand: Command = {
             slots: counts.get(id) ?? 0,
             bytes: m?.bytes ?? 0,
             epoch: m?.epoch ?? 0,
+            lost_slots: m?.lost ?? [],
             last_checkpoint: m?.checkpoint ?? null,
           };
         }),
@@ -90,6 +93,9 @@ function render(s: ClusterStatus): string {
   out += s.shards.length
     ? table(['SHARD', 'ADDRESS', 'STATE', 'SLOTS', 'HELD', 'CHECKPOINT'], s.shards.map((x) => [x.id, x.address, x.state, x.slots, mb(x.bytes), x.last_checkpoint ? `${ago(x.last_checkpoint.at)} ${x.last_checkpoint.path}` : '-']))
     : 'no shards\n';
+  for (const x of s.shards) {
+    if (x.lost_slots.length > 0) out += `\n${x.id}: slots ${formatRanges(x.lost_slots)} LOST (it holds no values for them; refused until it restarts from a checkpoint that has them, or \`tessera reset-slots --shard ${x.id}\`)\n`;
+  }
   out += '\n';
   out += s.workers.length
     ? table(

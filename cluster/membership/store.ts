@@ -36,6 +36,8 @@ export interface MemberInfo {
   epoch?: number;
   /** The slots a shard owns under that epoch: what rebuilds the map if the store loses it. */
   owned?: SlotRange[];
+  /** Slots the map gives a shard that it holds no values for, refused until restored or reset (Shard.lost). */
+  lost?: SlotRange[];
   /** A shard's latest checkpoint: the file, when it was written (ISO 8601), and under bsp the steps in it. */
   checkpoint?: { path: string; at: string; steps: number };
 }

@@ -28,6 +28,7 @@ export const ADMIN_RULES: ServiceRules = {
   ApplyLog: ['shard'],
   DropSlots: ['shard'],
   ExportModel: ['admin', 'reader', 'shard'],
+  ResetSlots: ['admin'],
 };
 
 /** tessera.v1.Membership: anyone reads; operators and shards change the cluster; workers hold leases and claim data. */

@@ -11,6 +11,8 @@ import type { ModelHeader as _tessera_v1_ModelHeader, ModelHeader__Output as _te
 import type { ModelPiece as _tessera_v1_ModelPiece, ModelPiece__Output as _tessera_v1_ModelPiece__Output } from './tessera/v1/ModelPiece.js';
 import type { MoveSlotsReport as _tessera_v1_MoveSlotsReport, MoveSlotsReport__Output as _tessera_v1_MoveSlotsReport__Output } from './tessera/v1/MoveSlotsReport.js';
 import type { MoveSlotsRequest as _tessera_v1_MoveSlotsRequest, MoveSlotsRequest__Output as _tessera_v1_MoveSlotsRequest__Output } from './tessera/v1/MoveSlotsRequest.js';
+import type { ResetSlotsReply as _tessera_v1_ResetSlotsReply, ResetSlotsReply__Output as _tessera_v1_ResetSlotsReply__Output } from './tessera/v1/ResetSlotsReply.js';
+import type { ResetSlotsRequest as _tessera_v1_ResetSlotsRequest, ResetSlotsRequest__Output as _tessera_v1_ResetSlotsRequest__Output } from './tessera/v1/ResetSlotsRequest.js';
 import type { ShardAdminClient as _tessera_v1_ShardAdminClient, ShardAdminDefinition as _tessera_v1_ShardAdminDefinition } from './tessera/v1/ShardAdmin.js';
 import type { SlotsAck as _tessera_v1_SlotsAck, SlotsAck__Output as _tessera_v1_SlotsAck__Output } from './tessera/v1/SlotsAck.js';
 import type { SlotsPayload as _tessera_v1_SlotsPayload, SlotsPayload__Output as _tessera_v1_SlotsPayload__Output } from './tessera/v1/SlotsPayload.js';
@@ -32,6 +34,8 @@ export interface ProtoGrpcType {
       ModelPiece: MessageTypeDefinition<_tessera_v1_ModelPiece, _tessera_v1_ModelPiece__Output>
       MoveSlotsReport: MessageTypeDefinition<_tessera_v1_MoveSlotsReport, _tessera_v1_MoveSlotsReport__Output>
       MoveSlotsRequest: MessageTypeDefinition<_tessera_v1_MoveSlotsRequest, _tessera_v1_MoveSlotsRequest__Output>
+      ResetSlotsReply: MessageTypeDefinition<_tessera_v1_ResetSlotsReply, _tessera_v1_ResetSlotsReply__Output>
+      ResetSlotsRequest: MessageTypeDefinition<_tessera_v1_ResetSlotsRequest, _tessera_v1_ResetSlotsRequest__Output>
       ShardAdmin: SubtypeConstructor<typeof grpc.Client, _tessera_v1_ShardAdminClient> & { service: _tessera_v1_ShardAdminDefinition }
       SlotsAck: MessageTypeDefinition<_tessera_v1_SlotsAck, _tessera_v1_SlotsAck__Output>
       SlotsPayload: MessageTypeDefinition<_tessera_v1_SlotsPayload, _tessera_v1_SlotsPayload__Output>

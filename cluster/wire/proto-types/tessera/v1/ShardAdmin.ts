@@ -10,6 +10,8 @@ import type { ExportModelRequest as _tessera_v1_ExportModelRequest, ExportModelR
 import type { ModelPiece as _tessera_v1_ModelPiece, ModelPiece__Output as _tessera_v1_ModelPiece__Output } from '../../tessera/v1/ModelPiece.js';
 import type { MoveSlotsReport as _tessera_v1_MoveSlotsReport, MoveSlotsReport__Output as _tessera_v1_MoveSlotsReport__Output } from '../../tessera/v1/MoveSlotsReport.js';
 import type { MoveSlotsRequest as _tessera_v1_MoveSlotsRequest, MoveSlotsRequest__Output as _tessera_v1_MoveSlotsRequest__Output } from '../../tessera/v1/MoveSlotsRequest.js';
+import type { ResetSlotsReply as _tessera_v1_ResetSlotsReply, ResetSlotsReply__Output as _tessera_v1_ResetSlotsReply__Output } from '../../tessera/v1/ResetSlotsReply.js';
+import type { ResetSlotsRequest as _tessera_v1_ResetSlotsRequest, ResetSlotsRequest__Output as _tessera_v1_ResetSlotsRequest__Output } from '../../tessera/v1/ResetSlotsRequest.js';
 import type { SlotsAck as _tessera_v1_SlotsAck, SlotsAck__Output as _tessera_v1_SlotsAck__Output } from '../../tessera/v1/SlotsAck.js';
 import type { SlotsPayload as _tessera_v1_SlotsPayload, SlotsPayload__Output as _tessera_v1_SlotsPayload__Output } from '../../tessera/v1/SlotsPayload.js';
 
@@ -64,6 +66,15 @@ export interface ShardAdminClient extends grpc.Client {
   moveSlots(argument: _tessera_v1_MoveSlotsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tessera_v1_MoveSlotsReport__Output>): grpc.ClientUnaryCall;
   moveSlots(argument: _tessera_v1_MoveSlotsRequest, callback: grpc.requestCallback<_tessera_v1_MoveSlotsReport__Output>): grpc.ClientUnaryCall;
   
+  ResetSlots(argument: _tessera_v1_ResetSlotsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tessera_v1_ResetSlotsReply__Output>): grpc.ClientUnaryCall;
+  ResetSlots(argument: _tessera_v1_ResetSlotsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tessera_v1_ResetSlotsReply__Output>): grpc.ClientUnaryCall;
+  ResetSlots(argument: _tessera_v1_ResetSlotsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tessera_v1_ResetSlotsReply__Output>): grpc.ClientUnaryCall;
+  ResetSlots(argument: _tessera_v1_ResetSlotsRequest, callback: grpc.requestCallback<_tessera_v1_ResetSlotsReply__Output>): grpc.ClientUnaryCall;
+  resetSlots(argument: _tessera_v1_ResetSlotsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tessera_v1_ResetSlotsReply__Output>): grpc.ClientUnaryCall;
+  resetSlots(argument: _tessera_v1_ResetSlotsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tessera_v1_ResetSlotsReply__Output>): grpc.ClientUnaryCall;
+  resetSlots(argument: _tessera_v1_ResetSlotsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tessera_v1_ResetSlotsReply__Output>): grpc.ClientUnaryCall;
+  resetSlots(argument: _tessera_v1_ResetSlotsRequest, callback: grpc.requestCallback<_tessera_v1_ResetSlotsReply__Output>): grpc.ClientUnaryCall;
+  
 }
 
 export interface ShardAdminHandlers extends grpc.UntypedServiceImplementation {
@@ -79,6 +90,8 @@ export interface ShardAdminHandlers extends grpc.UntypedServiceImplementation {
   
   MoveSlots: grpc.handleUnaryCall<_tessera_v1_MoveSlotsRequest__Output, _tessera_v1_MoveSlotsReport>;
   
+  ResetSlots: grpc.handleUnaryCall<_tessera_v1_ResetSlotsRequest__Output, _tessera_v1_ResetSlotsReply>;
+  
 }
 
 export interface ShardAdminDefinition extends grpc.ServiceDefinition {
@@ -88,4 +101,5 @@ export interface ShardAdminDefinition extends grpc.ServiceDefinition {
   ExportModel: MethodDefinition<_tessera_v1_ExportModelRequest, _tessera_v1_ModelPiece, _tessera_v1_ExportModelRequest__Output, _tessera_v1_ModelPiece__Output>
   ImportSlots: MethodDefinition<_tessera_v1_SlotsPayload, _tessera_v1_SlotsAck, _tessera_v1_SlotsPayload__Output, _tessera_v1_SlotsAck__Output>
   MoveSlots: MethodDefinition<_tessera_v1_MoveSlotsRequest, _tessera_v1_MoveSlotsReport, _tessera_v1_MoveSlotsRequest__Output, _tessera_v1_MoveSlotsReport__Output>
+  ResetSlots: MethodDefinition<_tessera_v1_ResetSlotsRequest, _tessera_v1_ResetSlotsReply, _tessera_v1_ResetSlotsRequest__Output, _tessera_v1_ResetSlotsReply__Output>
 }
