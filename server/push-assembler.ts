@@ -110,8 +110,10 @@ export class PushAssembler {
       if (offset * 4 !== this.received) throw new InvalidArgumentError(`push chunk at offset ${offset} arrived where offset ${this.received / 4} was expected; send chunks in order`);
       if (this.received + piece.byteLength > total) throw new InvalidArgumentError(`push carries more than the ${this.length} values its slots hold`);
     }
+    // Memory is taken when values arrive, not on the header alone: gRPC's first
+    // message carries the header with values empty, and that takes nothing.
+    if (piece.byteLength === 0) return;
     if (!this.windowBytes) {
-      // Memory is taken when values arrive, not on the header alone.
       this.buffer = this.pool.acquire(this.windowValues);
       this.windowBytes = Buffer.from(this.buffer.buffer, this.buffer.byteOffset, this.windowValues * 4);
     }
