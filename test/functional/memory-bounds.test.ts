@@ -21,8 +21,8 @@ import { MiB, ShardProcess, canMeasureRss } from '../helpers/shard-process.js';
  * exact values.
  */
 
-/** 8 Mi float32 values: a whole push or a whole pull is 32 MiB. */
-const D = 1 << 23;
+/** 4 Mi float32 values: a whole push or a whole pull is 16 MiB. */
+const D = 1 << 22;
 const SLOTS = 256;
 /** `--max-connections` of each listener. */
 const CAP = 64;
@@ -161,8 +161,8 @@ describe('functional: memory stays bounded under floods (RSS)', function () {
     /*
      * A header alone takes no memory for values (push-assembler.ts): each
      * stream costs its bookkeeping. Without that rule each header would take
-     * its 1 MiB window, 2 048 MiB here; without the window, the whole 32 MiB
-     * push, 64 GiB.
+     * its 1 MiB window, 2 048 MiB here; without the window, the whole 16 MiB
+     * push, 32 GiB.
      */
     const bound = SLACK + CONNECTIONS * GRPC_CONNECTION_BYTES + CONNECTIONS * STREAMS * GRPC_STREAM_BYTES;
     const calls: grpc.ClientWritableStream<object>[] = [];
@@ -185,12 +185,12 @@ describe('functional: memory stays bounded under floods (RSS)', function () {
     await servesExactly(s, 'grpc');
   });
 
-  it(`bulk: ${CAP} connections that send only a push header (32 MiB announced each) take no window`, async () => {
+  it(`bulk: ${CAP} connections that send only a push header (16 MiB announced each) take no window`, async () => {
     const s = await startShard(30_000);
     /*
      * Each holds its connection's bookkeeping and nothing for values. Without
      * the rule a header would take its 1 MiB window (64 MiB more, over the
-     * bound); without the window, the whole 32 MiB push (2 GiB).
+     * bound); without the window, the whole 16 MiB push (1 GiB).
      */
     const bound = SLACK + CAP * BULK_CONNECTION_BYTES;
     const head = (k: number) => encodeHead({ id: 1, op: 'push', length: D, epoch: 1, ranges: [{ begin: 0, end: SLOTS }], workerId: 'flood', seq: k + 1, model: 'flat' });
@@ -248,14 +248,14 @@ describe('functional: memory stays bounded under floods (RSS)', function () {
     const s = await startShard(30_000);
     const CONNECTIONS = 8;
     const PULLS = 8;
-    // Every other slot: the reply's pieces do not lie side by side in memory, so the shard copies them together (16 MiB a reply).
+    // Every other slot: the reply's pieces do not lie side by side in memory, so the shard copies them together (8 MiB a reply).
     const ranges = Array.from({ length: SLOTS / 2 }, (_, k) => ({ begin: 2 * k, end: 2 * k + 1 }));
     const REPLY_BYTES = (D / 2) * 4;
     /*
      * A connection holds the reply being written and one pull waiting, its
      * socket not read meanwhile (a third pull read before the replies are
      * out ends the connection). Without that, each of the 8 pulls of each
-     * connection would be answered into its socket's queue: 64 × 16 MiB = 1 GiB.
+     * connection would be answered into its socket's queue: 64 × 8 MiB = 512 MiB.
      */
     const bound = SLACK + CONNECTIONS * (REPLY_BYTES + BULK_CONNECTION_BYTES);
     const pull = (id: number) => encodeHead({ id, op: 'pull', epoch: 1, ranges, workerId: 'flood' });
@@ -326,7 +326,7 @@ describe('functional: memory stays bounded under floods (RSS)', function () {
     const REPLY_BYTES = (D / 2) * 4;
     /*
      * A push that sent its first values holds its window (1 MiB) and a bulk
-     * one its read buffer; a pull holds its reply (16 MiB: every other slot,
+     * one its read buffer; a pull holds its reply (8 MiB: every other slot,
      * copied). Without the idle timeout (and, on gRPC, keepalive pings, since
      * a connection with a call open is not idle) they are held for ever, and
      * their connections count against the cap for ever.
