@@ -79,9 +79,9 @@ export class ShardProcess {
    * Starts watching the peak of resident memory from now: the kernel's own
    * high-water mark (VmHWM), reset by writing 5 to /proc/PID/clear_refs, where
    * that is allowed; else (and besides) VmRSS sampled every few milliseconds.
-   * `peak()` returns the highest seen so far.
+   * `stop()` ends the watch and returns the highest seen.
    */
-  watchPeak(): { peak(): number; stop(): number } {
+  watchPeak(): { stop(): number } {
     let kernelPeak = false;
     try {
       writeFileSync(`/proc/${this.pid}/clear_refs`, '5');
@@ -106,7 +106,6 @@ export class ShardProcess {
       }
     };
     return {
-      peak,
       stop: () => {
         clearInterval(timer);
         return peak();
