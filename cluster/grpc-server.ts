@@ -1,4 +1,6 @@
 import type * as http2 from 'node:http2';
+import type * as net from 'node:net';
+import * as tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
@@ -10,6 +12,9 @@ import { type TransportSecurity, processSecurity, serverCredentials } from './tl
 import { FLOW_CONTROL_WINDOW_BYTES, MAX_MESSAGE_BYTES, withWireEncoders } from './wire/dense-values.js';
 
 const log = createLogger('grpc-server');
+
+/** How long a keepalive ping the server sends may go unanswered before the connection is cut: gRPC's own default, or the idle time where that is shorter. */
+const KEEPALIVE_TIMEOUT_MS = 20_000;
 
 /**
  * A gRPC server as every Tessera role runs it: message limits set on purpose,
@@ -49,8 +54,17 @@ export interface HostedService {
  * reflection need a certificate, any role).
  */
 export async function startGrpcServer(address: string, services: HostedService[], security: TransportSecurity = processSecurity(), limits: ListenerLimits = DEFAULT_LISTENER_LIMITS): Promise<TesseraGrpcServer> {
-  const server = new grpc.Server({ ...SERVER_OPTIONS, 'grpc.max_connection_idle_ms': limits.idleMs, 'grpc.max_concurrent_streams': limits.maxStreamsPerConnection });
-  raiseFlowControlWindows(server, FLOW_CONTROL_WINDOW_BYTES, limits.maxConnections);
+  const server = new grpc.Server({
+    ...SERVER_OPTIONS,
+    'grpc.max_connection_idle_ms': limits.idleMs,
+    'grpc.max_concurrent_streams': limits.maxStreamsPerConnection,
+    // A connection with a call open is never idle to grpc-js: a ping every
+    // idleMs, cut when unanswered, ends one whose client has gone mid-call
+    // (half-open), which held what its calls held for ever.
+    'grpc.keepalive_time_ms': limits.idleMs,
+    'grpc.keepalive_timeout_ms': Math.min(limits.idleMs, KEEPALIVE_TIMEOUT_MS),
+  });
+  raiseFlowControlWindows(server, FLOW_CONTROL_WINDOW_BYTES, limits);
   for (const s of services) server.addService(withWireEncoders(s.definition), guardService(s.name, s.definition, s.implementation, s.rules, security));
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(services.map((s) => [s.name, 'NOT_SERVING' as const])) });
   health.addToServer(server);
@@ -88,7 +102,8 @@ export function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
 
 /**
  * Raises the HTTP/2 flow-control windows of the connections `server` accepts,
- * and caps how many it keeps open (`maxConnections`, through the same hook).
+ * and, through the same hook, caps how many it keeps open and cuts those
+ * whose peer never closes ({@link cutOnceEnded}).
  *
  * Why: a pushed gradient flows client → server, so the server's receive window
  * paces it. HTTP/2 starts every stream and connection at 64 KiB, and on a
@@ -104,7 +119,7 @@ export function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
  * renames either, the server keeps working with HTTP/2's default windows and
  * says so at debug level. Remove once grpc-js exposes a server window option.
  */
-function raiseFlowControlWindows(server: grpc.Server, windowBytes: number, maxConnections: number): void {
+function raiseFlowControlWindows(server: grpc.Server, windowBytes: number, limits: ListenerLimits): void {
   const internals = server as unknown as {
     commonServerOptions?: http2.ServerOptions;
     createHttp2Server?: (...args: unknown[]) => http2.Http2Server;
@@ -118,7 +133,8 @@ function raiseFlowControlWindows(server: grpc.Server, windowBytes: number, maxCo
   internals.createHttp2Server = (...args: unknown[]) => {
     const h2 = create.apply(server, args);
     // The connection cap (ListenerLimits): grpc-js has no option for it; its HTTP/2 server is a net.Server.
-    h2.maxConnections = maxConnections;
+    h2.maxConnections = limits.maxConnections;
+    h2.on(h2 instanceof tls.Server ? 'secureConnection' : 'connection', (socket: net.Socket) => cutOnceEnded(socket, limits.idleMs));
     h2.on('session', (session: http2.ServerHttp2Session) => {
       try {
         session.setLocalWindowSize(windowBytes);
@@ -128,4 +144,20 @@ function raiseFlowControlWindows(server: grpc.Server, windowBytes: number, maxCo
     });
     return h2;
   };
+}
+
+/**
+ * Destroys `socket` once this side has ended it and the peer has not closed
+ * its own within `idleMs`. grpc-js closes an idle connection gracefully, and
+ * Node then ends the socket and waits for the peer to close: for ever, from a
+ * client that has gone or never reads, and the connection stays counted
+ * against the cap. Checked every `idleMs`, as the socket's own timer does not
+ * see the traffic Node's HTTP/2 session reads and writes on it.
+ */
+function cutOnceEnded(socket: net.Socket, idleMs: number): void {
+  socket.setTimeout(idleMs);
+  socket.on('timeout', () => {
+    if (socket.writableEnded) socket.destroy();
+    else socket.setTimeout(idleMs);
+  });
 }

@@ -8,7 +8,10 @@
 export interface ListenerLimits {
   /** Open connections per listener (`--max-connections`). */
   maxConnections: number;
-  /** Milliseconds a connection may carry nothing before it is closed (`--idle-timeout-s`); above the clock gate's longest wait. */
+  /**
+   * Milliseconds a connection may carry nothing before it is closed (`--idle-timeout-s`); above the clock gate's longest wait.
+   * On gRPC, a connection with calls open is pinged this often instead, and closed when a ping goes unanswered (cluster/grpc-server.ts).
+   */
   idleMs: number;
   /** Calls in flight on one gRPC connection (HTTP/2 streams). */
   maxStreamsPerConnection: number;

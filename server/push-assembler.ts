@@ -30,6 +30,14 @@ export type OffsetUnit = 'element' | 'byte';
 export const PUSH_WINDOW_VALUES = 1 << 18;
 
 /**
+ * What a push's call holds besides its values (grpc-js's call and stream
+ * state, the bulk connection's bookkeeping; ≈ 20 KiB measured), taken from the
+ * shard's budget of bytes in flight from its header on: calls kept open on a
+ * header alone are bounded by the budget too (1 GiB: 32 768 of them).
+ */
+export const PUSH_CALL_BYTES = 32 << 10;
+
+/**
  * One dense push being received, shared by the gRPC and bulk edges (which
  * only read messages or frames and answer). Constructing it admits the push:
  * worker id, seq, clock, ownership, ranges, epoch, the announced length and
@@ -59,6 +67,8 @@ export class PushAssembler {
   private readonly windowValues: number = 0;
   private windowBytes: Buffer | null = null;
   private base = 0;
+  /** Bytes of the shard's budget this push holds for its call (given back on release). */
+  private charged = 0;
   /** Float32 bytes received. */
   private received = 0;
   /** Values the push's slots hold. */
@@ -73,7 +83,15 @@ export class PushAssembler {
     readonly header: AssembledPushHeader,
     readonly unit: OffsetUnit,
   ) {
-    this.open = shard.beginPush({ epoch: header.epoch, ranges: header.ranges, workerId: header.workerId, seq: header.seq, model: header.model, ...(header.clock !== undefined ? { clock: header.clock } : {}) });
+    // What the push's call holds besides its values (its stream, its buffers), counted from its header on.
+    pool.budget.take(PUSH_CALL_BYTES, 'a push');
+    this.charged = PUSH_CALL_BYTES;
+    try {
+      this.open = shard.beginPush({ epoch: header.epoch, ranges: header.ranges, workerId: header.workerId, seq: header.seq, model: header.model, ...(header.clock !== undefined ? { clock: header.clock } : {}) });
+    } catch (err) {
+      this.release();
+      throw err;
+    }
     // The push's slots in order and where each ends (Shard.beginPush worked them out): its length and each slot's.
     const { ends } = this.open;
     this.length = ends.length > 0 ? ends[ends.length - 1]! : 0;
@@ -110,8 +128,10 @@ export class PushAssembler {
       if (offset * 4 !== this.received) throw new InvalidArgumentError(`push chunk at offset ${offset} arrived where offset ${this.received / 4} was expected; send chunks in order`);
       if (this.received + piece.byteLength > total) throw new InvalidArgumentError(`push carries more than the ${this.length} values its slots hold`);
     }
+    // Memory is taken when values arrive, not on the header alone: gRPC's first
+    // message carries the header with values empty, and that takes nothing.
+    if (piece.byteLength === 0) return;
     if (!this.windowBytes) {
-      // Memory is taken when values arrive, not on the header alone.
       this.buffer = this.pool.acquire(this.windowValues, 'a push’s window');
       this.windowBytes = Buffer.from(this.buffer.buffer, this.buffer.byteOffset, this.windowValues * 4);
     }
@@ -151,6 +171,8 @@ export class PushAssembler {
 
   /** Gives the buffer back to the pool; later calls do nothing, and the assembler is done. */
   release(): void {
+    this.pool.budget.give(this.charged);
+    this.charged = 0;
     this.encoded?.release();
     if (this.buffer) this.pool.release(this.buffer);
     this.buffer = null;

@@ -6,12 +6,14 @@ import { waitFor } from '../helpers/cli.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
 import { RawBulk } from '../helpers/raw-bulk.js';
 import { f32, rawClient, rawPull } from '../helpers/raw-shard.js';
+import { PUSH_CALL_BYTES } from '../../server/push-assembler.js';
 
 const MIB = 2 ** 20;
 const SLOTS = 8;
 const SLOT = 1 << 18; // values per slot: 1 MiB, the size of a push's window
 const D = SLOTS * SLOT;
 const BUDGET = 3.5 * MIB; // three windows fit, a fourth does not
+const PUSH = MIB + PUSH_CALL_BYTES; // what a push that has sent its first values holds: its window and its call
 
 /**
  * The shard's budget of bytes in flight (server/inflight-budget.ts), over
@@ -44,7 +46,7 @@ describe('functional: bytes in flight per shard', function () {
       c.send({ id: k, op: 'push', length: SLOT, ...header(k) }, f32(new Float32Array(256).fill(1)));
       return c;
     });
-    await waitFor('three windows held', () => held() === 3 * MIB);
+    await waitFor('three windows held', () => held() === 3 * PUSH);
     const fourth = new RawBulk(cluster.shards[0]!.bulkAddress);
     fourth.send({ id: 4, op: 'push', length: SLOT, ...header(4) }, f32(new Float32Array(SLOT).fill(1)));
     const refused = await fourth.next();
@@ -54,7 +56,7 @@ describe('functional: bytes in flight per shard', function () {
       expect(refused.reply.metadata['tessera-error']).to.equal('busy');
       expect(refused.reply.details).to.match(/a push’s window needs 1 MiB but the shard's requests already hold 3 of its 4 MiB \(--max-inflight-mib\); retry shortly/);
     }
-    expect(held(), 'the refused push holds nothing').to.equal(3 * MIB);
+    expect(held(), 'the refused push holds nothing').to.equal(3 * PUSH);
     for (const c of [...open, fourth]) c.close();
     await waitFor('every byte given back', () => held() === 0);
     const after = await (await cluster.client({ workerId: 'reader-2' })).pull();
@@ -69,7 +71,7 @@ describe('functional: bytes in flight per shard', function () {
       call.write({ header: header(10 + k), offset: 0, values: f32(new Float32Array(256).fill(1)) });
       return call;
     });
-    await waitFor('three windows held', () => held() === 3 * MIB);
+    await waitFor('three windows held', () => held() === 3 * PUSH);
     const fourth = await new Promise<grpc.ServiceError | null>((resolve) => {
       const call = raw.push((err) => resolve(err));
       call.on('error', () => undefined);
@@ -87,7 +89,7 @@ describe('functional: bytes in flight per shard', function () {
     const c = new RawBulk(cluster.shards[0]!.bulkAddress);
     c.send({ id: 1, op: 'push', length: SLOT, compression: 'int8', wireBytes, ...header(20) }, Buffer.alloc(100));
     await waitFor('the first bytes held', () => held() > 0);
-    expect(held(), `at most the first 64 KiB of ${wireBytes}`).to.equal(64 << 10);
+    expect(held(), `its call and at most the first 64 KiB of ${wireBytes}`).to.equal(PUSH_CALL_BYTES + (64 << 10));
     c.close();
     await waitFor('given back', () => held() === 0);
   });
@@ -115,7 +117,7 @@ describe('functional: bytes in flight per shard', function () {
       c.send({ id: k, op: 'push', length: SLOT, ...header(30 + k) }, f32(new Float32Array(256).fill(1)));
       return c;
     });
-    await waitFor('three windows held', () => held() === 3 * MIB);
+    await waitFor('three windows held', () => held() === 3 * PUSH);
     const pushed = client.push(new Float32Array(D).fill(1));
     setTimeout(() => open.forEach((c) => c.close()), 150);
     const ack = await pushed;

@@ -131,6 +131,8 @@ describe('server/push-assembler', () => {
       const shard = shardA();
       const p = new PushAssembler(shard, pool, header(), 'element');
       expect(pool.acquired, 'a header alone takes no memory').to.equal(0);
+      p.write(Buffer.alloc(0), 0);
+      expect(pool.acquired, "nor the empty values gRPC's first message carries beside it").to.equal(0);
       const g = gradient();
       const first = SLOT_LENGTHS[0]!;
       p.write(bytesOf(g.subarray(0, first - 1)), 0);
