@@ -309,7 +309,7 @@ export async function readCheckpoint(path: string): Promise<CheckpointImage> {
  *   optimizer or table layout (the cluster's name and the model's seed may
  *   differ: a run can resume in a new cluster).
  */
-export function restore(image: CheckpointImage, shard: Shard, sparse: SparseStore, source: string): { slots: number; rows: number } {
+export function restore(image: CheckpointImage, shard: Shard, sparse: SparseStore, source: string): { slots: number; rows: number; epoch: number } {
   const want = identityOf(shard.config, shard.elements);
   const have = image.header;
   const differs: string[] = [];
@@ -343,7 +343,7 @@ export function restore(image: CheckpointImage, shard: Shard, sparse: SparseStor
     sparse.table(r.table).loadRows(r.slot, r.ids, r.steps, r.values, r.state).dedup.load(r.dedup);
     rows += r.count;
   }
-  return { slots: dense.length, rows };
+  return { slots: dense.length, rows, epoch: image.header.epoch };
 }
 
 /**
@@ -355,7 +355,7 @@ export function restore(image: CheckpointImage, shard: Shard, sparse: SparseStor
  * @throws CheckpointError when checkpoints are there but none can be restored
  *   (the shard must not start afresh over them), naming each and why.
  */
-export async function resumeFrom(directory: string, shard: Shard, sparse: SparseStore, keep: number, warn: (message: string) => void): Promise<{ path: string; slots: number; rows: number } | null> {
+export async function resumeFrom(directory: string, shard: Shard, sparse: SparseStore, keep: number, warn: (message: string) => void): Promise<{ path: string; slots: number; rows: number; epoch: number } | null> {
   const failures: string[] = [];
   for (const path of ownCheckpointFiles(directory, shard.id, keep)) {
     if (!(await stat(path).catch(() => null))) continue;

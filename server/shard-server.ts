@@ -69,6 +69,12 @@ export interface ShardServerOptions {
    */
   checkpoints?: { directory: string; everyMs: number; keep?: number };
   /**
+   * How long to wait for the cluster's configuration when the store has none
+   * yet: a store that restarted empty gets it back from the shards still
+   * serving within moments. Default 15 000 ms.
+   */
+  configWaitMs?: number;
+  /**
    * Start from the newest of its own checkpoints in `checkpoints.directory`
    * that restores whole, falling back to older ones (saying so); none there
    * at all: start afresh; some there, none good: refuse to start.
@@ -139,8 +145,7 @@ export class ShardServer extends EventEmitter {
   static async start(options: ShardServerOptions): Promise<ShardServer> {
     const security = options.security ?? processSecurity();
     checkPlaintextListener(security, listenHost(options.listen), options.insecure ?? false, `shard ${options.id}`);
-    const config = await options.store.getConfig();
-    if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera init, or tessera local)');
+    const config = await configOf(options.store, options.id, options.configWaitMs ?? DEFAULT_CONFIG_WAIT_MS);
     const shard = new Shard(options.id, config);
     // Initial values only for slots of a map first written after this shard started (a new cluster):
     // a slot of an existing map comes with values from a checkpoint or a move, or is lost.
@@ -149,14 +154,18 @@ export class ShardServer extends EventEmitter {
     if (options.checkpoints) await checkDirectory(options.checkpoints.directory, options.id);
     if (options.restore && options.resume) throw new InvalidArgumentError('give a shard a checkpoint to restore or have it resume from its own, not both');
     if (options.resume && !options.checkpoints) throw new InvalidArgumentError('a shard resumes from its own checkpoints: give it a checkpoint directory');
+    // The map epoch of the checkpoint restored, if any: with the slots restored, what the lease claims until a map is adopted.
+    let restoredEpoch = 0;
     if (options.restore) {
-      const { slots, rows } = restore(await readCheckpoint(options.restore), shard, sparse, options.restore);
+      const { slots, rows, epoch } = restore(await readCheckpoint(options.restore), shard, sparse, options.restore);
+      restoredEpoch = epoch;
       log.info(`shard ${options.id}: restored ${slots} slots and ${rows} sparse rows from ${options.restore}`);
     } else if (options.resume && options.checkpoints) {
       const { directory, keep } = options.checkpoints;
       const resumed = await resumeFrom(directory, shard, sparse, keep ?? DEFAULT_CHECKPOINT_KEEP, (m) => log.warn(m));
       if (resumed) log.info(`shard ${options.id}: resumed ${resumed.slots} slots and ${resumed.rows} sparse rows from ${resumed.path}`);
       else log.info(`shard ${options.id}: no checkpoint of its own in ${directory} yet; starting afresh`);
+      restoredEpoch = resumed?.epoch ?? 0;
     }
     let server: ShardServer | undefined;
     const pool = new GradientPool(GRADIENT_POOL_BYTES, new InflightBudget(options.maxInflightBytes));
@@ -188,7 +197,11 @@ export class ShardServer extends EventEmitter {
       throw err;
     }
     const bulkAddress = bulk ? `${address.slice(0, address.lastIndexOf(':'))}:${bulk.port}` : '';
-    const lease = new Lease(options.store, 'shard', { id: options.id, address, ...(bulkAddress ? { bulkAddress } : {}), state: 'joining', bytes: 0 }, options.lease ?? DEFAULT_LEASE);
+    // A shard back from a checkpoint claims the slots in it, at the checkpoint's map epoch, until it adopts a map:
+    // if the store lost its map meanwhile (Redis restarted empty), the map is rebuilt from these claims (reconcile.ts).
+    const restored = normalizeRanges(shard.store.held().map(([s]) => ({ begin: s, end: s + 1 })));
+    const claim = restoredEpoch > 0 && restored.length > 0 ? { epoch: restoredEpoch, owned: restored } : {};
+    const lease = new Lease(options.store, 'shard', { id: options.id, address, ...(bulkAddress ? { bulkAddress } : {}), state: 'joining', bytes: 0, ...claim }, options.lease ?? DEFAULT_LEASE);
     server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS, security, pool.budget);
     log.info(`shard ${options.id} listening on ${address}${bulkAddress ? `, bulk on ${bulkAddress}` : ''} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
     try {
@@ -480,5 +493,25 @@ async function waitOutDuplicate(store: MembershipStore, id: string, address: str
     }
     log.info(`shard ${id}: a lease for this id at ${other.address ?? 'another address'} is still there; waiting for it to lapse (up to ${lease.ttlMs} ms)`);
     await new Promise((r) => setTimeout(r, Math.min(lease.renewMs, 1_000)));
+  }
+}
+
+/** How long a starting shard waits for a configuration the store does not hold yet. */
+const DEFAULT_CONFIG_WAIT_MS = 15_000;
+
+/**
+ * The cluster's configuration, waiting up to `waitMs` for it: a store that
+ * lost its data (Redis restarted empty) gets it back from the shards still
+ * serving, within their next map poll.
+ * @throws NotFoundError when none comes.
+ */
+async function configOf(store: MembershipStore, id: string, waitMs: number): Promise<ClusterConfig> {
+  const deadline = Date.now() + waitMs;
+  for (let said = false; ; said = true) {
+    const config = await store.getConfig();
+    if (config) return config;
+    if (Date.now() >= deadline) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera init, or tessera local)');
+    if (!said) log.info(`shard ${id}: the membership store holds no cluster configuration; waiting up to ${waitMs} ms for it (a store restarted empty gets it back from the shards still serving)`);
+    await new Promise((r) => setTimeout(r, 250));
   }
 }
