@@ -49,6 +49,8 @@ export interface CheckpointHeader extends CheckpointIdentity {
   /** Under bsp: steps applied. */
   closedSteps: number;
   createdAt: string;
+  /** Written as the shard shut down, after its last request was answered: it holds every push the shard acknowledged. */
+  closing?: boolean;
   dense: { slot: number; length: number; step: number; dedup: DedupImage[] }[];
   sparse: { table: string; slot: number; count: number; dedup: DedupImage[] }[];
 }

@@ -267,13 +267,14 @@ function abortion(signal: AbortSignal): Promise<never> {
  * the shard serves, the snapshot (the one pause), the file written. Under
  * bsp, `atStep` > 0 takes the snapshot when exactly that many steps are
  * applied ({@link snapshotAtStep}). `name`: which file in `directory`
- * ({@link checkpointPath}); '' for the shard's own.
+ * ({@link checkpointPath}); '' for the shard's own. `closing`: the shard's
+ * last, after its last request (marked so in the header).
  *
  * @throws StepAheadError when the shard has applied more than `atStep` steps;
  *   ClockTimeoutError when it does not get there in time; CheckpointError and
  *   InvalidArgumentError as {@link writeCheckpoint}.
  */
-export async function takeCheckpoint(shard: Shard, sparse: SparseStore, directory: string, atStep = 0, name = '', keep = 1): Promise<CheckpointInfo> {
+export async function takeCheckpoint(shard: Shard, sparse: SparseStore, directory: string, atStep = 0, name = '', keep = 1, closing = false): Promise<CheckpointInfo> {
   const started = performance.now();
   await checkDirectory(directory, shard.id);
   const bad = badCheckpointName(name);
@@ -283,6 +284,7 @@ export async function takeCheckpoint(shard: Shard, sparse: SparseStore, director
     await arena.prepare();
     return () => snapshot(shard, sparse, arena);
   });
+  if (closing) image.header.closing = true;
   const { path, bytes } = await writeCheckpoint(image, directory, name, keep);
   const rows = image.sparse.reduce((n, r) => n + r.count, 0);
   return { shardId: shard.id, path, epoch: image.header.epoch, slots: image.dense.length, rows, bytes, closedSteps: image.header.closedSteps, snapshotMs, totalMs: performance.now() - started };
@@ -355,7 +357,7 @@ export function restore(image: CheckpointImage, shard: Shard, sparse: SparseStor
  * @throws CheckpointError when checkpoints are there but none can be restored
  *   (the shard must not start afresh over them), naming each and why.
  */
-export async function resumeFrom(directory: string, shard: Shard, sparse: SparseStore, keep: number, warn: (message: string) => void): Promise<{ path: string; slots: number; rows: number; epoch: number } | null> {
+export async function resumeFrom(directory: string, shard: Shard, sparse: SparseStore, keep: number, warn: (message: string) => void): Promise<{ path: string; slots: number; rows: number; epoch: number; closing: boolean; createdAt: string; fellBack: boolean } | null> {
   const failures: string[] = [];
   for (const path of ownCheckpointFiles(directory, shard.id, keep)) {
     if (!(await stat(path).catch(() => null))) continue;
@@ -363,7 +365,7 @@ export async function resumeFrom(directory: string, shard: Shard, sparse: Sparse
       const image = await readCheckpoint(path);
       const done = restore(image, shard, sparse, path);
       if (failures.length > 0) warn(`shard ${shard.id}: resuming from ${path}, an older checkpoint: ${failures.join('; ')}`);
-      return { path, ...done };
+      return { path, ...done, closing: image.header.closing === true, createdAt: image.header.createdAt, fellBack: failures.length > 0 };
     } catch (err) {
       failures.push(`${path} cannot be restored (${(err as Error).message})`);
     }

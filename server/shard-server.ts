@@ -156,6 +156,7 @@ export class ShardServer extends EventEmitter {
     if (options.resume && !options.checkpoints) throw new InvalidArgumentError('a shard resumes from its own checkpoints: give it a checkpoint directory');
     // The map epoch of the checkpoint restored, if any: with the slots restored, what the lease claims until a map is adopted.
     let restoredEpoch = 0;
+    let rolledBack: { to: string; path: string } | undefined;
     if (options.restore) {
       const { slots, rows, epoch } = restore(await readCheckpoint(options.restore), shard, sparse, options.restore);
       restoredEpoch = epoch;
@@ -166,6 +167,9 @@ export class ShardServer extends EventEmitter {
       if (resumed) log.info(`shard ${options.id}: resumed ${resumed.slots} slots and ${resumed.rows} sparse rows from ${resumed.path}`);
       else log.info(`shard ${options.id}: no checkpoint of its own in ${directory} yet; starting afresh`);
       restoredEpoch = resumed?.epoch ?? 0;
+      // Not the checkpoint it wrote as it shut down (it crashed, or that one was damaged): pushes it
+      // acknowledged after this one was taken are gone, and the shard says so.
+      if (resumed && (!resumed.closing || resumed.fellBack)) rolledBack = { to: resumed.createdAt, path: resumed.path };
     }
     let server: ShardServer | undefined;
     const pool = new GradientPool(GRADIENT_POOL_BYTES, new InflightBudget(options.maxInflightBytes));
@@ -201,7 +205,10 @@ export class ShardServer extends EventEmitter {
     // if the store lost its map meanwhile (Redis restarted empty), the map is rebuilt from these claims (reconcile.ts).
     const restored = normalizeRanges(shard.store.held().map(([s]) => ({ begin: s, end: s + 1 })));
     const claim = restoredEpoch > 0 && restored.length > 0 ? { epoch: restoredEpoch, owned: restored } : {};
-    const lease = new Lease(options.store, 'shard', { id: options.id, address, ...(bulkAddress ? { bulkAddress } : {}), state: 'joining', bytes: 0, ...claim }, options.lease ?? DEFAULT_LEASE);
+    if (rolledBack) {
+      log.error(`shard ${options.id}: resumed from ${rolledBack.path}, taken at ${rolledBack.to}, not at a clean shutdown: pushes it acknowledged after that are lost (the map epoch moves on so that clients re-read it; tessera status shows the roll-back)`);
+    }
+    const lease = new Lease(options.store, 'shard', { id: options.id, address, ...(bulkAddress ? { bulkAddress } : {}), state: 'joining', bytes: 0, ...claim, ...(rolledBack ? { rolledBack } : {}) }, options.lease ?? DEFAULT_LEASE);
     server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS, security, pool.budget);
     log.info(`shard ${options.id} listening on ${address}${bulkAddress ? `, bulk on ${bulkAddress}` : ''} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
     try {
@@ -212,6 +219,7 @@ export class ShardServer extends EventEmitter {
       throw err;
     }
     server.checkpoints = options.checkpoints;
+    server.rollBackToAnnounce = rolledBack !== undefined;
     server.scheduleCheckpoint();
     await lease.start();
     server.stopWatch = options.store.watchMap((map) => server!.adopt(map));
@@ -252,11 +260,31 @@ export class ShardServer extends EventEmitter {
         map = await this.store.getMap();
       }
       if (map) this.adopt(map);
+      if (map && this.rollBackToAnnounce) await this.announceRollBack(map);
       if (map && map.addresses[this.shard.id] !== undefined && (map.addresses[this.shard.id] !== this.address || (this.bulkAddress && map.bulk?.[this.shard.id] !== undefined && map.bulk[this.shard.id] !== this.bulkAddress))) await this.claimAddress(map);
       return map !== null;
     } catch (err) {
       log.debug(`shard ${this.shard.id}: cannot read the map (${(err as Error).message}); serving on the cached one`);
       return true;
+    }
+  }
+
+  /** Whether the shard resumed from a checkpoint older than its last acknowledgement and has not yet moved the map's epoch on for it. */
+  private rollBackToAnnounce = false;
+
+  /**
+   * The shard resumed from a checkpoint that may miss pushes it had
+   * acknowledged: the map moves one epoch up (owners unchanged), so every
+   * client's cached map is stale and re-read, and the roll-back is in the
+   * shard's lease for `tessera status`.
+   */
+  private async announceRollBack(map: ShardMap): Promise<void> {
+    try {
+      await this.store.casMap(map.epoch, { ...map, epoch: map.epoch + 1 });
+      this.rollBackToAnnounce = false;
+      log.warn(`shard ${this.shard.id}: map epoch ${map.epoch + 1} after its roll-back`);
+    } catch (err) {
+      log.debug(`shard ${this.shard.id}: could not move the map epoch on after its roll-back (${(err as Error).message}); trying again`);
     }
   }
 
@@ -382,7 +410,7 @@ export class ShardServer extends EventEmitter {
    *   without a checkpoint directory); InvalidArgumentError for a name that is
    *   not one ({@link badCheckpointName}).
    */
-  async checkpoint(name: string, atStep = 0, own = false): Promise<CheckpointInfo> {
+  async checkpoint(name: string, atStep = 0, own = false, closing = false): Promise<CheckpointInfo> {
     const bad = badCheckpointName(name);
     if (bad) throw new InvalidArgumentError(bad);
     const directory = this.checkpoints?.directory;
@@ -395,14 +423,14 @@ export class ShardServer extends EventEmitter {
     // The queue never rejects (each turn's failure is its caller's), so the next turn always follows.
     const turn = this.checkpointQueue.then(() => {
       this.checkpointsWaiting--;
-      return this.writeCheckpoint(directory, name, atStep);
+      return this.writeCheckpoint(directory, name, atStep, closing);
     });
     this.checkpointQueue = turn.catch(() => undefined);
     return turn;
   }
 
-  private async writeCheckpoint(directory: string, name: string, atStep: number): Promise<CheckpointInfo> {
-    const info = await takeCheckpoint(this.shard, this.sparse, directory, atStep, name, this.checkpoints?.keep ?? DEFAULT_CHECKPOINT_KEEP);
+  private async writeCheckpoint(directory: string, name: string, atStep: number, closing: boolean): Promise<CheckpointInfo> {
+    const info = await takeCheckpoint(this.shard, this.sparse, directory, atStep, name, this.checkpoints?.keep ?? DEFAULT_CHECKPOINT_KEEP, closing);
     this.lease.update({ checkpoint: { path: info.path, at: new Date().toISOString(), steps: info.closedSteps } });
     // Published now, unless closing (a renewal racing the lease's removal would bring it back).
     if (this.state === 'serving' || this.state === 'joining') void this.lease.renew();
@@ -454,7 +482,7 @@ export class ShardServer extends EventEmitter {
     await this.bulk?.close();
     await this.grpc.close(graceMs);
     // Every request has been answered: the last checkpoint holds every acknowledged push.
-    if (this.checkpoints) await this.checkpoint('', 0, true).catch((err: Error) => log.warn(`shard ${this.shard.id}: the last checkpoint failed (${err.message})`));
+    if (this.checkpoints) await this.checkpoint('', 0, true, true).catch((err: Error) => log.warn(`shard ${this.shard.id}: the last checkpoint failed (${err.message})`));
     await this.lease.close();
     this.transition('gone');
   }

@@ -16,8 +16,9 @@ export interface ClusterStatus {
   /** Slots the map gives to no live shard. */
   orphaned_slots: number;
   /** last_checkpoint: the shard's latest checkpoint file and when it was written; null before its first. */
+  /** rolled_back: the shard resumed from a checkpoint taken at `to` after a crash; pushes it acknowledged after then are lost. */
   /** lost_slots: slots the map gives the shard that it holds no values for, refused until restored or reset (`tessera reset-slots`). */
-  shards: { id: string; address: string; state: string; slots: number; bytes: number; epoch: number; lost_slots: SlotRange[]; last_checkpoint: { path: string; at: string; steps: number } | null }[];
+  shards: { id: string; address: string; state: string; slots: number; bytes: number; epoch: number; lost_slots: SlotRange[]; rolled_back: { to: string; path: string } | null; last_checkpoint: { path: string; at: string; steps: number } | null }[];
   /** state: training, idle (no block to claim for now); train_epoch: the pass over the data it is in; loss: its latest training loss. */
   workers: { id: string; state: string; step: number; backend: string; train_epoch: number; loss: number | null; held_out: Record<string, number> | null; pushed: { raw: number; wire: number } | null }[];
   /** The run's data: blocks (work items) in all, handed out, held now; null before a worker claimed one. */
@@ -54,6 +55,7 @@ export const statusCommand: Command = {
             bytes: m?.bytes ?? 0,
             epoch: m?.epoch ?? 0,
             lost_slots: m?.lost ?? [],
+            rolled_back: m?.rolledBack ?? null,
             last_checkpoint: m?.checkpoint ?? null,
           };
         }),
@@ -94,6 +96,7 @@ function render(s: ClusterStatus): string {
     ? table(['SHARD', 'ADDRESS', 'STATE', 'SLOTS', 'HELD', 'CHECKPOINT'], s.shards.map((x) => [x.id, x.address, x.state, x.slots, mb(x.bytes), x.last_checkpoint ? `${ago(x.last_checkpoint.at)} ${x.last_checkpoint.path}` : '-']))
     : 'no shards\n';
   for (const x of s.shards) {
+    if (x.rolled_back) out += `\n${x.id}: ROLLED BACK to its checkpoint of ${x.rolled_back.to} (${x.rolled_back.path}) after a crash: pushes it acknowledged after then are lost\n`;
     if (x.lost_slots.length > 0) out += `\n${x.id}: slots ${formatRanges(x.lost_slots)} LOST (it holds no values for them; refused until it restarts from a checkpoint that has them, or \`tessera reset-slots --shard ${x.id}\`)\n`;
   }
   out += '\n';

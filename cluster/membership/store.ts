@@ -38,6 +38,8 @@ export interface MemberInfo {
   owned?: SlotRange[];
   /** Slots the map gives a shard that it holds no values for, refused until restored or reset (Shard.lost). */
   lost?: SlotRange[];
+  /** A shard that resumed from a checkpoint older than its last acknowledgement (it had crashed): when that checkpoint was taken, and the file. Pushes it acknowledged after then are lost. */
+  rolledBack?: { to: string; path: string };
   /** A shard's latest checkpoint: the file, when it was written (ISO 8601), and under bsp the steps in it. */
   checkpoint?: { path: string; at: string; steps: number };
 }

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -101,5 +101,62 @@ describe('functional: a shard restarted on another address', function () {
     expect(err).to.be.instanceOf(Error);
     expect((err as Error).message).to.match(new RegExp(`a shard with id twin is alive at ${first.address.replace(/\./g, '\\.')} \\(its lease is being renewed\\): stop it first, or give this one another --id`));
     expect(Date.now() - began, 'it waited for the lease to lapse first').to.be.at.least(lease.ttlMs);
+  });
+});
+
+/**
+ * A shard that crashed (kill -9, OOM) resumes from its last timed checkpoint:
+ * pushes it acknowledged after that are gone, and without replicas nothing
+ * can bring them back. It says so: an error in its log, the roll-back in its
+ * lease (`tessera status`: ROLLED BACK), and the map one epoch up so that
+ * every client re-reads. A shard stopped cleanly (SIGTERM) writes a closing
+ * checkpoint that holds every acknowledged push, and reports nothing.
+ */
+describe('functional: a shard that resumes from before its last acknowledgement says so', function () {
+  this.timeout(60_000);
+  let cluster: TestCluster;
+  const extra: ShardServer[] = [];
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-rollback-'));
+  after(async () => {
+    for (const s of extra) await s.close(100);
+    await cluster.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('after a crash: logged, in its lease, the epoch moves on; after a clean stop: nothing', async () => {
+    cluster = await startCluster({ shards: 1, model: flatModel(D), slots: 16, optimizer: { name: 'sgd', learningRate: 1 }, checkpointDir: dir });
+    const client = await cluster.client({ workerId: 'w0' });
+    const start = await client.pull();
+    const one = new Float32Array(D).fill(1);
+    await client.push(one);
+    const shard = cluster.shards[0]!;
+    const timed = await shard.checkpoint('');
+    await client.push(one); // acknowledged after the last timed checkpoint
+    const place = { id: shard.shard.id, listen: shard.address, bulkPort: Number(shard.bulkAddress.split(':').pop()) };
+    // A crash: the newest file on disk is the timed one (a clean stop would have written a closing one over it).
+    copyFileSync(timed.path, `${timed.path}.crash`);
+    await shard.close(0);
+    copyFileSync(`${timed.path}.crash`, timed.path);
+    const epochBefore = (await cluster.store.getMap())!.epoch;
+
+    const back = await ShardServer.start({ ...place, store: cluster.store, checkpoints: { directory: dir, everyMs: 0 }, resume: true });
+    extra.push(back);
+    const lease = (await cluster.store.members('shard')).find((m) => m.id === place.id);
+    expect(lease?.rolledBack?.path).to.equal(timed.path);
+    expect(Date.parse(lease!.rolledBack!.to)).to.be.a('number').and.not.NaN;
+    expect((await cluster.store.getMap())!.epoch, 'the map moved on one epoch').to.equal(epochBefore + 1);
+    const values = await client.pull();
+    expect(client.epoch).to.equal(epochBefore + 1);
+    for (let i = 0; i < D; i++) expect(values[i], `element ${i}: the push after the checkpoint is lost`).to.equal(Math.fround(start[i]! - 1));
+
+    // A clean stop and resume: its closing checkpoint holds everything; nothing to report.
+    await client.push(one);
+    await back.close(0);
+    extra.pop();
+    const clean = await ShardServer.start({ ...place, store: cluster.store, checkpoints: { directory: dir, everyMs: 0 }, resume: true });
+    extra.push(clean);
+    const again = (await cluster.store.members('shard')).find((m) => m.id === place.id);
+    expect(again?.rolledBack, 'nothing rolled back').to.equal(undefined);
+    expect((await cluster.store.getMap())!.epoch).to.equal(epochBefore + 1);
   });
 });
