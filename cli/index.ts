@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { setLogLevel, type LogLevel } from '../cluster/log.js';
 import { helpText, parseArgs, UsageError } from './args.js';
 import { type Command } from './command.js';
@@ -20,7 +22,7 @@ const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerComm
 
 function usage(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`).join('\n');
-  return `Usage: tessera <command> [options]\n\nCommands:\n${rows}\n\nRun \`tessera <command> --help\` for a command's options.\nEnvironment: TESSERA_LOG_LEVEL=debug|info|warn|error|silent (default info; logs go to stderr);
+  return `Usage: tessera <command> [options]\n\nCommands:\n${rows}\n\nRun \`tessera <command> --help\` for a command's options; \`tessera --version\` for the version.\nEnvironment: TESSERA_LOG_LEVEL=debug|info|warn|error|silent (default info; logs go to stderr);
 TESSERA_REDIS_URL stands for --redis; TESSERA_TLS_DIR for --tls-dir.\n`;
 }
 
@@ -31,6 +33,10 @@ export async function main(argv: string[]): Promise<number> {
     if (!verb || verb === '--help' || verb === '-h' || verb === 'help') {
       process.stdout.write(usage());
       return verb ? EXIT.ok : EXIT.usage;
+    }
+    if (verb === '--version' || verb === '-V' || verb === 'version') {
+      process.stdout.write(`tessera ${version()}\n`);
+      return EXIT.ok;
     }
     const command = findCommand(verb, rest);
     if (rest.includes('--help') || rest.includes('-h')) {
@@ -60,4 +66,14 @@ function findCommand(verb: string, rest: string[]): Command {
   if (group.length === 0) throw new UsageError(`unknown command "${verb}"; run \`tessera --help\` for the list`);
   const said = rest[0] === undefined || rest[0].startsWith('-') ? 'needs a subcommand' : `has no subcommand "${rest[0]}"`;
   throw new UsageError(`\`tessera ${verb}\` ${said}: ${group.map((g) => `\`tessera ${verb} ${g}\``).join(' or ')}; add --help to one for its options`);
+}
+
+/** This package's version, from its package.json (two folders above this file, compiled or not). */
+function version(): string {
+  const file = fileURLToPath(new URL('../../package.json', import.meta.url));
+  try {
+    return (JSON.parse(readFileSync(file, 'utf8')) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }

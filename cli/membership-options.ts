@@ -70,14 +70,17 @@ function redisSecrets(o: ParsedOptions): { password?: string; tls?: { ca: Buffer
  * Redis holds the shard map and the membership, which every process trusts:
  * over a network it is reached with TLS (`rediss://`). A plaintext `redis://`
  * URL is taken for a loopback host, or when the operator said so.
- * @throws UsageError for a plaintext URL to another host without the opt-in.
+ * @throws UsageError for a URL that is not a Redis one, or a plaintext URL to another host without the opt-in.
  */
 function checkPlaintextRedis(url: string, insecure: boolean): void {
-  let parsed: URL;
+  let parsed: URL | null = null;
   try {
     parsed = new URL(url);
   } catch {
-    return; // the store says what is wrong with it
+    // not a URL at all: said below
+  }
+  if (!parsed || (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:')) {
+    throw new UsageError(`the Redis URL "${url.replace(/\/\/[^@/]*@/, '//…@').slice(0, 80)}" is not one: expected redis://[user@]host:port[/db], or rediss://… for TLS`);
   }
   if (parsed.protocol !== 'redis:' || insecure || isLoopback(parsed.hostname)) return;
   throw new UsageError(

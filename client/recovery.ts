@@ -29,6 +29,8 @@ export interface Recoverable<W, P> {
   /** Re-reads the shard map (after a redirect, and before a retry). */
   refreshMap(): Promise<void>;
   budget: RecoveryBudget;
+  /** Whether the client was closed: a retryable failure is then given to the caller at once. */
+  stopped?(): boolean;
   /** Called before the work of a failed part is routed again. */
   onRecover?(p: P, err: TesseraError, how: 'redirect' | 'retry' | 'wait'): void;
 }
@@ -61,7 +63,7 @@ export async function withRecovery<W, P>(work: W, r: Recoverable<W, P>, op: (p: 
           case 'retry': {
             const since = retries === 0 ? performance.now() : retryingSince;
             const delay = backoffDelay(retries, { minMs: r.budget.retryDelayMs, maxMs: MAX_RETRY_DELAY_MS, jitter: true });
-            if (retries >= r.budget.maxRetries || performance.now() + delay - since > r.budget.retryForMs) throw err;
+            if (retries >= r.budget.maxRetries || performance.now() + delay - since > r.budget.retryForMs || r.stopped?.()) throw err;
             r.onRecover?.(part, err, 'retry');
             await sleep(delay);
             await r.refreshMap().catch(() => undefined);

@@ -209,6 +209,7 @@ export class SparseClient {
         address: (p) => p.part.address,
         refreshMap: () => this.client.refreshMap(),
         budget: this.client.options,
+        stopped: () => this.client.closed,
         onRecover: (p, err, how) => log.debug(`${table}: ${err.message}; ${how === 'redirect' ? 're-routing' : 'retrying'} ${rowCount(p.part)} rows`),
       },
       (p) => op(p.part, p.map),

@@ -241,7 +241,7 @@ export class TesseraClient {
 
   /** Routes `work` by the cached map and runs `op` per shard in parallel, recovering as client/recovery.ts says. */
   private fanOut(work: RoutedRange[], op: (b: ShardBatch) => Promise<void>): Promise<void> {
-    return withRecovery(work, { route: (w) => this.routePieces(w), remaining: (b) => b.ranges, address: (b) => b.address, refreshMap: () => this.refreshMap(), budget: this.options }, async (b) => {
+    return withRecovery(work, { route: (w) => this.routePieces(w), remaining: (b) => b.ranges, address: (b) => b.address, refreshMap: () => this.refreshMap(), budget: this.options, stopped: () => this.isClosed }, async (b) => {
       try {
         await op(b);
       } catch (err) {
@@ -275,7 +275,15 @@ export class TesseraClient {
     return transport.push(batch, { epoch: this.map.epoch, workerId: this.options.workerId, model: this.config.model.name, seq, ...(clock !== undefined ? { clock } : {}), gradient, compression: this.compression, encoded });
   }
 
+  /** Whether {@link close} was called: a request retrying then gives up at its next try. */
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  private isClosed = false;
+
   async close(): Promise<void> {
+    this.isClosed = true;
     clearInterval(this.refreshTimer);
     this.stopWatch();
     this.nodes.close();

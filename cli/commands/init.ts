@@ -1,11 +1,12 @@
 import { layout } from '../../cluster/model-spec.js';
 import { OPTIMIZERS, type OptimizerName } from '../../cluster/optimizer-config.js';
 import { DEFAULT_SLOTS } from '../../cluster/slots.js';
-import { TASK_NAMES, loadTask } from '../../worker/tasks/index.js';
+import { TASK_NAMES } from '../../worker/tasks/index.js';
 import { type Command } from '../command.js';
 import { EXIT } from '../handle-error.js';
 import { clusterConfig, COMPRESSION_OPTION, parseCompressionOption, parseConsistencyOption } from '../local/defaults.js';
 import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
+import { taskFromOption } from '../model-option.js';
 
 export const initCommand: Command = {
   name: 'init',
@@ -25,7 +26,7 @@ export const initCommand: Command = {
     { name: 'json', type: 'boolean', description: 'print the configuration written as JSON' },
   ],
   async run(o) {
-    const task = await loadTask(o['model'] as string);
+    const task = await taskFromOption(o['model'] as string);
     const optimizer = o['optimizer'] as OptimizerName;
     const config = clusterConfig({
       name: o['cluster'] as string,

@@ -6,12 +6,13 @@ import { DEFAULT_SLOTS } from '../../cluster/slots.js';
 import { MemoryMembershipStore } from '../../cluster/membership/memory-store.js';
 import { type MembershipStore } from '../../cluster/membership/store.js';
 import { RedisMembershipStore } from '../../cluster/membership/redis-store.js';
+import { DEFAULT_KEY_PREFIX } from '../../cluster/membership/redis-keys.js';
 import { membershipImplementation } from '../../cluster/membership/membership-service.js';
 import { startGrpcServer } from '../../cluster/grpc-server.js';
 import { MEMBERSHIP_SERVICE_NAME, membershipService } from '../../cluster/proto.js';
 import { TesseraClient } from '../../client/tessera-client.js';
 import { BACKENDS, selectBackend } from '../../worker/backend.js';
-import { TASK_NAMES, loadTask } from '../../worker/tasks/index.js';
+import { TASK_NAMES } from '../../worker/tasks/index.js';
 import { isModulePath } from '../../worker/tasks/user-task.js';
 import { UsageError } from '../args.js';
 import { type Command } from '../command.js';
@@ -21,6 +22,7 @@ import { ProgressLine } from '../local/progress.js';
 import { parseWorkerEvent } from '../local/worker-events.js';
 import { DEFAULT_TRAINING, clusterConfig, COMPRESSION_OPTION, parseCompressionOption, parseConsistencyOption, stepsOfRun } from '../local/defaults.js';
 import { MEMBERSHIP_RULES } from '../../cluster/tls/authorization.js';
+import { taskFromOption } from '../model-option.js';
 
 /** How long shards may take to start and register before `local` gives up. */
 const SHARD_START_TIMEOUT_MS = 30_000;
@@ -47,6 +49,7 @@ export const localCommand: Command = {
     { name: 'pipeline', type: 'boolean', default: true, description: 'workers overlap communication with compute (--pipeline=false: strictly in turn)' },
     { name: 'redis', type: 'string', metavar: 'URL', description: 'keep the membership in this Redis instead of the embedded store (the cluster named by --cluster is overwritten)' },
     { name: 'cluster', type: 'string', metavar: 'NAME', default: 'local', description: 'cluster name, with --redis' },
+    { name: 'key-prefix', type: 'string', metavar: 'PREFIX', default: DEFAULT_KEY_PREFIX, description: 'first part of every Redis key, with --redis' },
     { name: 'stay', type: 'boolean', description: 'after training, keep the cluster up (for `tessera export` / `tessera serve --membership ADDRESS`, the address printed) until Ctrl-C' },
     { name: 'json', type: 'boolean', description: 'print one JSON object with the results on stdout, nothing else' },
   ],
@@ -62,7 +65,7 @@ export const localCommand: Command = {
     if (workers < 1) throw new UsageError('--workers must be at least 1');
     if (batchSize < 1) throw new UsageError('--batch-size must be at least 1');
     const modelArg = o['model'] as string;
-    const task = await loadTask(modelArg);
+    const task = await taskFromOption(modelArg);
     const epochs = (o['epochs'] as number | undefined) ?? task.defaultEpochs;
     if (epochs < 1) throw new UsageError('--epochs must be at least 1');
     // Workers load a user's module themselves: give them a path that does not depend on their directory.
@@ -84,7 +87,7 @@ export const localCommand: Command = {
       ...(o['lr-drop-epoch'] !== undefined ? { lrDrop: { epoch: o['lr-drop-epoch'] as number, factor: o['lr-drop-factor'] as number, workers, batchSize } } : {}),
     });
 
-    const membership = await openMembership(config, o['redis'] as string | undefined);
+    const membership = await openMembership(config, o['redis'] as string | undefined, o['key-prefix'] as string);
     const store = membership.store;
     // Children log warnings only unless the user asked for more.
     const procs = new RoleProcesses({ ...process.env, TESSERA_LOG_LEVEL: process.env['TESSERA_LOG_LEVEL'] ?? 'warn' });
@@ -141,7 +144,8 @@ export const localCommand: Command = {
       }
       return EXIT.ok;
     } finally {
-      await procs.stopAll();
+      // Workers first: a shard that stopped under them would make their last calls fail.
+      await procs.stopAll(5_000, (name) => !name.startsWith('shard-'));
       await membership.close();
     }
 
@@ -213,11 +217,17 @@ export const localCommand: Command = {
  * The membership store of this run and the flags that lead children to it:
  * the embedded store, hosted here and served over gRPC on loopback, or Redis.
  */
-async function openMembership(config: ClusterConfig, redis: string | undefined): Promise<{ store: MembershipStore; args: string[]; address?: string; close(): Promise<void> }> {
+async function openMembership(config: ClusterConfig, redis: string | undefined, keyPrefix: string): Promise<{ store: MembershipStore; args: string[]; address?: string; close(): Promise<void> }> {
   if (redis) {
-    const store = new RedisMembershipStore({ url: redis, cluster: config.name });
-    await store.createCluster(config, true);
-    return { store, args: ['--redis', redis, '--cluster', config.name], close: () => store.close() };
+    const store = new RedisMembershipStore({ url: redis, cluster: config.name, keyPrefix });
+    try {
+      await store.createCluster(config, true);
+    } catch (err) {
+      // The store reconnects in the background, which would keep this process up for ever.
+      await store.close();
+      throw new Error(`cannot use Redis at ${redactedUrl(redis)} (${(err as Error).message}); start it, or leave out --redis: tessera local runs its own membership store`);
+    }
+    return { store, args: ['--redis', redis, '--cluster', config.name, '--key-prefix', keyPrefix], close: () => store.close() };
   }
   const store = new MemoryMembershipStore();
   await store.createCluster(config);
@@ -260,4 +270,9 @@ function printSummary(r: Record<string, string | number | boolean>): void {
     ['wall time', `${r['wall_s']} s (training ${r['train_wall_s']} s)`],
   ];
   process.stdout.write(rows.map(([k, v]) => `${k.padEnd(14)} ${v}`).join('\n') + '\n');
+}
+
+/** `url` with any password replaced, for a message. */
+function redactedUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@').slice(0, 120);
 }

@@ -11,6 +11,8 @@ import { type Command } from '../command.js';
 import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 import { EXIT } from '../handle-error.js';
 import { type WorkerEvent } from '../local/worker-events.js';
+import { taskFromOption } from '../model-option.js';
+import { type TrainResult } from '../../worker/trainer.js';
 
 const log = createLogger('worker');
 
@@ -47,13 +49,17 @@ export const workerCommand: Command = {
     let lease: Lease | undefined;
     let client: TesseraClient | undefined;
     const abort = new AbortController();
-    const stop = () => abort.abort();
+    // Stopping: the step under way finishes if it can; a call that would wait for a shard gives up instead.
+    const stop = () => {
+      abort.abort();
+      void client?.close();
+    };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
     try {
       const config = await store.getConfig();
       if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera local)');
-      const task = await loadTask((o['model'] as string | undefined) ?? config.model.name);
+      const task = o['model'] !== undefined ? await taskFromOption(o['model'] as string) : await loadTask(config.model.name);
       if (task.name !== config.model.name) throw new InvalidArgumentError(`this cluster trains ${config.model.name}, not ${task.name}; drop --model or pass --model ${config.model.name} (or its module)`);
       const epochs = (o['epochs'] as number | undefined) ?? task.defaultEpochs;
       const batchSize = o['batch-size'] as number;
@@ -78,7 +84,7 @@ export const workerCommand: Command = {
             emit({ event: 'eval', id, epoch, metrics });
             log.info(`worker ${id}: held-out after ${epoch} epoch(s): ${Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}`);
           })
-          .catch((err: unknown) => log.warn(`worker ${id}: held-out evaluation failed: ${(err as Error).message}`))
+          .catch((err: unknown) => (abort.signal.aborted ? undefined : log.warn(`worker ${id}: held-out evaluation failed: ${(err as Error).message}`)))
           .finally(() => (evaluating = null));
       };
       const source = claimedBatches({
@@ -94,8 +100,9 @@ export const workerCommand: Command = {
           void lease!.renew();
         },
       });
-      const result = await task.train({
-        client,
+      const trainer = client;
+      const result = await trainUnlessStopped(abort.signal, () => task.train({
+        client: trainer,
         source,
         batchSize,
         seed: o['seed'] as number,
@@ -111,7 +118,7 @@ export const workerCommand: Command = {
           emit({ event: 'step', id, ...e });
           log.debug(`worker ${id}: step ${e.step}, epoch ${e.epoch}, loss ${e.loss.toFixed(4)}`);
         },
-      });
+      }));
       await evaluating;
       const pushed = client.traffic();
       lease.update({ pushed });
@@ -128,3 +135,18 @@ export const workerCommand: Command = {
     }
   },
 };
+
+/**
+ * Runs `train`; once `signal` has fired (SIGINT/SIGTERM), a call that fails
+ * because the cluster is stopping too (a shard gone, the client closed) is
+ * part of a clean stop, not an error: the run counts as stopped where it was.
+ */
+async function trainUnlessStopped(signal: AbortSignal, train: () => Promise<TrainResult>): Promise<TrainResult> {
+  try {
+    return await train();
+  } catch (err) {
+    if (!signal.aborted) throw err;
+    log.debug(`a call failed while stopping: ${(err as Error).message}`);
+    return { steps: 0, samples: 0, wallMs: 0, lastLoss: Number.NaN, aborted: true };
+  }
+}

@@ -46,9 +46,21 @@ export class RoleProcesses {
     });
   }
 
-  /** SIGTERM to all still running, SIGKILL to those alive after `graceMs`. */
-  async stopAll(graceMs = 5_000): Promise<void> {
-    const running = [...this.children].filter(([, c]) => c.exitCode === null && c.signalCode === null);
+  /**
+   * SIGTERM to all still running, SIGKILL to those alive after `graceMs`.
+   * `first`: those stopped (and waited for) before the others, so that clients
+   * are gone before the servers they call (no failed calls in a clean stop).
+   */
+  async stopAll(graceMs = 5_000, first?: (name: string) => boolean): Promise<void> {
+    if (first) {
+      await this.stopSome(graceMs, first);
+      return this.stopSome(graceMs, () => true);
+    }
+    return this.stopSome(graceMs, () => true);
+  }
+
+  private async stopSome(graceMs: number, which: (name: string) => boolean): Promise<void> {
+    const running = [...this.children].filter(([n, c]) => which(n) && c.exitCode === null && c.signalCode === null);
     for (const [, c] of running) c.kill('SIGTERM');
     const timer = setTimeout(() => {
       for (const [, c] of running) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');

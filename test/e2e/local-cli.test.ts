@@ -1,4 +1,7 @@
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect } from 'chai';
 import { alive, run, start } from '../helpers/cli.js';
 
@@ -34,6 +37,36 @@ describe('e2e: tessera local', function () {
     const consistency = await run(['local', '--consistency', 'ssp']);
     expect(consistency.code).to.equal(2);
     expect(consistency.stderr).to.match(/--consistency: unknown consistency "ssp"; use async, bsp, or ssp:K/);
+    const model = await run(['local', '--model', 'nosuch']);
+    expect(model.code, 'an unknown model is a wrong command line').to.equal(2);
+    expect(model.stderr).to.match(/unknown model "nosuch"; built-in models: mnist-mlp/);
+    const url = await run(['status', '--redis', '127.0.0.1:6379']);
+    expect(url.code, 'a Redis URL without its scheme is a wrong command line').to.equal(2);
+    expect(url.stderr).to.match(/the Redis URL "127\.0\.0\.1:6379" is not one: expected redis:\/\//);
+    const version = await run(['--version']);
+    expect(version.code).to.equal(0);
+    expect(version.stdout).to.match(/^tessera \d+\.\d+\.\d+\n$/);
+  });
+
+  it('a model module with a syntax error is named with its file, line and column', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-bad-model-'));
+    try {
+      const file = join(dir, 'bad-model.mjs');
+      writeFileSync(file, 'export default (tf) => ({\n  name: "bad",,\n});\n');
+      const bad = await run(['local', '--model', file]);
+      expect(bad.code).to.equal(1);
+      expect(bad.stderr).to.include(`cannot load model module ${file}:2:15: Unexpected token ','`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('with --redis at an address where nothing listens: a clear message and exit 1, at once', async () => {
+    const began = Date.now();
+    const r = await run(['local', '--redis', 'redis://127.0.0.1:1', '--epochs', '1'], 30_000);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(/cannot use Redis at redis:\/\/127\.0\.0\.1:1 .*; start it, or leave out --redis: tessera local runs its own membership store/);
+    expect(Date.now() - began, 'it gives up rather than wait for ever').to.be.below(20_000);
   });
 
   it('Ctrl-C stops every process it started and exits 130', async () => {
@@ -52,7 +85,9 @@ describe('e2e: tessera local', function () {
     expect(children).to.have.length(4);
     await new Promise((r) => setTimeout(r, 1500));
     child.kill('SIGINT');
-    expect((await local.finished).code).to.equal(130);
+    const done = await local.finished;
+    expect(done.code).to.equal(130);
+    expect(done.stderr, 'a clean shutdown reports no failed calls').to.not.match(/No connection established|unavailable/i);
     for (const pid of children) expect(alive(pid), `child ${pid} still running`).to.equal(false);
   });
 });

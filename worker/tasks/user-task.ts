@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
@@ -45,7 +46,8 @@ export async function loadUserTask(path: string): Promise<TrainingTask> {
   try {
     mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
   } catch (err) {
-    throw new InvalidArgumentError(`cannot load model module ${path}: ${(err as Error).message}`);
+    const where = err instanceof SyntaxError ? syntaxErrorLocation(file) : null;
+    throw new InvalidArgumentError(`cannot load model module ${where ?? path}: ${(err as Error).message}`);
   }
   if (typeof mod.default !== 'function') throw new InvalidArgumentError(`model module ${path} must export a default function (tf) => model; see docs/user-models.md`);
   const def = (mod.default as (t: typeof tf) => UserModel)(tf);
@@ -71,4 +73,20 @@ export async function loadUserTask(path: string): Promise<TrainingTask> {
     return data;
   };
   return denseTask(model, load, def.learningRates ?? {});
+}
+
+/**
+ * Where in `file` the syntax error is, as `file:line:column`, or null when
+ * that cannot be told: Node's dynamic import reports a module's syntax error
+ * without its place, so the file is checked again with `node --check`, which
+ * prints the line and a caret under the column.
+ */
+function syntaxErrorLocation(file: string): string | null {
+  const check = spawnSync(process.execPath, ['--check', file], { encoding: 'utf8', timeout: 10_000 });
+  const lines = (check.stderr ?? '').split('\n');
+  const at = lines.findIndex((l) => l.startsWith(`${file}:`));
+  if (at < 0) return null;
+  const line = lines[at]!.slice(file.length + 1);
+  const caret = lines[at + 2]?.indexOf('^') ?? -1;
+  return `${file}:${line}${caret >= 0 ? `:${caret + 1}` : ''}`;
 }

@@ -866,6 +866,12 @@ describe('deploy: Kubernetes manifests', function () {
         }
       });
 
+      it('the training Job is a work queue: parallelism alone says how many workers train (no completions to cap it)', () => {
+        const job = find('Job', 'tessera-train').spec!;
+        expect(job.parallelism, 'parallelism').to.be.a('number').and.at.least(1);
+        expect(job.completions, 'with completions: N the controller never runs more than N workers at once').to.equal(undefined);
+      });
+
       if (dir.endsWith('gpu')) {
         it('workers run the GPU image on a GPU each, with the webgpu backend forced', () => {
           const worker = find('Job', 'tessera-train').spec!.template!.spec.containers[0]!;

@@ -493,9 +493,8 @@ describe('server/simd-kernels', () => {
    * at once: the update is silently skipped and a NaN goes unnoticed. Needs 4 GiB
    * of memory and ~8 s (the heap zero-fills what it hands out), so it runs only
    * with TESSERA_4GIB_TESTS=1; it frees what it took, for the tests after it.
-   * Fails today (see the report that came with this test): the fix belongs
-   * in the kernels' loop bounds or in the heap never handing out the last
-   * bytes of the 4 GiB; either passes.
+   * It passes: the heap never hands out the last bytes of the 4 GiB, so no
+   * array ends where the kernels' end address would wrap.
    */
   describe('arrays ending at the 4 GiB limit of the heap', function () {
     this.timeout(120_000);
