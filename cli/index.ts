@@ -16,6 +16,7 @@ import { localCommand } from './commands/local.js';
 import { shardCommand } from './commands/shard.js';
 import { statusCommand } from './commands/status.js';
 import { workerCommand } from './commands/worker.js';
+import { stopWithParent } from './parent-watch.js';
 
 /** Registers the verbs; each lives in its own file under commands/. */
 const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand, checkpointCommand, resetSlotsCommand, rebalanceCommand, exportCommand, serveCommand, certsInitCommand, certsIssueCommand];
@@ -39,6 +40,7 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT.ok;
     }
     const command = findCommand(verb, rest);
+    stopWithParent();
     if (rest.includes('--help') || rest.includes('-h')) {
       process.stdout.write(helpText(command.name, command.summary, command.options));
       return EXIT.ok;

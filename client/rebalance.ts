@@ -1,4 +1,4 @@
-import { InvalidArgumentError, NotFoundError } from '../cluster/errors.js';
+import { InvalidArgumentError, NotFoundError, ShardUnavailableError } from '../cluster/errors.js';
 import { dial, unary } from '../cluster/grpc-client.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { shardAdminService } from '../cluster/proto.js';
@@ -34,7 +34,8 @@ const MOVE_DEADLINE_MS = 600_000;
  * what each move did.
  *
  * @throws NotFoundError with no map; InvalidArgumentError when draining would
- *   leave no shard, or a target has no live lease; the first move's typed
+ *   leave no shard, or a target has no live lease; ShardUnavailableError when a
+ *   shard that would give slots is dead (before any move); the first move's typed
  *   error that fails (the moves before it stand).
  */
 export async function rebalanceCluster(store: MembershipStore, options: RebalanceOptions = {}): Promise<(SlotMove | MoveOutcome)[]> {
@@ -49,6 +50,15 @@ export async function rebalanceCluster(store: MembershipStore, options: Rebalanc
   if (live.length === 0) throw new InvalidArgumentError('no live shard would be left to hold the slots');
   const addresses = new Map(members.map((m) => [m.id, m.address!]));
   const plan = rebalancePlan(map, live.map((m) => m.id).sort(), options.perMove ?? 64);
+  // A move is made by its source shard, from its memory: one that holds no live lease cannot make it.
+  const dead = [...new Set(plan.map((m) => m.from))].filter((id) => !addresses.get(id));
+  if (dead.length > 0) {
+    const held = (id: string) => map.owners.filter((o) => o === id).length;
+    throw new ShardUnavailableError(
+      `${dead.map((id) => `shard ${id} (${held(id)} slots)`).join(', ')} ${dead.length > 1 ? 'hold' : 'holds'} no live lease: a move is made by the shard that holds the slots, so none of its slots can move until it is back (\`tessera status\` shows it dead). Start it again, from its checkpoint (--resume), then rebalance`,
+      dead.map((id) => map.addresses[id] ?? '').join(', '),
+    );
+  }
   if (options.dryRun) return plan;
   const done: MoveOutcome[] = [];
   for (const move of plan) {

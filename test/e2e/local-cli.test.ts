@@ -1,9 +1,9 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { alive, run, start } from '../helpers/cli.js';
+import { BIN, alive, run, start } from '../helpers/cli.js';
 
 describe('e2e: tessera local', function () {
   this.timeout(120_000);
@@ -67,6 +67,32 @@ describe('e2e: tessera local', function () {
     expect(r.code).to.equal(1);
     expect(r.stderr).to.match(/cannot use Redis at redis:\/\/127\.0\.0\.1:1 .*; start it, or leave out --redis: tessera local runs its own membership store/);
     expect(Date.now() - began, 'it gives up rather than wait for ever').to.be.below(20_000);
+  });
+
+  it('run through npm (npx tessera local &), it stops with the wrapper that started it, and so do its shards and workers', async () => {
+    // A stand-in for npm's wrapper: it starts tessera as npm does (npm_execpath set) and passes no signal on.
+    const wrapper = spawn(process.execPath, ['-e', `require('node:child_process').spawn(process.execPath, ${JSON.stringify([BIN, 'local', '--epochs', '50'])}, { stdio: 'ignore' }); setInterval(() => {}, 1000);`], {
+      env: { ...process.env, npm_execpath: 'npm-cli.js' },
+      stdio: 'ignore',
+    });
+    const pids = (ppid: number) => {
+      try {
+        return execFileSync('ps', ['-o', 'pid=', '--ppid', String(ppid)]).toString().trim().split(/\s+/).filter(Boolean).map(Number);
+      } catch {
+        return [];
+      }
+    };
+    let local = 0;
+    let children: number[] = [];
+    for (let i = 0; i < 100 && children.length < 4; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      local = pids(wrapper.pid!)[0] ?? 0;
+      children = local ? pids(local) : [];
+    }
+    expect(children, 'tessera local and its 4 children started').to.have.length(4);
+    wrapper.kill('SIGKILL');
+    for (let i = 0; i < 75 && [local, ...children].some(alive); i++) await new Promise((r) => setTimeout(r, 200));
+    for (const pid of [local, ...children]) expect(alive(pid), `${pid} still running after its wrapper was killed`).to.equal(false);
   });
 
   it('Ctrl-C stops every process it started and exits 130', async () => {

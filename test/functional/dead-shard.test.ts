@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { ShardUnavailableError } from '../../cluster/errors.js';
+import { rebalanceCluster } from '../../client/rebalance.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
 import { forEachTransport } from '../helpers/transports.js';
 
@@ -50,5 +51,33 @@ forEachTransport('functional: a dead shard', function (transport) {
     expect(pushErr).to.be.instanceOf(ShardUnavailableError);
     expect(retries, 'push retries before giving up').to.equal(2);
     expect((pushErr as Error).message).to.not.match(/deadline/i);
+  });
+});
+
+/**
+ * A rebalance with a dead shard holding slots: the moves from it cannot be
+ * made (a move is made by the shard holding the slots), so the plan is
+ * refused before any move, dry run or not, naming the shard and the way out.
+ * Before, the dry run printed a plan that could not run, and the real run
+ * failed on its first move with raw gRPC text.
+ */
+describe('functional: rebalancing with a dead shard', function () {
+  this.timeout(30_000);
+  let cluster: TestCluster;
+  after(async () => cluster.close());
+
+  it('is refused up front, dry run or not, saying which shard and what to do', async () => {
+    cluster = await startCluster({ shards: 3, model: flatModel(4096), slots: 30 });
+    const before = await cluster.store.getMap();
+    await cluster.shards[2]!.close(0);
+    for (const dryRun of [true, false]) {
+      const err = await rebalanceCluster(cluster.store, { drain: ['shard-0'], dryRun }).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err, `dry run: ${dryRun}`).to.be.instanceOf(ShardUnavailableError);
+      expect((err as Error).message).to.match(/shard shard-2 \(10 slots\) holds no live lease: a move is made by the shard that holds the slots, so none of its slots can move until it is back .* Start it again, from its checkpoint \(--resume\), then rebalance/);
+    }
+    expect(await cluster.store.getMap(), 'nothing moved').to.deep.equal(before);
   });
 });
