@@ -7,6 +7,7 @@ import { type Command } from './command.js';
 import { EXIT, handleError } from './handle-error.js';
 import { certsInitCommand, certsIssueCommand } from './commands/certs.js';
 import { checkpointCommand } from './commands/checkpoint.js';
+import { evalCommand } from './commands/eval.js';
 import { resetSlotsCommand } from './commands/reset-slots.js';
 import { exportCommand } from './commands/export.js';
 import { serveCommand } from './commands/serve.js';
@@ -19,7 +20,7 @@ import { workerCommand } from './commands/worker.js';
 import { stopWithParent } from './parent-watch.js';
 
 /** Registers the verbs; each lives in its own file under commands/. */
-const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand, checkpointCommand, resetSlotsCommand, rebalanceCommand, exportCommand, serveCommand, certsInitCommand, certsIssueCommand];
+const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand, evalCommand, checkpointCommand, resetSlotsCommand, rebalanceCommand, exportCommand, serveCommand, certsInitCommand, certsIssueCommand];
 
 function usage(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`).join('\n');

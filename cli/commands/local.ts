@@ -168,7 +168,7 @@ export const localCommand: Command = {
       for (const id of workerNames) {
         procs.start(
           id,
-          ['worker', ...membership.args, '--id', id, '--model', modelFlag, '--epochs', String(epochs), '--batch-size', String(batchSize), '--seed', String(o['seed']), '--backend', String(o['backend']), `--pipeline=${o['pipeline'] as boolean}`, '--augment', String(augment), ...(id === workerNames[0] ? ['--eval'] : []), '--json'],
+          ['worker', ...membership.args, '--id', id, '--model', modelFlag, '--epochs', String(epochs), '--batch-size', String(batchSize), '--seed', String(o['seed']), '--backend', String(o['backend']), `--pipeline=${o['pipeline'] as boolean}`, '--augment', String(augment), ...(id === workerNames[0] ? ['--eval', '--final-eval=false'] : []), '--json'],
           (text) => {
             const e = parseWorkerEvent(text);
             if (!e) return;

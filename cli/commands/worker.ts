@@ -4,7 +4,8 @@ import { DEFAULT_LEASE, Lease } from '../../cluster/membership/lease.js';
 import { TesseraClient } from '../../client/tessera-client.js';
 import { BACKENDS, type BackendName, selectBackend } from '../../worker/backend.js';
 import { BlockPlan, DEFAULT_BLOCK_SIZE, claimedBatches } from '../../worker/data/work-source.js';
-import { IDLE_WORKER_STATE } from '../../cluster/membership/store.js';
+import { IDLE_WORKER_STATE, type MembershipStore } from '../../cluster/membership/store.js';
+import { totalItems } from '../../cluster/membership/work-queue.js';
 import { loadTask } from '../../worker/tasks/index.js';
 import { TRAINER_DEFAULTS } from '../../worker/trainer.js';
 import { type Command } from '../command.js';
@@ -34,7 +35,8 @@ export const workerCommand: Command = {
     { name: 'lease-ttl-ms', type: 'int', metavar: 'MS', default: DEFAULT_LEASE.ttlMs, description: 'lease TTL: how soon a dead worker’s block goes to another and it stops holding back ssp/bsp (renewed every third of it)' },
     { name: 'backend', type: 'string', default: 'auto', choices: ['auto', ...BACKENDS], description: 'compute backend; a forced one that is unavailable is an error' },
     { name: 'pipeline', type: 'boolean', default: TRAINER_DEFAULTS.pipeline, description: 'overlap the next pull and this push with the compute (--pipeline=false: strictly in turn)' },
-    { name: 'eval', type: 'boolean', default: false, description: 'evaluate on the held-out data each time this worker starts a new epoch; published with its lease (tessera status) and, with --json, as an event' },
+    { name: 'eval', type: 'boolean', default: false, description: 'evaluate on the held-out data each time this worker starts a new epoch, and once more when the run is over (see --final-eval); published with its lease (tessera status) and, with --json, as an event' },
+    { name: 'final-eval', type: 'boolean', default: true, description: 'with --eval: once this worker has no more data, wait for the other workers to finish the run, then evaluate the final model (--final-eval=false: do not wait)' },
     { name: 'json', type: 'boolean', description: 'print progress as JSON lines on stdout (what `tessera local` reads)' },
   ],
   async run(o) {
@@ -120,6 +122,14 @@ export const workerCommand: Command = {
         },
       }));
       await evaluating;
+      // The run's summary carries the final model's held-out metric: once the run is over (every block
+      // done, by this worker or the others), evaluated once more; not when this worker was stopped.
+      if (o['eval'] && o['final-eval'] && !result.aborted && result.steps > 0 && (await runFinished(store, abort.signal))) {
+        const metrics = await task.evaluate(client);
+        lease.update({ heldOut: metrics, heldOutEpoch: epochs });
+        emit({ event: 'eval', id, epoch: epochs, metrics, final: true });
+        log.info(`worker ${id}: held-out at the end of the run: ${Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}`);
+      }
       const pushed = client.traffic();
       lease.update({ pushed });
       emit({ event: 'done', id, steps: result.steps, samples: result.samples, wallMs: result.wallMs, lastLoss: result.lastLoss, backend, pushRawBytes: pushed.raw, pushWireBytes: pushed.wire });
@@ -149,4 +159,20 @@ async function trainUnlessStopped(signal: AbortSignal, train: () => Promise<Trai
     log.debug(`a call failed while stopping: ${(err as Error).message}`);
     return { steps: 0, samples: 0, wallMs: 0, lastLoss: Number.NaN, aborted: true };
   }
+}
+
+/** How often a worker that has finished looks whether the others have too. */
+const RUN_POLL_MS = 1_000;
+
+/**
+ * Waits until every block of the run is done (none handed out and still held),
+ * so that the model is final; false when `signal` fires first.
+ */
+async function runFinished(store: MembershipStore, signal: AbortSignal): Promise<boolean> {
+  while (!signal.aborted) {
+    const progress = await store.workProgress().catch(() => null);
+    if (progress && progress.handedOut >= totalItems(progress.plan) && Object.values(progress.held).every((items) => items.length === 0)) return true;
+    await new Promise((r) => setTimeout(r, RUN_POLL_MS));
+  }
+  return false;
 }

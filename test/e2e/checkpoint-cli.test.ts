@@ -56,9 +56,15 @@ describe('e2e: tessera checkpoint and tessera shard --restore', function () {
     // Each shard also keeps checkpoints of its own; with no timer, one as it shuts down.
     for (const id of ['shard-0', 'shard-1']) shards.push(start(at(['shard', '--id', id, '--checkpoint-dir', own, '--checkpoint-every-s', '0'])));
     const members = await serving(2);
-    const worker = await run(at(['worker', '--id', 'w0', '--model', 'logreg', '--epochs', '1', '--json']));
+    const worker = await run(at(['worker', '--id', 'w0', '--model', 'logreg', '--epochs', '1', '--eval', '--json']));
     expect(worker.code, worker.stderr).to.equal(0);
     const trained = await pullAll();
+    // With --eval, the run's summary has the final model's held-out metric; `tessera eval` measures the same model alike.
+    const final = worker.stdout.trim().split('\n').map((l) => JSON.parse(l) as { event: string; final?: boolean; metrics?: Record<string, number> }).find((e) => e.event === 'eval' && e.final);
+    expect(final?.metrics?.['test_accuracy'], 'the final held-out accuracy').to.be.greaterThan(0.8);
+    const evaluated = await run(at(['eval', '--json']));
+    expect(evaluated.code, evaluated.stderr).to.equal(0);
+    expect((JSON.parse(evaluated.stdout) as { metrics: Record<string, number> }).metrics).to.deep.equal(final!.metrics);
     // A worker that comes once the run is over says so (no "done after 0 steps, loss NaN").
     const late = await run(at(['worker', '--id', 'w-late', '--model', 'logreg', '--epochs', '1']));
     expect(late.code, late.stderr).to.equal(0);
