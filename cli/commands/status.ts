@@ -1,7 +1,10 @@
 import { NotFoundError } from '../../cluster/errors.js';
 import { slotCounts } from '../../cluster/shard-map.js';
 import { type SlotRange, formatRanges } from '../../cluster/slots.js';
+import { type MembershipStore } from '../../cluster/membership/store.js';
+import { type ParsedOptions, UsageError } from '../args.js';
 import { type Command } from '../command.js';
+import { untilSignal } from '../signals.js';
 import { EXIT } from '../handle-error.js';
 import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 
@@ -28,54 +31,74 @@ export interface ClusterStatus {
 export const statusCommand: Command = {
   name: 'status',
   summary: "Show the cluster: map epoch, each shard (address, alive/dead by lease, slots, bytes), each worker (step, epoch, loss, backend) and the run's data progress.",
-  options: [...MEMBERSHIP_OPTIONS, { name: 'json', type: 'boolean', description: 'print one JSON object instead of tables' }],
+  options: [
+    ...MEMBERSHIP_OPTIONS,
+    { name: 'json', type: 'boolean', description: 'print one JSON object instead of tables' },
+    { name: 'watch', type: 'number', metavar: 'SECONDS', description: 'print it again every SECONDS until Ctrl-C (redrawn in place on a terminal; with --json, one object per line)' },
+  ],
   async run(o) {
+    const watchS = o['watch'] as number | undefined;
+    if (watchS !== undefined && !(watchS >= 0.5)) throw new UsageError('--watch takes the seconds between refreshes, at least 0.5');
     const store = openStore(o);
-    let status: ClusterStatus;
     try {
-      const [config, map, shards, workers, work] = await Promise.all([store.getConfig(), store.getMap(), store.members('shard'), store.members('worker'), store.workProgress()]);
-      if (!config) throw new NotFoundError(`no cluster "${o['cluster'] as string}" in the membership store; create it with \`tessera init\``);
-      const counts = map ? slotCounts(map) : new Map<string, number>();
-      const live = new Map(shards.map((m) => [m.id, m]));
-      const ids = [...new Set([...Object.keys(map?.addresses ?? {}), ...live.keys()])].sort();
-      status = {
-        cluster: config.name,
-        model: config.model.name,
-        consistency: config.consistency,
-        epoch: map?.epoch ?? 0,
-        slots: config.slots,
-        orphaned_slots: map ? map.owners.filter((id) => !live.has(id)).length : config.slots,
-        shards: ids.map((id) => {
-          const m = live.get(id);
-          return {
-            id,
-            address: m?.address ?? map?.addresses[id] ?? '',
-            state: m ? 'alive' : 'dead',
-            slots: counts.get(id) ?? 0,
-            bytes: m?.bytes ?? 0,
-            epoch: m?.epoch ?? 0,
-            lost_slots: m?.lost ?? [],
-            rolled_back: m?.rolledBack ?? null,
-            last_checkpoint: m?.checkpoint ?? null,
-          };
-        }),
-        workers: workers.map((w) => ({ id: w.id, state: w.state ?? 'alive', step: w.step ?? 0, backend: w.backend ?? '', train_epoch: w.trainEpoch ?? 0, loss: w.loss ?? null, held_out: w.heldOut ?? null, pushed: w.pushed ?? null })),
-        data: work && {
-          epochs: work.plan.epochs,
-          blocks_per_epoch: work.plan.blocksPerEpoch,
-          items: work.plan.epochs * work.plan.blocksPerEpoch,
-          handed_out: work.handedOut,
-          held: work.held,
-        },
-      };
+      if (watchS === undefined) {
+        const status = await readStatus(store, o);
+        process.stdout.write(o['json'] ? `${JSON.stringify(status)}\n` : render(status));
+        return EXIT.ok;
+      }
+      // --watch: again every watchS seconds until Ctrl-C; on a terminal, redrawn in place.
+      const stopped = untilSignal();
+      for (;;) {
+        const status = await readStatus(store, o).catch((err: Error) => err);
+        const text = status instanceof Error ? `tessera: ${status.message}\n` : o['json'] ? `${JSON.stringify(status)}\n` : render(status);
+        process.stdout.write(process.stdout.isTTY && !o['json'] ? `\x1b[H\x1b[2J${new Date().toISOString()}  (every ${watchS} s; Ctrl-C stops)\n${text}` : text);
+        const next = await Promise.race([stopped, new Promise<null>((r) => setTimeout(() => r(null), watchS * 1000))]);
+        if (next) return EXIT.ok;
+      }
     } finally {
       await store.close();
     }
-    if (o['json']) process.stdout.write(`${JSON.stringify(status)}\n`);
-    else process.stdout.write(render(status));
-    return EXIT.ok;
   },
 };
+
+/** The cluster's status as the store holds it now. @throws NotFoundError when no cluster is configured. */
+async function readStatus(store: MembershipStore, o: ParsedOptions): Promise<ClusterStatus> {
+  const [config, map, shards, workers, work] = await Promise.all([store.getConfig(), store.getMap(), store.members('shard'), store.members('worker'), store.workProgress()]);
+  if (!config) throw new NotFoundError(`no cluster "${o['cluster'] as string}" in the membership store; create it with \`tessera init\``);
+  const counts = map ? slotCounts(map) : new Map<string, number>();
+  const live = new Map(shards.map((m) => [m.id, m]));
+  const ids = [...new Set([...Object.keys(map?.addresses ?? {}), ...live.keys()])].sort();
+  return {
+    cluster: config.name,
+    model: config.model.name,
+    consistency: config.consistency,
+    epoch: map?.epoch ?? 0,
+    slots: config.slots,
+    orphaned_slots: map ? map.owners.filter((id) => !live.has(id)).length : config.slots,
+    shards: ids.map((id) => {
+      const m = live.get(id);
+      return {
+        id,
+        address: m?.address ?? map?.addresses[id] ?? '',
+        state: m ? 'alive' : 'dead',
+        slots: counts.get(id) ?? 0,
+        bytes: m?.bytes ?? 0,
+        epoch: m?.epoch ?? 0,
+        lost_slots: m?.lost ?? [],
+        rolled_back: m?.rolledBack ?? null,
+        last_checkpoint: m?.checkpoint ?? null,
+      };
+    }),
+    workers: workers.map((w) => ({ id: w.id, state: w.state ?? 'alive', step: w.step ?? 0, backend: w.backend ?? '', train_epoch: w.trainEpoch ?? 0, loss: w.loss ?? null, held_out: w.heldOut ?? null, pushed: w.pushed ?? null })),
+    data: work && {
+      epochs: work.plan.epochs,
+      blocks_per_epoch: work.plan.blocksPerEpoch,
+      items: work.plan.epochs * work.plan.blocksPerEpoch,
+      handed_out: work.handedOut,
+      held: work.held,
+    },
+  };
+}
 
 function table(header: string[], rows: (string | number)[][]): string {
   const cells = [header, ...rows.map((r) => r.map(String))];

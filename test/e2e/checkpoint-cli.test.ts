@@ -83,6 +83,14 @@ describe('e2e: tessera checkpoint and tessera shard --restore', function () {
     }, 20_000, 500);
     expect(status.shards.map((x) => x.last_checkpoint!.path)).to.deep.equal([join(own, 'shard-0.trained.tessera-checkpoint'), join(own, 'shard-1.trained.tessera-checkpoint')]);
 
+    // --watch prints it again and again, until Ctrl-C.
+    const watching = start(at(['status', '--json', '--watch', '0.5']));
+    await waitFor('two refreshes', () => watching.stdout().trim().split('\n').filter((l) => l.startsWith('{')).length >= 2, 20_000, 100);
+    watching.child.kill('SIGINT');
+    const watched = await watching.finished;
+    expect(watched.code, watched.stderr).to.equal(0);
+    for (const line of watched.stdout.trim().split('\n')) expect((JSON.parse(line) as { cluster: string }).cluster).to.be.a('string');
+
     for (const s of shards.splice(0)) {
       s.kill('SIGTERM');
       await s.finished;

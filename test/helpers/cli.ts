@@ -15,6 +15,8 @@ export interface Running {
   child: ChildProcess;
   finished: Promise<Finished>;
   kill(signal?: NodeJS.Signals): void;
+  /** What it has written to stdout so far. */
+  stdout(): string;
 }
 
 /** Starts `tessera <args>` with children logging warnings only; it is killed if it outlives `timeoutMs`. */
@@ -31,7 +33,7 @@ export function start(args: string[], timeoutMs = 120_000, env: NodeJS.ProcessEn
       resolve({ code: code ?? (signal === 'SIGKILL' ? 137 : -1), stdout, stderr });
     });
   });
-  return { child, finished, kill: (signal = 'SIGKILL') => child.kill(signal) };
+  return { child, finished, kill: (signal = 'SIGKILL') => child.kill(signal), stdout: () => stdout };
 }
 
 /** Runs `tessera <args>` to its end. */
