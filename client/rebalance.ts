@@ -2,7 +2,7 @@ import { InvalidArgumentError, NotFoundError, ShardUnavailableError } from '../c
 import { dial, unary } from '../cluster/grpc-client.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { shardAdminService } from '../cluster/proto.js';
-import { type SlotMove, rebalancePlan } from '../cluster/rebalance-plan.js';
+import { type LoadPlan, type SlotMove, loadPlan, rebalancePlan } from '../cluster/rebalance-plan.js';
 
 /** What a move reported (proto/tessera/v1/admin.proto, MoveSlotsReport). */
 export interface MoveOutcome extends SlotMove {
@@ -22,6 +22,17 @@ export interface RebalanceOptions {
   perMove?: number;
   /** Called after each move. */
   onMove?: (outcome: MoveOutcome) => void;
+  /**
+   * What to even out: `slots`, the count per shard (default), or `load`, the
+   * traffic each shard's slots carry (bytes/s, from the shards' leases), each
+   * shard brought within `margin` of the mean with the fewest moves
+   * (cluster/rebalance-plan.ts, loadPlan).
+   */
+  by?: 'slots' | 'load';
+  /** With `by: 'load'`: how far above the mean a shard may stay. Default 0.1. */
+  margin?: number;
+  /** With `by: 'load'`: called with the plan and each shard's load before and after it, before any move. */
+  onLoadPlan?: (plan: LoadPlan) => void;
 }
 
 /** How long one move may take. */
@@ -49,7 +60,18 @@ export async function rebalanceCluster(store: MembershipStore, options: Rebalanc
   const live = members.filter((m) => m.address && !drain.has(m.id));
   if (live.length === 0) throw new InvalidArgumentError('no live shard would be left to hold the slots');
   const addresses = new Map(members.map((m) => [m.id, m.address!]));
-  const plan = rebalancePlan(map, live.map((m) => m.id).sort(), options.perMove ?? 64);
+  const liveIds = live.map((m) => m.id).sort();
+  let plan: SlotMove[];
+  if (options.by === 'load') {
+    // Each slot's traffic as its owner under this map reports it.
+    const load = new Map<number, number>();
+    for (const m of members) for (const r of m.load ?? []) if (map.owners[r.slot] === m.id) load.set(r.slot, r.bytesPerSec);
+    const byLoad = loadPlan(map, liveIds, load, options.margin ?? 0.1, options.perMove ?? 64);
+    options.onLoadPlan?.(byLoad);
+    plan = byLoad.moves;
+  } else {
+    plan = rebalancePlan(map, liveIds, options.perMove ?? 64);
+  }
   // A move is made by its source shard, from its memory: one that holds no live lease cannot make it.
   const dead = [...new Set(plan.map((m) => m.from))].filter((id) => !addresses.get(id));
   if (dead.length > 0) {

@@ -57,6 +57,7 @@ export async function admitPull(shard: Shard, req: DensePullAdmission): Promise<
   const check = () => shard.check(req.epoch, req.ranges, req.model);
   await waitAtGate(shard.gate, req, check);
   check();
+  shard.countTraffic(req.ranges);
 }
 
 /**

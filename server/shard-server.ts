@@ -311,6 +311,11 @@ export class ShardServer extends EventEmitter {
     }
   }
 
+  /** The traffic of the slots this shard owns, bytes/s per slot with any (Shard.load). */
+  ownedLoad(): { slot: number; bytesPerSec: number }[] {
+    return this.shard.load.rates().filter((r) => this.shard.ownerOf(r.slot) === this.shard.id);
+  }
+
   /** Says which slots the shard refuses as lost (log and lease, which `tessera status` shows), or that none are. */
   private reportLost(): void {
     const lost = normalizeRanges([...this.shard.lost].map((s) => ({ begin: s, end: s + 1 })));
@@ -340,8 +345,8 @@ export class ShardServer extends EventEmitter {
   /** refresh() now, then again on a timer: every mapPollMs, or every 250 ms while there is no map. */
   private async poll(): Promise<void> {
     const present = await this.refresh();
-    // Sparse tables grow as rows are touched: publish what is held now with the next renewal.
-    this.lease.update({ bytes: this.shard.store.heldBytes() + this.sparse.heldBytes() });
+    // Sparse tables grow as rows are touched, traffic moves: publish what is held and carried now with the next renewal.
+    this.lease.update({ bytes: this.shard.store.heldBytes() + this.sparse.heldBytes(), load: this.ownedLoad() });
     if (this.state === 'draining' || this.state === 'gone') return;
     this.pollTimer = setTimeout(() => void this.poll(), present ? this.mapPollMs : NO_MAP_POLL_MS);
     this.pollTimer.unref();

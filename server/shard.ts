@@ -3,13 +3,14 @@ import { type ClusterConfig, WORKER_START_TIMEOUT_MS } from '../cluster/cluster-
 import { parseConsistency } from '../cluster/consistency.js';
 import { InvalidArgumentError, MovedError, NotReadyError, SlotLostError, StaleEpochError } from '../cluster/errors.js';
 import { type ShardMap, ownedRanges } from '../cluster/shard-map.js';
-import { type SlotRange, checkRanges, rangesLength, slotStart } from '../cluster/slots.js';
+import { type SlotRange, checkRanges, rangesLength, slotElements, slotStart } from '../cluster/slots.js';
 import { copyBytes, floatBytes } from '../cluster/wire/dense-values.js';
 import { ClockGate, toMean } from './clock-gate.js';
 import { badSeq, badWorkerId } from '../cluster/worker-id.js';
 import { type MigrationLog } from './migration-log.js';
 import { applyGradient, applyGradientToSlots } from './optimizers.js';
 import { addressOf, simdKernels } from './simd-kernels.js';
+import { SlotLoad } from './slot-load.js';
 import { type Slot, SlotStore } from './slot-store.js';
 
 /** A push as the data plane hands it over, its gradient already assembled. */
@@ -78,12 +79,15 @@ export class Shard {
    * checkpoint, or a move — or is lost.
    */
   acceptsInitialValues = true;
+  /** The traffic each slot carries (bytes/s, decayed): what `tessera rebalance --by load` reads from the shard's lease. */
+  readonly load: SlotLoad;
 
   constructor(
     readonly id: string,
     readonly config: ClusterConfig,
   ) {
     this.store = new SlotStore(config);
+    this.load = new SlotLoad(config.slots);
     this.gate = new ClockGate(parseConsistency(config.consistency), config.initialWorkers ?? 1, WORKER_START_TIMEOUT_MS);
     this.gate.onStepClosed((_step, workers) => this.applyPending(workers));
   }
@@ -162,6 +166,18 @@ export class Shard {
     );
   }
 
+  /** Adds a dense request's bytes to each slot of `ranges` ({@link load}). */
+  countTraffic(ranges: readonly SlotRange[]): void {
+    const elements = this.elements;
+    const slots = this.config.slots;
+    for (const r of ranges) {
+      for (let s = r.begin; s < r.end; s++) {
+        const { start, end } = slotElements(s, elements, slots);
+        this.load.add(s, (end - start) * 4);
+      }
+    }
+  }
+
   /** Elements a request for `ranges` covers. */
   lengthOf(ranges: readonly SlotRange[]): number {
     return rangesLength(ranges, this.elements, this.config.slots);
@@ -221,6 +237,7 @@ export class Shard {
     const bad = badWorkerId(header.workerId) ?? badSeq(header.seq);
     if (bad) throw new InvalidArgumentError(bad);
     this.check(header.epoch, header.ranges, header.model);
+    this.countTraffic(header.ranges);
     const clocked = header.clock !== undefined && this.gate.clocked;
     if (clocked && !(Number.isSafeInteger(header.clock) && header.clock! >= 0)) throw new InvalidArgumentError(`push clock must be a non-negative integer, got ${header.clock}`);
     if (clocked) this.gate.checkPush(header.workerId, header.clock!);

@@ -10,6 +10,7 @@ import { type MigrationLog } from './migration-log.js';
 import { DEFAULT_MAX_SPARSE_ROWS, checkRowCap, validRowCap } from './sparse-row-cap.js';
 import { type SparseRows, SparseTable } from './sparse-table.js';
 import { badSeq, badWorkerId } from '../cluster/worker-id.js';
+import { type SlotLoad } from './slot-load.js';
 
 /**
  * A shard's sparse tables and the data-plane operations on them, without the
@@ -40,6 +41,8 @@ export interface OwnershipCheck {
   readonly gate: ClockGate;
   /** Slots being handed to another shard, whose updates are recorded. */
   readonly migration: MigrationLog | null;
+  /** The traffic each slot carries: a sparse request adds its rows' bytes. */
+  readonly load: SlotLoad;
 }
 
 export interface SparsePullInput {
@@ -139,6 +142,7 @@ export class SparseStore {
     }
     const g = groupIds(req.ids, table.hash, this.config.slots);
     this.owner.check(req.epoch, slotRuns(g), req.model || undefined);
+    for (let r = 0; r < g.slots.length; r++) this.owner.load.add(g.slots[r]!, table.dim * 4);
     return { table, g };
   }
 
@@ -206,6 +210,7 @@ export class SparseStore {
     }
     const g = groupIds(req.ids, table.hash, this.config.slots);
     this.owner.check(req.epoch, slotRuns(g), req.model || undefined);
+    for (let r = 0; r < g.slots.length; r++) this.owner.load.add(g.slots[r]!, table.dim * 4);
     const gate = this.owner.gate;
     const clocked = req.clock !== undefined && gate.clocked;
     if (clocked && !(Number.isSafeInteger(req.clock) && req.clock! >= 0)) throw new InvalidArgumentError(`sparse push clock must be a non-negative integer, got ${req.clock}`);

@@ -36,6 +36,8 @@ export interface MemberInfo {
   epoch?: number;
   /** The slots a shard owns under that epoch: what rebuilds the map if the store loses it. */
   owned?: SlotRange[];
+  /** The traffic of a shard's slots, bytes/s per slot with any (an exponentially weighted rate, one-minute half-life): what `tessera rebalance --by load` reads. */
+  load?: { slot: number; bytesPerSec: number }[];
   /** Slots the map gives a shard that it holds no values for, refused until restored or reset (Shard.lost). */
   lost?: SlotRange[];
   /** A shard that resumed from a checkpoint older than its last acknowledgement (it had crashed): when that checkpoint was taken, and the file. Pushes it acknowledged after then are lost. */
