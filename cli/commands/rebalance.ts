@@ -31,7 +31,7 @@ export const rebalanceCommand: Command = {
       const margin = o['margin'] as number;
       if (!(margin >= 0)) throw new UsageError('--margin must be 0 or more (0.1: within 10 % of the mean)');
       const showLoads = (p: LoadPlan) => {
-        const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB/s`;
+        const mb = (b: number) => (b >= 1e6 ? `${(b / 1e6).toFixed(2)} MB/s` : b >= 1e3 ? `${(b / 1e3).toFixed(1)} kB/s` : `${Math.round(b)} B/s`);
         if (o['json']) process.stdout.write(`${JSON.stringify({ load: { before: p.before, after: p.after, mean: p.mean, margin: p.margin } })}\n`);
         else for (const id of Object.keys(p.before).sort()) process.stdout.write(`${id}: ${mb(p.before[id]!)} → ${mb(p.after[id] ?? 0)} (mean ${mb(p.mean)}, margin ${(p.margin * 100).toFixed(0)} %)\n`);
       };
