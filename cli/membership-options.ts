@@ -27,6 +27,11 @@ export const MEMBERSHIP_OPTIONS: readonly OptionSpec[] = [
   ...TLS_OPTIONS,
 ];
 
+/** Whether the options (or TESSERA_REDIS_INSECURE=1) allow plaintext Redis beyond loopback. */
+export function redisInsecure(o: ParsedOptions): boolean {
+  return Boolean(o['redis-insecure']) || process.env['TESSERA_REDIS_INSECURE'] === '1';
+}
+
 /** The Redis URL given by flag or environment, if any. */
 export function redisUrl(o: ParsedOptions): string | undefined {
   return (o['redis'] as string | undefined) ?? process.env['TESSERA_REDIS_URL'] ?? undefined;
@@ -41,7 +46,7 @@ export function openStore(o: ParsedOptions): MembershipStore {
   if (redis && membership) throw new UsageError('give either --redis or --membership, not both');
   if (membership) return new RemoteMembershipStore(membership);
   if (redis) {
-    checkPlaintextRedis(redis, Boolean(o['redis-insecure']) || process.env['TESSERA_REDIS_INSECURE'] === '1');
+    checkRedisUrl(redis, redisInsecure(o));
     if (o['redis'] && passwordIn(redis)) log.warn('the Redis password is on the command line (--redis), where every user of this host can read it; put it in a file (--redis-password-file) or TESSERA_REDIS_URL');
     return new RedisMembershipStore({ url: redis, cluster: o['cluster'] as string, keyPrefix: o['key-prefix'] as string, logger: createLogger('membership'), ...redisSecrets(o) });
   }
@@ -72,7 +77,7 @@ function redisSecrets(o: ParsedOptions): { password?: string; tls?: { ca: Buffer
  * URL is taken for a loopback host, or when the operator said so.
  * @throws UsageError for a URL that is not a Redis one, or a plaintext URL to another host without the opt-in.
  */
-function checkPlaintextRedis(url: string, insecure: boolean): void {
+export function checkRedisUrl(url: string, insecure: boolean): void {
   let parsed: URL | null = null;
   try {
     parsed = new URL(url);

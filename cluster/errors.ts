@@ -202,6 +202,12 @@ export class SlotLostError extends TesseraError {
   readonly reason = 'slot-lost';
 }
 
+/** Another live shard already serves under this shard's id (two would serve the same slots): this one does not start. */
+export class ShardIdTakenError extends TesseraError {
+  readonly code = status.FAILED_PRECONDITION;
+  readonly reason = 'shard-id-taken';
+}
+
 /** A move of slots between shards cannot start or was called off (docs/migration.md); the slots stay where they were. */
 export class MigrationError extends TesseraError {
   readonly code = status.FAILED_PRECONDITION;
@@ -245,4 +251,5 @@ registerError('step-ahead', fail((d) => new StepAheadError(d)));
 registerError('checkpoint', fail((d) => new CheckpointError(d)));
 registerError('migration', fail((d) => new MigrationError(d)));
 registerError('slot-lost', fail((d) => new SlotLostError(d)));
+registerError('shard-id-taken', fail((d) => new ShardIdTakenError(d)));
 registerError('not-found', fail((d) => new NotFoundError(d)));

@@ -351,8 +351,9 @@ export function restore(image: CheckpointImage, shard: Shard, sparse: SparseStor
 /**
  * Restores into `shard` the newest of its own checkpoints in `directory` that
  * reads whole ({@link ownCheckpointFiles}): a damaged or unreadable one is
- * reported through `warn` and the one before it tried. Returns the file
- * restored, or null when there is none at all (a first start).
+ * reported through `warn` and the one before it tried; one that reads whole
+ * but does not fit this cluster is refused (CheckpointError from restore).
+ * Returns the file restored, or null when there is none at all (a first start).
  *
  * @throws CheckpointError when checkpoints are there but none can be restored
  *   (the shard must not start afresh over them), naming each and why.
@@ -361,14 +362,18 @@ export async function resumeFrom(directory: string, shard: Shard, sparse: Sparse
   const failures: string[] = [];
   for (const path of ownCheckpointFiles(directory, shard.id, keep)) {
     if (!(await stat(path).catch(() => null))) continue;
+    let image: CheckpointImage;
     try {
-      const image = await readCheckpoint(path);
-      const done = restore(image, shard, sparse, path);
-      if (failures.length > 0) warn(`shard ${shard.id}: resuming from ${path}, an older checkpoint: ${failures.join('; ')}`);
-      return { path, ...done, closing: image.header.closing === true, createdAt: image.header.createdAt, fellBack: failures.length > 0 };
+      image = await readCheckpoint(path);
     } catch (err) {
       failures.push(`${path} cannot be restored (${(err as Error).message})`);
+      continue;
     }
+    // A file that reads whole but does not fit (another model or layout) is not a reason to fall back:
+    // restore() may have loaded part of it, and the shard must not start on that. It refuses to start.
+    const done = restore(image, shard, sparse, path);
+    if (failures.length > 0) warn(`shard ${shard.id}: resuming from ${path}, an older checkpoint: ${failures.join('; ')}`);
+    return { path, ...done, closing: image.header.closing === true, createdAt: image.header.createdAt, fellBack: failures.length > 0 };
   }
   if (failures.length > 0) throw new CheckpointError(`shard ${shard.id} has checkpoints in ${directory} but none it can restore: ${failures.join('; ')}; restore one by hand (--restore FILE) or move them away to start afresh`);
   return null;

@@ -1,4 +1,7 @@
-import { ShardBusyError } from '../cluster/errors.js';
+import { ResourceExhaustedError, ShardBusyError } from '../cluster/errors.js';
+import { createLogger } from '../cluster/log.js';
+
+const log = createLogger('shard');
 
 /** Bytes a shard lets its requests hold at once, by default: 1 GiB (`tessera shard --max-inflight-mib`). */
 export const DEFAULT_MAX_INFLIGHT_BYTES = 1 << 30;
@@ -28,8 +31,15 @@ export class InflightBudget {
     return this.held;
   }
 
-  /** Takes `bytes` for `what` (for the message). @throws ShardBusyError when they do not fit. */
+  /**
+   * Takes `bytes` for `what` (for the message).
+   * @throws ResourceExhaustedError (not retried) when they could never fit, the budget empty;
+   *   ShardBusyError (retried) when they do not fit now.
+   */
   take(bytes: number, what: string): void {
+    if (bytes > this.maxBytes) {
+      throw new ResourceExhaustedError(`${what} needs ${mib(bytes)} MiB, more than the ${mib(this.maxBytes)} MiB the shard lets its requests hold at once (--max-inflight-mib): raise it, or send less at once`);
+    }
     if (this.held + bytes > this.maxBytes) {
       throw new ShardBusyError(`${what} needs ${mib(bytes)} MiB but the shard's requests already hold ${mib(this.held)} of its ${mib(this.maxBytes)} MiB (--max-inflight-mib); retry shortly`);
     }
@@ -38,7 +48,13 @@ export class InflightBudget {
 
   /** Gives back `bytes` from {@link take}. */
   give(bytes: number): void {
-    this.held = Math.max(0, this.held - bytes);
+    if (bytes > this.held) {
+      // A bug, never a caller's doing: said loudly, but not by throwing from the release paths it is called in.
+      log.error(`giving back ${bytes} bytes of a budget of bytes in flight that holds ${this.held}: a request gave back more than it took`);
+      this.held = 0;
+      return;
+    }
+    this.held -= bytes;
   }
 }
 

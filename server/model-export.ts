@@ -67,9 +67,11 @@ export function exportWords(shard: Shard, sparse: SparseStore): number {
  * Under bsp the open step's summed pushes are not applied yet and so not in it.
  */
 export function copyModel(shard: Shard, sparse: SparseStore, arena: SnapshotArena = new SnapshotArena(0)): Omit<ModelExport, 'header'> & { header: Omit<ModelExportHeader, 'snapshotMs'> } {
+  // A shard with lost slots has no values to give for them (and must not create them): refused, naming one.
+  shard.refuseLost();
   const slots = servedSlots(shard);
   const owned = new Set(slots);
-  const dense = slots.map((slot) => ({ slot, values: arena.copy(shard.store.ensure(slot).values) }));
+  const dense = slots.map((slot) => ({ slot, values: arena.copy(shard.store.ensure(slot).values) })); // every owned slot is held: lost ones were refused above
   const rows: ModelExport['sparse'] = [];
   let count = 0;
   for (const spec of shard.config.model.sparse ?? []) {
@@ -95,6 +97,8 @@ export function copyModel(shard: Shard, sparse: SparseStore, arena: SnapshotAren
  * @throws StepAheadError, ClockTimeoutError, InvalidArgumentError as snapshotAtStep; `signal`'s reason once it aborts.
  */
 export async function takeModelExport(shard: Shard, sparse: SparseStore, atStep = 0, signal?: AbortSignal): Promise<ModelExport> {
+  // A shard with lost slots has no values to give for them (and must not create them): refused, naming one.
+  shard.refuseLost();
   const { image, pauseMs } = await snapshotAtStep(
     shard.gate,
     atStep,

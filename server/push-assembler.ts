@@ -86,23 +86,24 @@ export class PushAssembler {
     // What the push's call holds besides its values (its stream, its buffers), counted from its header on.
     pool.budget.take(PUSH_CALL_BYTES, 'a push');
     this.charged = PUSH_CALL_BYTES;
+    // Refused anywhere below, the push gives back what it took: the edge never holds it to release.
     try {
       this.open = shard.beginPush({ epoch: header.epoch, ranges: header.ranges, workerId: header.workerId, seq: header.seq, model: header.model, ...(header.clock !== undefined ? { clock: header.clock } : {}) });
+      // The push's slots in order and where each ends (Shard.beginPush worked them out): its length and each slot's.
+      const { ends } = this.open;
+      this.length = ends.length > 0 ? ends[ends.length - 1]! : 0;
+      const expected = this.length;
+      if (header.length !== undefined && header.length !== expected) throw new InvalidArgumentError(`push carries ${header.length} values but slots of the request hold ${expected}`);
+      const lengths = ends.map((end, k) => end - (k === 0 ? 0 : ends[k - 1]!));
+      if (header.compression.kind !== 'none') {
+        this.encoded = new EncodedPush(header.compression, lengths, header.wireBytes, pool.budget);
+      } else {
+        this.windowValues = Math.min(expected, lengths.reduce((most, n) => Math.max(most, n), PUSH_WINDOW_VALUES));
+      }
     } catch (err) {
       this.release();
       throw err;
     }
-    // The push's slots in order and where each ends (Shard.beginPush worked them out): its length and each slot's.
-    const { ends } = this.open;
-    this.length = ends.length > 0 ? ends[ends.length - 1]! : 0;
-    const expected = this.length;
-    if (header.length !== undefined && header.length !== expected) throw new InvalidArgumentError(`push carries ${header.length} values but slots of the request hold ${expected}`);
-    const lengths = ends.map((end, k) => end - (k === 0 ? 0 : ends[k - 1]!));
-    if (header.compression.kind !== 'none') {
-      this.encoded = new EncodedPush(header.compression, lengths, header.wireBytes, pool.budget);
-      return;
-    }
-    this.windowValues = Math.min(expected, lengths.reduce((most, n) => Math.max(most, n), PUSH_WINDOW_VALUES));
   }
 
   /** Bytes the gradient took on the wire: the encoded size, or 4 per value. */

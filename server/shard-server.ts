@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { CheckpointError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from '../cluster/errors.js';
+import { CheckpointError, InvalidArgumentError, NotFoundError, ResourceExhaustedError, ShardIdTakenError } from '../cluster/errors.js';
 import { startGrpcServer, type TesseraGrpcServer } from '../cluster/grpc-server.js';
 import { ADMIN_RULES, DATA_RULES } from '../cluster/tls/authorization.js';
 import { type ListenerLimits } from '../cluster/listener-limits.js';
@@ -511,7 +511,7 @@ function advertised(listen: string, port: number): string {
  * belongs to a live shard, and two shards under one id would serve the same
  * slots, so the newcomer refuses to start. An unreachable store skips the
  * check (the lease will say the same once it is back).
- * @throws InvalidArgumentError naming the live shard's address.
+ * @throws ShardIdTakenError naming the live shard's address.
  */
 async function waitOutDuplicate(store: MembershipStore, id: string, address: string, lease: LeaseOptions): Promise<void> {
   const deadline = Date.now() + lease.ttlMs + lease.renewMs;
@@ -522,7 +522,7 @@ async function waitOutDuplicate(store: MembershipStore, id: string, address: str
     );
     if (!other) return;
     if (Date.now() >= deadline) {
-      throw new InvalidArgumentError(`a shard with id ${id} is alive at ${other.address ?? 'another address'} (its lease is being renewed): stop it first, or give this one another --id`);
+      throw new ShardIdTakenError(`a shard with id ${id} is alive at ${other.address ?? 'another address'} (its lease is being renewed): stop it first, or give this one another --id`);
     }
     log.info(`shard ${id}: a lease for this id at ${other.address ?? 'another address'} is still there; waiting for it to lapse (up to ${lease.ttlMs} ms)`);
     await new Promise((r) => setTimeout(r, Math.min(lease.renewMs, 1_000)));

@@ -159,6 +159,11 @@ export class Shard {
     }
   }
 
+  /** @throws SlotLostError naming the lowest lost slot, if any (for what reads every owned slot: exports). */
+  refuseLost(): void {
+    if (this.lost.size > 0) throw this.lostError(Math.min(...this.lost));
+  }
+
   private lostError(s: number): SlotLostError {
     return new SlotLostError(
       `slot ${s} is shard ${this.id}'s by the map (epoch ${this.epoch}) but the shard holds no values for it: it started without a checkpoint that has it, and serving it would start its training over from initial values. ` +

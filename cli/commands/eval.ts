@@ -2,6 +2,7 @@ import { TesseraClient } from '../../client/tessera-client.js';
 import { NotFoundError } from '../../cluster/errors.js';
 import { BACKENDS, type BackendName, selectBackend } from '../../worker/backend.js';
 import { loadTask } from '../../worker/tasks/index.js';
+import { UsageError } from '../args.js';
 import { type Command } from '../command.js';
 import { EXIT } from '../handle-error.js';
 import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
@@ -24,6 +25,7 @@ export const evalCommand: Command = {
       const config = await store.getConfig();
       if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera init, or tessera local)');
       const task = o['model'] !== undefined ? await taskFromOption(o['model'] as string) : await loadTask(config.model.name);
+      if (task.name !== config.model.name) throw new UsageError(`this cluster trains ${config.model.name}, not ${task.name}; drop --model or pass --model ${config.model.name} (or its module)`);
       client = await TesseraClient.connect({ store, workerId: `eval-${process.pid}` });
       const metrics = await task.evaluate(client);
       if (o['json']) process.stdout.write(`${JSON.stringify({ cluster: config.name, model: config.model.name, epoch: client.epoch, metrics })}\n`);

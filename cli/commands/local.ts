@@ -23,6 +23,7 @@ import { parseWorkerEvent } from '../local/worker-events.js';
 import { DEFAULT_TRAINING, clusterConfig, COMPRESSION_OPTION, parseCompressionOption, parseConsistencyOption, stepsOfRun } from '../local/defaults.js';
 import { MEMBERSHIP_RULES } from '../../cluster/tls/authorization.js';
 import { taskFromOption } from '../model-option.js';
+import { checkRedisUrl, redisInsecure } from '../membership-options.js';
 
 /** How long shards may take to start and register before `local` gives up. */
 const SHARD_START_TIMEOUT_MS = 30_000;
@@ -50,6 +51,7 @@ export const localCommand: Command = {
     { name: 'redis', type: 'string', metavar: 'URL', description: 'keep the membership in this Redis instead of the embedded store (the cluster named by --cluster is overwritten)' },
     { name: 'cluster', type: 'string', metavar: 'NAME', default: 'local', description: 'cluster name, with --redis' },
     { name: 'key-prefix', type: 'string', metavar: 'PREFIX', default: DEFAULT_KEY_PREFIX, description: 'first part of every Redis key, with --redis' },
+    { name: 'redis-insecure', type: 'boolean', description: 'with --redis: allow plaintext redis:// to a host other than loopback (a network you trust)' },
     { name: 'stay', type: 'boolean', description: 'after training, keep the cluster up (for `tessera export` / `tessera serve --membership ADDRESS`, the address printed) until Ctrl-C' },
     { name: 'json', type: 'boolean', description: 'print one JSON object with the results on stdout, nothing else' },
   ],
@@ -87,7 +89,9 @@ export const localCommand: Command = {
       ...(o['lr-drop-epoch'] !== undefined ? { lrDrop: { epoch: o['lr-drop-epoch'] as number, factor: o['lr-drop-factor'] as number, workers, batchSize } } : {}),
     });
 
-    const membership = await openMembership(config, o['redis'] as string | undefined, o['key-prefix'] as string);
+    const redis = o['redis'] as string | undefined;
+    if (redis) checkRedisUrl(redis, redisInsecure(o));
+    const membership = await openMembership(config, redis, o['key-prefix'] as string, redisInsecure(o));
     const store = membership.store;
     // Children log warnings only unless the user asked for more.
     const procs = new RoleProcesses({ ...process.env, TESSERA_LOG_LEVEL: process.env['TESSERA_LOG_LEVEL'] ?? 'warn' });
@@ -217,7 +221,7 @@ export const localCommand: Command = {
  * The membership store of this run and the flags that lead children to it:
  * the embedded store, hosted here and served over gRPC on loopback, or Redis.
  */
-async function openMembership(config: ClusterConfig, redis: string | undefined, keyPrefix: string): Promise<{ store: MembershipStore; args: string[]; address?: string; close(): Promise<void> }> {
+async function openMembership(config: ClusterConfig, redis: string | undefined, keyPrefix: string, insecure: boolean): Promise<{ store: MembershipStore; args: string[]; address?: string; close(): Promise<void> }> {
   if (redis) {
     const store = new RedisMembershipStore({ url: redis, cluster: config.name, keyPrefix });
     try {
@@ -227,7 +231,7 @@ async function openMembership(config: ClusterConfig, redis: string | undefined, 
       await store.close();
       throw new Error(`cannot use Redis at ${redactedUrl(redis)} (${(err as Error).message}); start it, or leave out --redis: tessera local runs its own membership store`);
     }
-    return { store, args: ['--redis', redis, '--cluster', config.name, '--key-prefix', keyPrefix], close: () => store.close() };
+    return { store, args: ['--redis', redis, '--cluster', config.name, '--key-prefix', keyPrefix, ...(insecure ? ['--redis-insecure'] : [])], close: () => store.close() };
   }
   const store = new MemoryMembershipStore();
   await store.createCluster(config);

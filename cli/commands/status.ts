@@ -5,6 +5,7 @@ import { type MembershipStore } from '../../cluster/membership/store.js';
 import { type ParsedOptions, UsageError } from '../args.js';
 import { type Command } from '../command.js';
 import { untilSignal } from '../signals.js';
+import { sleep } from '../../cluster/backoff.js';
 import { EXIT } from '../handle-error.js';
 import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 
@@ -52,7 +53,7 @@ export const statusCommand: Command = {
         const status = await readStatus(store, o).catch((err: Error) => err);
         const text = status instanceof Error ? `tessera: ${status.message}\n` : o['json'] ? `${JSON.stringify(status)}\n` : render(status);
         process.stdout.write(process.stdout.isTTY && !o['json'] ? `\x1b[H\x1b[2J${new Date().toISOString()}  (every ${watchS} s; Ctrl-C stops)\n${text}` : text);
-        const next = await Promise.race([stopped, new Promise<null>((r) => setTimeout(() => r(null), watchS * 1000))]);
+        const next = await Promise.race([stopped, sleep(watchS * 1000).then(() => null)]);
         if (next) return EXIT.ok;
       }
     } finally {

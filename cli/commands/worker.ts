@@ -36,7 +36,7 @@ export const workerCommand: Command = {
     { name: 'backend', type: 'string', default: 'auto', choices: ['auto', ...BACKENDS], description: 'compute backend; a forced one that is unavailable is an error' },
     { name: 'pipeline', type: 'boolean', default: TRAINER_DEFAULTS.pipeline, description: 'overlap the next pull and this push with the compute (--pipeline=false: strictly in turn)' },
     { name: 'eval', type: 'boolean', default: false, description: 'evaluate on the held-out data each time this worker starts a new epoch, and once more when the run is over (see --final-eval); published with its lease (tessera status) and, with --json, as an event' },
-    { name: 'final-eval', type: 'boolean', default: true, description: 'with --eval: once this worker has no more data, wait for the other workers to finish the run, then evaluate the final model (--final-eval=false: do not wait)' },
+    { name: 'final-eval', type: 'boolean', default: true, description: 'with --eval: once this worker has no more data, wait (up to 10 minutes) for the other workers to finish the run, then evaluate the final model (--final-eval=false: do not)' },
     { name: 'json', type: 'boolean', description: 'print progress as JSON lines on stdout (what `tessera local` reads)' },
   ],
   async run(o) {
@@ -124,11 +124,19 @@ export const workerCommand: Command = {
       await evaluating;
       // The run's summary carries the final model's held-out metric: once the run is over (every block
       // done, by this worker or the others), evaluated once more; not when this worker was stopped.
-      if (o['eval'] && o['final-eval'] && !result.aborted && result.steps > 0 && (await runFinished(store, abort.signal))) {
-        const metrics = await task.evaluate(client);
-        lease.update({ heldOut: metrics, heldOutEpoch: epochs });
-        emit({ event: 'eval', id, epoch: epochs, metrics, final: true });
-        log.info(`worker ${id}: held-out at the end of the run: ${Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}`);
+      if (o['eval'] && o['final-eval'] && !result.aborted && result.steps > 0) {
+        if (await runFinished(store, abort.signal, FINAL_EVAL_WAIT_MS)) {
+          try {
+            const metrics = await task.evaluate(client);
+            lease.update({ heldOut: metrics, heldOutEpoch: epochs });
+            emit({ event: 'eval', id, epoch: epochs, metrics, final: true });
+            log.info(`worker ${id}: held-out at the end of the run: ${Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}`);
+          } catch (err) {
+            if (!abort.signal.aborted) log.warn(`worker ${id}: the final held-out evaluation failed: ${(err as Error).message}`);
+          }
+        } else if (!abort.signal.aborted) {
+          log.warn(`worker ${id}: the run was not over within ${FINAL_EVAL_WAIT_MS / 60_000} minutes of this worker's last block (another worker holds blocks still); no final evaluation: \`tessera eval\` measures the model once it is`);
+        }
       }
       const pushed = client.traffic();
       lease.update({ pushed });
@@ -164,12 +172,16 @@ async function trainUnlessStopped(signal: AbortSignal, train: () => Promise<Trai
 /** How often a worker that has finished looks whether the others have too. */
 const RUN_POLL_MS = 1_000;
 
+/** How long a worker that has finished waits for the others before its final evaluation: 10 minutes. */
+const FINAL_EVAL_WAIT_MS = 600_000;
+
 /**
  * Waits until every block of the run is done (none handed out and still held),
- * so that the model is final; false when `signal` fires first.
+ * so that the model is final; false when `signal` fires or `waitMs` passes first.
  */
-async function runFinished(store: MembershipStore, signal: AbortSignal): Promise<boolean> {
-  while (!signal.aborted) {
+async function runFinished(store: MembershipStore, signal: AbortSignal, waitMs: number): Promise<boolean> {
+  const deadline = Date.now() + waitMs;
+  while (!signal.aborted && Date.now() < deadline) {
     const progress = await store.workProgress().catch(() => null);
     if (progress && progress.handedOut >= totalItems(progress.plan) && Object.values(progress.held).every((items) => items.length === 0)) return true;
     await new Promise((r) => setTimeout(r, RUN_POLL_MS));

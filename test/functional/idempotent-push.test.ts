@@ -57,15 +57,21 @@ describe('functional: sequence numbers across a restart', function () {
   let cluster: TestCluster;
   afterEach(async () => cluster.close());
 
-  it('a worker restarted under the same id right after pushing faster than once a millisecond: every push of the new one is applied', async () => {
+  it('a worker restarted under the same id right after numbering pushes faster than one a millisecond: every push of the new one is applied', async () => {
     cluster = await startCluster({ shards: 1, model: flatModel(64), slots: 4, optimizer: { name: 'sgd', learningRate: 1 } });
     const one = new Float32Array(64).fill(1);
     const first = await cluster.client({ workerId: 'fast' });
     const start = await first.pull();
-    // Numbered from the clock in ms alone, the next process would start below where this one
-    // ended whenever these pushes take less than 1 ms each (≈ 0.3 ms here over bulk, 100 at a time).
-    const pushes = 1000;
-    for (let b = 0; b < pushes / 100; b++) await Promise.all(Array.from({ length: 100 }, () => first.push(one)));
+    // It numbers 2,000 pushes faster than one a millisecond (as a fast pipelined worker may: the
+    // numbers are taken here without the pushes, then the last one is pushed); then it is replaced
+    // within moments. Numbered from the clock in ms alone, the new one would start below where
+    // this one ended, and its pushes would be answered as duplicates.
+    const skipped = 2_000;
+    for (let k = 0; k < skipped; k++) first.nextSeq();
+    await first.push(one);
+    const pushes = 1;
+    // At 256 numbers a millisecond, 2,001 are behind the clock after 8 ms.
+    await new Promise((r) => setTimeout(r, 20));
     await first.close();
     const again = await cluster.client({ workerId: 'fast' });
     for (let k = 0; k < 50; k++) expect((await again.push(one)).appliedSlots, `push ${k} of the restarted worker`).to.equal(4);

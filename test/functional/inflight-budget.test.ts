@@ -94,6 +94,38 @@ describe('functional: bytes in flight per shard', function () {
     await waitFor('given back', () => held() === 0);
   });
 
+  it('pushes refused on their header (a wrong length, a wrong encoded size) give back what they took', async () => {
+    for (let k = 0; k < 20; k++) {
+      const c = new RawBulk(cluster.shards[0]!.bulkAddress);
+      c.send({ id: 1, op: 'push', length: SLOT + 1, ...header(40 + k) }, f32(new Float32Array(SLOT + 1)));
+      expect((await c.next())?.reply.ok, 'a wrong length').to.equal(false);
+      c.send({ id: 2, op: 'push', length: SLOT, compression: 'int8', wireBytes: 7, ...header(60 + k) }, Buffer.alloc(7));
+      expect((await c.next())?.reply.ok, 'a wrong encoded size').to.equal(false);
+      c.close();
+    }
+    await waitFor('every byte given back', () => held() === 0);
+  });
+
+  it('a push that could never fit the budget is refused for good (RESOURCE_EXHAUSTED), not retried as busy', async () => {
+    const big = await startCluster({ shards: 1, model: flatModel(16 * MIB), slots: 1, optimizer: { name: 'sgd', learningRate: 1 }, maxInflightBytes: 16 * MIB });
+    try {
+      // One slot of 16 Mi values: its window (64 MiB) can never fit a 16 MiB budget.
+      const c = new RawBulk(big.shards[0]!.bulkAddress);
+      c.send({ id: 1, op: 'push', length: 16 * MIB, epoch: 1, ranges: [{ begin: 0, end: 1 }], workerId: 'w', seq: 1, model: 'flat' }, f32(new Float32Array(256)));
+      c.close();
+      const client = await big.client({ workerId: 'big', retryForMs: 60_000 });
+      const began = Date.now();
+      const err = await client.push(new Float32Array(16 * MIB)).then(
+        () => null,
+        (e: Error & { code?: number }) => e,
+      );
+      expect(err?.message).to.match(/a push’s window needs 64 MiB, more than the 16 MiB the shard lets its requests hold at once \(--max-inflight-mib\)/);
+      expect(Date.now() - began, 'given up at once, not after retrying for a minute').to.be.below(30_000);
+    } finally {
+      await big.close();
+    }
+  });
+
   it('gRPC pulls give back what their chunks held, finished or cancelled', async () => {
     const raw = rawClient(cluster.shards[0]!.address, { 'grpc.use_local_subchannel_pool': 1 });
     // Each holds at most two 1 MiB chunks at a time: one after the other, they fit.

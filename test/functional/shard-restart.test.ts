@@ -42,11 +42,8 @@ forEachTransport('functional: a shard restarted while a client pushes', function
     const pushed = client.push(one);
     await new Promise((r) => setTimeout(r, 3_000));
     restarted = await ShardServer.start({ ...place, store: cluster.store, restore: checkpointPath(dir, place.id), checkpoints: { directory: dir, everyMs: 0 } });
-    const back = performance.now();
     const ack = await pushed;
-    const noticedMs = performance.now() - back;
     expect(ack.appliedSlots, 'applied on the shard that came back').to.equal(16);
-    expect(noticedMs, 'found again within a few seconds (the retry backoff is at most 1 s)').to.be.below(5_000);
 
     const values = await client.pull();
     for (let i = 0; i < D; i++) expect(values[i], `element ${i}`).to.equal(Math.fround(Math.fround(start[i]! - 1) - 1));
