@@ -62,16 +62,16 @@ describe('functional: sequence numbers across a restart', function () {
     const one = new Float32Array(64).fill(1);
     const first = await cluster.client({ workerId: 'fast' });
     const start = await first.pull();
-    // It numbers 2,000 pushes faster than one a millisecond (as a fast pipelined worker may: the
+    // It numbers 5,000 pushes faster than one a millisecond (as a fast pipelined worker may: the
     // numbers are taken here without the pushes, then the last one is pushed); then it is replaced
-    // within moments. Numbered from the clock in ms alone, the new one would start below where
-    // this one ended, and its pushes would be answered as duplicates.
-    const skipped = 2_000;
+    // within moments. Numbered from the clock in ms alone, the new one would start more than the
+    // dedup window (4,096) below where this one ended, and its pushes would count as applied already.
+    const skipped = 5_000;
     for (let k = 0; k < skipped; k++) first.nextSeq();
     await first.push(one);
     const pushes = 1;
-    // At 256 numbers a millisecond, 2,001 are behind the clock after 8 ms.
-    await new Promise((r) => setTimeout(r, 20));
+    // At 256 numbers a millisecond, 5,001 are behind the clock after 20 ms.
+    await new Promise((r) => setTimeout(r, 25));
     await first.close();
     const again = await cluster.client({ workerId: 'fast' });
     for (let k = 0; k < 50; k++) expect((await again.push(one)).appliedSlots, `push ${k} of the restarted worker`).to.equal(4);
