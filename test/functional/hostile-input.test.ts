@@ -7,11 +7,13 @@ import { expect } from 'chai';
 import { dial, unary } from '../../cluster/grpc-client.js';
 import { shardAdminService, sparseShardService } from '../../cluster/proto.js';
 import { type ModelSpec } from '../../cluster/model-spec.js';
+import { PLAINTEXT } from '../../cluster/tls/transport-security.js';
 import { frameArrays } from '../../server/array-frame.js';
 import { CHECKPOINT_FORMAT, CHECKPOINT_MAGIC } from '../../server/checkpoint-format.js';
 import { encodeLog } from '../../server/migration.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
 import { RawBulk } from '../helpers/raw-bulk.js';
+import { RawGrpc } from '../helpers/raw-grpc.js';
 import { f32, rawClient, rawPush } from '../helpers/raw-shard.js';
 
 /*
@@ -128,6 +130,28 @@ describe('functional: hostile input is refused and costs nothing', function () {
     );
     expect(err?.code).to.not.equal(grpc.status.INTERNAL);
     expect(err?.message).to.match(/a header without its dense and sparse slot lists/);
+  });
+
+  // Found by the fuzz test (fuzz.test.ts): each of these was answered INTERNAL, or worse.
+
+  it('bytes that are not the request message, on every kind of call: INVALID_ARGUMENT, not INTERNAL; nothing changes', async () => {
+    const before = await values();
+    const raw = new RawGrpc(cluster.shards[0]!.address, PLAINTEXT);
+    // 0x0a 0xff: field 1, length-delimited, with a length that runs past the end.
+    const junk = Buffer.from([0x0a, 0xff]);
+    const calls = [
+      ['/tessera.v1.Shard/Push', 'client-stream'],
+      ['/tessera.v1.Shard/Pull', 'server-stream'],
+      ['/tessera.v1.SparseShard/Push', 'unary'],
+      ['/tessera.v1.ShardAdmin/ImportSlots', 'unary'],
+    ] as const;
+    for (const [path, shape] of calls) {
+      const out = await raw.call(path, shape, [junk], 10_000);
+      expect(out.code, path).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(out.details, path).to.match(/request whose bytes are not its message/);
+    }
+    raw.close();
+    expect((await values()).equals(before)).to.equal(true);
   });
 
   describe('ApplyLog only for slots the shard is receiving', () => {
