@@ -7,9 +7,12 @@ import { expect } from 'chai';
 import { dial, unary } from '../../cluster/grpc-client.js';
 import { shardAdminService, sparseShardService } from '../../cluster/proto.js';
 import { type ModelSpec } from '../../cluster/model-spec.js';
+import { idHalves, slotOfId } from '../../cluster/sparse-keys.js';
 import { PLAINTEXT } from '../../cluster/tls/transport-security.js';
+import { SparseClient } from '../../client/sparse-client.js';
 import { frameArrays } from '../../server/array-frame.js';
-import { CHECKPOINT_FORMAT, CHECKPOINT_MAGIC } from '../../server/checkpoint-format.js';
+import { CHECKPOINT_FORMAT, CHECKPOINT_MAGIC, encodeCheckpoint } from '../../server/checkpoint-format.js';
+import { identityOf } from '../../server/checkpoint.js';
 import { encodeLog } from '../../server/migration.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
 import { RawBulk } from '../helpers/raw-bulk.js';
@@ -152,6 +155,56 @@ describe('functional: hostile input is refused and costs nothing', function () {
     }
     raw.close();
     expect((await values()).equals(before)).to.equal(true);
+  });
+
+  it('ApplyLog whose header is not a list of entries: INVALID_ARGUMENT, not INTERNAL', async () => {
+    const magic = encodeLog([]).toString('latin1', 0, 8);
+    for (const header of [{ k: 'd' }, null, [null]]) {
+      const err = await unary(admin(), 'applyLog', { data: Buffer.concat(frameArrays(magic, header, [])) }).then(
+        () => null,
+        (e: Error & { code: number }) => e,
+      );
+      expect(err?.code, JSON.stringify(header)).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(err?.message).to.match(/header that is not a list of entries/);
+    }
+  });
+
+  it("ImportSlots with rows for a slot the shard serves: refused, the rows stay as they were", async () => {
+    const sparse = new SparseClient(await cluster.client());
+    const id = 77n;
+    const slot = slotOfId('items', id, SLOTS);
+    const owner = slot < SLOTS / 2 ? 0 : 1;
+    const rowBefore = await sparse.pull('items', [id]);
+    const [lo, hi] = idHalves(id);
+    const image = {
+      header: { format: CHECKPOINT_FORMAT, ...identityOf(cluster.config, D), shard: 'elsewhere', epoch: 1, closedSteps: 0, createdAt: new Date().toISOString() },
+      dense: [],
+      sparse: [{ table: 'items', slot, count: 1, ids: Uint32Array.from([lo, hi]), steps: new Uint32Array(1), values: new Float32Array(4).fill(42), state: [], dedup: [] }],
+    };
+    const err = await unary(dial(shardAdminService(), cluster.shards[owner]!.address), 'importSlots', { data: Buffer.concat(encodeCheckpoint(image)) }).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+    expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(err?.message).to.match(new RegExp(`slot ${slot} is already served by shard-${owner}`));
+    expect(await sparse.pull('items', [id])).to.deep.equal(rowBefore);
+  });
+
+  it('ImportSlots of a slot with a record of applied pushes that does not fit: INVALID_ARGUMENT, and no slot appears', async () => {
+    const held = cluster.shards[0]!.shard.store.heldElements();
+    const slot = SLOTS - 1;
+    const image = {
+      header: { format: CHECKPOINT_FORMAT, ...identityOf(cluster.config, D), shard: 'elsewhere', epoch: 1, closedSteps: 0, createdAt: new Date().toISOString() },
+      dense: [{ slot, step: 0, values: new Float32Array(D / SLOTS), state: [], dedup: [{ worker: 'w', high: 3, bits: 'AAAA' }] }],
+      sparse: [],
+    };
+    const err = await unary(admin(), 'importSlots', { data: Buffer.concat(encodeCheckpoint(image)) }).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+    expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(err?.message).to.match(/a dedup window of 3 bytes/);
+    expect(cluster.shards[0]!.shard.store.heldElements(), 'no phantom slot').to.equal(held);
   });
 
   describe('ApplyLog only for slots the shard is receiving', () => {
