@@ -11,7 +11,7 @@ import { type MemberKind, type MembershipStore } from './store.js';
 
 function kindOf(kind: string): MemberKind {
   if (kind === 'shard' || kind === 'worker') return kind;
-  throw new InvalidArgumentError(`unknown member kind "${kind}"; expected "shard" or "worker"`);
+  throw new InvalidArgumentError(`unknown member kind "${String(kind).slice(0, 80)}"; expected "shard" or "worker"`);
 }
 
 function parse<T>(json: string, what: string): T {

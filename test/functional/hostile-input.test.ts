@@ -5,9 +5,15 @@ import { crc32 } from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { dial, unary } from '../../cluster/grpc-client.js';
-import { shardAdminService, sparseShardService } from '../../cluster/proto.js';
+import { startGrpcServer, type TesseraGrpcServer } from '../../cluster/grpc-server.js';
+import { MemoryMembershipStore } from '../../cluster/membership/memory-store.js';
+import { membershipImplementation } from '../../cluster/membership/membership-service.js';
+import { MEMBERSHIP_SERVICE_NAME, membershipService, shardAdminService, sparseShardService } from '../../cluster/proto.js';
 import { type ModelSpec } from '../../cluster/model-spec.js';
+import { optimizerWithDefaults } from '../../cluster/optimizer-config.js';
+import { evenAssignment } from '../../cluster/shard-map.js';
 import { idHalves, slotOfId } from '../../cluster/sparse-keys.js';
+import { MEMBERSHIP_RULES } from '../../cluster/tls/authorization.js';
 import { PLAINTEXT } from '../../cluster/tls/transport-security.js';
 import { SparseClient } from '../../client/sparse-client.js';
 import { frameArrays } from '../../server/array-frame.js';
@@ -230,5 +236,72 @@ describe('functional: hostile input is refused and costs nothing', function () {
         expect(cluster.shards[0]!.shard.store.heldElements(), 'no phantom slot').to.equal(held);
       });
     }
+  });
+});
+
+/*
+ * The membership service (as `tessera local` serves its embedded store) takes
+ * JSON documents from its callers: ones of the wrong shape are refused
+ * INVALID_ARGUMENT, and a member of the wrong shape is never kept, where it
+ * would fail every later ListMembers (shards build the map from them).
+ */
+describe('functional: hostile input to the membership service', function () {
+  this.timeout(30_000);
+  let store: MemoryMembershipStore;
+  let server: TesseraGrpcServer;
+  let client: grpc.Client;
+  const config = { name: 'hostile', slots: 4, model: MODEL, optimizer: optimizerWithDefaults({ name: 'sgd', learningRate: 1 }), consistency: 'async' };
+  const map = { epoch: 1, slots: 4, owners: evenAssignment(['s0'], 4), addresses: { s0: '127.0.0.1:1' } };
+
+  before(async () => {
+    store = new MemoryMembershipStore();
+    await store.createCluster(config as never);
+    await store.casMap(0, map);
+    server = await startGrpcServer('127.0.0.1:0', [{ name: MEMBERSHIP_SERVICE_NAME, definition: membershipService().service, implementation: membershipImplementation(store), rules: MEMBERSHIP_RULES }], PLAINTEXT);
+    client = dial(membershipService(), `127.0.0.1:${server.port}`, PLAINTEXT);
+  });
+  after(async () => {
+    client.close();
+    await server.close(50);
+    await store.close();
+  });
+
+  const call = (method: string, req: object) =>
+    unary(client, method, req).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+
+  it('a configuration or a map of the wrong shape: INVALID_ARGUMENT, not INTERNAL; the cluster is unchanged', async () => {
+    const cases: [string, object][] = [
+      ['createCluster', { configJson: 'null', force: true }],
+      ['createCluster', { configJson: JSON.stringify({ ...config, model: { ...MODEL, tensors: 5 } }), force: true }],
+      ['createCluster', { configJson: JSON.stringify({ ...config, model: { ...MODEL, tensors: [null] } }), force: true }],
+      ['compareAndSetMap', { expectedEpoch: 1, mapJson: 'null' }],
+      ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: 2, owners: undefined }) }],
+      ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: 2, addresses: { s0: 5 } }) }],
+    ];
+    for (const [method, req] of cases) {
+      const err = await call(method, req);
+      expect(err?.code, `${method} ${JSON.stringify(req).slice(0, 120)}`).to.equal(grpc.status.INVALID_ARGUMENT);
+    }
+    expect((await store.getMap())?.epoch).to.equal(1);
+    expect((await store.getConfig())?.model.name).to.equal(MODEL.name);
+  });
+
+  it('a member whose id or address is not text is refused, and ListMembers goes on working', async () => {
+    for (const member of [{ id: 5 }, { id: 's1', address: 7 }, { id: 's1', owned: [null] }, null]) {
+      const err = await call('register', { kind: 'shard', memberJson: JSON.stringify(member), ttlMs: 60_000 });
+      expect(err?.code, JSON.stringify(member)).to.equal(grpc.status.INVALID_ARGUMENT);
+    }
+    expect(await call('register', { kind: 'shard', memberJson: JSON.stringify({ id: 's1', address: '127.0.0.1:2' }), ttlMs: 60_000 })).to.equal(null);
+    const listed = await unary<object, { memberJson: string[] }>(client, 'listMembers', { kind: 'shard' });
+    expect(listed.memberJson.map((m) => (JSON.parse(m) as { id: string }).id)).to.deep.equal(['s1']);
+  });
+
+  it('an unknown member kind of 70 KB: refused with a short message', async () => {
+    const err = await call('listMembers', { kind: 'k'.repeat(70_000) });
+    expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(err!.message.length).to.be.below(400);
   });
 });
