@@ -213,6 +213,30 @@ describe('functional: hostile input is refused and costs nothing', function () {
     expect(cluster.shards[0]!.shard.store.heldElements(), 'no phantom slot').to.equal(held);
   });
 
+  it('bulk: a slot range that is not {begin, end} is refused, not INTERNAL', async () => {
+    const conn = new RawBulk(cluster.shards[0]!.bulkAddress);
+    conn.send({ id: 1, op: 'pull', epoch: 1, ranges: [null], workerId: 'w' });
+    const reply = (await conn.next())?.reply;
+    conn.close();
+    expect(reply?.ok).to.equal(false);
+    if (reply && !reply.ok) {
+      expect(reply.code).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(reply.details).to.match(/a slot range must be \{begin, end\}, got null/);
+    }
+  });
+
+  it('a sparse push naming a 70 KB model: refused with a short message', async () => {
+    const Sparse = sparseShardService();
+    const stub = new Sparse(cluster.shards[0]!.address, grpc.credentials.createInsecure());
+    const err = await unary(stub, 'push', { epoch: 1, model: 'm'.repeat(70_000), table: 'items', ids: Buffer.alloc(8), gradients: Buffer.alloc(16), workerId: 'w', seq: 1 }).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+    stub.close();
+    expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(err!.message.length, 'the status does not echo the name').to.be.below(400);
+  });
+
   describe('ApplyLog only for slots the shard is receiving', () => {
     const entry = (slot: number, gradient: Float32Array) => ({ kind: 'dense' as const, slot, worker: 'w-log', seq: 1, gradient });
     const slotLength = D / SLOTS;
