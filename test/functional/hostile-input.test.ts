@@ -237,6 +237,21 @@ describe('functional: hostile input is refused and costs nothing', function () {
     expect(err!.message.length, 'the status does not echo the name').to.be.below(400);
   });
 
+  it('a name quoted in a status cut in the middle of a surrogate pair: the call is refused and the shard lives', async () => {
+    // The status quotes 80 characters of the name, here ending in half of '😀'; grpc-js percent-encodes a status
+    // message with encodeURI, which throws on a lone surrogate: that took the process down.
+    const Sparse = sparseShardService();
+    const stub = new Sparse(cluster.shards[0]!.address, grpc.credentials.createInsecure());
+    const err = await unary(stub, 'pull', { epoch: 1, model: 'hostile', table: `${'t'.repeat(79)}😀`, ids: Buffer.alloc(8), workerId: 'w', readOnly: true }).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+    stub.close();
+    expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(err?.message).to.match(/unknown sparse table "t{79}\uFFFD"/);
+    expect((await values()).length, 'the shard still serves').to.equal(4 * D);
+  });
+
   describe('ApplyLog only for slots the shard is receiving', () => {
     const entry = (slot: number, gradient: Float32Array) => ({ kind: 'dense' as const, slot, worker: 'w-log', seq: 1, gradient });
     const slotLength = D / SLOTS;
