@@ -235,14 +235,22 @@ describe('functional: fuzzing every service and the bulk port while valid pushes
     rmSync(root, { recursive: true, force: true });
   });
 
-  /** Prints what a target's calls came to, and the servers' RSS now. */
-  const report = (target: string, started: number, outcomes: Outcomes) => {
-    const rss = Object.entries(pids()).map(([name, pid]) => `${name} ${memoryOf(pid).rss.toFixed(0)} MiB`);
-    console.log(`      ${target}: ${RUNS} calls in ${((Date.now() - started) / 1000).toFixed(1)} s (RSS now: ${rss.join(', ')}): ${outcomes.summary()}`);
+  const processes = () => ({ shard, membership: membership.proc });
+
+  /** Throws, with the end of its output, for a server process that has exited. */
+  const checkAlive = async () => {
+    for (const [name, proc] of Object.entries(processes())) {
+      if (proc.child.exitCode === null && proc.child.signalCode === null && alive(proc.child.pid!)) continue;
+      const { code, stderr } = await proc.finished;
+      expect.fail(`the ${name} process exited (code ${code}); its last output:\n${stderr.slice(-3000)}`);
+    }
   };
 
-  const checkAlive = () => {
-    for (const [name, pid] of Object.entries(pids())) expect(alive(pid) && (name === 'shard' ? shard : membership.proc).child.exitCode === null, `the ${name} process is alive`).to.equal(true);
+  /** Prints what a target's calls came to, and the servers' RSS now; then checks that both are alive. */
+  const report = async (target: string, started: number, outcomes: Outcomes) => {
+    await checkAlive();
+    const rss = Object.entries(pids()).map(([name, pid]) => `${name} ${memoryOf(pid).rss.toFixed(0)} MiB`);
+    console.log(`      ${target}: ${RUNS} calls in ${((Date.now() - started) / 1000).toFixed(1)} s (RSS now: ${rss.join(', ')}): ${outcomes.summary()}`);
   };
 
   /** Sends RUNS calls drawn from `methods` to `address`, each with the certificate its method names. */
@@ -270,9 +278,8 @@ describe('functional: fuzzing every service and the bulk port while valid pushes
         for (const c of channels.values()) c.close();
       }
     }
-    report(target, started, outcomes);
+    await report(target, started, outcomes);
     expect(outcomes.bad, `${outcomes.badTotal} calls to ${target} ended badly (TESSERA_FUZZ_SEED=${SEED})`).to.deep.equal([]);
-    checkAlive();
   }
 
   it(`tessera.v1.Shard: Pull, Push, Describe`, async () => {
@@ -322,14 +329,13 @@ describe('functional: fuzzing every service and the bulk port while valid pushes
     } finally {
       for (const p of probes) p.close();
     }
-    report('the bulk port', started, outcomes);
+    await report('the bulk port', started, outcomes);
     expect(outcomes.bad, `${outcomes.badTotal} bulk frames ended badly (TESSERA_FUZZ_SEED=${SEED})`).to.deep.equal([]);
-    checkAlive();
   });
 
   it('afterwards: both processes alive, every value exactly what the valid pushes made, memory within its margin', async () => {
     await workload.stop();
-    checkAlive();
+    await checkAlive();
     expect(workload.steps, 'valid pushes ran during the fuzz').to.be.greaterThan(10);
     const dense = await reader.pull();
     const rows = await new SparseClient(reader).pull(TABLE, ROWS);
