@@ -2,6 +2,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { toStatus } from '../wire/status-codec.js';
 import { type ShardMap } from '../shard-map.js';
 import { InvalidArgumentError } from '../errors.js';
+import { parseUntrustedJson } from '../wire/untrusted-json.js';
 import { type MemberKind, type MembershipStore } from './store.js';
 
 /**
@@ -16,7 +17,7 @@ function kindOf(kind: string): MemberKind {
 
 function parse<T>(json: string, what: string): T {
   try {
-    return JSON.parse(json) as T;
+    return parseUntrustedJson(json) as T;
   } catch {
     throw new InvalidArgumentError(`${what} is not valid JSON`);
   }

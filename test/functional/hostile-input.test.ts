@@ -237,6 +237,22 @@ describe('functional: hostile input is refused and costs nothing', function () {
     expect(err!.message.length, 'the status does not echo the name').to.be.below(400);
   });
 
+  it('JSON values that cannot be turned into text (an object with a "toString" that is not a function): refused, not INTERNAL', async () => {
+    const hostile = { toString: true };
+    const conn = new RawBulk(cluster.shards[0]!.bulkAddress);
+    conn.send({ id: 1, op: 'push', length: N, ...header({ seq: hostile }) }, f32(new Float32Array(N)));
+    const reply = (await conn.next())?.reply;
+    conn.close();
+    expect(reply?.ok).to.equal(false);
+    if (reply && !reply.ok) expect(reply.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    const magic = encodeLog([]).toString('latin1', 0, 8);
+    const err = await unary(admin(), 'applyLog', { data: Buffer.concat(frameArrays(magic, [{ k: 'd', s: hostile, w: 'w', q: 1, n: 0 }], [])) }).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+    expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+  });
+
   it('a name quoted in a status cut in the middle of a surrogate pair: the call is refused and the shard lives', async () => {
     // The status quotes 80 characters of the name, here ending in half of '😀'; grpc-js percent-encodes a status
     // message with encodeURI, which throws on a lone surrogate: that took the process down.
@@ -319,6 +335,8 @@ describe('functional: hostile input to the membership service', function () {
       ['compareAndSetMap', { expectedEpoch: 1, mapJson: 'null' }],
       ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: 2, owners: undefined }) }],
       ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: 2, addresses: { s0: 5 } }) }],
+      ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: 2, owners: [{ toString: true }, 's0', 's0', 's0'] }) }],
+      ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: { toString: true } }) }],
     ];
     for (const [method, req] of cases) {
       const err = await call(method, req);
