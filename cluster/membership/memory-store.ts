@@ -95,7 +95,8 @@ export class MemoryMembershipStore implements MembershipStore {
 
   async workProgress(): Promise<WorkProgress | null> {
     if (!this.work) return null;
-    const held: Record<string, number[]> = {};
+    // Keyed by worker id, which may be any text ("constructor", "__proto__"): no inherited keys.
+    const held = Object.create(null) as Record<string, number[]>;
     for (const [item, c] of [...this.work.claims].sort((a, b) => a[0] - b[0])) (held[c.worker] ??= []).push(item);
     return { plan: { ...this.work.plan }, handedOut: this.work.next, held };
   }

@@ -170,7 +170,8 @@ export class RedisMembershipStore implements MembershipStore {
     );
     if (plan === null) return null;
     const [epochs, blocksPerEpoch] = plan.split(':').map(Number);
-    const held: Record<string, number[]> = {};
+    // Keyed by worker id, which may be any text ("constructor", "__proto__"): no inherited keys.
+    const held = Object.create(null) as Record<string, number[]>;
     for (const [item, w] of Object.entries(claims).sort((a, b) => Number(a[0]) - Number(b[0]))) (held[w] ??= []).push(Number(item));
     return { plan: { epochs: epochs!, blocksPerEpoch: blocksPerEpoch! }, handedOut: Number(next ?? 0), held };
   }

@@ -356,6 +356,16 @@ describe('functional: hostile input to the membership service', function () {
     expect(listed.memberJson.map((m) => (JSON.parse(m) as { id: string }).id)).to.deep.equal(['s1']);
   });
 
+  it('a worker named "constructor" claims work: GetWorkProgress still answers, for everyone', async () => {
+    for (const workerId of ['constructor', '__proto__']) {
+      const claim = await unary<object, { kind: string; item: number }>(client, 'claimWork', { workerId, epochs: 1, blocksPerEpoch: 4, floor: 0, graceMs: 60_000 });
+      expect(claim.kind).to.equal('item');
+    }
+    const doc = await unary<object, { progressJson: string }>(client, 'getWorkProgress', {});
+    const held = (JSON.parse(doc.progressJson) as { held: Record<string, number[]> }).held;
+    expect(Object.keys(held).sort()).to.deep.equal(['__proto__', 'constructor']);
+  });
+
   it('an unknown member kind of 70 KB: refused with a short message', async () => {
     const err = await call('listMembers', { kind: 'k'.repeat(70_000) });
     expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
