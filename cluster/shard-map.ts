@@ -56,7 +56,8 @@ export function validateMap(map: ShardMap): void {
   }
   for (let s = 0; s < map.slots; s++) {
     const owner = map.owners[s];
-    if (!owner || !map.addresses[owner]) throw new InvalidArgumentError(`slot ${s} has no owner with an address in the shard map`);
+    // Own keys only: an owner named "constructor" has no address, whatever Object.prototype holds.
+    if (typeof owner !== 'string' || !owner || !Object.hasOwn(map.addresses, owner) || !map.addresses[owner]) throw new InvalidArgumentError(`slot ${s} has no owner with an address in the shard map`);
   }
 }
 

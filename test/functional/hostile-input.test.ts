@@ -337,6 +337,7 @@ describe('functional: hostile input to the membership service', function () {
       ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: 2, addresses: { s0: 5 } }) }],
       ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: 2, owners: [{ toString: true }, 's0', 's0', 's0'] }) }],
       ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: { toString: true } }) }],
+      ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: 2, owners: ['constructor', 's0', 's0', 's0'] }) }],
     ];
     for (const [method, req] of cases) {
       const err = await call(method, req);
