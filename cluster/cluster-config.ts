@@ -40,9 +40,28 @@ export const WORKER_START_TIMEOUT_MS = 30_000;
 
 export const DEFAULT_CLUSTER_NAME = 'default';
 
+/**
+ * Throws InvalidArgumentError naming what is wrong with `c`, which may come
+ * from the network (the membership service's CreateCluster): a document
+ * without the shape of a configuration is refused as such, whichever field
+ * the checks below trip on first.
+ */
 export function validateClusterConfig(c: ClusterConfig): void {
+  if (typeof c !== 'object' || c === null || typeof c.model !== 'object' || c.model === null || typeof c.optimizer !== 'object' || c.optimizer === null) {
+    throw new InvalidArgumentError('a cluster configuration needs a name, slots, a model and an optimizer');
+  }
+  try {
+    checkConfig(c);
+  } catch (err) {
+    // The checks read fields as the types they document: one of another type is the document's fault.
+    if (err instanceof TypeError) throw new InvalidArgumentError(`the cluster configuration has a field of the wrong type (${err.message.slice(0, 80)})`);
+    throw err;
+  }
+}
+
+function checkConfig(c: ClusterConfig): void {
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(c.name)) {
-    throw new InvalidArgumentError(`cluster name "${c.name}" must be 1–64 letters, digits, '.', '_' or '-'`);
+    throw new InvalidArgumentError(`cluster name "${String(c.name).slice(0, 80)}" must be 1–64 letters, digits, '.', '_' or '-'`);
   }
   if (!Number.isInteger(c.slots) || c.slots < 1 || c.slots > 65536) {
     throw new InvalidArgumentError(`slots must be an integer in [1, 65536], got ${c.slots} (default ${DEFAULT_SLOTS})`);

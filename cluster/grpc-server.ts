@@ -10,6 +10,7 @@ import { DEFAULT_LISTENER_LIMITS, type ListenerLimits } from './listener-limits.
 import { type ServiceRules, guardService } from './tls/authorization.js';
 import { type TransportSecurity, processSecurity, serverCredentials } from './tls/transport-security.js';
 import { FLOW_CONTROL_WINDOW_BYTES, MAX_MESSAGE_BYTES, withWireEncoders } from './wire/dense-values.js';
+import { refuseMalformedRequests, withRequestDecodeCheck } from './wire/malformed-requests.js';
 
 const log = createLogger('grpc-server');
 
@@ -54,6 +55,7 @@ export interface HostedService {
  * reflection need a certificate, any role).
  */
 export async function startGrpcServer(address: string, services: HostedService[], security: TransportSecurity = processSecurity(), limits: ListenerLimits = DEFAULT_LISTENER_LIMITS): Promise<TesseraGrpcServer> {
+  // A request that does not decode is refused INVALID_ARGUMENT, not answered INTERNAL (cluster/wire/malformed-requests.ts).
   const server = new grpc.Server({
     ...SERVER_OPTIONS,
     'grpc.max_connection_idle_ms': limits.idleMs,
@@ -63,9 +65,10 @@ export async function startGrpcServer(address: string, services: HostedService[]
     // (half-open), which held what its calls held for ever.
     'grpc.keepalive_time_ms': limits.idleMs,
     'grpc.keepalive_timeout_ms': Math.min(limits.idleMs, KEEPALIVE_TIMEOUT_MS),
+    interceptors: [refuseMalformedRequests],
   });
   raiseFlowControlWindows(server, FLOW_CONTROL_WINDOW_BYTES, limits);
-  for (const s of services) server.addService(withWireEncoders(s.definition), guardService(s.name, s.definition, s.implementation, s.rules, security));
+  for (const s of services) server.addService(withWireEncoders(withRequestDecodeCheck(s.definition)), guardService(s.name, s.definition, s.implementation, s.rules, security));
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(services.map((s) => [s.name, 'NOT_SERVING' as const])) });
   health.addToServer(server);
   new ReflectionService(loadProtos().definition).addToServer(server);

@@ -38,17 +38,17 @@ export function bulkAddresses(members: readonly { id: string; bulkAddress?: stri
  */
 export function checkMapFor(slots: number, map: unknown): asserts map is ShardMap {
   const m = map as ShardMap;
-  if (typeof map !== 'object' || map === null || !Array.isArray(m.owners) || typeof m.addresses !== 'object' || m.addresses === null) {
-    throw new InvalidArgumentError('a shard map needs an epoch, a slot count, owners and addresses');
-  }
   validateMap(m);
   if (m.slots !== slots) throw new InvalidArgumentError(`shard map has ${m.slots} slots but the cluster has ${slots}`);
   for (const [id, address] of Object.entries(m.addresses)) if (typeof address !== 'string') throw new InvalidArgumentError(`shard map gives shard "${id.slice(0, 80)}" a non-text address`);
   if (m.owners.some((o) => typeof o !== 'string')) throw new InvalidArgumentError('shard map names a slot owner that is not a shard id');
 }
 
-/** Throws unless every slot is owned by a shard that has an address. */
+/** Throws unless every slot is owned by a shard that has an address (and `map` has the shape of a map: it may come from the network). */
 export function validateMap(map: ShardMap): void {
+  if (typeof map !== 'object' || map === null || !Array.isArray(map.owners) || typeof map.addresses !== 'object' || map.addresses === null) {
+    throw new InvalidArgumentError('a shard map needs an epoch, a slot count, owners and addresses');
+  }
   if (!Number.isInteger(map.epoch) || map.epoch < 1) throw new InvalidArgumentError(`shard map epoch must be a positive integer, got ${map.epoch}`);
   if (!Number.isInteger(map.slots) || map.slots < 1) throw new InvalidArgumentError(`shard map must have at least one slot, got ${map.slots}`);
   if (map.owners.length !== map.slots) {
@@ -56,7 +56,8 @@ export function validateMap(map: ShardMap): void {
   }
   for (let s = 0; s < map.slots; s++) {
     const owner = map.owners[s];
-    if (!owner || !map.addresses[owner]) throw new InvalidArgumentError(`slot ${s} has no owner with an address in the shard map`);
+    // Own keys only: an owner named "constructor" has no address, whatever Object.prototype holds.
+    if (typeof owner !== 'string' || !owner || !Object.hasOwn(map.addresses, owner) || !map.addresses[owner]) throw new InvalidArgumentError(`slot ${s} has no owner with an address in the shard map`);
   }
 }
 

@@ -53,6 +53,8 @@ export function checkRanges(ranges: readonly SlotRange[], slots: number): string
   if (ranges.length === 0) return 'no slot ranges given';
   let prevEnd = 0;
   for (const r of ranges) {
+    // Ranges from JSON (the bulk port's headers) may hold anything.
+    if (typeof r !== 'object' || r === null) return `a slot range must be {begin, end}, got ${JSON.stringify(r)?.slice(0, 40)}`;
     if (!Number.isInteger(r.begin) || !Number.isInteger(r.end)) return `slot range [${r.begin}, ${r.end}) is not integral`;
     if (r.begin < 0) return `slot range [${r.begin}, ${r.end}) starts below slot 0`;
     if (r.begin >= r.end) return `slot range [${r.begin}, ${r.end}) is empty`;

@@ -1,3 +1,5 @@
+import { parseUntrustedJson } from '../cluster/wire/untrusted-json.js';
+
 /**
  * Bytes that carry a JSON header and raw arrays: an 8-byte magic, the
  * header's length (uint32 LE), the header as UTF-8 JSON padded with spaces to
@@ -43,7 +45,7 @@ export class FrameReader<H> {
     const length = bytes.readUInt32LE(8);
     if (12 + length > end) throw bad('is damaged: its header runs past the end');
     try {
-      this.header = JSON.parse(bytes.toString('utf8', 12, 12 + length)) as H;
+      this.header = parseUntrustedJson(bytes.toString('utf8', 12, 12 + length)) as H;
     } catch (err) {
       throw bad(`has an unreadable header (${(err as Error).message})`);
     }

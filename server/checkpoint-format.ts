@@ -123,7 +123,7 @@ export function decodeCheckpoint(bytes: Buffer, source: string): CheckpointImage
   const dense = header.dense.map((d) => ({ slot: d.slot, step: d.step, dedup: d.dedup, values: frame.f32(d.length), state: states(header.optimizer, d.length) }));
   const sparse = header.sparse.map((s) => {
     const table = header.tables[s.table];
-    if (table === undefined) throw bad(`names sparse table "${s.table}" without its dim`);
+    if (typeof table !== 'object' || table === null) throw bad(`names sparse table "${s.table.slice(0, 80)}" without its dim`);
     const n = s.count * table.dim;
     return { table: s.table, slot: s.slot, count: s.count, dedup: s.dedup, ids: frame.u32(2 * s.count), steps: frame.u32(s.count), values: frame.f32(n), state: states(table.optimizer, n) };
   });

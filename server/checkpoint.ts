@@ -315,12 +315,14 @@ export function restore(image: CheckpointImage, shard: Shard, sparse: SparseStor
   const want = identityOf(shard.config, shard.elements);
   const have = image.header;
   const differs: string[] = [];
-  for (const key of ['model', 'slots', 'elements', 'optimizer'] as const) if (have[key] !== want[key]) differs.push(`${key} ${JSON.stringify(have[key])} (this cluster: ${JSON.stringify(want[key])})`);
-  for (const [name, t] of Object.entries(have.tables ?? {})) {
+  // The header may come over the network (a move's snapshot): quoted short, its tables' entries of any type.
+  const quote = (v: unknown) => String(JSON.stringify(v)).slice(0, 80);
+  for (const key of ['model', 'slots', 'elements', 'optimizer'] as const) if (have[key] !== want[key]) differs.push(`${key} ${quote(have[key])} (this cluster: ${JSON.stringify(want[key])})`);
+  for (const [name, t] of Object.entries(have.tables ?? {}) as [string, Partial<CheckpointIdentity['tables'][string]> | null][]) {
     const here = want.tables[name];
-    if (!here || here.dim !== t.dim || here.optimizer !== t.optimizer) differs.push(`table ${name} of dim ${t.dim} with ${t.optimizer} (this cluster: ${here ? `dim ${here.dim} with ${here.optimizer}` : 'no such table'})`);
+    if (!here || here.dim !== t?.dim || here.optimizer !== t?.optimizer) differs.push(`table ${name.slice(0, 80)} of dim ${String(t?.dim).slice(0, 80)} with ${String(t?.optimizer).slice(0, 80)} (this cluster: ${here ? `dim ${here.dim} with ${here.optimizer}` : 'no such table'})`);
   }
-  if (differs.length > 0) throw new CheckpointError(`${source} is a checkpoint of another model or layout: ${differs.join('; ')}`);
+  if (differs.length > 0) throw new CheckpointError(`${source} is a checkpoint of another model or layout: ${differs.slice(0, 4).join('; ')}${differs.length > 4 ? `; and ${differs.length - 4} more` : ''}`);
 
   // Runs of consecutive slots share one allocation, as a shard's own slots do.
   const dense = [...image.dense].sort((a, b) => a.slot - b.slot);

@@ -4,13 +4,15 @@ import { type MembershipStore } from '../cluster/membership/store.js';
 import { shardAdminService } from '../cluster/proto.js';
 import { firstNonFinite } from '../cluster/finite.js';
 import { type ShardMap } from '../cluster/shard-map.js';
+import { slotStart } from '../cluster/slots.js';
 import { badSeq, badWorkerId } from '../cluster/worker-id.js';
 import { type TransportSecurity, processSecurity } from '../cluster/tls/transport-security.js';
 import { applyGradient } from './optimizers.js';
 import { FrameReader, frameArrays } from './array-frame.js';
-import { decodeCheckpoint, encodeCheckpoint } from './checkpoint-format.js';
+import { type CheckpointImage, decodeCheckpoint, encodeCheckpoint } from './checkpoint-format.js';
 import { restore, snapshot } from './checkpoint.js';
 import { type LogEntry, MigrationLog } from './migration-log.js';
+import { badDedupImage } from './push-dedup.js';
 import { type Shard } from './shard.js';
 import { type SparseStore } from './sparse-store.js';
 
@@ -154,8 +156,34 @@ function checkSender(shard: Shard, sender: string | null, slots: Iterable<number
 export function importSlots(data: Buffer, shard: Shard, sparse: SparseStore, sender: string | null = null): number {
   const image = decodeCheckpoint(data, 'a moved slot');
   checkSender(shard, sender, [...image.dense.map((d) => d.slot), ...image.sparse.map((r) => r.slot)]);
-  for (const d of image.dense) if (shard.owned().some((r) => d.slot >= r.begin && d.slot < r.end)) throw new InvalidArgumentError(`slot ${d.slot} is already served by ${shard.id}; a move cannot overwrite it`);
+  checkImport(image, shard);
   return restore(image, shard, sparse, 'a moved slot').slots;
+}
+
+/**
+ * What restore would take on trust from a move's snapshot, checked before
+ * any of it is kept (a refused one creates nothing): only slots this shard is
+ * receiving — in the key space, not its own by the map, dense and sparse
+ * alike — each dense slot of its length, finite values and optimizer state,
+ * records of applied pushes a shard can hold.
+ * @throws InvalidArgumentError naming the first slot that fails.
+ */
+function checkImport(image: CheckpointImage, shard: Shard): void {
+  const slots = shard.config.slots;
+  for (const x of [...image.dense, ...image.sparse]) {
+    const s = x.slot;
+    if (!(Number.isInteger(s) && s >= 0 && s < slots)) throw new InvalidArgumentError(`a moved slot ${s}: no such slot in a cluster of ${slots}`);
+    if (shard.owned().some((r) => s >= r.begin && s < r.end)) throw new InvalidArgumentError(`slot ${s} is already served by ${shard.id}; a move cannot overwrite it`);
+    if (firstNonFinite(x.values) >= 0 || x.state.some((a) => firstNonFinite(a) >= 0)) throw new InvalidArgumentError(`a moved slot ${s}: a non-finite value`);
+    for (const d of x.dedup) {
+      const bad = badDedupImage(d);
+      if (bad) throw new InvalidArgumentError(`a moved slot ${s}: ${bad}`);
+    }
+  }
+  for (const d of image.dense) {
+    const length = slotStart(d.slot + 1, shard.elements, slots) - slotStart(d.slot, shard.elements, slots);
+    if (d.values.length !== length) throw new InvalidArgumentError(`a moved slot ${d.slot}: ${d.values.length} values, the slot ${length}`);
+  }
 }
 
 /**
@@ -265,6 +293,8 @@ export function encodeLog(entries: readonly LogEntry[]): Buffer {
 export function decodeLog(data: Buffer): LogEntry[] {
   type Head = { k: 'd' | 's'; s: number; w: string; q: number; n: number; t?: string; i?: number };
   const frame = new FrameReader<Head[]>(data, data.byteLength, LOG_MAGIC, 'a slot-move log', (problem) => new InvalidArgumentError(`the migration log ${problem}`));
+  // The header is JSON from whoever sent the bytes: a list of entries, each an object, before it is read (the entries' fields are checked by applyLog).
+  if (!Array.isArray(frame.header) || !frame.header.every((h: unknown) => typeof h === 'object' && h !== null)) throw new InvalidArgumentError('the migration log has a header that is not a list of entries');
   const entries = frame.header.map((h): LogEntry => {
     if (h.k === 'd') return { kind: 'dense', slot: h.s, worker: h.w, seq: h.q, gradient: frame.f32(h.n) };
     const ids = frame.u32(h.i ?? 0);

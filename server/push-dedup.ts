@@ -52,6 +52,17 @@ export interface DedupImage {
   bits: string;
 }
 
+/** Why `image` cannot be a slot's record of a worker's applied pushes under a window of `window` sequences, or null when it can. */
+export function badDedupImage(image: unknown, window = DEDUP_WINDOW): string | null {
+  if (typeof image !== 'object' || image === null) return 'applied pushes that are not a {worker, high, bits} record';
+  const { worker, high, bits } = image as Partial<DedupImage>;
+  const bad = badWorkerId(worker);
+  if (bad) return `applied pushes of a worker that cannot be one: ${bad}`;
+  const bytes = typeof bits === 'string' ? Buffer.from(bits, 'base64').byteLength : -1;
+  if (bytes !== Math.ceil(window / 32) * 4 || !Number.isSafeInteger(high)) return `a dedup window of ${bytes} bytes (high ${String(high).slice(0, 40)}) does not fit this shard's ${Math.ceil(window / 32) * 4}-byte window`;
+  return null;
+}
+
 export class PushDedup {
   private readonly workers = new Map<string, SeqWindow>();
   /** The worker looked up last, and its window: a push checks and marks each slot under one worker. */
@@ -95,11 +106,10 @@ export class PushDedup {
     this.workers.clear();
     this.lastWorker = null;
     for (const image of images) {
-      const bad = badWorkerId(image.worker);
-      if (bad) throw new Error(`applied pushes of a worker that cannot be one: ${bad}`);
+      const bad = badDedupImage(image, this.window);
+      if (bad) throw new Error(bad);
       const w = new SeqWindow(this.window);
       const bits = Buffer.from(image.bits, 'base64');
-      if (bits.byteLength !== w.words.byteLength || !Number.isSafeInteger(image.high)) throw new Error(`a dedup window of ${bits.byteLength} bytes (high ${image.high}) does not fit this shard's ${w.words.byteLength}-byte window`);
       w.high = image.high;
       w.words.set(new Uint32Array(bits.buffer.slice(bits.byteOffset, bits.byteOffset + bits.byteLength)));
       this.workers.set(image.worker, w);

@@ -309,7 +309,7 @@ export class SparseStore {
 
   /** The checks every request gets before its ids are looked at further. */
   private admit(model: string | undefined, tableName: string, ids: Uint32Array): SparseTable {
-    if (model && model !== this.config.model.name) throw new InvalidArgumentError(`unknown model "${model}": this cluster trains "${this.config.model.name}"`);
+    if (model && model !== this.config.model.name) throw new InvalidArgumentError(`unknown model "${String(model).slice(0, 80)}": this cluster trains "${this.config.model.name}"`);
     const table = this.table(tableName);
     if (ids.length === 0) throw new InvalidArgumentError(`sparse request for table ${table.name} carries no ids`);
     if (ids.length % 2 !== 0) throw new InvalidArgumentError('sparse ids must be whole uint64 (two uint32 halves each)');

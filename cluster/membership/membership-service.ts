@@ -2,6 +2,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { toStatus } from '../wire/status-codec.js';
 import { type ShardMap } from '../shard-map.js';
 import { InvalidArgumentError } from '../errors.js';
+import { parseUntrustedJson } from '../wire/untrusted-json.js';
 import { type MemberKind, type MembershipStore } from './store.js';
 
 /**
@@ -11,12 +12,12 @@ import { type MemberKind, type MembershipStore } from './store.js';
 
 function kindOf(kind: string): MemberKind {
   if (kind === 'shard' || kind === 'worker') return kind;
-  throw new InvalidArgumentError(`unknown member kind "${kind}"; expected "shard" or "worker"`);
+  throw new InvalidArgumentError(`unknown member kind "${String(kind).slice(0, 80)}"; expected "shard" or "worker"`);
 }
 
 function parse<T>(json: string, what: string): T {
   try {
-    return JSON.parse(json) as T;
+    return parseUntrustedJson(json) as T;
   } catch {
     throw new InvalidArgumentError(`${what} is not valid JSON`);
   }

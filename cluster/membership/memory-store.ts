@@ -1,8 +1,8 @@
 import { type ClusterConfig, validateClusterConfig } from '../cluster-config.js';
 import { ClusterExistsError, InvalidArgumentError, MapConflictError } from '../errors.js';
-import { type ShardMap, validateMap } from '../shard-map.js';
+import { type ShardMap, checkMapFor, validateMap } from '../shard-map.js';
 import { createLogger } from '../log.js';
-import { type MemberInfo, type MemberKind, type MembershipStore } from './store.js';
+import { type MemberInfo, type MemberKind, type MembershipStore, badMember } from './store.js';
 import { type Claim, DEFAULT_CLAIM_GRACE_MS, type WorkClaim, type WorkPlan, type WorkProgress, claimRule, planMismatch, validatePlan } from './work-queue.js';
 
 const log = createLogger('membership');
@@ -42,16 +42,17 @@ export class MemoryMembershipStore implements MembershipStore {
   async casMap(expectedEpoch: number, next: ShardMap): Promise<void> {
     const actual = this.map?.epoch ?? 0;
     if (actual !== expectedEpoch) throw new MapConflictError(expectedEpoch, actual);
-    if (!(next.epoch > expectedEpoch)) throw new InvalidArgumentError(`a new shard map must have an epoch above ${expectedEpoch}, got ${next.epoch}`);
-    validateMap(next);
-    // A map for another slot count would be refused by every shard and client; refuse it here, where the writer hears of it.
-    if (this.config && next.slots !== this.config.slots) throw new InvalidArgumentError(`shard map has ${next.slots} slots but the cluster has ${this.config.slots}`);
+    if (!(next?.epoch > expectedEpoch)) throw new InvalidArgumentError(`a new shard map must have an epoch above ${expectedEpoch}, got ${String(next?.epoch).slice(0, 40)}`);
+    // A map for another slot count, or with fields of the wrong type, would be refused by every shard and client; refuse it here, where the writer hears of it.
+    if (this.config) checkMapFor(this.config.slots, next);
+    else validateMap(next);
     this.map = structuredClone(next);
     for (const l of this.listeners) queueMicrotask(() => notify(l, next));
   }
 
   async register(kind: MemberKind, member: MemberInfo, ttlMs: number): Promise<void> {
-    if (!member.id) throw new InvalidArgumentError('a member needs an id');
+    const bad = badMember(member);
+    if (bad) throw new InvalidArgumentError(bad);
     this.leases.set(`${kind}/${member.id}`, { info: { ...member }, expiresAt: this.now() + ttlMs });
   }
 
@@ -94,7 +95,8 @@ export class MemoryMembershipStore implements MembershipStore {
 
   async workProgress(): Promise<WorkProgress | null> {
     if (!this.work) return null;
-    const held: Record<string, number[]> = {};
+    // Keyed by worker id, which may be any text ("constructor", "__proto__"): no inherited keys.
+    const held = Object.create(null) as Record<string, number[]>;
     for (const [item, c] of [...this.work.claims].sort((a, b) => a[0] - b[0])) (held[c.worker] ??= []).push(item);
     return { plan: { ...this.work.plan }, handedOut: this.work.next, held };
   }

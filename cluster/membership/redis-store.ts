@@ -10,7 +10,7 @@ import { CLAIM_WORK_5 } from './scripts/claim-work-5.js';
 import { COMPLETE_WORK_2 } from './scripts/complete-work-2.js';
 import { LIVE_MEMBERS_N } from './scripts/live-members-n.js';
 import { DEFAULT_CLAIM_GRACE_MS, type WorkClaim, type WorkPlan, type WorkProgress, planMismatch, totalItems, validatePlan } from './work-queue.js';
-import { type MemberInfo, type MemberKind, type MembershipStore } from './store.js';
+import { type MemberInfo, type MemberKind, type MembershipStore, badMember } from './store.js';
 
 type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
 
@@ -101,7 +101,8 @@ export class RedisMembershipStore implements MembershipStore {
   }
 
   async register(kind: MemberKind, member: MemberInfo, ttlMs: number): Promise<void> {
-    if (!member.id) throw new InvalidArgumentError('a member needs an id');
+    const bad = badMember(member);
+    if (bad) throw new InvalidArgumentError(bad);
     if (!(Number.isFinite(ttlMs) && ttlMs > 0)) throw new InvalidArgumentError(`a lease's TTL must be a positive number of ms, got ${ttlMs}`);
     const json = JSON.stringify(member);
     await this.run(`register ${kind} ${member.id}`, (c) =>
@@ -169,7 +170,8 @@ export class RedisMembershipStore implements MembershipStore {
     );
     if (plan === null) return null;
     const [epochs, blocksPerEpoch] = plan.split(':').map(Number);
-    const held: Record<string, number[]> = {};
+    // Keyed by worker id, which may be any text ("constructor", "__proto__"): no inherited keys.
+    const held = Object.create(null) as Record<string, number[]>;
     for (const [item, w] of Object.entries(claims).sort((a, b) => Number(a[0]) - Number(b[0]))) (held[w] ??= []).push(Number(item));
     return { plan: { epochs: epochs!, blocksPerEpoch: blocksPerEpoch! }, handedOut: Number(next ?? 0), held };
   }

@@ -47,6 +47,26 @@ export interface MemberInfo {
 }
 
 /**
+ * Why `member` cannot be published with a lease, or null when it can. A lease
+ * may come from the network (the membership service's Register), and every
+ * role reads the members back: shards build and rebuild the map from their
+ * ids, addresses, epochs and owned slots, and sort members by id. So those
+ * fields must have their types, or one bad lease would fail every reader.
+ */
+export function badMember(member: unknown): string | null {
+  if (typeof member !== 'object' || member === null || Array.isArray(member)) return 'a member must be an object with an id';
+  const m = member as Record<string, unknown>;
+  if (typeof m['id'] !== 'string' || m['id'] === '') return 'a member needs an id (non-empty text)';
+  for (const field of ['address', 'bulkAddress', 'state']) if (m[field] !== undefined && typeof m[field] !== 'string') return `a member's ${field} must be text`;
+  if (m['epoch'] !== undefined && typeof m['epoch'] !== 'number') return "a member's epoch must be a number";
+  const owned = m['owned'];
+  if (owned !== undefined && !(Array.isArray(owned) && owned.every((r: unknown) => typeof r === 'object' && r !== null && typeof (r as Record<string, unknown>)['begin'] === 'number' && typeof (r as Record<string, unknown>)['end'] === 'number'))) {
+    return "a member's owned slots must be a list of {begin, end} ranges";
+  }
+  return null;
+}
+
+/**
  * The cluster's source of truth: its configuration (written once), the shard
  * map (changed only by compare-and-set on the epoch) and the live members
  * (held by leases). The embedded store and the Redis store have the same

@@ -1,4 +1,5 @@
 import { type SlotRange } from '../slots.js';
+import { parseUntrustedJson } from './untrusted-json.js';
 
 /**
  * The bulk transport's frames (docs/wire-protocol.md, "Bulk transport"): dense
@@ -106,7 +107,7 @@ export class BulkFrameReader {
       }
       let header: unknown;
       try {
-        header = JSON.parse(head.toString('utf8', 4, 4 + len));
+        header = parseUntrustedJson(head.toString('utf8', 4, 4 + len));
       } catch {
         throw new Error('a bulk frame header is not JSON');
       }

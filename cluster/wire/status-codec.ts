@@ -17,10 +17,21 @@ export function toStatus(err: unknown): Partial<ServiceError> & { code: status; 
   if (err instanceof TesseraError) {
     metadata.set(`${PREFIX}error`, err.reason);
     for (const [k, v] of Object.entries(err.context())) metadata.set(`${PREFIX}${k}`, v);
-    return { code: err.code, details: err.message, metadata };
+    return { code: err.code, details: wellFormed(err.message), metadata };
   }
   const message = err instanceof Error ? err.message : String(err);
-  return { code: status.INTERNAL, details: `internal error: ${message}`, metadata };
+  return { code: status.INTERNAL, details: wellFormed(`internal error: ${message}`), metadata };
+}
+
+/**
+ * `text` with each lone surrogate replaced by U+FFFD. A message may quote
+ * what a caller sent (a name with a lone surrogate, or cut in the middle of a
+ * pair), and grpc-js percent-encodes a status message with encodeURI, which
+ * throws on a lone surrogate: outside any handler, so the throw ended the
+ * process (found by the fuzz test).
+ */
+function wellFormed(text: string): string {
+  return text.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD');
 }
 
 function meta(md: Metadata | undefined, key: string): string {

@@ -5,14 +5,25 @@ import { crc32 } from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { dial, unary } from '../../cluster/grpc-client.js';
-import { shardAdminService, sparseShardService } from '../../cluster/proto.js';
+import { startGrpcServer, type TesseraGrpcServer } from '../../cluster/grpc-server.js';
+import { MemoryMembershipStore } from '../../cluster/membership/memory-store.js';
+import { membershipImplementation } from '../../cluster/membership/membership-service.js';
+import { MEMBERSHIP_SERVICE_NAME, membershipService, shardAdminService, sparseShardService } from '../../cluster/proto.js';
 import { type ModelSpec } from '../../cluster/model-spec.js';
+import { optimizerWithDefaults } from '../../cluster/optimizer-config.js';
+import { evenAssignment } from '../../cluster/shard-map.js';
+import { idHalves, slotOfId } from '../../cluster/sparse-keys.js';
+import { MEMBERSHIP_RULES } from '../../cluster/tls/authorization.js';
+import { PLAINTEXT } from '../../cluster/tls/transport-security.js';
+import { SparseClient } from '../../client/sparse-client.js';
 import { frameArrays } from '../../server/array-frame.js';
-import { CHECKPOINT_FORMAT, CHECKPOINT_MAGIC } from '../../server/checkpoint-format.js';
+import { CHECKPOINT_FORMAT, CHECKPOINT_MAGIC, encodeCheckpoint } from '../../server/checkpoint-format.js';
+import { identityOf } from '../../server/checkpoint.js';
 import { encodeLog } from '../../server/migration.js';
 import { firstSeq } from '../../cluster/worker-id.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
 import { RawBulk } from '../helpers/raw-bulk.js';
+import { RawGrpc } from '../helpers/raw-grpc.js';
 import { f32, rawClient, rawPush } from '../helpers/raw-shard.js';
 
 /*
@@ -133,6 +144,133 @@ describe('functional: hostile input is refused and costs nothing', function () {
     expect(err?.message).to.match(/a header without its dense and sparse slot lists/);
   });
 
+  // Found by the fuzz test (fuzz.test.ts): each of these was answered INTERNAL, or worse.
+
+  it('bytes that are not the request message, on every kind of call: INVALID_ARGUMENT, not INTERNAL; nothing changes', async () => {
+    const before = await values();
+    const raw = new RawGrpc(cluster.shards[0]!.address, PLAINTEXT);
+    // 0x0a 0xff: field 1, length-delimited, with a length that runs past the end.
+    const junk = Buffer.from([0x0a, 0xff]);
+    const calls = [
+      ['/tessera.v1.Shard/Push', 'client-stream'],
+      ['/tessera.v1.Shard/Pull', 'server-stream'],
+      ['/tessera.v1.SparseShard/Push', 'unary'],
+      ['/tessera.v1.ShardAdmin/ImportSlots', 'unary'],
+    ] as const;
+    for (const [path, shape] of calls) {
+      const out = await raw.call(path, shape, [junk], 10_000);
+      expect(out.code, path).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(out.details, path).to.match(/request whose bytes are not its message/);
+    }
+    raw.close();
+    expect((await values()).equals(before)).to.equal(true);
+  });
+
+  it('ApplyLog whose header is not a list of entries: INVALID_ARGUMENT, not INTERNAL', async () => {
+    const magic = encodeLog([]).toString('latin1', 0, 8);
+    for (const header of [{ k: 'd' }, null, [null]]) {
+      const err = await unary(admin(), 'applyLog', { data: Buffer.concat(frameArrays(magic, header, [])) }).then(
+        () => null,
+        (e: Error & { code: number }) => e,
+      );
+      expect(err?.code, JSON.stringify(header)).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(err?.message).to.match(/header that is not a list of entries/);
+    }
+  });
+
+  it("ImportSlots with rows for a slot the shard serves: refused, the rows stay as they were", async () => {
+    const sparse = new SparseClient(await cluster.client());
+    const id = 77n;
+    const slot = slotOfId('items', id, SLOTS);
+    const owner = slot < SLOTS / 2 ? 0 : 1;
+    const rowBefore = await sparse.pull('items', [id]);
+    const [lo, hi] = idHalves(id);
+    const image = {
+      header: { format: CHECKPOINT_FORMAT, ...identityOf(cluster.config, D), shard: 'elsewhere', epoch: 1, closedSteps: 0, createdAt: new Date().toISOString() },
+      dense: [],
+      sparse: [{ table: 'items', slot, count: 1, ids: Uint32Array.from([lo, hi]), steps: new Uint32Array(1), values: new Float32Array(4).fill(42), state: [], dedup: [] }],
+    };
+    const err = await unary(dial(shardAdminService(), cluster.shards[owner]!.address), 'importSlots', { data: Buffer.concat(encodeCheckpoint(image)) }).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+    expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(err?.message).to.match(new RegExp(`slot ${slot} is already served by shard-${owner}`));
+    expect(await sparse.pull('items', [id])).to.deep.equal(rowBefore);
+  });
+
+  it('ImportSlots of a slot with a record of applied pushes that does not fit: INVALID_ARGUMENT, and no slot appears', async () => {
+    const held = cluster.shards[0]!.shard.store.heldElements();
+    const slot = SLOTS - 1;
+    const image = {
+      header: { format: CHECKPOINT_FORMAT, ...identityOf(cluster.config, D), shard: 'elsewhere', epoch: 1, closedSteps: 0, createdAt: new Date().toISOString() },
+      dense: [{ slot, step: 0, values: new Float32Array(D / SLOTS), state: [], dedup: [{ worker: 'w', high: 3, bits: 'AAAA' }] }],
+      sparse: [],
+    };
+    const err = await unary(admin(), 'importSlots', { data: Buffer.concat(encodeCheckpoint(image)) }).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+    expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(err?.message).to.match(/a dedup window of 3 bytes/);
+    expect(cluster.shards[0]!.shard.store.heldElements(), 'no phantom slot').to.equal(held);
+  });
+
+  it('bulk: a slot range that is not {begin, end} is refused, not INTERNAL', async () => {
+    const conn = new RawBulk(cluster.shards[0]!.bulkAddress);
+    conn.send({ id: 1, op: 'pull', epoch: 1, ranges: [null], workerId: 'w' });
+    const reply = (await conn.next())?.reply;
+    conn.close();
+    expect(reply?.ok).to.equal(false);
+    if (reply && !reply.ok) {
+      expect(reply.code).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(reply.details).to.match(/a slot range must be \{begin, end\}, got null/);
+    }
+  });
+
+  it('a sparse push naming a 70 KB model: refused with a short message', async () => {
+    const Sparse = sparseShardService();
+    const stub = new Sparse(cluster.shards[0]!.address, grpc.credentials.createInsecure());
+    const err = await unary(stub, 'push', { epoch: 1, model: 'm'.repeat(70_000), table: 'items', ids: Buffer.alloc(8), gradients: Buffer.alloc(16), workerId: 'w', seq: 1 }).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+    stub.close();
+    expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(err!.message.length, 'the status does not echo the name').to.be.below(400);
+  });
+
+  it('JSON values that cannot be turned into text (an object with a "toString" that is not a function): refused, not INTERNAL', async () => {
+    const hostile = { toString: true };
+    const conn = new RawBulk(cluster.shards[0]!.bulkAddress);
+    conn.send({ id: 1, op: 'push', length: N, ...header({ seq: hostile }) }, f32(new Float32Array(N)));
+    const reply = (await conn.next())?.reply;
+    conn.close();
+    expect(reply?.ok).to.equal(false);
+    if (reply && !reply.ok) expect(reply.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    const magic = encodeLog([]).toString('latin1', 0, 8);
+    const err = await unary(admin(), 'applyLog', { data: Buffer.concat(frameArrays(magic, [{ k: 'd', s: hostile, w: 'w', q: 1, n: 0 }], [])) }).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+    expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+  });
+
+  it('a name quoted in a status cut in the middle of a surrogate pair: the call is refused and the shard lives', async () => {
+    // The status quotes 80 characters of the name, here ending in half of '😀'; grpc-js percent-encodes a status
+    // message with encodeURI, which throws on a lone surrogate: that took the process down.
+    const Sparse = sparseShardService();
+    const stub = new Sparse(cluster.shards[0]!.address, grpc.credentials.createInsecure());
+    const err = await unary(stub, 'pull', { epoch: 1, model: 'hostile', table: `${'t'.repeat(79)}😀`, ids: Buffer.alloc(8), workerId: 'w', readOnly: true }).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+    stub.close();
+    expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(err?.message).to.match(/unknown sparse table "t{79}\uFFFD"/);
+    expect((await values()).length, 'the shard still serves').to.equal(4 * D);
+  });
+
   describe('ApplyLog only for slots the shard is receiving', () => {
     const entry = (slot: number, gradient: Float32Array) => ({ kind: 'dense' as const, slot, worker: 'w-log', seq: 1, gradient });
     const slotLength = D / SLOTS;
@@ -156,5 +294,85 @@ describe('functional: hostile input is refused and costs nothing', function () {
         expect(cluster.shards[0]!.shard.store.heldElements(), 'no phantom slot').to.equal(held);
       });
     }
+  });
+});
+
+/*
+ * The membership service (as `tessera local` serves its embedded store) takes
+ * JSON documents from its callers: ones of the wrong shape are refused
+ * INVALID_ARGUMENT, and a member of the wrong shape is never kept, where it
+ * would fail every later ListMembers (shards build the map from them).
+ */
+describe('functional: hostile input to the membership service', function () {
+  this.timeout(30_000);
+  let store: MemoryMembershipStore;
+  let server: TesseraGrpcServer;
+  let client: grpc.Client;
+  const config = { name: 'hostile', slots: 4, model: MODEL, optimizer: optimizerWithDefaults({ name: 'sgd', learningRate: 1 }), consistency: 'async' };
+  const map = { epoch: 1, slots: 4, owners: evenAssignment(['s0'], 4), addresses: { s0: '127.0.0.1:1' } };
+
+  before(async () => {
+    store = new MemoryMembershipStore();
+    await store.createCluster(config as never);
+    await store.casMap(0, map);
+    server = await startGrpcServer('127.0.0.1:0', [{ name: MEMBERSHIP_SERVICE_NAME, definition: membershipService().service, implementation: membershipImplementation(store), rules: MEMBERSHIP_RULES }], PLAINTEXT);
+    client = dial(membershipService(), `127.0.0.1:${server.port}`, PLAINTEXT);
+  });
+  after(async () => {
+    client.close();
+    await server.close(50);
+    await store.close();
+  });
+
+  const call = (method: string, req: object) =>
+    unary(client, method, req).then(
+      () => null,
+      (e: Error & { code: number }) => e,
+    );
+
+  it('a configuration or a map of the wrong shape: INVALID_ARGUMENT, not INTERNAL; the cluster is unchanged', async () => {
+    const cases: [string, object][] = [
+      ['createCluster', { configJson: 'null', force: true }],
+      ['createCluster', { configJson: JSON.stringify({ ...config, model: { ...MODEL, tensors: 5 } }), force: true }],
+      ['createCluster', { configJson: JSON.stringify({ ...config, model: { ...MODEL, tensors: [null] } }), force: true }],
+      ['compareAndSetMap', { expectedEpoch: 1, mapJson: 'null' }],
+      ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: 2, owners: undefined }) }],
+      ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: 2, addresses: { s0: 5 } }) }],
+      ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: 2, owners: [{ toString: true }, 's0', 's0', 's0'] }) }],
+      ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: { toString: true } }) }],
+      ['compareAndSetMap', { expectedEpoch: 1, mapJson: JSON.stringify({ ...map, epoch: 2, owners: ['constructor', 's0', 's0', 's0'] }) }],
+    ];
+    for (const [method, req] of cases) {
+      const err = await call(method, req);
+      expect(err?.code, `${method} ${JSON.stringify(req).slice(0, 120)}`).to.equal(grpc.status.INVALID_ARGUMENT);
+    }
+    expect((await store.getMap())?.epoch).to.equal(1);
+    expect((await store.getConfig())?.model.name).to.equal(MODEL.name);
+  });
+
+  it('a member whose id or address is not text is refused, and ListMembers goes on working', async () => {
+    for (const member of [{ id: 5 }, { id: 's1', address: 7 }, { id: 's1', owned: [null] }, null]) {
+      const err = await call('register', { kind: 'shard', memberJson: JSON.stringify(member), ttlMs: 60_000 });
+      expect(err?.code, JSON.stringify(member)).to.equal(grpc.status.INVALID_ARGUMENT);
+    }
+    expect(await call('register', { kind: 'shard', memberJson: JSON.stringify({ id: 's1', address: '127.0.0.1:2' }), ttlMs: 60_000 })).to.equal(null);
+    const listed = await unary<object, { memberJson: string[] }>(client, 'listMembers', { kind: 'shard' });
+    expect(listed.memberJson.map((m) => (JSON.parse(m) as { id: string }).id)).to.deep.equal(['s1']);
+  });
+
+  it('a worker named "constructor" claims work: GetWorkProgress still answers, for everyone', async () => {
+    for (const workerId of ['constructor', '__proto__']) {
+      const claim = await unary<object, { kind: string; item: number }>(client, 'claimWork', { workerId, epochs: 1, blocksPerEpoch: 4, floor: 0, graceMs: 60_000 });
+      expect(claim.kind).to.equal('item');
+    }
+    const doc = await unary<object, { progressJson: string }>(client, 'getWorkProgress', {});
+    const held = (JSON.parse(doc.progressJson) as { held: Record<string, number[]> }).held;
+    expect(Object.keys(held).sort()).to.deep.equal(['__proto__', 'constructor']);
+  });
+
+  it('an unknown member kind of 70 KB: refused with a short message', async () => {
+    const err = await call('listMembers', { kind: 'k'.repeat(70_000) });
+    expect(err?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(err!.message.length).to.be.below(400);
   });
 });
