@@ -6,5 +6,5 @@ export const METRICS_OPTION: OptionSpec = {
   type: 'string',
   metavar: 'HOST:PORT',
   description:
-    'serve Prometheus metrics on http://HOST:PORT/metrics (plain HTTP, read-only: counts and timings, never values; keep it on loopback or behind a network policy that admits only the scraper; docs/operations.md). Default: off',
+    'serve Prometheus metrics on http://HOST:PORT/metrics (plain HTTP, read-only: counts, timings and losses, never the model’s values; keep it on loopback or behind a network policy that admits only the scraper; docs/operations.md) (default: off)',
 };
