@@ -82,10 +82,13 @@ export class ShardMetrics {
   private readonly checkpoints: Counter<'result'>;
   private readonly checkpointSeconds: Histogram;
   private readonly lastCheckpoint: Gauge;
-  private readonly slotRequests: Counter<'op' | 'slot_range'>;
-  private readonly slotBytes: Counter<'op' | 'slot_range'>;
-  /** Children of the slot-range counters by operation and range index, made as ranges are first served. */
-  private readonly slotChildren: Record<DataOp, ({ requests: Counter.Internal; bytes: Counter.Internal } | undefined)[]> = { push: [], pull: [] };
+  /**
+   * Requests and bytes by operation and slot range, counted in plain arrays
+   * and handed to their counters when scraped: a full-model request touches
+   * every range, and a prom-client increment (which hashes its labels) for
+   * each would cost tens of microseconds a request; an array add costs none.
+   */
+  private readonly slotLoad: Record<DataOp, { requests: Float64Array; bytes: Float64Array }>;
   private readonly width: number;
 
   /**
@@ -135,8 +138,23 @@ export class ShardMetrics {
     this.checkpoints = new Counter({ name: 'tessera_shard_checkpoints_total', help: 'Checkpoints written (timed, asked for, at shutdown), by result.', labelNames: ['result'], registers });
     this.checkpointSeconds = new Histogram({ name: 'tessera_shard_checkpoint_seconds', help: 'Time to write a checkpoint that succeeded, snapshot and file.', buckets: WORK_BUCKETS, registers });
     this.lastCheckpoint = new Gauge({ name: 'tessera_shard_last_checkpoint_timestamp_seconds', help: 'When the last checkpoint that succeeded was written (Unix time); absent before the first.', registers });
-    this.slotRequests = new Counter({ name: 'tessera_shard_slot_requests_total', help: `Dense requests answered OK that touched a slot of the range (a request counts once in every range it touches); ranges of ${this.width} slot(s).`, labelNames: ['op', 'slot_range'], registers });
-    this.slotBytes = new Counter({ name: 'tessera_shard_slot_bytes_total', help: 'Bytes of dense requests answered OK, split over slot ranges by the values of each range; per operation they sum to tessera_shard_push_bytes_total or tessera_shard_pull_bytes_total.', labelNames: ['op', 'slot_range'], registers });
+    const ranges = Math.ceil(slots / this.width);
+    const load = (this.slotLoad = {
+      push: { requests: new Float64Array(ranges), bytes: new Float64Array(ranges) },
+      pull: { requests: new Float64Array(ranges), bytes: new Float64Array(ranges) },
+    });
+    const label = (i: number) => slotRangeLabel(i, this.width, slots);
+    // Set from the arrays at each scrape: a range's series appears once a request has touched it.
+    const fromLoad = (which: 'requests' | 'bytes') =>
+      function (this: Counter<'op' | 'slot_range'>) {
+        this.reset();
+        for (const op of ['push', 'pull'] as const) {
+          const counts = load[op][which];
+          for (let i = 0; i < counts.length; i++) if (load[op].requests[i]! > 0) this.inc({ op, slot_range: label(i) }, counts[i]!);
+        }
+      };
+    new Counter({ name: 'tessera_shard_slot_requests_total', help: `Dense requests answered OK that touched a slot of the range (a request counts once in every range it touches); ranges of ${this.width} slot(s).`, labelNames: ['op', 'slot_range'], registers, collect: fromLoad('requests') });
+    new Counter({ name: 'tessera_shard_slot_bytes_total', help: 'Bytes of dense requests answered OK, split over slot ranges by the values of each range; per operation they sum to tessera_shard_push_bytes_total or tessera_shard_pull_bytes_total.', labelNames: ['op', 'slot_range'], registers, collect: fromLoad('bytes') });
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({
         name,
@@ -212,15 +230,10 @@ export class ShardMetrics {
   }
 
   private countSlotRanges(op: DataOp, ranges: readonly SlotRange[], bytes: number): void {
-    const children = this.slotChildren[op];
+    const { requests, bytes: shares } = this.slotLoad[op];
     splitOverSlotRanges(ranges, bytes, this.elements, this.slots, this.width, (index, share) => {
-      let c = children[index];
-      if (!c) {
-        const labels = { op, slot_range: slotRangeLabel(index, this.width, this.slots) };
-        c = children[index] = { requests: this.slotRequests.labels(labels), bytes: this.slotBytes.labels(labels) };
-      }
-      c.requests.inc();
-      c.bytes.inc(share);
+      requests[index]!++;
+      shares[index]! += share;
     });
   }
 }
