@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a Debian machine with Node 20, then runs them.
 #   - Debian packages (when missing): redis-server, python3-grpcio, python3-grpc-tools
-#     (the second-language client of the wire-contract test). Needs root or sudo.
+#     (the second-language client of the wire-contract test), prometheus (its promtool checks
+#     the shards' and workers' /metrics). Needs root or sudo.
 #   - npm packages from package-lock.json (npm ci; its prepare step compiles TypeScript).
 # Then: npm run cycles (fails on an import cycle), npm test.
 set -euo pipefail
@@ -11,6 +12,7 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || need+=(python3-grpcio)
 /usr/bin/python3 -c 'import grpc_tools.protoc' >/dev/null 2>&1 || need+=(python3-grpc-tools)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   sudo=""

@@ -37,27 +37,31 @@ export interface DensePullAdmission extends GateTicket {
  * for its step. The caller checks again afterwards: the map may have moved
  * on while it waited.
  */
-async function waitAtGate(gate: ClockGate, ticket: GateTicket, check: () => void): Promise<void> {
-  if (ticket.clock === undefined) return;
+async function waitAtGate(gate: ClockGate, ticket: GateTicket, check: () => void): Promise<number> {
+  if (ticket.clock === undefined) return 0;
   // A clocked pull counts its worker at the gate: the same id rules as a push's.
   const bad = badWorkerId(ticket.workerId);
   if (bad) throw new InvalidArgumentError(bad);
   check();
+  const started = performance.now();
   await gate.beforePull(ticket.workerId, ticket.clock, Boolean(ticket.join), CLOCK_WAIT_MS);
+  return (performance.now() - started) / 1000;
 }
 
 /**
  * Admits a dense pull (gRPC and bulk alike): ownership, ranges, epoch and
  * model are checked; a clocked pull then waits at the shard's clock gate and
- * is checked again. Returns once the pull may be served.
+ * is checked again. Returns once the pull may be served, with the seconds
+ * it waited at the gate (0 for a pull that is not clocked).
  *
  * @throws the typed error of Shard.check, or ClockTimeoutError after {@link CLOCK_WAIT_MS}.
  */
-export async function admitPull(shard: Shard, req: DensePullAdmission): Promise<void> {
+export async function admitPull(shard: Shard, req: DensePullAdmission): Promise<number> {
   const check = () => shard.check(req.epoch, req.ranges, req.model);
-  await waitAtGate(shard.gate, req, check);
+  const waited = await waitAtGate(shard.gate, req, check);
   check();
   shard.countTraffic(req.ranges);
+  return waited;
 }
 
 /**
@@ -65,10 +69,11 @@ export async function admitPull(shard: Shard, req: DensePullAdmission): Promise<
  * after the wait is left to `store.pull`, which runs SparseStore.checkPull
  * itself and reads the rows with what it computed (the ids grouped by slot);
  * checking here as well would hash every id twice. So an unclocked sparse
- * pull is checked only by `store.pull`, once, as before.
+ * pull is checked only by `store.pull`, once, as before. Returns the seconds
+ * the pull waited at the gate (0 for a pull that is not clocked).
  *
  * @throws the typed error of SparseStore.checkPull, or ClockTimeoutError after {@link CLOCK_WAIT_MS}.
  */
-export async function admitSparsePull(store: SparseStore, gate: ClockGate, req: SparsePullInput & GateTicket): Promise<void> {
-  await waitAtGate(gate, req, () => store.checkPull(req));
+export async function admitSparsePull(store: SparseStore, gate: ClockGate, req: SparsePullInput & GateTicket): Promise<number> {
+  return waitAtGate(gate, req, () => store.checkPull(req));
 }

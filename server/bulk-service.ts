@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { status } from '@grpc/grpc-js';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { BULK_READ_BUFFER_BYTES, BulkFrameReader, type BulkReply, type BulkRequest, encodeHead } from '../cluster/wire/bulk-frames.js';
@@ -14,6 +15,7 @@ import { admitPull } from './admission.js';
 import { type GradientPool } from './gradient-pool.js';
 import { PushAssembler } from './push-assembler.js';
 import { type Shard } from './shard.js';
+import { type RequestMeter, type ShardMetrics, noMeter } from './shard-metrics.js';
 
 const log = createLogger('bulk');
 
@@ -42,8 +44,9 @@ export class BulkServer {
    * Serves `shard` on `host:port`. Under mTLS the port is a TLS listener that
    * requires a client certificate of the cluster CA (and follows rotations),
    * and each request is checked as the gRPC services check theirs.
+   * `metrics`: each push and pull is counted there (shard-metrics.ts).
    */
-  static async start(shard: Shard, host: string, pool: GradientPool, port = 0, security: TransportSecurity = processSecurity(), limits: ListenerLimits = DEFAULT_LISTENER_LIMITS): Promise<BulkServer> {
+  static async start(shard: Shard, host: string, pool: GradientPool, port = 0, security: TransportSecurity = processSecurity(), limits: ListenerLimits = DEFAULT_LISTENER_LIMITS, metrics?: ShardMetrics): Promise<BulkServer> {
     let bulk: BulkServer | undefined;
     const track = (socket: net.Socket) => {
       bulk!.sockets.add(socket);
@@ -59,7 +62,7 @@ export class BulkServer {
         // TLS sockets read through 'data' events (Node offers `onread` only to plain sockets).
         const read = { on: (_bytes: Buffer) => undefined as void };
         socket.on('data', (chunk: Buffer) => read.on(chunk));
-        serve(shard, pool, socket, read, { security, caller: identityOfPeer(socket.getPeerCertificate()) });
+        serve(shard, pool, socket, read, { security, caller: identityOfPeer(socket.getPeerCertificate()) }, metrics);
       });
       const stop = material.onChange((files) => tlsServer.setSecureContext({ ...files }));
       tlsServer.on('close', stop);
@@ -69,7 +72,7 @@ export class BulkServer {
       server = net.createServer({ pauseOnConnect: true }, (accepted) => {
         const { socket, read } = withReadBuffer(accepted);
         track(socket);
-        serve(shard, pool, socket, read, { security, caller: null });
+        serve(shard, pool, socket, read, { security, caller: null }, metrics);
       });
     }
     // Connections beyond the cap are closed as they are accepted (ListenerLimits).
@@ -137,7 +140,7 @@ interface BulkPeer {
   caller: Identity | null;
 }
 
-function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on: (bytes: Buffer) => void }, peer: BulkPeer): void {
+function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on: (bytes: Buffer) => void }, peer: BulkPeer, metrics?: ShardMetrics): void {
   socket.setNoDelay(true);
   let busy = false;
   /**
@@ -149,14 +152,16 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
    */
   let replying = false;
   let waiting: { req: BulkRequest; id: number } | null = null;
-  let push: { id: number; assembler: PushAssembler | null; error: unknown } | null = null;
+  let push: { id: number; assembler: PushAssembler | null; error: unknown; meter: RequestMeter } | null = null;
 
   const reply = (r: BulkReply) => socket.write(encodeHead(r));
-  const fail = (id: number, err: unknown) => {
+  /** Answers request `id` with the status of `err`; returns its code. */
+  const fail = (id: number, err: unknown): number => {
     const s = toStatus(err);
     const metadata: Record<string, string> = {};
     for (const [k, v] of Object.entries(s.metadata.getMap())) metadata[k] = String(v);
     reply({ id, ok: false, code: s.code, details: s.details, metadata });
+    return s.code;
   };
 
   const reader = new BulkFrameReader(
@@ -181,7 +186,7 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       // What follows the header: length × 4 bytes of float32, or wireBytes of an encoded gradient.
       const wireBytes = req.compression ? req.wireBytes : length! * 4;
       if (!(Number.isSafeInteger(wireBytes) && wireBytes! >= 0 && wireBytes! <= 2 ** 33)) throw new Error(`a compressed bulk push needs its wireBytes; got ${JSON.stringify(header).slice(0, 120)}`);
-      push = { id: req.id, assembler: null, error: null };
+      push = { id: req.id, assembler: null, error: null, meter: metrics?.request('push', 'bulk') ?? noMeter() };
       try {
         checkRole(peer.caller, peer.security, DATA_RULES['Push']!, 'a bulk push');
         checkHeaderTypes(req);
@@ -213,8 +218,9 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
         if (p.error) throw p.error;
         const res = p.assembler!.apply();
         reply({ id: p.id, ok: true, epoch: res.epoch, appliedSlots: res.appliedSlots, duplicateSlots: res.duplicateSlots, wireBytes: res.wireBytes });
+        p.meter.end(status.OK, res.wireBytes, p.assembler!.header.ranges, p.assembler!.applySeconds);
       } catch (err) {
-        fail(p.id, err);
+        p.meter.end(fail(p.id, err));
       } finally {
         p.assembler?.release();
       }
@@ -222,12 +228,14 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
   );
 
   async function pull(req: BulkRequest, id: number): Promise<void> {
+    const meter = metrics?.request('pull', 'bulk') ?? noMeter();
     try {
       checkRole(peer.caller, peer.security, DATA_RULES['Pull']!, 'a bulk pull');
       checkHeaderTypes(req);
       if (req.clock !== undefined) checkClockedPull(peer.caller, req.workerId);
       if (!Array.isArray(req.ranges)) throw new InvalidArgumentError('a bulk pull needs its slot ranges');
-      await admitPull(shard, { epoch: req.epoch, ranges: req.ranges, model: req.model || undefined, workerId: req.workerId, clock: req.clock, join: req.join });
+      const waited = await admitPull(shard, { epoch: req.epoch, ranges: req.ranges, model: req.model || undefined, workerId: req.workerId, clock: req.clock, join: req.join });
+      if (req.clock !== undefined) metrics?.clockWaited(waited);
       const total = shard.lengthOf(req.ranges);
       // Views of slot memory, as over gRPC: a push applied while they drain may show in the later bytes (async reads latest values).
       const pieces = [...shard.pullChunks(req.ranges, PULL_PIECE_BYTES)].map((c) => c.bytes);
@@ -235,10 +243,15 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       replying = true;
       reply({ id, ok: true, total, epoch: shard.epoch });
       // Each piece once the one before has left this process (but for the socket's high-water mark): a pull that came meanwhile waits for that.
-      for (const bytes of pieces) if (!socket.write(bytes) && !socket.destroyed) await drained(socket);
+      let sent = 0;
+      for (const bytes of pieces) {
+        sent += bytes.byteLength;
+        if (!socket.write(bytes) && !socket.destroyed) await drained(socket);
+      }
+      meter.end(socket.destroyed ? status.CANCELLED : status.OK, sent, req.ranges);
     } catch (err) {
       busy = false;
-      if (!socket.destroyed) fail(id, err);
+      meter.end(socket.destroyed ? status.CANCELLED : fail(id, err));
     } finally {
       replying = false;
       const next = waiting;
@@ -256,6 +269,8 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
     } catch (err) {
       log.warn(`closing a bulk connection from ${socket.remoteAddress}:${socket.remotePort}: ${(err as Error).message}`);
       push?.assembler?.release();
+      // A stream that cannot be parsed gets no answer: the connection ends.
+      push?.meter.end(status.INVALID_ARGUMENT);
       push = null;
       socket.destroy();
     }
@@ -263,6 +278,7 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
   // A connection that ends mid-push, cleanly or not, gives the push's memory back (its budget with it).
   const abandon = () => {
     push?.assembler?.release();
+    push?.meter.end(status.CANCELLED);
     push = null;
   };
   socket.on('error', abandon);

@@ -73,6 +73,8 @@ export class PushAssembler {
   private received = 0;
   /** Values the push's slots hold. */
   readonly length: number;
+  /** Seconds spent applying its slots so far (Shard.applySlots: checks and the optimizer), for the shard's metrics. */
+  applySeconds = 0;
   /** The push on the shard: its slots, and how many were applied. */
   private readonly open: OpenPush;
 
@@ -185,11 +187,15 @@ export class PushAssembler {
     const { ends } = this.open;
     let until = this.open.next;
     while (until < ends.length && ends[until]! <= values) until++;
+    if (until === this.open.next) return;
+    const started = performance.now();
     try {
       this.shard.applySlots(this.open, until, this.buffer!, this.base);
     } catch (err) {
       this.release();
       throw err;
+    } finally {
+      this.applySeconds += (performance.now() - started) / 1000;
     }
   }
 

@@ -14,6 +14,7 @@ import { type ShardMap, checkMapFor } from '../cluster/shard-map.js';
 import { formatRanges, normalizeRanges } from '../cluster/slots.js';
 import { isWildcardHost, splitHostPort } from '../cluster/address.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
+import { MetricsServer } from '../cluster/metrics/metrics-server.js';
 import { shardAdminImplementation } from './admin-service.js';
 import { DEFAULT_CHECKPOINT_KEEP, badCheckpointName, checkDirectory, readCheckpoint, restore, resumeFrom, takeCheckpoint } from './checkpoint.js';
 import { type MoveReport, applyLog, dropSlots, importSlots, moveSlots } from './migration.js';
@@ -23,6 +24,7 @@ import { BulkServer } from './bulk-service.js';
 import { GRADIENT_POOL_BYTES, GradientPool } from './gradient-pool.js';
 import { DEFAULT_MAX_INFLIGHT_BYTES, InflightBudget } from './inflight-budget.js';
 import { shardImplementation } from './shard-service.js';
+import { ShardMetrics } from './shard-metrics.js';
 import { SparseStore } from './sparse-store.js';
 import { DEFAULT_MAX_SPARSE_ROWS } from './sparse-row-cap.js';
 import { sparseShardImplementation } from './sparse-service.js';
@@ -95,6 +97,12 @@ export interface ShardServerOptions {
   limits?: ListenerLimits;
   /** Rows each sparse table may hold on this shard; a push that would create more is refused whole. Default {@link DEFAULT_MAX_SPARSE_ROWS}. */
   maxSparseRows?: number;
+  /**
+   * host:port to serve Prometheus metrics on (`GET /metrics`, plain HTTP;
+   * `--metrics`, docs/operations.md); port 0 picks a free one. Default: none
+   * served (the shard still counts them, in {@link ShardServer.metrics}).
+   */
+  metrics?: string;
 }
 
 export const DEFAULT_MAP_POLL_MS = 1_000;
@@ -138,6 +146,9 @@ export class ShardServer extends EventEmitter {
     readonly security: TransportSecurity,
     /** The bytes its requests hold at once, over every connection (`--max-inflight-mib`). */
     readonly inflight: InflightBudget,
+    /** Its Prometheus metrics (shard-metrics.ts), served on `--metrics` when given. */
+    readonly metrics: ShardMetrics,
+    private readonly metricsServer: MetricsServer | null,
   ) {
     super();
   }
@@ -173,9 +184,18 @@ export class ShardServer extends EventEmitter {
     }
     let server: ShardServer | undefined;
     const pool = new GradientPool(GRADIENT_POOL_BYTES, new InflightBudget(options.maxInflightBytes));
+    const metrics = new ShardMetrics(options.id, config.slots, shard.elements, {
+      heldBytes: () => shard.store.heldBytes() + sparse.heldBytes(),
+      sparseRows: () => sparse.stats().map((t) => ({ table: t.name, rows: t.rows })),
+      inflightBytes: () => pool.budget.heldBytes,
+      inflightLimitBytes: () => pool.budget.maxBytes,
+      ownedSlots: () => shard.owned().reduce((n, r) => n + r.end - r.begin, 0),
+      lostSlots: () => shard.lost.size,
+      mapEpoch: () => shard.epoch,
+    }, options.metrics !== undefined);
     const grpc = await startGrpcServer(options.listen, [
-      { name: SHARD_SERVICE_NAME, definition: shardService().service, implementation: shardImplementation(shard, () => server!.describe(), pool), rules: DATA_RULES },
-      { name: SPARSE_SHARD_SERVICE_NAME, definition: sparseShardService().service, implementation: sparseShardImplementation(sparse, shard.gate, () => server!.describeSparse()), rules: DATA_RULES },
+      { name: SHARD_SERVICE_NAME, definition: shardService().service, implementation: shardImplementation(shard, () => server!.describe(), pool, metrics), rules: DATA_RULES },
+      { name: SPARSE_SHARD_SERVICE_NAME, definition: sparseShardService().service, implementation: sparseShardImplementation(sparse, shard.gate, () => server!.describeSparse(), metrics), rules: DATA_RULES },
       {
         name: SHARD_ADMIN_SERVICE_NAME,
         definition: shardAdminService().service,
@@ -193,10 +213,13 @@ export class ShardServer extends EventEmitter {
     ], security, options.limits);
     const address = options.advertise ?? advertised(options.listen, grpc.port);
     let bulk: BulkServer | null = null;
+    let metricsServer: MetricsServer | null = null;
     try {
-      if (options.bulk !== false) bulk = await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0, security, options.limits);
+      if (options.bulk !== false) bulk = await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0, security, options.limits, metrics);
+      if (options.metrics !== undefined) metricsServer = await MetricsServer.start(options.metrics, metrics.registry);
     } catch (err) {
-      // A shard that cannot serve its bulk port does not start at all (rather than stay up, NOT_SERVING, on gRPC alone).
+      // A shard that cannot serve its bulk port (or its metrics) does not start at all (rather than stay up, NOT_SERVING, on gRPC alone).
+      await bulk?.close();
       await grpc.close(0);
       throw err;
     }
@@ -209,7 +232,7 @@ export class ShardServer extends EventEmitter {
       log.error(`shard ${options.id}: resumed from ${rolledBack.path}, taken at ${rolledBack.to}, not at a clean shutdown: pushes it acknowledged after that are lost (the map epoch moves on so that clients re-read it; tessera status shows the roll-back)`);
     }
     const lease = new Lease(options.store, 'shard', { id: options.id, address, ...(bulkAddress ? { bulkAddress } : {}), state: 'joining', bytes: 0, ...claim, ...(rolledBack ? { rolledBack } : {}) }, options.lease ?? DEFAULT_LEASE);
-    server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS, security, pool.budget);
+    server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS, security, pool.budget, metrics, metricsServer);
     log.info(`shard ${options.id} listening on ${address}${bulkAddress ? `, bulk on ${bulkAddress}` : ''} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
     try {
       await waitOutDuplicate(options.store, options.id, address, options.lease ?? DEFAULT_LEASE);
@@ -435,7 +458,12 @@ export class ShardServer extends EventEmitter {
   }
 
   private async writeCheckpoint(directory: string, name: string, atStep: number, closing: boolean): Promise<CheckpointInfo> {
-    const info = await takeCheckpoint(this.shard, this.sparse, directory, atStep, name, this.checkpoints?.keep ?? DEFAULT_CHECKPOINT_KEEP, closing);
+    const started = performance.now();
+    const info = await takeCheckpoint(this.shard, this.sparse, directory, atStep, name, this.checkpoints?.keep ?? DEFAULT_CHECKPOINT_KEEP, closing).catch((err: unknown) => {
+      this.metrics.checkpointed(false, 0);
+      throw err;
+    });
+    this.metrics.checkpointed(true, (performance.now() - started) / 1000);
     this.lease.update({ checkpoint: { path: info.path, at: new Date().toISOString(), steps: info.closedSteps } });
     // Published now, unless closing (a renewal racing the lease's removal would bring it back).
     if (this.state === 'serving' || this.state === 'joining') void this.lease.renew();
@@ -449,7 +477,11 @@ export class ShardServer extends EventEmitter {
    * them to it.
    */
   async moveSlots(slots: number[], targetId: string, targetAddress: string): Promise<MoveReport> {
-    const report = await moveSlots(this.shard, this.sparse, this.store, (map) => this.adopt(map), slots, targetId, targetAddress, this.security);
+    const report = await moveSlots(this.shard, this.sparse, this.store, (map) => this.adopt(map), slots, targetId, targetAddress, this.security).catch((err: unknown) => {
+      this.metrics.moved(false, 0);
+      throw err;
+    });
+    this.metrics.moved(true, report.slots);
     log.info(`shard ${this.shard.id}: moved ${report.slots} slots and ${report.rows} rows to ${targetId} (map epoch ${report.epoch}, ${report.logEntries} updates sent after the snapshot, frozen ${report.frozenMs.toFixed(1)} ms)`);
     return report;
   }
@@ -489,7 +521,14 @@ export class ShardServer extends EventEmitter {
     // Every request has been answered: the last checkpoint holds every acknowledged push.
     if (this.checkpoints) await this.checkpoint('', 0, true, true).catch((err: Error) => log.warn(`shard ${this.shard.id}: the last checkpoint failed (${err.message})`));
     await this.lease.close();
+    // Last: a scrape while it drained still saw it.
+    await this.metricsServer?.close();
     this.transition('gone');
+  }
+
+  /** host:port of its metrics listener (`--metrics`); empty when none. */
+  get metricsAddress(): string {
+    return this.metricsServer?.address ?? '';
   }
 }
 

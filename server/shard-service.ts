@@ -1,4 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { InvalidArgumentError } from '../cluster/errors.js';
 import { compressionOfGrpc } from '../cluster/wire/codec-fields.js';
 import { toStatus } from '../cluster/wire/status-codec.js';
@@ -11,24 +12,34 @@ import { GradientPool } from './gradient-pool.js';
 import { BudgetCharge } from './inflight-budget.js';
 import { PushAssembler } from './push-assembler.js';
 import { type Shard } from './shard.js';
+import { type ShardMetrics, noMeter } from './shard-metrics.js';
 
 // Messages as proto-loader decodes them (cluster/proto.ts), typed from proto/ (scripts/gen-proto-types.mjs).
 type PullRequestMsg = PullRequest__Output;
 type PushChunkMsg = PushChunk__Output;
 
-/** `tessera.v1.Shard` over a {@link Shard}: the transport edge, where typed errors become statuses. */
-export function shardImplementation(shard: Shard, describe: () => object, pool = new GradientPool()): grpc.UntypedServiceImplementation {
+/**
+ * `tessera.v1.Shard` over a {@link Shard}: the transport edge, where typed
+ * errors become statuses. `metrics`: each push and pull is counted there
+ * (shard-metrics.ts), once, as it is answered.
+ */
+export function shardImplementation(shard: Shard, describe: () => object, pool = new GradientPool(), metrics?: ShardMetrics): grpc.UntypedServiceImplementation {
   return {
     pull: (call: grpc.ServerWritableStream<PullRequestMsg, object>) => {
+      const meter = metrics?.request('pull', 'grpc') ?? noMeter();
       const held = new BudgetCharge(pool.budget, 'a pull’s reply');
       // A cancelled call's writes may never complete: what it held comes back as it closes.
-      const closed = new Promise<void>((resolve) => call.once('close', resolve)).then(() => held.giveAll());
+      const closed = new Promise<void>((resolve) => call.once('close', resolve)).then(() => {
+        held.giveAll();
+        meter.end(status.CANCELLED);
+      });
       void (async () => {
         try {
           const req = call.request;
           if (req.clocked) checkClockedPull(callerOf(call), req.workerId);
-          await admitPull(shard, { epoch: req.epoch, ranges: req.ranges, model: req.model, workerId: req.workerId || call.getPeer(), join: req.join, ...(req.clocked ? { clock: req.clock } : {}) });
-          if (call.cancelled) return;
+          const waited = await admitPull(shard, { epoch: req.epoch, ranges: req.ranges, model: req.model, workerId: req.workerId || call.getPeer(), join: req.join, ...(req.clocked ? { clock: req.clock } : {}) });
+          if (req.clocked) metrics?.clockWaited(waited);
+          if (call.cancelled) return meter.end(status.CANCELLED);
           const maxBytes = Math.min(req.maxChunkBytes || DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES - 1024);
           const total = shard.lengthOf(req.ranges);
           const epoch = shard.epoch;
@@ -38,9 +49,11 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
           // Each chunk is copied as it is serialized: its bytes count in the shard's budget until
           // grpc-js has sent them, and a call has at most two chunks queued (one being sent, the next).
           let before: Promise<unknown> = Promise.resolve();
+          let sentBytes = 0;
           for (const { offset, bytes } of shard.pullChunks(req.ranges, maxBytes)) {
-            if (call.cancelled) return;
+            if (call.cancelled) return meter.end(status.CANCELLED);
             held.take(bytes.byteLength);
+            sentBytes += bytes.byteLength;
             const sent = new Promise<void>((resolve) => {
               call.write(offset === 0 ? { offset, values: bytes, total, epoch } : { offset, values: bytes }, () => {
                 held.give(bytes.byteLength);
@@ -51,13 +64,17 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
             before = sent;
           }
           call.end();
+          meter.end(status.OK, sentBytes, req.ranges);
         } catch (err) {
-          call.emit('error', toStatus(err));
+          const s = toStatus(err);
+          meter.end(s.code);
+          call.emit('error', s);
         }
       })();
     },
 
     push: (call: grpc.ServerReadableStream<PushChunkMsg, object>, callback: grpc.sendUnaryData<object>) => {
+      const meter = metrics?.request('push', 'grpc') ?? noMeter();
       let push: PushAssembler | null = null;
       let failed = false;
       const settle = () => push?.release();
@@ -65,7 +82,9 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
         if (failed) return;
         failed = true;
         settle();
-        callback(toStatus(err));
+        const s = toStatus(err);
+        meter.end(s.code);
+        callback(s);
       };
       call.on('data', (msg: PushChunkMsg) => {
         if (failed) return;
@@ -90,6 +109,7 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
           if (!push) throw new InvalidArgumentError('empty push: no header was sent');
           const res = push.apply();
           settle();
+          meter.end(status.OK, res.wireBytes, push.header.ranges, push.applySeconds);
           callback(null, res);
         } catch (err) {
           fail(err);
@@ -100,10 +120,12 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
       call.on('error', () => {
         failed = true;
         settle();
+        meter.end(status.CANCELLED);
       });
       call.on('cancelled', () => {
         failed = true;
         settle();
+        meter.end(status.CANCELLED);
       });
     },
 

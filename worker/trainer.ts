@@ -33,6 +33,22 @@ export interface StepEvent {
   loss: number;
   /** Examples consumed so far, this step's included. */
   samples: number;
+  /** Where the step's time went (the worker's `tessera_worker_step_seconds`, docs/operations.md). */
+  seconds?: StepSeconds;
+}
+
+/**
+ * A step's time, in seconds, by what the loop was doing: waiting for the
+ * parameters (`pull`: with pipelining, only the part of the pull that the
+ * previous step's compute did not hide), computing the gradient (`compute`:
+ * gathering the batch included), waiting for a push to be acknowledged
+ * (`push`: with pipelining, the previous step's, before this one's is sent,
+ * and a block's last).
+ */
+export interface StepSeconds {
+  pull: number;
+  compute: number;
+  push: number;
 }
 
 export interface TrainerOptions {
@@ -133,13 +149,17 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
         pulling = null;
         await clock.join(steps);
       }
+      const t0 = performance.now();
       gather(data, indices, batch);
       if (augment) shiftBatch(batch, augment, augmentSeed(seed, epoch, indices[0]!));
       const slot = pipeline ? steps % 2 : 0;
+      const t1 = performance.now();
       const current = await (pulling ?? client.pull(params[slot]!, clock.at(steps)));
+      const t2 = performance.now();
       // Pipelined: fetch the next step's weights into the other buffer while this one computes.
       pulling = pipeline && steps + 1 < totalSteps ? handled(client.pull(params[1 - slot]!, clock.at(steps + 1))) : null;
       const { loss } = await model.gradient(current, batch, gradients[slot]!);
+      const t3 = performance.now();
       // The previous push must finish before its buffer is reused, and at most one is in flight.
       if (pushing) await pushing;
       pushing = handled(client.push(gradients[slot]!, undefined, clock.at(steps)?.clock));
@@ -148,10 +168,11 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
         await pushing;
         pushing = null;
       }
+      const t4 = performance.now();
       steps++;
       samples += batch.count;
       lastLoss = loss;
-      onStep?.({ step: steps, epoch, loss, samples });
+      onStep?.({ step: steps, epoch, loss, samples, seconds: { pull: (t2 - t1) / 1000, compute: (t1 - t0 + t3 - t2) / 1000, push: (t4 - t3) / 1000 } });
     }
     if (pushing) await pushing;
   } finally {

@@ -25,6 +25,9 @@ import { MEMBERSHIP_RULES } from '../../cluster/tls/authorization.js';
 import { taskFromOption } from '../model-option.js';
 import { checkRedisUrl, redisInsecure } from '../membership-options.js';
 
+/** With --metrics-base-port P, worker j serves its metrics on P + this + j (shard i on P + i). */
+const LOCAL_WORKER_METRICS_OFFSET = 100;
+
 /** How long shards may take to start and register before `local` gives up. */
 const SHARD_START_TIMEOUT_MS = 30_000;
 
@@ -54,6 +57,7 @@ export const localCommand: Command = {
     { name: 'redis-insecure', type: 'boolean', description: 'with --redis: allow plaintext redis:// to a host other than loopback (a network you trust)' },
     { name: 'stay', type: 'boolean', description: 'after training, keep the cluster up (for `tessera export` / `tessera serve --membership ADDRESS`, the address printed) until Ctrl-C' },
     { name: 'json', type: 'boolean', description: 'print one JSON object with the results on stdout, nothing else' },
+    { name: 'metrics-base-port', type: 'int', metavar: 'P', description: `serve each process's Prometheus metrics on loopback (docs/operations.md): shard i on 127.0.0.1:P+i, worker j on 127.0.0.1:P+${LOCAL_WORKER_METRICS_OFFSET}+j (default: off)` },
   ],
   async run(o) {
     const started = Date.now();
@@ -66,6 +70,11 @@ export const localCommand: Command = {
     if (shards < 1) throw new UsageError('--shards must be at least 1');
     if (workers < 1) throw new UsageError('--workers must be at least 1');
     if (batchSize < 1) throw new UsageError('--batch-size must be at least 1');
+    const metricsBase = o['metrics-base-port'] as number | undefined;
+    if (metricsBase !== undefined && (metricsBase < 1 || shards > LOCAL_WORKER_METRICS_OFFSET || metricsBase + LOCAL_WORKER_METRICS_OFFSET + workers > 65_536)) {
+      throw new UsageError(`--metrics-base-port P needs P ≥ 1, at most ${LOCAL_WORKER_METRICS_OFFSET} shards, and P + ${LOCAL_WORKER_METRICS_OFFSET} + workers ≤ 65536`);
+    }
+    const metricsFlag = (port: number) => (metricsBase === undefined ? [] : ['--metrics', `127.0.0.1:${metricsBase + port}`]);
     const modelArg = o['model'] as string;
     const task = await taskFromOption(modelArg);
     const epochs = (o['epochs'] as number | undefined) ?? task.defaultEpochs;
@@ -102,7 +111,7 @@ export const localCommand: Command = {
     });
     try {
       const shardNames = Array.from({ length: shards }, (_, i) => `shard-${i}`);
-      for (const id of shardNames) procs.start(id, ['shard', ...membership.args, '--id', id, '--listen', '127.0.0.1:0']);
+      shardNames.forEach((id, i) => procs.start(id, ['shard', ...membership.args, '--id', id, '--listen', '127.0.0.1:0', ...metricsFlag(i)]));
       // The shards write the first map themselves once all of them hold leases.
       const ready = await Promise.race([waitForMap(store, shards), procs.failureOf(shardNames), interrupted]);
       if (ready === 'interrupted') return EXIT.interrupted;
@@ -169,10 +178,10 @@ export const localCommand: Command = {
         const epoch = all.length ? Math.min(...all.map((s) => s.epoch)) : 0;
         line.update({ steps, epoch, epochs, loss, samplesPerSec: elapsedS > 0 ? samples / elapsedS : 0, elapsedS }, force);
       };
-      for (const id of workerNames) {
+      for (const [j, id] of workerNames.entries()) {
         procs.start(
           id,
-          ['worker', ...membership.args, '--id', id, '--model', modelFlag, '--epochs', String(epochs), '--batch-size', String(batchSize), '--seed', String(o['seed']), '--backend', String(o['backend']), `--pipeline=${o['pipeline'] as boolean}`, '--augment', String(augment), ...(id === workerNames[0] ? ['--eval', '--final-eval=false'] : []), '--json'],
+          ['worker', ...membership.args, '--id', id, '--model', modelFlag, '--epochs', String(epochs), '--batch-size', String(batchSize), '--seed', String(o['seed']), '--backend', String(o['backend']), `--pipeline=${o['pipeline'] as boolean}`, '--augment', String(augment), ...(id === workerNames[0] ? ['--eval', '--final-eval=false'] : []), '--json', ...metricsFlag(LOCAL_WORKER_METRICS_OFFSET + j)],
           (text) => {
             const e = parseWorkerEvent(text);
             if (!e) return;

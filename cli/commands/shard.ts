@@ -10,6 +10,7 @@ import { type Command } from '../command.js';
 import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 import { EXIT } from '../handle-error.js';
 import { untilSignal } from '../signals.js';
+import { METRICS_OPTION } from '../metrics-option.js';
 
 const log = createLogger('cli');
 
@@ -34,6 +35,7 @@ export const shardCommand: Command = {
     { name: 'checkpoint-dir', type: 'string', metavar: 'DIR', description: 'write <id>.tessera-checkpoint to DIR every --checkpoint-every-s and once more on shutdown; `tessera checkpoint` writes here too, and nowhere else (without it the shard refuses checkpoint requests)' },
     { name: 'checkpoint-every-s', type: 'number', default: 300, description: 'seconds between checkpoints with --checkpoint-dir (0: only on shutdown)' },
     { name: 'checkpoint-keep', type: 'int', default: DEFAULT_CHECKPOINT_KEEP, description: 'how many of its own checkpoints the shard keeps in --checkpoint-dir: the newest, <id>.tessera-checkpoint, and those before it (.1, .2, …)' },
+    METRICS_OPTION,
     { name: 'resume', type: 'boolean', description: 'with --checkpoint-dir: start from the newest of its own checkpoints there that is whole, falling back to older ones (a restarted pod picks up where it stopped); none there: start afresh' },
   ],
   async run(o) {
@@ -64,6 +66,7 @@ export const shardCommand: Command = {
         lease: { ttlMs: o['lease-ttl-ms'] as number, renewMs: o['lease-renew-ms'] as number },
         ...(restore ? { restore } : {}),
         resume: Boolean(o['resume']),
+        ...(o['metrics'] !== undefined ? { metrics: o['metrics'] as string } : {}),
         ...(dir ? { checkpoints: { directory: dir, everyMs: 1000 * (o['checkpoint-every-s'] as number), keep: o['checkpoint-keep'] as number } } : {}),
       });
     } catch (err) {
@@ -71,6 +74,7 @@ export const shardCommand: Command = {
       await store.close();
       throw err;
     }
+    if (server.metricsAddress) log.info(`shard ${server.shard.id}: metrics on http://${server.metricsAddress}/metrics`);
     const signal = await untilSignal();
     log.info(`shard ${server.shard.id}: ${signal}, shutting down`);
     await server.close();

@@ -8,6 +8,9 @@ import { IDLE_WORKER_STATE, type MembershipStore } from '../../cluster/membershi
 import { totalItems } from '../../cluster/membership/work-queue.js';
 import { loadTask } from '../../worker/tasks/index.js';
 import { TRAINER_DEFAULTS } from '../../worker/trainer.js';
+import { WorkerMetrics } from '../../worker/worker-metrics.js';
+import { MetricsServer } from '../../cluster/metrics/metrics-server.js';
+import { METRICS_OPTION } from '../metrics-option.js';
 import { type Command } from '../command.js';
 import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 import { EXIT } from '../handle-error.js';
@@ -38,18 +41,25 @@ export const workerCommand: Command = {
     { name: 'eval', type: 'boolean', default: false, description: 'evaluate on the held-out data each time this worker starts a new epoch, and once more when the run is over (see --final-eval); published with its lease (tessera status) and, with --json, as an event' },
     { name: 'final-eval', type: 'boolean', default: true, description: 'with --eval: once this worker has no more data, wait (up to 10 minutes) for the other workers to finish the run, then evaluate the final model (--final-eval=false: do not)' },
     { name: 'json', type: 'boolean', description: 'print progress as JSON lines on stdout (what `tessera local` reads)' },
+    METRICS_OPTION,
+    { name: 'metrics-linger-s', type: 'number', metavar: 'S', default: 0, description: 'with --metrics: keep serving /metrics this many seconds after training ends, so that a last scrape sees the final counts (Ctrl-C or SIGTERM ends it sooner)' },
   ],
   async run(o) {
     const id = o['id'] as string;
     const ttlMs = o['lease-ttl-ms'] as number;
     if (!(ttlMs >= 100)) throw new InvalidArgumentError(`--lease-ttl-ms must be at least 100 ms, got ${ttlMs}`);
     const json = Boolean(o['json']);
+    const linger = o['metrics-linger-s'] as number;
+    if (!(linger >= 0)) throw new InvalidArgumentError(`--metrics-linger-s must be 0 or more seconds, got ${linger}`);
     const emit = (e: WorkerEvent) => json && process.stdout.write(`${JSON.stringify(e)}\n`);
 
     const backend = await selectBackend(o['backend'] === 'auto' ? undefined : (o['backend'] as BackendName));
     const store = openStore(o);
     let lease: Lease | undefined;
     let client: TesseraClient | undefined;
+    let metricsServer: MetricsServer | undefined;
+    const metricsAt = o['metrics'] as string | undefined;
+    const workerMetrics = metricsAt === undefined ? null : new WorkerMetrics(id, () => client?.traffic(), true);
     const abort = new AbortController();
     // Stopping: the step under way finishes if it can; a call that would wait for a shard gives up instead.
     const stop = () => {
@@ -59,6 +69,10 @@ export const workerCommand: Command = {
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
     try {
+      if (workerMetrics) {
+        metricsServer = await MetricsServer.start(metricsAt!, workerMetrics.registry);
+        log.info(`worker ${id}: metrics on http://${metricsServer.address}/metrics`);
+      }
       const config = await store.getConfig();
       if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera local)');
       const task = o['model'] !== undefined ? await taskFromOption(o['model'] as string) : await loadTask(config.model.name);
@@ -83,6 +97,7 @@ export const workerCommand: Command = {
           .evaluate(client!)
           .then((metrics) => {
             lease!.update({ heldOut: metrics, heldOutEpoch: epoch });
+            workerMetrics?.heldOut(metrics, epoch);
             emit({ event: 'eval', id, epoch, metrics });
             log.info(`worker ${id}: held-out after ${epoch} epoch(s): ${Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}`);
           })
@@ -112,12 +127,13 @@ export const workerCommand: Command = {
         augment: { maxShift: (o['augment'] as number | undefined) ?? task.defaultShift },
         signal: abort.signal,
         onStep: (e) => {
+          workerMetrics?.step(e);
           evaluateAfter(e.epoch);
           const now = Date.now();
           if (now - lastReport < REPORT_EVERY_MS) return;
           lastReport = now;
           lease!.update({ step: e.step, trainEpoch: e.epoch, loss: e.loss, pushed: client!.traffic() });
-          emit({ event: 'step', id, ...e });
+          emit({ event: 'step', id, step: e.step, epoch: e.epoch, loss: e.loss, samples: e.samples });
           log.debug(`worker ${id}: step ${e.step}, epoch ${e.epoch}, loss ${e.loss.toFixed(4)}`);
         },
       }));
@@ -143,8 +159,10 @@ export const workerCommand: Command = {
       emit({ event: 'done', id, steps: result.steps, samples: result.samples, wallMs: result.wallMs, lastLoss: result.lastLoss, backend, pushRawBytes: pushed.raw, pushWireBytes: pushed.wire });
       if (result.steps === 0 && !result.aborted) log.warn(`worker ${id}: nothing to train: every block of the run's ${epochs} epochs was already done (by this worker before, or others); a new run starts with \`tessera init --force\``);
       else log.info(`worker ${id}: ${result.aborted ? 'stopped' : 'done'} after ${result.steps} steps, loss ${result.lastLoss.toFixed(4)}`);
+      if (metricsServer && linger > 0 && !abort.signal.aborted) await lingerFor(linger * 1000, abort.signal);
       return result.aborted ? EXIT.interrupted : EXIT.ok;
     } finally {
+      await metricsServer?.close();
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
       await client?.close();
@@ -187,4 +205,17 @@ async function runFinished(store: MembershipStore, signal: AbortSignal, waitMs: 
     await new Promise((r) => setTimeout(r, RUN_POLL_MS));
   }
   return false;
+}
+
+/** Resolves after `ms`, or as soon as `signal` aborts. */
+function lingerFor(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done);
+  });
 }

@@ -49,6 +49,8 @@ export async function startCluster(opts: {
   checkpointDir?: string;
   /** Rows each sparse table may hold on each shard (default: the shard's default). */
   maxSparseRows?: number;
+  /** Serve each shard's Prometheus metrics on a free loopback port (ShardServer.metricsAddress). Default: not served. */
+  metrics?: boolean;
 }): Promise<TestCluster> {
   const transport = opts.transport ?? 'bulk';
   const store = new MemoryMembershipStore();
@@ -65,7 +67,7 @@ export async function startCluster(opts: {
   const shards: ShardServer[] = [];
   const clients: TesseraClient[] = [];
   // The last shard to register writes the first map (epoch 1, slots spread evenly); the others adopt it.
-  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store, ...(opts.security ? { security: opts.security(`shard-${i}`) } : {}), ...(opts.limits ? { limits: opts.limits } : {}), ...(opts.checkpointDir ? { checkpoints: { directory: opts.checkpointDir, everyMs: 0 } } : {}), ...(opts.maxInflightBytes ? { maxInflightBytes: opts.maxInflightBytes } : {}), ...(opts.maxSparseRows ? { maxSparseRows: opts.maxSparseRows } : {}) }));
+  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store, ...(opts.security ? { security: opts.security(`shard-${i}`) } : {}), ...(opts.limits ? { limits: opts.limits } : {}), ...(opts.checkpointDir ? { checkpoints: { directory: opts.checkpointDir, everyMs: 0 } } : {}), ...(opts.maxInflightBytes ? { maxInflightBytes: opts.maxInflightBytes } : {}), ...(opts.maxSparseRows ? { maxSparseRows: opts.maxSparseRows } : {}), ...(opts.metrics ? { metrics: '127.0.0.1:0' } : {}) }));
   for (const s of shards) await s.refresh();
   return {
     store,

@@ -61,11 +61,15 @@ export const ctrTask: TrainingTask = {
           break;
         }
         if (resumed) await clock.join(steps);
+        const t0 = performance.now();
         const n = gather(data, indices, ids, y);
         const batchIds = ids.slice(0, n * fields);
         const at = clock.at(steps);
+        const t1 = performance.now();
         const [, rows] = await Promise.all([client.pull(dense, at), sparse.pull(CTR_TABLE, batchIds, { at })]);
+        const t2 = performance.now();
         const g = await ctr.gradient(dense, rows, y, n, gradients[steps % 2]);
+        const t3 = performance.now();
         // At most one push in flight: with pipelining it overlaps the next step's pulls and compute.
         if (pushing) await pushing;
         const rowGradients = g.rows.slice(0, n * fields * ctr.dim);
@@ -79,10 +83,12 @@ export const ctrTask: TrainingTask = {
           await pushing;
           pushing = null;
         }
+        const t4 = performance.now();
         steps++;
         samples += n;
         lastLoss = g.loss;
-        onStep?.({ step: steps, epoch, loss: g.loss, samples });
+        // Where the step's time went (trainer.ts, StepSeconds): the gather is compute, the rows' slice before the push too.
+        onStep?.({ step: steps, epoch, loss: g.loss, samples, seconds: { pull: (t2 - t1) / 1000, compute: (t1 - t0 + t3 - t2) / 1000, push: (t4 - t3) / 1000 } });
       }
       if (pushing) await pushing;
     } finally {

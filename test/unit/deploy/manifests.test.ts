@@ -65,6 +65,12 @@ import { makeTlsDirs } from '../../helpers/tls.js';
  * container's ACL file, its command line, its probe, the container that
  * reloads its certificate) runs against a real redis-server and lets in the
  * Tessera pods as deployed, and nobody without the password.
+ *
+ * Metrics (docs/operations.md): the shards and workers serve --metrics on a
+ * container port named metrics, which a network policy opens to Prometheus's
+ * pods in the monitoring namespace alone, and deploy/monitoring/pod-monitor.yaml
+ * (a Prometheus Operator PodMonitor, checked by hand: its CRD is not in
+ * kubernetes-models) scrapes exactly those pods on that port.
  */
 
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
@@ -92,6 +98,9 @@ const UID_OF_IMAGE: [RegExp, number][] = [
   [/^redis(:|$)/, 999],
 ];
 const CSI_DRIVER = 'csi.cert-manager.io';
+/** The container port that serves Prometheus metrics (`--metrics`), and the PodMonitor that scrapes it (docs/operations.md). */
+const METRICS_PORT = 'metrics';
+const POD_MONITOR = 'deploy/monitoring/pod-monitor.yaml';
 const CSI = (key: string) => `csi.cert-manager.io/${key}`;
 const TLS_FILES = ['ca.crt', 'tls.crt', 'tls.key'];
 /** For the Redis clients a test expects to be refused: their warnings are not news. */
@@ -335,6 +344,38 @@ describe('deploy: Kubernetes manifests', function () {
         expect(Number(flag(init, '--shards') ?? 1), 'init --shards = shard replicas').to.equal(set.spec!.replicas);
       });
 
+      it('the shards and workers serve --metrics on their port named metrics, and the PodMonitor scrapes exactly those pods on it', () => {
+        const withMetrics = tesseraContainers().filter(({ c }) => flag(c.args ?? [], '--metrics') !== undefined);
+        expect(withMetrics.map(({ c }) => c.args![0]).sort(), 'the verbs that serve metrics').to.deep.equal(['shard', 'worker']);
+        for (const { owner, c } of withMetrics) {
+          const who = `${owner.metadata.name}/${c.name}`;
+          const listen = flag(c.args!, '--metrics')!;
+          const port = c.ports?.find((p) => p.name === METRICS_PORT);
+          expect(port, `${who}: a container port named ${METRICS_PORT}`).to.not.equal(undefined);
+          expect(listen, `${who}: --metrics on every interface, on that port`).to.equal(`0.0.0.0:${port!.containerPort}`);
+        }
+        for (const { owner, c } of tesseraContainers()) if (flag(c.args ?? [], '--metrics') === undefined) expect(c.ports?.some((p) => p.name === METRICS_PORT) ?? false, `${owner.metadata.name}: a metrics port without --metrics`).to.equal(false);
+
+        // The PodMonitor (its CRD is not in kubernetes-models, nor in the rendered base: its shape by hand).
+        expect(objects.filter((o) => o.apiVersion.startsWith('monitoring.coreos.com/')), 'not in the rendered manifests').to.have.length(0);
+        const docs = parseAllDocuments(readFileSync(`${ROOT}${POD_MONITOR}`, 'utf8')).map((d) => d.toJS() as { apiVersion: string; kind: string; metadata: { name: string; labels?: Record<string, string> }; spec: { selector: LabelSelector; podMetricsEndpoints: { port?: string; path?: string; scheme?: string; interval?: string }[]; namespaceSelector?: unknown } });
+        expect(docs.map((d) => `${d.apiVersion} ${d.kind}`)).to.deep.equal(['monitoring.coreos.com/v1 PodMonitor']);
+        const monitor = docs[0]!;
+        expect(monitor.metadata.name).to.match(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
+        expect(monitor.spec.namespaceSelector, 'the namespace it is applied to').to.equal(undefined);
+        const scraped = templates().filter(({ template }) => selects(monitor.spec.selector, template.metadata.labels));
+        expect(scraped.map(({ owner }) => owner.metadata.name).sort(), 'selects the shard and worker pods only').to.deep.equal(withMetrics.map(({ owner }) => owner.metadata.name).sort());
+        expect(monitor.spec.podMetricsEndpoints, 'one endpoint').to.have.length(1);
+        const endpoint = monitor.spec.podMetricsEndpoints[0]!;
+        expect(endpoint.port, 'the port by name').to.equal(METRICS_PORT);
+        expect(endpoint.path ?? '/metrics').to.equal('/metrics');
+        expect(endpoint.scheme ?? 'http', 'plain HTTP, as --metrics serves').to.equal('http');
+        expect(goDurationS(endpoint.interval ?? '30s'), 'an interval').to.be.within(5, 60);
+        // Workers keep /metrics up after they finish for at least one more scrape.
+        const worker = withMetrics.find(({ c }) => c.args![0] === 'worker')!.c;
+        expect(Number(flag(worker.args!, '--metrics-linger-s') ?? 0), 'workers linger for a last scrape').to.be.at.least(goDurationS(endpoint.interval ?? '30s'));
+      });
+
       it('the serving pods read the model the export job writes: same volume, same directory, same name, on the ports their probes and Service use', () => {
         const serving = find('Deployment', 'tessera-serving').spec!.template!;
         const serve = serving.spec.containers[0]!;
@@ -566,7 +607,16 @@ describe('deploy: Kubernetes manifests', function () {
           expect(selected(p.spec.podSelector), `${p.name}: selects pods that exist`).to.not.have.length(0);
           expect(p.spec.policyTypes, `${p.name}: policyTypes`).to.include('Ingress');
           for (const rule of p.spec.ingress ?? []) {
+            // The scrape rule: only the metrics port, from Prometheus's pods in the monitoring namespace, never from the cluster's own pods.
+            const scrape = (rule.ports ?? []).length > 0 && (rule.ports ?? []).every((port) => port.port === METRICS_PORT);
             for (const peer of rule.from ?? []) {
+              if (scrape) {
+                expect(peer.ipBlock, `${p.name}: no address blocks`).to.equal(undefined);
+                expect(Object.keys(peer.namespaceSelector?.matchLabels ?? {}), `${p.name}: the monitoring namespace, by name`).to.deep.equal(['kubernetes.io/metadata.name']);
+                expect(peer.podSelector?.matchLabels, `${p.name}: Prometheus's pods in it, not the whole namespace`).to.not.equal(undefined);
+                expect(selected(peer.podSelector!), `${p.name}: admits none of the cluster's own pods`).to.have.length(0);
+                continue;
+              }
               expect(peer.namespaceSelector ?? peer.ipBlock, `${p.name}: from pods of this namespace only`).to.equal(undefined);
               expect(selected(peer.podSelector!), `${p.name}: admits pods that exist`).to.not.have.length(0);
             }
@@ -598,11 +648,18 @@ describe('deploy: Kubernetes manifests', function () {
           .map(({ template }) => podName(template))
           .sort();
         expect(joiners, 'the pods that join the cluster').to.deep.equal(['tessera-export', 'tessera-init', 'tessera-shard', 'tessera-worker']);
-        const shardPorts = shard.spec.containers[0]!.ports!.map((p) => p.name!);
-        const shardPolicies = all.filter((p) => selects(p.spec.podSelector, shard.metadata.labels) && (p.spec.ingress ?? []).length > 0);
+        // The shards' data ports (all but metrics): one policy opens them, to the pods that join the cluster.
+        const shardPorts = shard.spec.containers[0]!.ports!.map((p) => p.name!).filter((name) => name !== METRICS_PORT);
+        const shardPolicies = all.filter((p) => selects(p.spec.podSelector, shard.metadata.labels) && (p.spec.ingress ?? []).some((r) => (r.ports ?? []).some((port) => shardPorts.includes(String(port.port)))));
         expect(shardPolicies, 'one policy opens the shards').to.have.length(1);
-        for (const rule of shardPolicies[0]!.spec.ingress!) expect((rule.ports ?? []).map((p) => p.port), "the shard policy's ports: the shard's named ports").to.have.members(shardPorts);
+        for (const rule of shardPolicies[0]!.spec.ingress!) expect((rule.ports ?? []).map((p) => p.port), "the shard policy's ports: the shard's named data ports").to.have.members(shardPorts);
         for (const port of shardPorts) expect(admitted(shard, port), `the shards' ${port} port admits`).to.deep.equal(joiners);
+        // Metrics: every pod with a metrics port has it opened by one policy, to the scraper alone (checked above), and to no pod of the cluster.
+        for (const { template } of pods.filter(({ template }) => template.spec.containers.some((c) => c.ports?.some((cp) => cp.name === METRICS_PORT)))) {
+          const opening = all.filter((p) => selects(p.spec.podSelector, template.metadata.labels) && (p.spec.ingress ?? []).some((r) => (r.ports ?? []).some((port) => port.port === METRICS_PORT)));
+          expect(opening.map((p) => p.name), `${podName(template)}: one policy opens its metrics port`).to.have.length(1);
+          expect(admitted(template, METRICS_PORT), `${podName(template)}: no pod of the cluster scrapes it`).to.deep.equal([]);
+        }
 
         const redis = find('Deployment', 'tessera-redis').spec!.template!;
         const usesRedis = pods
