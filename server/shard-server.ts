@@ -156,6 +156,7 @@ export class ShardServer extends EventEmitter {
   static async start(options: ShardServerOptions): Promise<ShardServer> {
     const security = options.security ?? processSecurity();
     checkPlaintextListener(security, listenHost(options.listen), options.insecure ?? false, `shard ${options.id}`);
+    if (options.metrics !== undefined) checkPlaintextListener(security, listenHost(options.metrics), options.insecure ?? false, `shard ${options.id}'s metrics listener`);
     const config = await configOf(options.store, options.id, options.configWaitMs ?? DEFAULT_CONFIG_WAIT_MS);
     const shard = new Shard(options.id, config);
     // Initial values only for slots of a map first written after this shard started (a new cluster):
@@ -216,7 +217,7 @@ export class ShardServer extends EventEmitter {
     let metricsServer: MetricsServer | null = null;
     try {
       if (options.bulk !== false) bulk = await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0, security, options.limits, metrics);
-      if (options.metrics !== undefined) metricsServer = await MetricsServer.start(options.metrics, metrics.registry);
+      if (options.metrics !== undefined) metricsServer = await MetricsServer.start(options.metrics, metrics.registry, security);
     } catch (err) {
       // A shard that cannot serve its bulk port (or its metrics) does not start at all (rather than stay up, NOT_SERVING, on gRPC alone).
       await bulk?.close();

@@ -17,6 +17,8 @@ import { EXIT } from '../handle-error.js';
 import { type WorkerEvent } from '../local/worker-events.js';
 import { taskFromOption } from '../model-option.js';
 import { type TrainResult } from '../../worker/trainer.js';
+import { checkPlaintextListener, processSecurity } from '../../cluster/tls/transport-security.js';
+import { splitHostPort } from '../../cluster/address.js';
 
 const log = createLogger('worker');
 
@@ -42,6 +44,7 @@ export const workerCommand: Command = {
     { name: 'final-eval', type: 'boolean', default: true, description: 'with --eval: once this worker has no more data, wait (up to 10 minutes) for the other workers to finish the run, then evaluate the final model (--final-eval=false: do not)' },
     { name: 'json', type: 'boolean', description: 'print progress as JSON lines on stdout (what `tessera local` reads)' },
     METRICS_OPTION,
+    { name: 'insecure', type: 'boolean', description: 'serve --metrics plaintext on a non-loopback address (without it, that needs --tls-dir; a network you trust)' },
     { name: 'metrics-linger-s', type: 'number', metavar: 'S', default: 0, description: 'with --metrics: keep serving /metrics this many seconds after training ends, so that a last scrape sees the final counts (Ctrl-C or SIGTERM ends it sooner)' },
   ],
   async run(o) {
@@ -70,8 +73,9 @@ export const workerCommand: Command = {
     process.once('SIGTERM', stop);
     try {
       if (workerMetrics) {
-        metricsServer = await MetricsServer.start(metricsAt!, workerMetrics.registry);
-        log.info(`worker ${id}: metrics on http://${metricsServer.address}/metrics`);
+        checkPlaintextListener(processSecurity(), splitHostPort(metricsAt!).host, Boolean(o['insecure']), `worker ${id}'s metrics listener`);
+        metricsServer = await MetricsServer.start(metricsAt!, workerMetrics.registry, processSecurity());
+        log.info(`worker ${id}: metrics on ${metricsServer.scheme}://${metricsServer.address}/metrics`);
       }
       const config = await store.getConfig();
       if (!config) throw new NotFoundError('no cluster is configured in the membership store; create one first (tessera local)');

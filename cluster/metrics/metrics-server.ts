@@ -1,9 +1,11 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createSecureServer } from 'node:https';
 import { type AddressInfo } from 'node:net';
 import { type Registry } from 'prom-client';
 import { InvalidArgumentError } from '../errors.js';
 import { splitHostPort } from '../address.js';
 import { createLogger } from '../log.js';
+import { PLAINTEXT, type TransportSecurity } from '../tls/transport-security.js';
 
 const log = createLogger('metrics');
 
@@ -29,10 +31,13 @@ export const METRICS_LIMITS = {
 
 /**
  * Serves a registry in Prometheus's text format on `GET /metrics` (and
- * `HEAD`), over plain HTTP (node:http); every other path is 404, every other
- * method on `/metrics` 405. Read-only: nothing a caller sends changes
- * anything. Started by `--metrics HOST:PORT` of `tessera shard` and `tessera
- * worker`; off unless asked for.
+ * `HEAD`); every other path is 404, every other method on `/metrics` 405.
+ * Read-only: nothing a caller sends changes anything. Under mutual TLS (the
+ * process's `--tls-dir`) it is HTTPS and, like every Tessera listener, asks
+ * for a client certificate of the cluster CA (any role may read), taking
+ * rotated files without a restart; otherwise plain HTTP. Started by
+ * `--metrics HOST:PORT` of `tessera shard` and `tessera worker`; off unless
+ * asked for.
  */
 export class MetricsServer {
   private constructor(
@@ -41,18 +46,32 @@ export class MetricsServer {
     readonly port: number,
     /** host:port it listens on, the port resolved. */
     readonly address: string,
+    /** `https` under mutual TLS, else `http`. */
+    readonly scheme: 'http' | 'https',
   ) {}
 
   /**
    * Listens on `listen` (host:port; port 0 picks a free one).
    * @throws InvalidArgumentError when the address is malformed or cannot be bound.
    */
-  static async start(listen: string, registry: Registry): Promise<MetricsServer> {
+  static async start(listen: string, registry: Registry, security: TransportSecurity = PLAINTEXT): Promise<MetricsServer> {
     const { host, port } = splitHostPort(listen);
     if (!listen.includes(':') || !Number.isInteger(port) || port < 0 || port > 65535) {
       throw new InvalidArgumentError(`--metrics takes HOST:PORT (e.g. 0.0.0.0:9400, or 127.0.0.1:0 for a free port), got "${listen}"`);
     }
-    const server = createServer({ maxHeaderSize: METRICS_LIMITS.maxHeaderBytes, requestTimeout: METRICS_LIMITS.requestTimeoutMs, headersTimeout: METRICS_LIMITS.requestTimeoutMs, keepAliveTimeout: METRICS_LIMITS.keepAliveTimeoutMs }, (req, res) => void answer(registry, req, res));
+    const options = { maxHeaderSize: METRICS_LIMITS.maxHeaderBytes, requestTimeout: METRICS_LIMITS.requestTimeoutMs, headersTimeout: METRICS_LIMITS.requestTimeoutMs, keepAliveTimeout: METRICS_LIMITS.keepAliveTimeoutMs };
+    const handler = (req: IncomingMessage, res: ServerResponse) => void answer(registry, req, res);
+    let server: Server;
+    if (security.kind === 'mtls') {
+      const { material } = security;
+      const secure = createSecureServer({ ...options, ...material.current, requestCert: true, rejectUnauthorized: true }, handler);
+      const stop = material.onChange((files) => secure.setSecureContext({ ...files }));
+      secure.on('close', stop);
+      secure.on('tlsClientError', (err) => log.debug(`metrics TLS handshake refused: ${err.message}`));
+      server = secure;
+    } else {
+      server = createServer(options, handler);
+    }
     server.maxConnections = METRICS_LIMITS.maxConnections;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -66,7 +85,7 @@ export class MetricsServer {
     server.on('error', (err) => log.warn(`metrics listener on ${listen}: ${err.message}`));
     const bound = (server.address() as AddressInfo).port;
     const shown = host.includes(':') ? `[${host}]` : host || '0.0.0.0';
-    return new MetricsServer(server, bound, `${shown}:${bound}`);
+    return new MetricsServer(server, bound, `${shown}:${bound}`, security.kind === 'mtls' ? 'https' : 'http');
   }
 
   /** Stops listening and closes every connection, kept-alive ones included. */

@@ -19,6 +19,9 @@ import { RawBulk } from '../helpers/raw-bulk.js';
 import { f32, rawClient, rawPull, rawPush } from '../helpers/raw-shard.js';
 import { makeTlsDirs } from '../helpers/tls.js';
 import { forEachTransport } from '../helpers/transports.js';
+import * as https from 'node:https';
+import { Counter, Registry } from 'prom-client';
+import { MetricsServer } from '../../cluster/metrics/metrics-server.js';
 
 /*
  * Mutual TLS on a real two-shard cluster over loopback (docs/security.md):
@@ -232,6 +235,40 @@ forEachTransport('functional: mutual TLS and roles', function (transport) {
       expect((await cluster.store.getMap())!.epoch).to.equal(1);
     } finally {
       await server.close(100);
+    }
+  });
+
+  it('/metrics under mTLS: HTTPS with a client certificate of the cluster CA; none, or another CA’s, is refused', async () => {
+    const registry = new Registry();
+    new Counter({ name: 'tessera_test_total', help: 'a counter', registers: [registry] }).inc(3);
+    const server = await MetricsServer.start('127.0.0.1:0', registry, as('shard-shard-0'));
+    const get = (dir: string | null, ca = caDir) =>
+      new Promise<string>((resolve, reject) => {
+        const req = https.get(
+          {
+            host: '127.0.0.1',
+            port: server.port,
+            path: '/metrics',
+            ca: readFileSync(path.join(ca, 'ca.crt')),
+            ...(dir ? { cert: readFileSync(path.join(dir, 'tls.crt')), key: readFileSync(path.join(dir, 'tls.key')) } : {}),
+            checkServerIdentity: () => undefined,
+          },
+          (res) => {
+            let body = '';
+            res.on('data', (d: Buffer) => (body += d));
+            res.on('end', () => resolve(body));
+          },
+        );
+        req.on('error', reject);
+      });
+    try {
+      expect(server.scheme).to.equal('https');
+      expect(await get(dirs['reader-r1']!), 'a reader scrapes').to.match(/tessera_test_total 3/);
+      for (const [who, dir] of [['no certificate', null], ['another CA', dirs['intruder']!], ['an expired one', dirs['worker-old']!]] as const) {
+        expect(await get(dir).then(() => 'served', () => 'refused'), who).to.equal('refused');
+      }
+    } finally {
+      await server.close();
     }
   });
 

@@ -358,9 +358,14 @@ describe('deploy: Kubernetes manifests', function () {
 
         // The PodMonitor (its CRD is not in kubernetes-models, nor in the rendered base: its shape by hand).
         expect(objects.filter((o) => o.apiVersion.startsWith('monitoring.coreos.com/')), 'not in the rendered manifests').to.have.length(0);
-        const docs = parseAllDocuments(readFileSync(`${ROOT}${POD_MONITOR}`, 'utf8')).map((d) => d.toJS() as { apiVersion: string; kind: string; metadata: { name: string; labels?: Record<string, string> }; spec: { selector: LabelSelector; podMetricsEndpoints: { port?: string; path?: string; scheme?: string; interval?: string }[]; namespaceSelector?: unknown } });
-        expect(docs.map((d) => `${d.apiVersion} ${d.kind}`)).to.deep.equal(['monitoring.coreos.com/v1 PodMonitor']);
+        type SecretKey = { name: string; key: string };
+        type Endpoint = { port?: string; path?: string; scheme?: string; interval?: string; tlsConfig?: { serverName?: string; ca?: { secret: SecretKey }; cert?: { secret: SecretKey }; keySecret?: SecretKey } };
+        const docs = parseAllDocuments(readFileSync(`${ROOT}${POD_MONITOR}`, 'utf8')).map(
+          (d) => d.toJS() as { apiVersion: string; kind: string; metadata: { name: string; labels?: Record<string, string> }; spec: { selector: LabelSelector; podMetricsEndpoints: Endpoint[]; namespaceSelector?: unknown; secretName?: string; uris?: string[]; usages?: string[]; issuerRef?: { name: string; kind: string } } },
+        );
+        expect(docs.map((d) => `${d.apiVersion} ${d.kind}`)).to.deep.equal(['monitoring.coreos.com/v1 PodMonitor', 'cert-manager.io/v1 Certificate']);
         const monitor = docs[0]!;
+        const clientCert = docs[1]!;
         expect(monitor.metadata.name).to.match(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
         expect(monitor.spec.namespaceSelector, 'the namespace it is applied to').to.equal(undefined);
         const scraped = templates().filter(({ template }) => selects(monitor.spec.selector, template.metadata.labels));
@@ -369,7 +374,26 @@ describe('deploy: Kubernetes manifests', function () {
         const endpoint = monitor.spec.podMetricsEndpoints[0]!;
         expect(endpoint.port, 'the port by name').to.equal(METRICS_PORT);
         expect(endpoint.path ?? '/metrics').to.equal('/metrics');
-        expect(endpoint.scheme ?? 'http', 'plain HTTP, as --metrics serves').to.equal('http');
+        // Under mutual TLS (--tls-dir) --metrics serves HTTPS and asks for a client certificate of the cluster CA:
+        // Prometheus presents a reader's, from the Certificate beside the PodMonitor, and checks each pod's
+        // certificate under tessera-metrics, a name every scraped pod's certificate carries.
+        if (withMetrics.every(({ c }) => flag(c.args!, '--tls-dir') !== undefined)) {
+          expect(endpoint.scheme, 'HTTPS, as --metrics serves under mTLS').to.equal('https');
+          const t = endpoint.tlsConfig!;
+          expect([t.ca?.secret.name, t.cert?.secret.name, t.keySecret?.name], "the client certificate's Secret").to.deep.equal([clientCert.spec.secretName, clientCert.spec.secretName, clientCert.spec.secretName]);
+          expect([t.ca?.secret.key, t.cert?.secret.key, t.keySecret?.key]).to.deep.equal(['ca.crt', 'tls.crt', 'tls.key']);
+          expect(clientCert.spec.uris, 'a reader: it may read, never write').to.deep.equal(['spiffe://tessera/default/reader/prometheus']);
+          expect(clientCert.spec.usages).to.include('client auth');
+          const shardCsi = find('StatefulSet', 'tessera-shard').spec!.template!.spec.volumes!.find((v) => v.csi?.driver === CSI_DRIVER)!.csi!.volumeAttributes!;
+          expect(clientCert.spec.issuerRef?.name, "the shards' issuer").to.equal(shardCsi[CSI('issuer-name')]);
+          for (const { owner, template } of scraped) {
+            const attrs = template.spec.volumes!.find((v) => v.csi?.driver === CSI_DRIVER)!.csi!.volumeAttributes!;
+            expect((attrs[CSI('dns-names')] ?? '').split(',').map((n) => n.trim()), `${owner.metadata.name}: the name Prometheus checks`).to.include(t.serverName);
+          }
+        } else {
+          // Plaintext (the dev overlay): a listener off loopback without TLS needs --insecure.
+          for (const { owner, c } of withMetrics) expect(c.args, `${owner.metadata.name}: --insecure for plaintext metrics on every interface`).to.include('--insecure');
+        }
         expect(goDurationS(endpoint.interval ?? '30s'), 'an interval').to.be.within(5, 60);
         // Workers keep /metrics up after they finish for at least one more scrape.
         const worker = withMetrics.find(({ c }) => c.args![0] === 'worker')!.c;
