@@ -35,8 +35,8 @@ export const dashboardCommand: Command = {
       const security = applyTlsOptions(o);
       checkPlaintextListener(security, splitHostPort(listen).host, Boolean(o['insecure']), 'the dashboard');
       const server = await DashboardServer.start({ listen, store, cluster: o['cluster'] as string, everyS, security });
-      process.stdout.write(`dashboard of cluster "${o['cluster'] as string}" on ${server.url} (Ctrl-C stops)\n`);
-      log.info(`dashboard on ${server.url}, sampling every ${everyS} s`);
+      process.stdout.write(`dashboard on ${server.url} (Ctrl-C stops)\n`);
+      log.debug(`dashboard on ${server.url}, sampling every ${everyS} s`);
       await untilSignal();
       await server.close();
       return EXIT.ok;
