@@ -45,7 +45,7 @@ function shardTable(s, ids) {
         el('td', {}, ''), el('td', {}, x.address), el('td', { class: x.state === 'alive' ? '' : 'dead' }, x.state),
         el('td', { class: 'num', 'data-testid': 'shard-slots' }, x.slots), el('td', { class: 'num', 'data-testid': 'shard-bytes', 'data-value': x.bytes }, bytes(x.bytes)),
         el('td', { class: 'num' }, `${bytes(rate)}/s`),
-        el('td', { 'data-testid': 'shard-checkpoint' }, x.last_checkpoint ? `${ago(x.last_checkpoint.at, s.at)} · step ${x.last_checkpoint.steps}` : '–'),
+        el('td', { 'data-testid': 'shard-checkpoint' }, x.last_checkpoint ? `${ago(x.last_checkpoint.at, s.at)} · ${x.last_checkpoint.path.split('/').pop()}` : '–'),
         el('td', { class: lost ? 'bad' : '' }, lost || (x.rolled_back ? `rolled back to ${x.rolled_back.to}` : '–')));
       const swatch = el('span', { style: `color:${colorOf(ids, x.id)}` }, '■ ');
       row.cells[0].append(swatch, el('span', { 'data-testid': 'shard-id' }, x.id));
