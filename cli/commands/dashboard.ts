@@ -1,4 +1,4 @@
-import { checkPlaintextListener } from '../../cluster/tls/transport-security.js';
+import { checkPlaintextListener, processSecurity } from '../../cluster/tls/transport-security.js';
 import { splitHostPort } from '../../cluster/address.js';
 import { createLogger } from '../../cluster/log.js';
 import { UsageError } from '../args.js';
@@ -6,7 +6,6 @@ import { type Command } from '../command.js';
 import { EXIT } from '../handle-error.js';
 import { MEMBERSHIP_OPTIONS, openStore } from '../membership-options.js';
 import { untilSignal } from '../signals.js';
-import { applyTlsOptions } from '../tls-options.js';
 import { DashboardServer } from '../dashboard/dashboard-server.js';
 
 const log = createLogger('cli');
@@ -32,7 +31,8 @@ export const dashboardCommand: Command = {
     const listen = o['listen'] as string;
     const store = openStore(o);
     try {
-      const security = applyTlsOptions(o);
+      // openStore set the process's security from --tls-dir; the page is served under the same.
+      const security = processSecurity();
       checkPlaintextListener(security, splitHostPort(listen).host, Boolean(o['insecure']), 'the dashboard');
       const server = await DashboardServer.start({ listen, store, cluster: o['cluster'] as string, everyS, security });
       process.stdout.write(`dashboard on ${server.url} (Ctrl-C stops)\n`);

@@ -1,8 +1,14 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import * as https from 'node:https';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { expect } from 'chai';
 import { DashboardServer } from '../../cli/dashboard/dashboard-server.js';
 import { type DashboardStatus } from '../../cli/dashboard/history.js';
 import { InvalidArgumentError } from '../../cluster/errors.js';
+import { mutualTls } from '../../cluster/tls/transport-security.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
+import { makeTlsDirs } from '../helpers/tls.js';
 
 /**
  * The dashboard's listener over a real in-process cluster: the page and
@@ -53,5 +59,39 @@ describe('functional: the dashboard listener', function () {
     const err = await DashboardServer.start({ listen: 'nowhere', store: cluster.store, cluster: 'test', everyS: 1 }).catch((e: Error) => e);
     expect(err).to.be.instanceOf(InvalidArgumentError);
     expect((err as Error).message).to.match(/--listen takes HOST:PORT/);
+  });
+
+  it('under mTLS: HTTPS with a client certificate of the cluster CA; none, or another CA\'s, is refused', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'tessera-dashboard-tls-'));
+    const { caDir, dirs } = await makeTlsDirs(root, 'test', [{ role: 'admin', id: 'ops' }, { role: 'reader', id: 'r1' }], { otherCa: true });
+    const secure = await DashboardServer.start({ listen: '127.0.0.1:0', store: cluster.store, cluster: 'test', everyS: 1, security: mutualTls(dirs['admin-ops']!) });
+    const get = (dir: string | null) =>
+      new Promise<number>((resolve, reject) => {
+        const req = https.get(
+          {
+            host: '127.0.0.1',
+            port: secure.port,
+            path: '/api/status',
+            ca: readFileSync(path.join(caDir, 'ca.crt')),
+            ...(dir ? { cert: readFileSync(path.join(dir, 'tls.crt')), key: readFileSync(path.join(dir, 'tls.key')) } : {}),
+            checkServerIdentity: () => undefined,
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on('error', reject);
+      });
+    try {
+      expect(secure.url).to.match(/^https:\/\//);
+      expect(await get(dirs['reader-r1']!), 'a reader').to.equal(200);
+      for (const [who, dir] of [['no certificate', null], ['another CA', dirs['intruder']!]] as const) {
+        expect(await get(dir).then(() => 'served', () => 'refused'), who).to.equal('refused');
+      }
+    } finally {
+      await secure.close();
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
