@@ -45,7 +45,8 @@ interface Shown {
  * shards, a worker's short run, a checkpoint), opened in headless chromium:
  * what the page shows is what `tessera status --json` says, the heat map
  * has a cell per slot, the history has the run's curves and the checkpoint
- * as an event; the screenshot is docs/images/dashboard.png.
+ * as an event; the screenshot is docs/images/dashboard.png. And the same page
+ * served by `tessera local --dashboard` while its cluster runs.
  */
 describe('e2e: tessera dashboard in a real browser', function () {
   this.timeout(180_000);
@@ -154,5 +155,27 @@ describe('e2e: tessera dashboard in a real browser', function () {
     worker.kill('SIGKILL');
     dashboard.kill('SIGTERM');
     expect((await dashboard.finished).code).to.equal(0);
+  });
+
+  it('tessera local --dashboard serves the page while the cluster runs', async () => {
+    const local = start(['local', '--model', 'logreg', '--epochs', '1', '--shards', '2', '--workers', '1', '--slots', '32', '--dashboard', '0', '--stay'], 120_000);
+    procs.push(local);
+    let stderr = '';
+    local.child.stderr!.on('data', (d) => (stderr += d));
+    const url = await waitFor('local to print the dashboard\'s URL', () => /dashboard: (http:\/\/\S+)/.exec(stderr)?.[1], 60_000, 100);
+    const page = await fetch(url);
+    expect(page.status).to.equal(200);
+    expect(await page.text()).to.match(/data-testid="heatmap"/);
+    // It serves from before the shards start: their map comes a moment later.
+    const status = await waitFor('the shards on /api/status', async () => {
+      const s = (await (await fetch(`${url}api/status`)).json()) as ClusterStatus & { owners: string[] };
+      return s.shards.length === 2 && s.owners.length > 0 ? s : undefined;
+    }, 30_000, 200);
+    expect(status.cluster).to.equal('local');
+    expect(status.shards.map((x) => x.slots)).to.deep.equal([16, 16]);
+    expect(status.owners).to.have.length(32);
+    await waitFor('training to end', () => /the cluster stays up/.test(stderr), 90_000, 200);
+    local.kill('SIGINT');
+    expect((await local.finished).code).to.equal(0);
   });
 });
