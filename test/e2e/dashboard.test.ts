@@ -42,7 +42,7 @@ interface Shown {
 
 /**
  * `tessera dashboard` over a real cluster of processes (a real Redis, two
- * shards, a worker's short run, a checkpoint), opened in headless chromium:
+ * shards, a worker's run frozen mid-way, a checkpoint), opened in headless chromium:
  * what the page shows is what `tessera status --json` says, the heat map
  * has a cell per slot, the history has the run's curves and the checkpoint
  * as an event; the screenshot is docs/images/dashboard.png. And the same page
