@@ -16,11 +16,12 @@ import { initCommand } from './commands/init.js';
 import { localCommand } from './commands/local.js';
 import { shardCommand } from './commands/shard.js';
 import { statusCommand } from './commands/status.js';
+import { dashboardCommand } from './commands/dashboard.js';
 import { workerCommand } from './commands/worker.js';
 import { stopWithParent } from './parent-watch.js';
 
 /** Registers the verbs; each lives in its own file under commands/. */
-const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand, evalCommand, checkpointCommand, resetSlotsCommand, rebalanceCommand, exportCommand, serveCommand, certsInitCommand, certsIssueCommand];
+const COMMANDS: Command[] = [localCommand, initCommand, shardCommand, workerCommand, statusCommand, dashboardCommand, evalCommand, checkpointCommand, resetSlotsCommand, rebalanceCommand, exportCommand, serveCommand, certsInitCommand, certsIssueCommand];
 
 function usage(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`).join('\n');

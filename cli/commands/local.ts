@@ -24,6 +24,7 @@ import { DEFAULT_TRAINING, clusterConfig, COMPRESSION_OPTION, parseCompressionOp
 import { MEMBERSHIP_RULES } from '../../cluster/tls/authorization.js';
 import { taskFromOption } from '../model-option.js';
 import { checkRedisUrl, redisInsecure } from '../membership-options.js';
+import { DashboardServer } from '../dashboard/dashboard-server.js';
 
 /** With --metrics-base-port P, worker j serves its metrics on P + this + j (shard i on P + i). */
 const LOCAL_WORKER_METRICS_OFFSET = 100;
@@ -57,6 +58,7 @@ export const localCommand: Command = {
     { name: 'redis-insecure', type: 'boolean', description: 'with --redis: allow plaintext redis:// to a host other than loopback (a network you trust)' },
     { name: 'stay', type: 'boolean', description: 'after training, keep the cluster up (for `tessera export` / `tessera serve --membership ADDRESS`, the address printed) until Ctrl-C' },
     { name: 'json', type: 'boolean', description: 'print one JSON object with the results on stdout, nothing else' },
+    { name: 'dashboard', type: 'int', metavar: 'PORT', description: 'serve the live page of `tessera dashboard` on 127.0.0.1:PORT while the cluster runs (0: a free port; the URL is printed; docs/operations.md)' },
     { name: 'metrics-base-port', type: 'int', metavar: 'P', description: `serve each process's Prometheus metrics on loopback (docs/operations.md): shard i on 127.0.0.1:P+i, worker j on 127.0.0.1:P+${LOCAL_WORKER_METRICS_OFFSET}+j (default: off)` },
   ],
   async run(o) {
@@ -102,6 +104,16 @@ export const localCommand: Command = {
     if (redis) checkRedisUrl(redis, redisInsecure(o));
     const membership = await openMembership(config, redis, o['key-prefix'] as string, redisInsecure(o));
     const store = membership.store;
+    const dashboardPort = o['dashboard'] as number | undefined;
+    if (dashboardPort !== undefined && !(dashboardPort >= 0 && dashboardPort <= 65535)) {
+      await membership.close();
+      throw new UsageError('--dashboard takes a port, 0 to 65535 (0: a free one)');
+    }
+    const dashboard = dashboardPort === undefined ? null : await DashboardServer.start({ listen: `127.0.0.1:${dashboardPort}`, store, cluster: config.name, everyS: 2 }).catch(async (err: Error) => {
+      await membership.close();
+      throw err;
+    });
+    if (dashboard) process.stderr.write(`dashboard: ${dashboard.url}\n`);
     // Children log warnings only unless the user asked for more.
     const procs = new RoleProcesses({ ...process.env, TESSERA_LOG_LEVEL: process.env['TESSERA_LOG_LEVEL'] ?? 'warn' });
     const interrupted = new Promise<'interrupted'>((resolve) => {
@@ -159,6 +171,7 @@ export const localCommand: Command = {
     } finally {
       // Workers first: a shard that stopped under them would make their last calls fail.
       await procs.stopAll(5_000, (name) => !name.startsWith('shard-'));
+      await dashboard?.close();
       await membership.close();
     }
 
