@@ -19,13 +19,18 @@ function newest(path) {
   return most;
 }
 
-const sources = Math.max(...SOURCES.map((d) => newest(join(root, d))), newest(join(root, 'tsconfig.json')), newest(join(root, 'package.json')), newest(join(root, 'scripts', 'build-gradients.mjs')));
+// What each part of the build is made from: the compiled TypeScript from the sources, the
+// gradients bundle from the installed packages and its script.
+const mtime = (f) => statSync(f, { throwIfNoEntry: false })?.mtimeMs ?? 0;
+const sources = Math.max(...SOURCES.map((d) => newest(join(root, d))), mtime(join(root, 'tsconfig.json')), mtime(join(root, 'package.json')));
+const bundleInputs = Math.max(mtime(join(root, 'package-lock.json')), mtime(join(root, 'scripts', 'build-gradients.mjs')));
 // When the last build was: what tsc last wrote (it writes nothing for a source touched but not
 // changed), or this script's own stamp after a build it ran.
 const STAMP = join(root, 'dist', '.built-by-start');
-const mtime = (f) => statSync(f, { throwIfNoEntry: false })?.mtimeMs ?? 0;
-const built = Math.max(Math.min(...BUILT.map(mtime)), BUILT.every((f) => mtime(f) > 0) ? mtime(STAMP) : 0);
-if (built < sources) {
+const compiled = Math.max(mtime(BUILT[0]), mtime(BUILT[0]) > 0 ? mtime(STAMP) : 0);
+const bundled = mtime(BUILT[1]);
+const stale = compiled < sources || bundled === 0 || bundled < bundleInputs;
+if (stale) {
   execFileSync(process.platform === 'win32' ? 'npm.cmd' : 'npm', ['run', '-s', 'build'], { cwd: root, stdio: 'inherit' });
   writeFileSync(STAMP, `${new Date().toISOString()}\n`);
 }

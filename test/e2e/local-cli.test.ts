@@ -1,7 +1,7 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { expect } from 'chai';
 import { BIN, alive, run, start } from '../helpers/cli.js';
 
@@ -67,6 +67,18 @@ describe('e2e: tessera local', function () {
     expect(r.code).to.equal(1);
     expect(r.stderr).to.match(/cannot use Redis at redis:\/\/127\.0\.0\.1:1 .*; start it, or leave out --redis: tessera local runs its own membership store/);
     expect(Date.now() - began, 'it gives up rather than wait for ever').to.be.below(20_000);
+    // It takes --key-prefix with --redis, as every verb that joins a cluster does.
+    const prefixed = await run(['local', '--redis', 'redis://127.0.0.1:1', '--key-prefix', 'team-a', '--epochs', '1'], 30_000);
+    expect(prefixed.code).to.equal(1);
+    expect(prefixed.stderr).to.match(/cannot use Redis at/);
+  });
+
+  it('npm start builds only when a source is newer than the last build (a fresh clone builds once, in npm ci)', () => {
+    const script = join(dirname(BIN), '..', 'scripts', 'build-if-needed.mjs');
+    const stamp = join(dirname(BIN), '..', 'dist', '.built-by-start');
+    const before = existsSync(stamp) ? statSync(stamp).mtimeMs : 0;
+    execFileSync(process.execPath, [script], { stdio: 'ignore' });
+    expect(existsSync(stamp) ? statSync(stamp).mtimeMs : 0, 'dist is up to date: nothing built').to.equal(before);
   });
 
   it('run through npm (npx tessera local &), it stops with the wrapper that started it, and so do its shards and workers', async () => {
