@@ -16,6 +16,10 @@ import { readKeyFile } from '../key-file.js';
 import { EXIT } from '../handle-error.js';
 import { MEMBERSHIP_OPTIONS, openStore, redisUrl } from '../membership-options.js';
 import { untilSignal } from '../signals.js';
+import { MetricsServer } from '../../cluster/metrics/metrics-server.js';
+import { processSecurity } from '../../cluster/tls/transport-security.js';
+import { serveMetrics } from '../../serving/serve/serve-metrics.js';
+import { applyTlsOptions } from '../tls-options.js';
 
 const log = createLogger('serve');
 
@@ -42,6 +46,7 @@ export const serveCommand: Command = {
     { name: 'prune-units', type: 'number', default: 0, metavar: 'FRACTION', description: 'with --refresh: as `tessera export --prune-units`' },
     { name: 'quantize', type: 'string', default: 'none', choices: QUANTIZATIONS, description: 'with --refresh: as `tessera export --quantize`' },
     { name: 'json', type: 'boolean', description: 'print one JSON line with the listeners once serving' },
+    { name: 'metrics', type: 'string', metavar: 'HOST:PORT', description: 'serve Prometheus metrics (requests and errors by protocol, batches, rows, the version served) on http://HOST:PORT/metrics; HTTPS with client certificates under --tls-dir (docs/operations.md)' },
   ],
   async run(o) {
     const modelDir = o['model-dir'] as string | undefined;
@@ -92,10 +97,15 @@ export const serveCommand: Command = {
       maxBodyBytes: o['max-body-bytes'] as number,
       source: { repository },
     });
+    const metricsAt = o['metrics'] as string | undefined;
+    if (metricsAt) applyTlsOptions(o);
+    const metrics = metricsAt ? await MetricsServer.start(metricsAt, serveMetrics(repository.name, () => server.stats()), processSecurity()) : null;
+    if (metrics) log.info(`metrics on ${metrics.scheme}://${metrics.address}/metrics`);
     const version = repository.current()?.version;
-    if (o['json']) process.stdout.write(`${JSON.stringify({ event: 'serving', name: repository.name, version: version ?? null, http: server.httpAddress ?? null, grpc: server.grpcAddress ?? null })}\n`);
+    if (o['json']) process.stdout.write(`${JSON.stringify({ event: 'serving', name: repository.name, version: version ?? null, http: server.httpAddress ?? null, grpc: server.grpcAddress ?? null, metrics: metrics?.address ?? null })}\n`);
     const signal = await untilSignal();
     log.info(`${signal}: stopping`);
+    await metrics?.close();
     await server.close();
     await stopSource();
     await repository.close();

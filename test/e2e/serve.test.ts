@@ -16,6 +16,7 @@ import { mnistSplit } from '../../worker/data/mnist.js';
 import { logreg } from '../../worker/models/logreg.js';
 import { type Running, start, waitFor } from '../helpers/cli.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { parseExposition, promtoolCheck, scrape, total } from '../helpers/prometheus.js';
 
 /**
  * `tessera serve` over exported versions, as a separate process: REST (v2
@@ -33,6 +34,7 @@ describe('e2e: tessera serve', function () {
   let server: Running | undefined;
   let http = '';
   let grpcAddress = '';
+  let metricsAddress = '';
   const test = mnistSplit().test;
   const ROWS = 8;
   const x = test.x.subarray(0, ROWS * 784);
@@ -79,15 +81,16 @@ describe('e2e: tessera serve', function () {
     let out = '';
     server.child.stdout!.on('data', (d) => (out += d));
     const line = await waitFor('tessera serve to listen', () => out.includes('\n') && out.split('\n')[0], 30_000);
-    const info = JSON.parse(line) as { http: string; grpc: string };
+    const info = JSON.parse(line) as { http: string; grpc: string; metrics: string | null };
     http = info.http;
     grpcAddress = info.grpc;
+    metricsAddress = info.metrics ?? '';
   }
 
   it('answers over REST v2, REST v1 and gRPC with the exported model’s own outputs', async () => {
     await train(5);
     const v1 = await exportVersion();
-    await startServer();
+    await startServer('--metrics', '127.0.0.1:0');
     const want = await expectedOf(v1.dir, x, ROWS);
     const v2 = await infer(ROWS, x);
     expect(v2.status).to.equal(200);
@@ -149,6 +152,18 @@ describe('e2e: tessera serve', function () {
     expect(oversized.status).to.equal(413);
     expect(oversized.body).to.match(/error/);
     expect((await infer(1, x.subarray(0, 784))).status).to.equal(200);
+
+    // Its Prometheus metrics (--metrics): what promtool accepts, counting what was asked of it so far.
+    const scraped = await scrape(metricsAddress);
+    expect(scraped.status).to.equal(200);
+    await promtoolCheck(scraped.body);
+    const samples = parseExposition(scraped.body);
+    expect(total(samples, 'tessera_serve_requests_total', { protocol: 'grpc' }), 'the two gRPC requests of the test before').to.equal(2);
+    expect(total(samples, 'tessera_serve_errors_total', { protocol: 'grpc' }), 'one of them refused').to.equal(1);
+    expect(total(samples, 'tessera_serve_errors_total', { protocol: 'http' }), 'the bad REST requests above').to.be.at.least(cases.length);
+    expect(total(samples, 'tessera_serve_requests_total', { protocol: 'http' })).to.be.at.least(cases.length + 3);
+    expect(total(samples, 'tessera_serve_batch_rows_total'), 'rows run').to.be.at.least(ROWS * 2 + 1);
+    expect(total(samples, 'tessera_serve_model_version')).to.be.greaterThan(0);
   });
 
   it('picks up three new versions under continuous concurrent load without failing a request; refuses a damaged one', async () => {

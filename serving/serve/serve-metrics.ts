@@ -1,0 +1,72 @@
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { createRegistry } from '../../cluster/metrics/registry.js';
+import { type ModelServerStats } from './model-server.js';
+
+/**
+ * The Prometheus metrics of `tessera serve` (docs/operations.md): read from
+ * the model server's own counters when scraped, so serving pays nothing per
+ * request for them. Every series carries `model` (the name served).
+ */
+export function serveMetrics(model: string, stats: () => ModelServerStats): Registry {
+  const registry = createRegistry({ model }, true);
+  const protocols = ['http', 'grpc'] as const;
+  new Counter({
+    name: 'tessera_serve_requests_total',
+    help: 'Inference requests received, by protocol (http: the REST v1 and v2 routes; grpc: the Open Inference Protocol service).',
+    labelNames: ['protocol'],
+    registers: [registry],
+    collect() {
+      const s = stats();
+      this.reset();
+      for (const p of protocols) this.inc({ protocol: p }, s[p].requests);
+    },
+  });
+  new Counter({
+    name: 'tessera_serve_errors_total',
+    help: 'Inference requests answered with an error, by protocol.',
+    labelNames: ['protocol'],
+    registers: [registry],
+    collect() {
+      const s = stats();
+      this.reset();
+      for (const p of protocols) this.inc({ protocol: p }, s[p].errors);
+    },
+  });
+  new Counter({
+    name: 'tessera_serve_batches_total',
+    help: 'Runs of the model: requests that arrived together are merged into one run (--max-batch, --max-delay-ms).',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(stats().batching.batches);
+    },
+  });
+  new Counter({
+    name: 'tessera_serve_batch_rows_total',
+    help: 'Rows (examples) run by the model, over every run; divided by tessera_serve_batches_total, the mean batch.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(stats().batching.rows);
+    },
+  });
+  new Gauge({
+    name: 'tessera_serve_largest_batch_rows',
+    help: 'Rows of the largest run of the model so far.',
+    registers: [registry],
+    collect() {
+      this.set(stats().batching.largestBatch);
+    },
+  });
+  new Gauge({
+    name: 'tessera_serve_model_version',
+    help: 'The version being served, as a number (absent before the first is loaded).',
+    registers: [registry],
+    collect() {
+      this.reset();
+      const v = stats().version;
+      if (v !== undefined) this.set(v);
+    },
+  });
+  return registry;
+}
