@@ -64,7 +64,8 @@ describe('functional: the dashboard listener', function () {
   it('under mTLS: HTTPS with a client certificate of the cluster CA; none, or another CA\'s, is refused', async () => {
     const root = mkdtempSync(path.join(tmpdir(), 'tessera-dashboard-tls-'));
     const { caDir, dirs } = await makeTlsDirs(root, 'test', [{ role: 'admin', id: 'ops' }, { role: 'reader', id: 'r1' }], { otherCa: true });
-    const secure = await DashboardServer.start({ listen: '127.0.0.1:0', store: cluster.store, cluster: 'test', everyS: 1, security: mutualTls(dirs['admin-ops']!) });
+    const security = mutualTls(dirs['admin-ops']!);
+    const secure = await DashboardServer.start({ listen: '127.0.0.1:0', store: cluster.store, cluster: 'test', everyS: 1, security });
     const get = (dir: string | null) =>
       new Promise<number>((resolve, reject) => {
         const req = https.get(
@@ -91,6 +92,8 @@ describe('functional: the dashboard listener', function () {
       }
     } finally {
       await secure.close();
+      // Its files are watched for rotation: stop watching before they go.
+      if (security.kind === 'mtls') security.material.close();
       rmSync(root, { recursive: true, force: true });
     }
   });
