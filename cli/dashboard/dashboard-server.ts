@@ -1,12 +1,9 @@
 import { readFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createSecureServer } from 'node:https';
+import { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
-import { type AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { InvalidArgumentError } from '../../cluster/errors.js';
-import { splitHostPort } from '../../cluster/address.js';
+import { closeHttpListener, startHttpListener } from '../../cluster/http-listener.js';
 import { createLogger } from '../../cluster/log.js';
 import { type MembershipStore } from '../../cluster/membership/store.js';
 import { PLAINTEXT, type TransportSecurity } from '../../cluster/tls/transport-security.js';
@@ -88,39 +85,11 @@ export class DashboardServer {
   static async start(opts: { listen: string; store: MembershipStore; cluster: string; everyS: number; security?: TransportSecurity }): Promise<DashboardServer> {
     const { listen, store, cluster, everyS } = opts;
     const security = opts.security ?? PLAINTEXT;
-    const { host, port } = splitHostPort(listen);
-    if (!listen.includes(':') || !Number.isInteger(port) || port < 0 || port > 65535) {
-      throw new InvalidArgumentError(`--listen takes HOST:PORT (e.g. 127.0.0.1:7080, or 127.0.0.1:0 for a free port), got "${listen}"`);
-    }
     const assets = loadAssets();
-    const options = { maxHeaderSize: DASHBOARD_LIMITS.maxHeaderBytes, requestTimeout: DASHBOARD_LIMITS.requestTimeoutMs, headersTimeout: DASHBOARD_LIMITS.requestTimeoutMs, keepAliveTimeout: DASHBOARD_LIMITS.keepAliveTimeoutMs };
     let self: DashboardServer | null = null;
     const handler = (req: IncomingMessage, res: ServerResponse) => void self?.answer(assets, req, res);
-    let server: Server;
-    if (security.kind === 'mtls') {
-      const { material } = security;
-      const secure = createSecureServer({ ...options, ...material.current, requestCert: true, rejectUnauthorized: true }, handler);
-      const stop = material.onChange((files) => secure.setSecureContext({ ...files }));
-      secure.on('close', stop);
-      secure.on('tlsClientError', (err) => log.debug(`dashboard TLS handshake refused: ${err.message}`));
-      server = secure;
-    } else {
-      server = createServer(options, handler);
-    }
-    server.maxConnections = DASHBOARD_LIMITS.maxConnections;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host || undefined, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    }).catch((err: Error) => {
-      throw new InvalidArgumentError(`cannot serve the dashboard on ${listen}: ${err.message}; pick another --listen address`);
-    });
-    server.on('error', (err) => log.warn(`dashboard listener on ${listen}: ${err.message}`));
-    const bound = (server.address() as AddressInfo).port;
-    const shown = host.includes(':') ? `[${host}]` : host || '0.0.0.0';
-    self = new DashboardServer(server, store, cluster, everyS, bound, `${shown}:${bound}`, security.kind === 'mtls' ? 'https' : 'http');
+    const l = await startHttpListener({ listen, flag: '--listen', what: 'the dashboard', limits: DASHBOARD_LIMITS, security, handler });
+    self = new DashboardServer(l.server, store, cluster, everyS, l.port, l.address, l.scheme);
     self.sample();
     return self;
   }
@@ -129,9 +98,7 @@ export class DashboardServer {
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeAllConnections();
-    await closed;
+    await closeHttpListener(this.server);
   }
 
   /** Takes a sample into the history, then again in `everyS` seconds; a failed read is logged and skipped. */

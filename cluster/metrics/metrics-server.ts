@@ -1,9 +1,6 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createSecureServer } from 'node:https';
-import { type AddressInfo } from 'node:net';
+import { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type Registry } from 'prom-client';
-import { InvalidArgumentError } from '../errors.js';
-import { splitHostPort } from '../address.js';
+import { closeHttpListener, startHttpListener } from '../http-listener.js';
 import { createLogger } from '../log.js';
 import { PLAINTEXT, type TransportSecurity } from '../tls/transport-security.js';
 
@@ -55,44 +52,14 @@ export class MetricsServer {
    * @throws InvalidArgumentError when the address is malformed or cannot be bound.
    */
   static async start(listen: string, registry: Registry, security: TransportSecurity = PLAINTEXT): Promise<MetricsServer> {
-    const { host, port } = splitHostPort(listen);
-    if (!listen.includes(':') || !Number.isInteger(port) || port < 0 || port > 65535) {
-      throw new InvalidArgumentError(`--metrics takes HOST:PORT (e.g. 0.0.0.0:9400, or 127.0.0.1:0 for a free port), got "${listen}"`);
-    }
-    const options = { maxHeaderSize: METRICS_LIMITS.maxHeaderBytes, requestTimeout: METRICS_LIMITS.requestTimeoutMs, headersTimeout: METRICS_LIMITS.requestTimeoutMs, keepAliveTimeout: METRICS_LIMITS.keepAliveTimeoutMs };
     const handler = (req: IncomingMessage, res: ServerResponse) => void answer(registry, req, res);
-    let server: Server;
-    if (security.kind === 'mtls') {
-      const { material } = security;
-      const secure = createSecureServer({ ...options, ...material.current, requestCert: true, rejectUnauthorized: true }, handler);
-      const stop = material.onChange((files) => secure.setSecureContext({ ...files }));
-      secure.on('close', stop);
-      secure.on('tlsClientError', (err) => log.debug(`metrics TLS handshake refused: ${err.message}`));
-      server = secure;
-    } else {
-      server = createServer(options, handler);
-    }
-    server.maxConnections = METRICS_LIMITS.maxConnections;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host || undefined, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    }).catch((err: Error) => {
-      throw new InvalidArgumentError(`cannot serve metrics on ${listen}: ${err.message}; pick another --metrics address`);
-    });
-    server.on('error', (err) => log.warn(`metrics listener on ${listen}: ${err.message}`));
-    const bound = (server.address() as AddressInfo).port;
-    const shown = host.includes(':') ? `[${host}]` : host || '0.0.0.0';
-    return new MetricsServer(server, bound, `${shown}:${bound}`, security.kind === 'mtls' ? 'https' : 'http');
+    const l = await startHttpListener({ listen, flag: '--metrics', what: 'metrics', limits: METRICS_LIMITS, security, handler });
+    return new MetricsServer(l.server, l.port, l.address, l.scheme);
   }
 
   /** Stops listening and closes every connection, kept-alive ones included. */
   async close(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeAllConnections();
-    await closed;
+    await closeHttpListener(this.server);
   }
 }
 
