@@ -175,6 +175,7 @@ export class Shard {
   countTraffic(ranges: readonly SlotRange[]): void {
     const elements = this.elements;
     const slots = this.config.slots;
+    this.load.begin();
     for (const r of ranges) {
       for (let s = r.begin; s < r.end; s++) {
         const { start, end } = slotElements(s, elements, slots);

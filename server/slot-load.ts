@@ -9,7 +9,7 @@ const DECAY_EVERY_MS = 1_000;
  * (dense values, sparse rows), as an exponentially weighted rate with a
  * one-minute half-life — what `tessera rebalance --by load` reads. Recording
  * adds to one counter; the decay of all of them runs at most once a second,
- * when something is recorded or read.
+ * when a request begins or the rates are read.
  */
 export class SlotLoad {
   private readonly bytes: Float64Array;
@@ -24,9 +24,16 @@ export class SlotLoad {
     this.decayedAt = now();
   }
 
-  /** Counts `bytes` of traffic on slot `s`. */
-  add(s: number, bytes: number): void {
+  /**
+   * Brings the counts up to now: call once per request, before its {@link add}s
+   * (the clock is read here, not per slot or row).
+   */
+  begin(): void {
     this.decay();
+  }
+
+  /** Counts `bytes` of traffic on slot `s` (after {@link begin} for the request). */
+  add(s: number, bytes: number): void {
     this.bytes[s]! += bytes;
   }
 

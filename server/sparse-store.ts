@@ -142,6 +142,7 @@ export class SparseStore {
     }
     const g = groupIds(req.ids, table.hash, this.config.slots);
     this.owner.check(req.epoch, slotRuns(g), req.model || undefined);
+    this.owner.load.begin();
     for (let r = 0; r < g.slots.length; r++) this.owner.load.add(g.slots[r]!, table.dim * 4);
     return { table, g };
   }
@@ -210,6 +211,7 @@ export class SparseStore {
     }
     const g = groupIds(req.ids, table.hash, this.config.slots);
     this.owner.check(req.epoch, slotRuns(g), req.model || undefined);
+    this.owner.load.begin();
     for (let r = 0; r < g.slots.length; r++) this.owner.load.add(g.slots[r]!, table.dim * 4);
     const gate = this.owner.gate;
     const clocked = req.clock !== undefined && gate.clocked;
