@@ -33,7 +33,17 @@ export interface ClusterConfig {
    * `fp16`, `int8` or `topk:R` (cluster/wire/gradient-codec.ts). Default `none`.
    */
   compression?: string;
+  /**
+   * Backups R of every slot (docs/replication.md): each slot has a primary
+   * and up to R backups on other shards, and a push is acknowledged once
+   * every replica in the map holds it. 0 (the default): no backups. Not
+   * under bsp, whose open step holds sums not yet applied.
+   */
+  replicas?: number;
 }
+
+/** Most backups a slot may have. */
+export const MAX_REPLICAS = 4;
 
 /** How long clocked consistency waits for `initialWorkers` after the first worker joined. */
 export const WORKER_START_TIMEOUT_MS = 30_000;
@@ -68,9 +78,11 @@ function checkConfig(c: ClusterConfig): void {
   }
   if (c.initialWorkers !== undefined && (!Number.isInteger(c.initialWorkers) || c.initialWorkers < 1)) throw new InvalidArgumentError(`initial worker count must be a positive integer, got ${c.initialWorkers}`);
   if (c.initialShards !== undefined && (!Number.isInteger(c.initialShards) || c.initialShards < 1)) throw new InvalidArgumentError(`initial shard count must be a positive integer, got ${c.initialShards}`);
+  if (c.replicas !== undefined && (!Number.isInteger(c.replicas) || c.replicas < 0 || c.replicas > MAX_REPLICAS)) throw new InvalidArgumentError(`replicas must be an integer in [0, ${MAX_REPLICAS}], got ${c.replicas}`);
   validateModelSpec(c.model);
   validateSparseTables(c.model);
   validateOptimizer(c.optimizer);
   parseConsistency(c.consistency);
+  if ((c.replicas ?? 0) > 0 && parseConsistency(c.consistency).kind === 'bsp') throw new InvalidArgumentError('replicas need async or ssp:K consistency: under bsp a step\'s pushes are summed on the primary until the step closes, and a backup could not hold them');
   if (c.compression !== undefined) parseCompression(c.compression);
 }

@@ -103,6 +103,8 @@ export interface ShardServerOptions {
    * served (the shard still counts them, in {@link ShardServer.metrics}).
    */
   metrics?: string;
+  /** The failure domain it runs in (`--topology`: a node, rack or zone): published with its lease, so that a slot's backups go to other domains than its primary. */
+  topology?: string;
 }
 
 export const DEFAULT_MAP_POLL_MS = 1_000;
@@ -232,7 +234,7 @@ export class ShardServer extends EventEmitter {
     if (rolledBack) {
       log.error(`shard ${options.id}: resumed from ${rolledBack.path}, taken at ${rolledBack.to}, not at a clean shutdown: pushes it acknowledged after that are lost (the map epoch moves on so that clients re-read it; tessera status shows the roll-back)`);
     }
-    const lease = new Lease(options.store, 'shard', { id: options.id, address, ...(bulkAddress ? { bulkAddress } : {}), state: 'joining', bytes: 0, ...claim, ...(rolledBack ? { rolledBack } : {}) }, options.lease ?? DEFAULT_LEASE);
+    const lease = new Lease(options.store, 'shard', { id: options.id, address, ...(bulkAddress ? { bulkAddress } : {}), state: 'joining', bytes: 0, ...(options.topology ? { topology: options.topology } : {}), ...claim, ...(rolledBack ? { rolledBack } : {}) }, options.lease ?? DEFAULT_LEASE);
     server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS, security, pool.budget, metrics, metricsServer);
     log.info(`shard ${options.id} listening on ${address}${bulkAddress ? `, bulk on ${bulkAddress}` : ''} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
     try {

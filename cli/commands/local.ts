@@ -20,7 +20,7 @@ import { EXIT } from '../handle-error.js';
 import { RoleProcesses } from '../local/processes.js';
 import { ProgressLine } from '../local/progress.js';
 import { parseWorkerEvent } from '../local/worker-events.js';
-import { DEFAULT_TRAINING, clusterConfig, COMPRESSION_OPTION, parseCompressionOption, parseConsistencyOption, stepsOfRun } from '../local/defaults.js';
+import { DEFAULT_TRAINING, clusterConfig, COMPRESSION_OPTION, REPLICAS_OPTION, parseCompressionOption, parseConsistencyOption, stepsOfRun } from '../local/defaults.js';
 import { MEMBERSHIP_RULES } from '../../cluster/tls/authorization.js';
 import { taskFromOption } from '../model-option.js';
 import { checkRedisUrl, redisInsecure } from '../membership-options.js';
@@ -51,6 +51,7 @@ export const localCommand: Command = {
     { name: 'backend', type: 'string', default: 'auto', choices: ['auto', ...BACKENDS], description: 'compute backend of the workers' },
     { name: 'consistency', type: 'string', default: 'async', metavar: 'async|ssp:K|bsp', description: 'consistency model: async (no waiting), ssp:K (no worker more than K steps ahead of the slowest), bsp (every step the mean of all workers’ gradients)' },
     COMPRESSION_OPTION,
+    REPLICAS_OPTION,
     { name: 'pipeline', type: 'boolean', default: true, description: 'workers overlap communication with compute (--pipeline=false: strictly in turn)' },
     { name: 'redis', type: 'string', metavar: 'URL', description: 'keep the membership in this Redis instead of the embedded store (the cluster named by --cluster is overwritten)' },
     { name: 'cluster', type: 'string', metavar: 'NAME', default: 'local', description: 'cluster name, with --redis' },
@@ -72,6 +73,7 @@ export const localCommand: Command = {
     if (shards < 1) throw new UsageError('--shards must be at least 1');
     if (workers < 1) throw new UsageError('--workers must be at least 1');
     if (batchSize < 1) throw new UsageError('--batch-size must be at least 1');
+    if ((o['replicas'] as number) >= shards) throw new UsageError(`--replicas ${o['replicas']} needs at least ${(o['replicas'] as number) + 1} shards (each backup of a slot on another shard than its primary); give --shards`);
     const metricsBase = o['metrics-base-port'] as number | undefined;
     if (metricsBase !== undefined && (metricsBase < 1 || shards > LOCAL_WORKER_METRICS_OFFSET || metricsBase + LOCAL_WORKER_METRICS_OFFSET + workers > 65_536)) {
       throw new UsageError(`--metrics-base-port P needs P ≥ 1, at most ${LOCAL_WORKER_METRICS_OFFSET} shards, and P + ${LOCAL_WORKER_METRICS_OFFSET} + workers ≤ 65536`);
@@ -97,6 +99,7 @@ export const localCommand: Command = {
       consistency: parseConsistencyOption(o['consistency'] as string),
       compression: parseCompressionOption(o['compression'] as string),
       initialWorkers: workers,
+      replicas: o['replicas'] as number,
       ...(o['lr-drop-epoch'] !== undefined ? { lrDrop: { epoch: o['lr-drop-epoch'] as number, factor: o['lr-drop-factor'] as number, workers, batchSize } } : {}),
     });
 

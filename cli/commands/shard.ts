@@ -36,6 +36,7 @@ export const shardCommand: Command = {
     { name: 'checkpoint-every-s', type: 'number', default: 300, description: 'seconds between checkpoints with --checkpoint-dir (0: only on shutdown)' },
     { name: 'checkpoint-keep', type: 'int', default: DEFAULT_CHECKPOINT_KEEP, description: 'how many of its own checkpoints the shard keeps in --checkpoint-dir: the newest, <id>.tessera-checkpoint, and those before it (.1, .2, …)' },
     METRICS_OPTION,
+    { name: 'topology', type: 'string', metavar: 'DOMAIN', description: 'the failure domain this shard runs in (a node, rack or zone name): a slot\'s backups go to shards of other domains than its primary when there are any (docs/replication.md)' },
     { name: 'resume', type: 'boolean', description: 'with --checkpoint-dir: start from the newest of its own checkpoints there that is whole, falling back to older ones (a restarted pod picks up where it stopped); none there: start afresh' },
   ],
   async run(o) {
@@ -62,6 +63,7 @@ export const shardCommand: Command = {
         maxInflightBytes: (o['max-inflight-mib'] as number) * 2 ** 20,
         limits: { ...DEFAULT_LISTENER_LIMITS, maxConnections: o['max-connections'] as number, idleMs: 1000 * (o['idle-timeout-s'] as number) },
         maxSparseRows: o['max-sparse-rows'] as number,
+        ...(o['topology'] ? { topology: o['topology'] as string } : {}),
         store,
         lease: { ttlMs: o['lease-ttl-ms'] as number, renewMs: o['lease-renew-ms'] as number },
         ...(restore ? { restore } : {}),

@@ -33,6 +33,8 @@ export function clusterConfig(o: {
   initialWorkers?: number;
   /** How workers encode pushed gradients (`none`, `fp16`, `int8`, `topk:R`). */
   compression?: string;
+  /** Backups of every slot (docs/replication.md); 0: none. */
+  replicas?: number;
   /** Multiply the learning rate by `factor` from `epoch` on (the updates a pass makes follow from the data, workers and consistency). */
   lrDrop?: { epoch: number; factor: number; workers: number; batchSize: number };
 }): ClusterConfig {
@@ -54,8 +56,18 @@ export function clusterConfig(o: {
     initialShards: o.initialShards,
     ...(o.initialWorkers ? { initialWorkers: o.initialWorkers } : {}),
     ...(o.compression && o.compression !== 'none' ? { compression: o.compression } : {}),
+    ...(o.replicas ? { replicas: o.replicas } : {}),
   };
 }
+
+/** `--replicas` of `tessera init` and `tessera local`. */
+export const REPLICAS_OPTION: OptionSpec = {
+  name: 'replicas',
+  type: 'int',
+  default: 0,
+  metavar: 'R',
+  description: 'backups of every slot on other shards (0–4; docs/replication.md): a push is acknowledged once every replica holds it, and a backup takes over a dead primary',
+};
 
 /** `--compression` of `tessera init` and `tessera local`. */
 export const COMPRESSION_OPTION: OptionSpec = {

@@ -36,6 +36,12 @@ export interface MemberInfo {
   epoch?: number;
   /** The slots a shard owns under that epoch: what rebuilds the map if the store loses it. */
   owned?: SlotRange[];
+  /** The slots a shard holds as a backup under that epoch (docs/replication.md): with `owned`, what rebuilds the map's replicas if the store loses it. */
+  backed?: SlotRange[];
+  /** A shard's failure domain (`--topology`: a node, rack or zone name): the backups of a slot are put in other domains than its primary when there are any. */
+  topology?: string;
+  /** A primary's backups and how far each is behind: updates sent and not yet acknowledged by it. */
+  replication?: { backup: string; pending: number; slots: number }[];
   /** The traffic of a shard's slots, bytes/s per slot with any (an exponentially weighted rate, one-minute half-life): what `tessera rebalance --by load` reads. */
   load?: { slot: number; bytesPerSec: number }[];
   /** Slots the map gives a shard that it holds no values for, refused until restored or reset (Shard.lost). */
@@ -57,11 +63,13 @@ export function badMember(member: unknown): string | null {
   if (typeof member !== 'object' || member === null || Array.isArray(member)) return 'a member must be an object with an id';
   const m = member as Record<string, unknown>;
   if (typeof m['id'] !== 'string' || m['id'] === '') return 'a member needs an id (non-empty text)';
-  for (const field of ['address', 'bulkAddress', 'state']) if (m[field] !== undefined && typeof m[field] !== 'string') return `a member's ${field} must be text`;
+  for (const field of ['address', 'bulkAddress', 'state', 'topology']) if (m[field] !== undefined && typeof m[field] !== 'string') return `a member's ${field} must be text`;
   if (m['epoch'] !== undefined && typeof m['epoch'] !== 'number') return "a member's epoch must be a number";
-  const owned = m['owned'];
-  if (owned !== undefined && !(Array.isArray(owned) && owned.every((r: unknown) => typeof r === 'object' && r !== null && typeof (r as Record<string, unknown>)['begin'] === 'number' && typeof (r as Record<string, unknown>)['end'] === 'number'))) {
-    return "a member's owned slots must be a list of {begin, end} ranges";
+  for (const field of ['owned', 'backed'] as const) {
+    const ranges = m[field];
+    if (ranges !== undefined && !(Array.isArray(ranges) && ranges.every((r: unknown) => typeof r === 'object' && r !== null && typeof (r as Record<string, unknown>)['begin'] === 'number' && typeof (r as Record<string, unknown>)['end'] === 'number'))) {
+      return `a member's ${field} slots must be a list of {begin, end} ranges`;
+    }
   }
   return null;
 }
