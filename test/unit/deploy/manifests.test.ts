@@ -10,6 +10,7 @@ import { expect } from 'chai';
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { CronJob, Job } from 'kubernetes-models/batch/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service } from 'kubernetes-models/v1';
 import { parseAllDocuments } from 'yaml';
 import { parseArgs } from '../../../cli/args.js';
@@ -28,9 +29,9 @@ import { RedisMembershipStore } from '../../../cluster/membership/redis-store.js
 import { createCa } from '../../../cluster/tls/certificates.js';
 import { type Role, parseSpiffeUri } from '../../../cluster/tls/identity.js';
 import { TlsMaterial } from '../../../cluster/tls/tls-material.js';
-import { waitFor } from '../../helpers/cli.js';
+import { run as runCli, waitFor } from '../../helpers/cli.js';
 import { PodSandbox } from '../../helpers/pod-sandbox.js';
-import { freePort } from '../../helpers/redis-server.js';
+import { RedisServer, freePort } from '../../helpers/redis-server.js';
 import { makeTlsDirs } from '../../helpers/tls.js';
 
 /*
@@ -89,6 +90,7 @@ const MODELS: Record<string, new (data: never) => { validate(): void }> = {
   'batch/v1/Job': Job,
   'batch/v1/CronJob': CronJob,
   'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
+  'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
 };
 /** The identity each verb's process holds: the role its certificate must name. */
 const ROLE_OF_VERB: Record<string, Role> = { shard: 'shard', worker: 'worker', init: 'admin', status: 'admin', checkpoint: 'admin', export: 'reader', serve: 'reader' };
@@ -116,6 +118,9 @@ interface Probe {
   httpGet?: { path: string; port: string | number };
   exec?: { command: string[] };
   tcpSocket?: { port: string | number };
+  initialDelaySeconds?: number;
+  periodSeconds?: number;
+  failureThreshold?: number;
 }
 interface Container {
   name: string;
@@ -128,6 +133,7 @@ interface Container {
   volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
   readinessProbe?: Probe;
   livenessProbe?: Probe;
+  startupProbe?: Probe;
   resources?: { limits?: Record<string, unknown> };
   securityContext?: { allowPrivilegeEscalation?: boolean; readOnlyRootFilesystem?: boolean; privileged?: boolean; capabilities?: { drop?: string[]; add?: string[] }; runAsUser?: number; runAsNonRoot?: boolean };
 }
@@ -145,8 +151,14 @@ interface PodTemplate {
     initContainers?: Container[];
     volumes?: Volume[];
     automountServiceAccountToken?: boolean;
+    affinity?: { podAntiAffinity?: { requiredDuringSchedulingIgnoredDuringExecution?: AffinityTerm[]; preferredDuringSchedulingIgnoredDuringExecution?: { weight: number; podAffinityTerm: AffinityTerm }[] } };
+    topologySpreadConstraints?: { topologyKey: string; maxSkew: number; whenUnsatisfiable: string; labelSelector?: LabelSelector }[];
     securityContext?: { runAsNonRoot?: boolean; runAsUser?: number; runAsGroup?: number; fsGroup?: number; seccompProfile?: { type: string } };
   };
+}
+interface AffinityTerm {
+  topologyKey: string;
+  labelSelector?: LabelSelector;
 }
 interface LabelSelector {
   matchLabels?: Record<string, string>;
@@ -332,9 +344,11 @@ describe('deploy: Kubernetes manifests', function () {
           const tlsDir = flag(args, '--tls-dir')!;
           expect(shard.readinessProbe?.exec?.command).to.deep.equal(['node', probe, '--port', String(port('grpc')), '--service', 'tessera.v1.Shard', '--tls-dir', tlsDir]);
           expect(shard.livenessProbe?.exec?.command).to.deep.equal(['node', probe, '--port', String(port('grpc')), '--tls-dir', tlsDir]);
+          expect(shard.startupProbe?.exec?.command).to.deep.equal(['node', probe, '--port', String(port('grpc')), '--tls-dir', tlsDir]);
         } else {
           expect(shard.readinessProbe?.grpc).to.deep.equal({ port: port('grpc'), service: 'tessera.v1.Shard' });
           expect(shard.livenessProbe?.grpc).to.deep.equal({ port: port('grpc') });
+          expect(shard.startupProbe?.grpc).to.deep.equal({ port: port('grpc') });
         }
         expect(flag(args, '--advertise')).to.equal(`$(POD_NAME).${set.spec!.serviceName}.$(POD_NAMESPACE).svc:${port('grpc')}`);
         expect(find('Service', set.spec!.serviceName!).spec!['clusterIP'], 'a headless service: one DNS name per shard').to.equal('None');
@@ -342,6 +356,91 @@ describe('deploy: Kubernetes manifests', function () {
         expect(args).to.include('--resume');
         const init = find('Job', 'tessera-init').spec!.template!.spec.containers[0]!.args!;
         expect(Number(flag(init, '--shards') ?? 1), 'init --shards = shard replicas').to.equal(set.spec!.replicas);
+      });
+
+      it('availability: every slot has a backup on another node, a drain takes one shard at a time, a restoring shard is not killed, and the init Job may run again', () => {
+        const set = find('StatefulSet', 'tessera-shard');
+        const template = set.spec!.template!;
+        const shard = template.spec.containers[0]!;
+        const shards = set.spec!.replicas!;
+
+        // The init Job: idempotent, and as many backups as the shards can place.
+        const initArgs = find('Job', 'tessera-init').spec!.template!.spec.containers[0]!.args!;
+        const init = parseArgs(initCommand.name, initCommand.options, initArgs.slice(1));
+        expect(init['exists-ok'], 'init --exists-ok: a cluster that exists already is success').to.equal(true);
+        expect(init['force'] ?? false, 'never --force: a rerun must not overwrite the cluster').to.equal(false);
+        const replicas = init['replicas'] as number;
+        expect(replicas, 'init --replicas: a backup needs a shard other than its primary').to.be.lessThan(shards);
+        if (shards >= 2) {
+          expect(replicas, 'init --replicas: a backup of every slot where there is a shard to hold it').to.be.at.least(1);
+          // Losing one shard leaves a live copy of every slot and enough shards to hold all of its copies again.
+          expect(shards, 'shards >= replicas + 2').to.be.at.least(replicas + 2);
+          expect(String(init['consistency']), 'backups need async or ssp:K').to.not.equal('bsp');
+        }
+
+        // --topology: the node the pod runs on, from the downward API.
+        const topology = flag(shard.args!, '--topology');
+        const ref = /^\$\(([A-Z_]+)\)$/.exec(topology ?? '');
+        expect(ref, `shard --topology $(VAR), got ${topology}`).to.not.equal(null);
+        expect(envOf(shard, ref![1]!)?.valueFrom?.fieldRef?.fieldPath, `${ref![1]}: the node's name`).to.equal('spec.nodeName');
+
+        // Shards spread over nodes: pod anti-affinity or a topology spread on the hostname, over the shard pods.
+        const hostname = 'kubernetes.io/hostname';
+        const labels = template.metadata.labels;
+        const anti = template.spec.affinity?.podAntiAffinity;
+        const antiTerms = [...(anti?.requiredDuringSchedulingIgnoredDuringExecution ?? []), ...(anti?.preferredDuringSchedulingIgnoredDuringExecution ?? []).map((p) => p.podAffinityTerm)];
+        const spread = [
+          ...antiTerms.filter((t) => t.topologyKey === hostname && t.labelSelector !== undefined && selects(t.labelSelector, labels)),
+          ...(template.spec.topologySpreadConstraints ?? []).filter((t) => t.topologyKey === hostname && t.labelSelector !== undefined && selects(t.labelSelector, labels) && t.maxSkew === 1),
+        ];
+        expect(spread, `the shards keep apart by ${hostname}`).to.have.length.at.least(1);
+
+        // One PodDisruptionBudget over the shard pods (and nothing else): a drain takes one at a time.
+        const pdbs = objects.filter((o) => o.kind === 'PodDisruptionBudget');
+        const shardPdbs = pdbs.filter((o) => selects(o.spec!['selector'] as LabelSelector, labels));
+        expect(shardPdbs.map((o) => o.metadata.name), 'one PodDisruptionBudget selects the shards').to.have.length(1);
+        const pdb = shardPdbs[0]!.spec!;
+        expect(pdb['maxUnavailable'], 'maxUnavailable').to.equal(1);
+        expect(pdb['minAvailable'], 'maxUnavailable, not minAvailable').to.equal(undefined);
+        for (const { owner, template: other } of templates()) if (other !== template) expect(selects(pdb['selector'] as LabelSelector, other.metadata.labels), `the shards' budget selects ${owner.metadata.name}`).to.equal(false);
+
+        // A startup probe that asks what the liveness probe asks, long enough for a large checkpoint to restore.
+        const startup = shard.startupProbe;
+        expect(startup, 'a startupProbe').to.not.equal(undefined);
+        const window = (startup!.failureThreshold ?? 3) * (startup!.periodSeconds ?? 10);
+        expect(window, 'startupProbe: failureThreshold x periodSeconds').to.be.at.least(300);
+        const check = (p: Probe) => p.exec?.command ?? p.grpc ?? p.httpGet ?? p.tcpSocket;
+        expect(check(startup!), 'the startup probe asks what the liveness probe asks').to.deep.equal(check(shard.livenessProbe!));
+        expect(shard.livenessProbe!.initialDelaySeconds ?? 0, 'the startup probe, not an initial delay, holds the liveness probe back').to.be.lessThan(window);
+      });
+
+      it("the init Job's command line, run twice against a new Redis, creates the cluster and then succeeds without writing", async function () {
+        if (spawnSync('sh', ['-c', 'command -v redis-server'], { stdio: 'ignore' }).status !== 0) this.skip();
+        const args = [...find('Job', 'tessera-init').spec!.template!.spec.containers[0]!.args!];
+        // Here: no certificate (init dials only Redis), a plain Redis on loopback.
+        const tlsDir = args.indexOf('--tls-dir');
+        if (tlsDir >= 0) args.splice(tlsDir, 2);
+        const redis = await RedisServer.start();
+        try {
+          const env = { TESSERA_REDIS_URL: redis.url, TESSERA_REDIS_PASSWORD_FILE: '', TESSERA_REDIS_CA: '', TESSERA_REDIS_INSECURE: '', TESSERA_TLS_DIR: '' };
+          const first = await runCli(args, 60_000, env);
+          expect(first.code, `first run: ${first.stdout}${first.stderr}`).to.equal(0);
+          expect(first.stdout).to.match(/created/);
+          const store = new RedisMembershipStore({ url: redis.url, cluster: DEFAULT_CLUSTER_NAME });
+          try {
+            const config = await store.getConfig();
+            const replicas = parseArgs(initCommand.name, initCommand.options, args.slice(1))['replicas'] as number;
+            expect(config?.replicas ?? 0, 'the cluster has the backups the Job asks for').to.equal(replicas);
+            const second = await runCli(args, 60_000, env);
+            expect(second.code, `second run: ${second.stdout}${second.stderr}`).to.equal(0);
+            expect(second.stdout).to.match(/exists already/);
+            expect(await store.getConfig(), 'the second run wrote nothing').to.deep.equal(config);
+          } finally {
+            await store.close();
+          }
+        } finally {
+          await redis.dispose();
+        }
       });
 
       it('the shards and workers serve --metrics on their port named metrics, and the PodMonitor scrapes exactly those pods on it', () => {
