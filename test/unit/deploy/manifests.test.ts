@@ -67,6 +67,15 @@ import { makeTlsDirs } from '../../helpers/tls.js';
  * reloads its certificate) runs against a real redis-server and lets in the
  * Tessera pods as deployed, and nobody without the password.
  *
+ * Availability (docs/deploy.md): the init Job may run again (--exists-ok:
+ * its command line, run twice against a real redis-server, succeeds twice and
+ * writes once) and gives every slot a backup where there are shards for it
+ * (--replicas); the shards keep apart by node (anti-affinity or a topology
+ * spread on kubernetes.io/hostname) and tell the cluster their node
+ * (--topology from spec.nodeName); one PodDisruptionBudget lets one shard at
+ * a time go; a startup probe gives a restoring shard minutes before the
+ * liveness probe counts.
+ *
  * Metrics (docs/operations.md): the shards and workers serve --metrics on a
  * container port named metrics, which a network policy opens to Prometheus's
  * pods in the monitoring namespace alone, and deploy/monitoring/pod-monitor.yaml
