@@ -21,6 +21,36 @@ export interface ShardMap {
    * asks a shard missing here with Describe.
    */
   bulk?: Record<string, string>;
+  /**
+   * backups[s]: the shards holding a replica of slot s besides its owner,
+   * in the order they take over (docs/replication.md). Every one holds every
+   * push acknowledged for the slot. Absent, or an empty list: no backups.
+   */
+  backups?: string[][];
+}
+
+/** The backups of slot `s` in `map` (none when it has none). */
+export function backupsOf(map: ShardMap, s: number): readonly string[] {
+  return map.backups?.[s] ?? [];
+}
+
+/** The runs of consecutive slots that `shardId` holds as a backup, in slot order. */
+export function backedRanges(map: ShardMap, shardId: string): SlotRange[] {
+  return runsOf(map.slots, (s) => backupsOf(map, s).includes(shardId));
+}
+
+/** `addresses` (and `bulk`) cut to the shards that own or back up a slot in `owners` and `backups`. */
+export function holdersOnly(owners: readonly string[], backups: readonly (readonly string[])[] | undefined, addresses: Record<string, string>, bulk?: Record<string, string>): Pick<ShardMap, 'addresses' | 'bulk'> {
+  const holders = new Set(owners);
+  for (const list of backups ?? []) for (const id of list) holders.add(id);
+  const keep = (r: Record<string, string>) => Object.fromEntries(Object.entries(r).filter(([id]) => holders.has(id)));
+  const b = bulk ? keep(bulk) : {};
+  return { addresses: keep(addresses), ...(Object.keys(b).length > 0 ? { bulk: b } : {}) };
+}
+
+/** `backups` with no slot left without a list entry, or nothing at all when no slot has a backup (a map without replicas stays as it was). */
+export function compactBackups(backups: readonly (readonly string[])[]): { backups?: string[][] } {
+  return backups.some((b) => b.length > 0) ? { backups: backups.map((b) => [...b]) } : {};
 }
 
 /** The `bulk` entries of `members` among the shards `addresses` names, or nothing when none has one. */
@@ -54,10 +84,21 @@ export function validateMap(map: ShardMap): void {
   if (map.owners.length !== map.slots) {
     throw new InvalidArgumentError(`shard map lists ${map.owners.length} owners for ${map.slots} slots`);
   }
+  const located = (id: unknown) => typeof id === 'string' && id !== '' && Object.hasOwn(map.addresses, id) && Boolean(map.addresses[id]);
   for (let s = 0; s < map.slots; s++) {
-    const owner = map.owners[s];
     // Own keys only: an owner named "constructor" has no address, whatever Object.prototype holds.
-    if (typeof owner !== 'string' || !owner || !Object.hasOwn(map.addresses, owner) || !map.addresses[owner]) throw new InvalidArgumentError(`slot ${s} has no owner with an address in the shard map`);
+    if (!located(map.owners[s])) throw new InvalidArgumentError(`slot ${s} has no owner with an address in the shard map`);
+  }
+  if (map.backups === undefined) return;
+  if (!Array.isArray(map.backups) || map.backups.length !== map.slots) throw new InvalidArgumentError(`shard map lists backups for ${Array.isArray(map.backups) ? map.backups.length : 'no list of'} slots, not ${map.slots}`);
+  for (let s = 0; s < map.slots; s++) {
+    const list: unknown = map.backups[s];
+    if (!Array.isArray(list)) throw new InvalidArgumentError(`slot ${s}'s backups are not a list of shard ids`);
+    for (const id of list) {
+      if (!located(id)) throw new InvalidArgumentError(`slot ${s} has a backup without an address in the shard map`);
+      if (id === map.owners[s]) throw new InvalidArgumentError(`slot ${s}'s owner ${String(id).slice(0, 80)} is also listed as its backup`);
+    }
+    if (new Set(list).size !== list.length) throw new InvalidArgumentError(`slot ${s} lists a backup twice`);
   }
 }
 
@@ -76,9 +117,14 @@ export function evenAssignment(shardIds: readonly string[], slots: number): stri
 
 /** The runs of consecutive slots that `shardId` owns, in slot order. */
 export function ownedRanges(map: ShardMap, shardId: string): SlotRange[] {
+  return runsOf(map.slots, (s) => map.owners[s] === shardId);
+}
+
+/** The runs of consecutive slots among `slots` for which `has` holds. */
+function runsOf(slots: number, has: (s: number) => boolean): SlotRange[] {
   const out: SlotRange[] = [];
-  for (let s = 0; s < map.slots; s++) {
-    if (map.owners[s] !== shardId) continue;
+  for (let s = 0; s < slots; s++) {
+    if (!has(s)) continue;
     const last = out[out.length - 1];
     if (last && last.end === s) last.end = s + 1;
     else out.push({ begin: s, end: s + 1 });

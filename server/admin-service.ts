@@ -12,8 +12,9 @@ export interface ShardAdminOperations {
   checkpoint(name: string, atStep: number): Promise<CheckpointInfo>;
   moveSlots(slots: number[], targetId: string, targetAddress: string): Promise<MoveReport>;
   /** A move's payload; `sender`: the shard id in the caller's certificate (null under plaintext), which must own the slots. */
-  importSlots(data: Buffer, sender: string | null): number;
-  applyLog(data: Buffer, sender: string | null): number;
+  importSlots(data: Buffer, sender: string | null): number | Promise<number>;
+  /** Updates for slots held but not owned: a move's log, or a primary's updates to its backup (server/replication.ts). */
+  applyLog(data: Buffer, sender: string | null): number | Promise<number>;
   dropSlots(slots: number[], sender: string | null): number;
   /** The snapshot of the model's values ExportModel streams (server/model-export.ts); `signal` aborts when the call is cancelled. */
   exportModel(atStep: number, signal: AbortSignal): Promise<ModelExport>;

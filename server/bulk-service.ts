@@ -14,7 +14,7 @@ import { DEFAULT_LISTENER_LIMITS, type ListenerLimits } from '../cluster/listene
 import { admitPull } from './admission.js';
 import { type GradientPool } from './gradient-pool.js';
 import { PushAssembler } from './push-assembler.js';
-import { type Shard } from './shard.js';
+import { type Shard, whenReplicated } from './shard.js';
 import { type RequestMeter, type ShardMetrics, noMeter } from './shard-metrics.js';
 
 const log = createLogger('bulk');
@@ -217,8 +217,12 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       try {
         if (p.error) throw p.error;
         const res = p.assembler!.apply();
-        reply({ id: p.id, ok: true, epoch: res.epoch, appliedSlots: res.appliedSlots, duplicateSlots: res.duplicateSlots, wireBytes: res.wireBytes });
-        p.meter.end(status.OK, res.wireBytes, p.assembler!.header.ranges, p.assembler!.applySeconds);
+        const { header, applySeconds } = p.assembler!;
+        // Acknowledged once every backup of its slots holds it (replication.ts).
+        whenReplicated(shard, () => {
+          reply({ id: p.id, ok: true, epoch: res.epoch, appliedSlots: res.appliedSlots, duplicateSlots: res.duplicateSlots, wireBytes: res.wireBytes });
+          p.meter.end(status.OK, res.wireBytes, header.ranges, applySeconds);
+        }, (err) => p.meter.end(fail(p.id, err)));
       } catch (err) {
         p.meter.end(fail(p.id, err));
       } finally {

@@ -11,7 +11,17 @@ export type LogEntry =
   | { kind: 'dense'; slot: number; worker: string; seq: number; gradient: Float32Array }
   | { kind: 'sparse'; table: string; slot: number; worker: string; seq: number; ids: Uint32Array; gradient: Float32Array };
 
-export class MigrationLog {
+/** What a shard tells of each update it applies to chosen slots: a move's log, or a primary's stream to its backups (replication.ts). */
+export interface UpdateRecorder {
+  /** Whether updates of slot `s` are recorded. */
+  has(s: number): boolean;
+  /** A dense slot's part of a push (a view: the recorder copies what it keeps). */
+  dense(slot: number, worker: string, seq: number, gradient: Float32Array): void;
+  /** A sparse slot's rows of a push (views, as for dense). */
+  sparse(table: string, slot: number, worker: string, seq: number, ids: Uint32Array, gradient: Float32Array): void;
+}
+
+export class MigrationLog implements UpdateRecorder {
   private entries: LogEntry[] = [];
 
   constructor(readonly slots: ReadonlySet<number>) {}

@@ -3,7 +3,8 @@ import { dial, unary } from '../cluster/grpc-client.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { shardAdminService } from '../cluster/proto.js';
 import { firstNonFinite } from '../cluster/finite.js';
-import { type ShardMap } from '../cluster/shard-map.js';
+import { type ShardMap, backupsOf, compactBackups, holdersOnly } from '../cluster/shard-map.js';
+import { withBackup } from '../cluster/replica-plan.js';
 import { slotStart } from '../cluster/slots.js';
 import { badSeq, badWorkerId } from '../cluster/worker-id.js';
 import { type TransportSecurity, processSecurity } from '../cluster/tls/transport-security.js';
@@ -46,6 +47,15 @@ export interface MoveReport {
   totalMs: number;
 }
 
+/** What is done with the slots a transfer sends: `move` hands them over, `copy` makes the target one more backup of them. */
+export type TransferKind = 'move' | 'copy';
+
+export interface TransferOptions {
+  /** Resolves once what the source applied before the freeze is held by its backups (replication.ts): waited for before the map changes. */
+  beforeFlip?: () => Promise<void> | null;
+  security?: TransportSecurity;
+}
+
 /**
  * The source side of a move: hands `slots` of `shard` to the shard
  * `targetId` at `targetAddress` and writes the map that gives them to it.
@@ -57,7 +67,7 @@ export interface MoveReport {
  *   the move; the target's errors as they come. Any failure before the map
  *   changed undoes the move: the slots stay here and serve on.
  */
-export async function moveSlots(
+export function moveSlots(
   shard: Shard,
   sparse: SparseStore,
   store: MembershipStore,
@@ -66,26 +76,64 @@ export async function moveSlots(
   targetId: string,
   targetAddress: string,
   security: TransportSecurity = processSecurity(),
+  beforeFlip?: TransferOptions['beforeFlip'],
+): Promise<MoveReport> {
+  return transferSlots('move', shard, sparse, store, adopt, slots, targetId, targetAddress, { security, ...(beforeFlip ? { beforeFlip } : {}) });
+}
+
+/**
+ * A backup's catch-up (docs/replication.md): the same steps as a move —
+ * snapshot while serving, the log in rounds, freeze, the last updates — but
+ * the map written lists `targetId` as one more backup of `slots`, and this
+ * shard keeps them. From that map on, every push to them is held by the
+ * target before it is acknowledged.
+ */
+export function copySlots(
+  shard: Shard,
+  sparse: SparseStore,
+  store: MembershipStore,
+  adopt: (map: ShardMap) => void,
+  slots: readonly number[],
+  targetId: string,
+  targetAddress: string,
+  options: TransferOptions = {},
+): Promise<MoveReport> {
+  return transferSlots('copy', shard, sparse, store, adopt, slots, targetId, targetAddress, options);
+}
+
+async function transferSlots(
+  kind: TransferKind,
+  shard: Shard,
+  sparse: SparseStore,
+  store: MembershipStore,
+  adopt: (map: ShardMap) => void,
+  slots: readonly number[],
+  targetId: string,
+  targetAddress: string,
+  options: TransferOptions,
 ): Promise<MoveReport> {
   const started = performance.now();
+  const security = options.security ?? processSecurity();
+  const what = kind === 'move' ? 'move' : 'copy';
   const map = await store.getMap();
   if (!map) throw new InvalidArgumentError('the cluster has no shard map yet');
   if (shard.gate.model.kind === 'bsp') throw new MigrationError('slots cannot move under bsp: the open step holds summed pushes that are not applied yet; move them between runs');
-  if (targetId === shard.id) throw new InvalidArgumentError(`shard ${shard.id} cannot move slots to itself`);
-  if (!targetAddress) throw new InvalidArgumentError('a move needs the target shard’s address');
-  if (slots.length === 0) throw new InvalidArgumentError('a move needs at least one slot');
+  if (targetId === shard.id) throw new InvalidArgumentError(`shard ${shard.id} cannot ${what} slots to itself`);
+  if (!targetAddress) throw new InvalidArgumentError(`a ${what} needs the target shard’s address`);
+  if (slots.length === 0) throw new InvalidArgumentError(`a ${what} needs at least one slot`);
   // The target must be a live shard at the address it registered: slots go nowhere else.
   const target0 = (await store.members('shard')).find((m) => m.id === targetId);
   if (!target0 || target0.address !== targetAddress) {
-    throw new InvalidArgumentError(`the target of a move must be a live shard at its own address: ${target0 ? `${targetId} is at ${target0.address}, not ${targetAddress.slice(0, 80)}` : `no live shard is called "${targetId.slice(0, 80)}"`}`);
+    throw new InvalidArgumentError(`the target of a ${what} must be a live shard at its own address: ${target0 ? `${targetId} is at ${target0.address}, not ${targetAddress.slice(0, 80)}` : `no live shard is called "${targetId.slice(0, 80)}"`}`);
   }
   const set = new Set(slots);
   for (const s of set) {
     if (!(Number.isInteger(s) && s >= 0 && s < map.slots)) throw new InvalidArgumentError(`slot ${s} is outside 0…${map.slots - 1}`);
     if (map.owners[s] !== shard.id) throw new InvalidArgumentError(`slot ${s} is owned by ${map.owners[s]}, not by ${shard.id}`);
     if (shard.lost.has(s)) throw new MigrationError(`slot ${s} is lost on shard ${shard.id} (it holds no values for it): restore it or reset it (tessera reset-slots) before moving it`);
+    if (kind === 'copy' && backupsOf(map, s).includes(targetId)) throw new InvalidArgumentError(`shard ${targetId} is already a backup of slot ${s}`);
   }
-  if (shard.migration) throw new MigrationError(`shard ${shard.id} is already moving slots; one move at a time`);
+  if (shard.migration) throw new MigrationError(`shard ${shard.id} is already moving or copying slots; one at a time`);
 
   const log = new MigrationLog(set);
   shard.migration = log;
@@ -111,31 +159,41 @@ export async function moveSlots(
     for (const s of set) shard.frozen.add(s);
     frozenAt = performance.now();
     await sendLog();
+    // What the backups were sent before the freeze reaches them before another shard sends them more.
+    await options.beforeFlip?.();
     const current = await store.getMap();
-    if (!current || [...set].some((s) => current.owners[s] !== shard.id)) throw new MigrationError('the map changed under the move; nothing moved');
-    const owners = current.owners.map((o, s) => (set.has(s) ? targetId : o));
-    // Addresses of the shards that own slots: a shard drained of its last slot leaves the map.
-    const all = { ...current.addresses, [targetId]: targetAddress };
-    const addresses = Object.fromEntries(Object.entries(all).filter(([id]) => owners.includes(id)));
-    // The target's bulk address is not known here: clients ask it with Describe until a map rebuilt from the leases names it.
-    const bulk = current.bulk ? Object.fromEntries(Object.entries(current.bulk).filter(([id]) => addresses[id] !== undefined && id !== targetId)) : {};
-    const next: ShardMap = { epoch: current.epoch + 1, slots: current.slots, owners, addresses, ...(Object.keys(bulk).length > 0 ? { bulk } : {}) };
+    if (!current || [...set].some((s) => current.owners[s] !== shard.id)) throw new MigrationError(`the map changed under the ${what}; nothing ${kind === 'move' ? 'moved' : 'copied'}`);
+    const next = kind === 'move' ? movedMap(current, set, targetId, targetAddress) : withBackup(current, set, targetId, targetAddress);
     await store.casMap(current.epoch, next);
     flipped = true;
     adopt(next);
     const frozenMs = performance.now() - frozenAt;
-    // The slots are the target's now: this shard redirects, and lets go of them.
-    dropSlots(shard, sparse, set);
+    // Moved: the slots are the target's now: this shard redirects, and lets go of them.
+    if (kind === 'move') dropSlots(shard, sparse, set);
     return { epoch: next.epoch, slots: set.size, rows, logEntries, frozenMs, totalMs: performance.now() - started };
   } catch (err) {
     // Before the flip the target lets go of what it received; after it, the slots are the target's.
     if (!flipped) await call('dropSlots', { slots: [...set] }).catch(() => undefined);
-    throw err instanceof TesseraError ? err : new MigrationError(`the move of ${set.size} slots to ${targetId} failed: ${(err as Error).message}`);
+    throw err instanceof TesseraError ? err : new MigrationError(`the ${what} of ${set.size} slots to ${targetId} failed: ${(err as Error).message}`);
   } finally {
     for (const s of set) shard.frozen.delete(s);
     shard.migration = null;
     target.close();
   }
+}
+
+/**
+ * The map after a move of `set` to `targetId`: the target owns them (and is
+ * no longer one of their backups, if it was); a shard left holding no slot,
+ * owned or backed, leaves the map.
+ */
+function movedMap(current: ShardMap, set: ReadonlySet<number>, targetId: string, targetAddress: string): ShardMap {
+  const owners = current.owners.map((o, s) => (set.has(s) ? targetId : o));
+  const backups = current.backups?.map((b, s) => (set.has(s) ? b.filter((id) => id !== targetId) : [...b]));
+  const kept = backups ? compactBackups(backups) : {};
+  // The target's bulk address is not known here: clients ask it with Describe until a map rebuilt from the leases names it.
+  const bulk = current.bulk ? Object.fromEntries(Object.entries(current.bulk).filter(([id]) => id !== targetId)) : undefined;
+  return { epoch: current.epoch + 1, slots: current.slots, owners, ...holdersOnly(owners, kept.backups, { ...current.addresses, [targetId]: targetAddress }, bulk), ...kept };
 }
 
 /**
@@ -232,12 +290,12 @@ export function applyLog(data: Buffer, shard: Shard, sparse: SparseStore, sender
   return entries.length;
 }
 
-/** Forgets `slots` (dense and sparse) unless the map gives them to this shard. */
+/** Forgets `slots` (dense and sparse) unless the map gives them to this shard, as their owner or a backup. */
 export function dropSlots(shard: Shard, sparse: SparseStore, slots: Iterable<number>, sender: string | null = null): number {
   checkSender(shard, sender, slots);
   let n = 0;
   for (const s of slots) {
-    if (shard.owned().some((r) => s >= r.begin && s < r.end)) continue;
+    if (shard.ownerOf(s) === shard.id || shard.backs(s)) continue;
     shard.store.drop(s);
     for (const spec of shard.config.model.sparse ?? []) sparse.table(spec.name).dropSlot(s);
     n++;
@@ -305,7 +363,7 @@ export function decodeLog(data: Buffer): LogEntry[] {
 }
 
 /** Entries encoded in pieces of at most about MIGRATION_PAYLOAD_BYTES. */
-function logPieces(entries: LogEntry[]): { data: Buffer; count: number }[] {
+export function logPieces(entries: LogEntry[]): { data: Buffer; count: number }[] {
   const out: { data: Buffer; count: number }[] = [];
   let batch: LogEntry[] = [];
   let bytes = 0;

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { CheckpointError, InvalidArgumentError, NotFoundError, ResourceExhaustedError, ShardIdTakenError } from '../cluster/errors.js';
+import { CheckpointError, InvalidArgumentError, MapConflictError, NotFoundError, PermissionDeniedError, ResourceExhaustedError, ShardIdTakenError } from '../cluster/errors.js';
 import { startGrpcServer, type TesseraGrpcServer } from '../cluster/grpc-server.js';
 import { ADMIN_RULES, DATA_RULES } from '../cluster/tls/authorization.js';
 import { type ListenerLimits } from '../cluster/listener-limits.js';
@@ -10,14 +10,16 @@ import { IDLE_WORKER_STATE, type MembershipStore } from '../cluster/membership/s
 import { reconcileMap } from '../cluster/membership/reconcile.js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { SHARD_ADMIN_SERVICE_NAME, SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME, shardAdminService, shardService, sparseShardService } from '../cluster/proto.js';
-import { type ShardMap, checkMapFor } from '../cluster/shard-map.js';
+import { type ShardMap, backedRanges, backupsOf, checkMapFor } from '../cluster/shard-map.js';
+import { failoverMap, nextBackups } from '../cluster/replica-plan.js';
 import { formatRanges, normalizeRanges } from '../cluster/slots.js';
 import { isWildcardHost, splitHostPort } from '../cluster/address.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { MetricsServer } from '../cluster/metrics/metrics-server.js';
 import { shardAdminImplementation } from './admin-service.js';
 import { DEFAULT_CHECKPOINT_KEEP, badCheckpointName, checkDirectory, readCheckpoint, restore, resumeFrom, takeCheckpoint } from './checkpoint.js';
-import { type MoveReport, applyLog, dropSlots, importSlots, moveSlots } from './migration.js';
+import { type MoveReport, applyLog, copySlots, dropSlots, importSlots, moveSlots } from './migration.js';
+import { DEFAULT_BACKUP_TIMEOUT_MS, Replicator } from './replication.js';
 import { takeModelExport } from './model-export.js';
 import { Shard } from './shard.js';
 import { BulkServer } from './bulk-service.js';
@@ -103,6 +105,12 @@ export interface ShardServerOptions {
    * served (the shard still counts them, in {@link ShardServer.metrics}).
    */
   metrics?: string;
+  /**
+   * How long a backup may take no updates before this shard, as its primary,
+   * drops it from the map and acknowledges without it (docs/replication.md).
+   * Default {@link DEFAULT_BACKUP_TIMEOUT_MS} (2 000 ms).
+   */
+  backupTimeoutMs?: number;
   /** The failure domain it runs in (`--topology`: a node, rack or zone): published with its lease, so that a slot's backups go to other domains than its primary. */
   topology?: string;
 }
@@ -151,8 +159,13 @@ export class ShardServer extends EventEmitter {
     /** Its Prometheus metrics (shard-metrics.ts), served on `--metrics` when given. */
     readonly metrics: ShardMetrics,
     private readonly metricsServer: MetricsServer | null,
+    /** Sends what it applies to its slots' backups (replication.ts). */
+    readonly replicator: Replicator,
   ) {
     super();
+    shard.replicated = () => replicator.barrier();
+    // A shard that starts into an existing map may be listed there for values it no longer has.
+    this.fresh = !shard.acceptsInitialValues;
   }
 
   static async start(options: ShardServerOptions): Promise<ShardServer> {
@@ -205,8 +218,8 @@ export class ShardServer extends EventEmitter {
         implementation: shardAdminImplementation({
           checkpoint: (name, atStep) => server!.checkpoint(name, atStep),
           moveSlots: (slots, targetId, targetAddress) => server!.moveSlots(slots, targetId, targetAddress),
-          importSlots: (data, sender) => importSlots(data, shard, sparse, sender),
-          applyLog: (data, sender) => applyLog(data, shard, sparse, sender),
+          importSlots: (data, sender) => server!.fromOwner(() => importSlots(data, shard, sparse, sender)),
+          applyLog: (data, sender) => server!.fromOwner(() => applyLog(data, shard, sparse, sender)),
           dropSlots: (slots, sender) => dropSlots(shard, sparse, slots, sender),
           exportModel: (atStep, signal) => takeModelExport(shard, sparse, atStep, signal),
           resetSlots: (slots) => server!.resetLost(slots),
@@ -235,7 +248,8 @@ export class ShardServer extends EventEmitter {
       log.error(`shard ${options.id}: resumed from ${rolledBack.path}, taken at ${rolledBack.to}, not at a clean shutdown: pushes it acknowledged after that are lost (the map epoch moves on so that clients re-read it; tessera status shows the roll-back)`);
     }
     const lease = new Lease(options.store, 'shard', { id: options.id, address, ...(bulkAddress ? { bulkAddress } : {}), state: 'joining', bytes: 0, ...(options.topology ? { topology: options.topology } : {}), ...claim, ...(rolledBack ? { rolledBack } : {}) }, options.lease ?? DEFAULT_LEASE);
-    server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS, security, pool.budget, metrics, metricsServer);
+    const replicator = new Replicator(shard, options.store, (map) => server!.adopt(map), security, options.backupTimeoutMs ?? DEFAULT_BACKUP_TIMEOUT_MS);
+    server = new ShardServer(shard, sparse, address, bulkAddress, grpc, bulk, lease, options.store, config, options.mapPollMs ?? DEFAULT_MAP_POLL_MS, security, pool.budget, metrics, metricsServer, replicator);
     log.info(`shard ${options.id} listening on ${address}${bulkAddress ? `, bulk on ${bulkAddress}` : ''} (model ${config.model.name}, ${shard.elements} elements, ${config.slots} slots, ${config.optimizer.name})`);
     try {
       await waitOutDuplicate(options.store, options.id, address, options.lease ?? DEFAULT_LEASE);
@@ -285,6 +299,7 @@ export class ShardServer extends EventEmitter {
         if (outcome !== 'waiting') log.info(`shard ${this.shard.id}: shard map ${outcome}`);
         map = await this.store.getMap();
       }
+      if (map && this.fresh) map = await this.stepDown(map);
       if (map) this.adopt(map);
       if (map && this.rollBackToAnnounce) await this.announceRollBack(map);
       if (map && map.addresses[this.shard.id] !== undefined && (map.addresses[this.shard.id] !== this.address || (this.bulkAddress && map.bulk?.[this.shard.id] !== undefined && map.bulk[this.shard.id] !== this.bulkAddress))) await this.claimAddress(map);
@@ -337,6 +352,101 @@ export class ShardServer extends EventEmitter {
     }
   }
 
+  /** Whether this shard started into an existing map and has not read it yet: it may be listed there for slots it no longer holds. */
+  private fresh: boolean;
+
+  /**
+   * A shard that starts (or restarts) holds nothing that a live backup does
+   * not hold better: where the map makes it the owner of slots that have a
+   * live backup, those go to their first live backup, and it leaves every
+   * backup list it is on (it is given copies again once serving). Its other
+   * slots stay its own: restored from a checkpoint, or lost. Returns the map
+   * to adopt.
+   */
+  private async stepDown(map: ShardMap): Promise<ShardMap> {
+    const id = this.shard.id;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const listed = map.owners.some((o, s) => o === id && backupsOf(map, s).length > 0) || map.owners.some((_, s) => backupsOf(map, s).includes(id));
+      if (!listed) break;
+      const live = new Set((await this.store.members('shard')).map((m) => m.id).filter((m) => m !== id));
+      const change = failoverMap(map, live);
+      if (!change) break;
+      try {
+        await this.store.casMap(map.epoch, change.map);
+        if (change.promoted.length > 0) log.warn(`shard ${id}: started without the latest values of slots ${formatRanges(normalizeRanges(change.promoted.map((p) => ({ begin: p.slot, end: p.slot + 1 }))))}; their backups serve them now (map epoch ${change.map.epoch}), and this shard catches up as a backup`);
+        map = change.map;
+        break;
+      } catch (err) {
+        if (!(err instanceof MapConflictError)) throw err;
+        const current = await this.store.getMap();
+        if (!current) break;
+        map = current;
+      }
+    }
+    this.fresh = false;
+    return map;
+  }
+
+  /**
+   * Runs a backup's refused payload again after re-reading the map: a primary
+   * that took over (or a move) is known to the store before it is known here.
+   */
+  async fromOwner<T>(work: () => T): Promise<T> {
+    try {
+      return work();
+    } catch (err) {
+      if (!(err instanceof PermissionDeniedError || err instanceof InvalidArgumentError)) throw err;
+      await this.refresh();
+      return work();
+    }
+  }
+
+  /** Whether a catch-up of a new backup is running (one at a time). */
+  private copying = false;
+
+  /**
+   * Replication's upkeep, at every map poll (docs/replication.md): slots
+   * whose primary's lease is gone go to their first live backup, and dead
+   * backups leave the map (one compare-and-set, whichever live shard sees it
+   * first); then the slots this shard owns that are short of backups get one,
+   * caught up from a snapshot and the log (copySlots), one copy at a time.
+   */
+  private async tendReplicas(): Promise<void> {
+    const map = this.shard.currentMap;
+    if (!map) return;
+    let members;
+    try {
+      members = await this.store.members('shard');
+    } catch {
+      return;
+    }
+    const live = new Set(members.map((m) => m.id));
+    if (!live.has(this.shard.id) || this.state === 'draining' || this.state === 'gone') return;
+    const change = failoverMap(map, live);
+    if (change) {
+      try {
+        await this.store.casMap(map.epoch, change.map);
+        for (const [to, from] of new Map(change.promoted.map((p) => [p.to, p.from]))) {
+          const slots = normalizeRanges(change.promoted.filter((p) => p.to === to).map((p) => ({ begin: p.slot, end: p.slot + 1 })));
+          log.warn(`shard ${this.shard.id}: shard ${from} is gone (no lease); its backup ${to} takes over slots ${formatRanges(slots)} (map epoch ${change.map.epoch})`);
+        }
+        this.adopt(change.map);
+      } catch (err) {
+        log.debug(`shard ${this.shard.id}: failover not written (${(err as Error).message}); the next poll looks again`);
+      }
+      return;
+    }
+    if (this.copying || this.shard.migration) return;
+    const plan = nextBackups(map, this.config.replicas ?? 0, this.shard.id, members.filter((m) => m.address).map((m) => ({ id: m.id, address: m.address!, ...(m.topology ? { topology: m.topology } : {}), ...(m.state ? { state: m.state } : {}) })));
+    if (!plan) return;
+    this.copying = true;
+    const { target, slots } = plan;
+    void copySlots(this.shard, this.sparse, this.store, (m) => this.adopt(m), slots, target.id, target.address, { security: this.security, beforeFlip: () => this.replicator.barrier() })
+      .then((report) => log.info(`shard ${this.shard.id}: ${target.id} is a backup of slots ${formatRanges(normalizeRanges(slots.map((s) => ({ begin: s, end: s + 1 }))))} now (map epoch ${report.epoch}; caught up from a snapshot and ${report.logEntries} updates, frozen ${report.frozenMs.toFixed(1)} ms)`))
+      .catch((err: Error) => log.warn(`shard ${this.shard.id}: could not make ${target.id} a backup of ${slots.length} slots (${err.message}); trying again at the next poll`))
+      .finally(() => (this.copying = false));
+  }
+
   /** The traffic of the slots this shard owns, bytes/s per slot with any (Shard.load). */
   ownedLoad(): { slot: number; bytesPerSec: number }[] {
     return this.shard.load.rates().filter((r) => this.shard.ownerOf(r.slot) === this.shard.id);
@@ -371,14 +481,15 @@ export class ShardServer extends EventEmitter {
   /** refresh() now, then again on a timer: every mapPollMs, or every 250 ms while there is no map. */
   private async poll(): Promise<void> {
     const present = await this.refresh();
+    if (present && (this.config.replicas ?? 0) > 0) await this.tendReplicas();
     // Sparse tables grow as rows are touched, traffic moves: publish what is held and carried now with the next renewal.
-    this.lease.update({ bytes: this.shard.store.heldBytes() + this.sparse.heldBytes(), load: this.ownedLoad() });
+    this.lease.update({ bytes: this.shard.store.heldBytes() + this.sparse.heldBytes(), load: this.ownedLoad(), replication: this.replicator.lag() });
     if (this.state === 'draining' || this.state === 'gone') return;
     this.pollTimer = setTimeout(() => void this.poll(), present ? this.mapPollMs : NO_MAP_POLL_MS);
     this.pollTimer.unref();
   }
 
-  private adopt(map: ShardMap): void {
+  adopt(map: ShardMap): void {
     if (this.state === 'draining' || this.state === 'gone') return;
     try {
       checkMapFor(this.config.slots, map);
@@ -387,11 +498,19 @@ export class ShardServer extends EventEmitter {
       log.error(`shard ${this.shard.id}: ignoring a shard map from the store that does not fit this cluster (${(err as Error).message}); serving on with the map of epoch ${this.shard.epoch} it holds`);
       return;
     }
+    const before = this.shard.currentMap;
     if (!this.shard.setMap(map)) return;
+    this.replicator.setMap(map);
     const owned = this.shard.owned();
-    log.info(`shard ${this.shard.id}: map epoch ${map.epoch}, owns slots ${formatRanges(owned) || '(none)'}`);
+    const backed = backedRanges(map, this.shard.id);
+    // Slots it backed and no longer holds in any role: their copies go (a move's slots in flight are not backed by any map yet).
+    if (before) {
+      const gone = backedRanges(before, this.shard.id).flatMap((r) => Array.from({ length: r.end - r.begin }, (_, i) => r.begin + i)).filter((s) => map.owners[s] !== this.shard.id && !backupsOf(map, s).includes(this.shard.id));
+      if (gone.length > 0) dropSlots(this.shard, this.sparse, gone);
+    }
+    log.info(`shard ${this.shard.id}: map epoch ${map.epoch}, owns slots ${formatRanges(owned) || '(none)'}${backed.length > 0 ? `, backs up slots ${formatRanges(backed)}` : ''}`);
     this.reportLost();
-    this.lease.update({ bytes: this.shard.store.heldBytes() + this.sparse.heldBytes(), epoch: map.epoch, owned });
+    this.lease.update({ bytes: this.shard.store.heldBytes() + this.sparse.heldBytes(), epoch: map.epoch, owned, backed });
     void this.lease.renew();
     if (owned.length > 0) this.transition('serving');
     this.emit('map', map);
@@ -480,7 +599,7 @@ export class ShardServer extends EventEmitter {
    * them to it.
    */
   async moveSlots(slots: number[], targetId: string, targetAddress: string): Promise<MoveReport> {
-    const report = await moveSlots(this.shard, this.sparse, this.store, (map) => this.adopt(map), slots, targetId, targetAddress, this.security).catch((err: unknown) => {
+    const report = await moveSlots(this.shard, this.sparse, this.store, (map) => this.adopt(map), slots, targetId, targetAddress, this.security, () => this.replicator.barrier()).catch((err: unknown) => {
       this.metrics.moved(false, 0);
       throw err;
     });
@@ -521,6 +640,7 @@ export class ShardServer extends EventEmitter {
     this.shard.gate.close();
     await this.bulk?.close();
     await this.grpc.close(graceMs);
+    this.replicator.close();
     // Every request has been answered: the last checkpoint holds every acknowledged push.
     if (this.checkpoints) await this.checkpoint('', 0, true, true).catch((err: Error) => log.warn(`shard ${this.shard.id}: the last checkpoint failed (${err.message})`));
     await this.lease.close();

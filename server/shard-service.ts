@@ -11,7 +11,7 @@ import { admitPull } from './admission.js';
 import { GradientPool } from './gradient-pool.js';
 import { BudgetCharge } from './inflight-budget.js';
 import { PushAssembler } from './push-assembler.js';
-import { type Shard } from './shard.js';
+import { type Shard, whenReplicated } from './shard.js';
 import { type ShardMetrics, noMeter } from './shard-metrics.js';
 
 // Messages as proto-loader decodes them (cluster/proto.ts), typed from proto/ (scripts/gen-proto-types.mjs).
@@ -109,8 +109,12 @@ export function shardImplementation(shard: Shard, describe: () => object, pool =
           if (!push) throw new InvalidArgumentError('empty push: no header was sent');
           const res = push.apply();
           settle();
-          meter.end(status.OK, res.wireBytes, push.header.ranges, push.applySeconds);
-          callback(null, res);
+          const { header, applySeconds } = push;
+          // Acknowledged once every backup of its slots holds it (replication.ts).
+          whenReplicated(shard, () => {
+            meter.end(status.OK, res.wireBytes, header.ranges, applySeconds);
+            callback(null, res);
+          }, fail);
         } catch (err) {
           fail(err);
         }

@@ -2,12 +2,12 @@ import { firstNonFinite as firstNonFiniteScalar } from '../cluster/finite.js';
 import { type ClusterConfig, WORKER_START_TIMEOUT_MS } from '../cluster/cluster-config.js';
 import { parseConsistency } from '../cluster/consistency.js';
 import { InvalidArgumentError, MovedError, NotReadyError, SlotLostError, StaleEpochError } from '../cluster/errors.js';
-import { type ShardMap, ownedRanges } from '../cluster/shard-map.js';
+import { type ShardMap, backedRanges, backupsOf, ownedRanges } from '../cluster/shard-map.js';
 import { type SlotRange, checkRanges, rangesLength, slotElements, slotStart } from '../cluster/slots.js';
 import { copyBytes, floatBytes } from '../cluster/wire/dense-values.js';
 import { ClockGate, toMean } from './clock-gate.js';
 import { badSeq, badWorkerId } from '../cluster/worker-id.js';
-import { type MigrationLog } from './migration-log.js';
+import { type MigrationLog, type UpdateRecorder } from './migration-log.js';
 import { applyGradient, applyGradientToSlots } from './optimizers.js';
 import { addressOf, simdKernels } from './simd-kernels.js';
 import { SlotLoad } from './slot-load.js';
@@ -64,6 +64,14 @@ export class Shard {
   pushesApplied = 0;
   /** Slots being handed to another shard: what is applied to them is recorded here (migration.ts). */
   migration: MigrationLog | null = null;
+  /** Slots with backups: what is applied to them is sent to each backup before the push is acknowledged (replication.ts). */
+  replica: UpdateRecorder | null = null;
+  /**
+   * Resolves once every update recorded so far by {@link replica} is held by
+   * every backup of its slot (null: nothing to wait for). The edges wait for
+   * it before they acknowledge a push.
+   */
+  replicated: (() => Promise<void> | null) | null = null;
   /** Slots in the last moment of a hand-off: requests for them are answered "not ready", to be retried. */
   readonly frozen = new Set<number>();
   /**
@@ -109,6 +117,8 @@ export class Shard {
       if (this.acceptsInitialValues) this.store.ensureRange(r.begin, r.end);
       else for (let s = r.begin; s < r.end; s++) if (!this.store.has(s)) this.lost.add(s);
     }
+    // A new cluster's first map may name backups: they start from the same initial values as the owner.
+    if (this.acceptsInitialValues) for (const r of backedRanges(map, this.id)) this.store.ensureRange(r.begin, r.end);
     for (const s of this.lost) if (map.owners[s] !== this.id) this.lost.delete(s);
     this.acceptsInitialValues = false;
     return true;
@@ -125,6 +135,16 @@ export class Shard {
       this.lost.delete(s);
     }
     return slots;
+  }
+
+  /** Whether the current map lists this shard as a backup of slot `s`. */
+  backs(s: number): boolean {
+    return this.map !== null && backupsOf(this.map, s).includes(this.id);
+  }
+
+  /** The map this shard serves under, if it has one. */
+  get currentMap(): ShardMap | null {
+    return this.map;
   }
 
   /** The shard the current map gives slot `s` to, if any. */
@@ -305,6 +325,7 @@ export class Shard {
           }
           slot.dedup.add(header.workerId, header.seq);
           if (this.migration?.has(s)) this.migration.dense(s, header.workerId, header.seq, gradient.subarray(off, ends[k]! - base));
+          if (this.replica?.has(s)) this.replica.dense(s, header.workerId, header.seq, gradient.subarray(off, ends[k]! - base));
           if (push.applied++ === 0) this.pushesApplied++;
         }
         push.next = k + 1;
@@ -370,6 +391,17 @@ export class Shard {
     }
     this.pending.clear();
   }
+}
+
+/**
+ * Runs `then` once every backup holds what `shard` applied so far (at once
+ * when it has no backups, or nothing is outstanding), or `refuse` with the
+ * error that stopped it: how an edge acknowledges a push.
+ */
+export function whenReplicated(shard: Pick<Shard, 'replicated'>, then: () => void, refuse: (err: unknown) => void): void {
+  const durable = shard.replicated?.() ?? null;
+  if (durable) durable.then(then, refuse);
+  else then();
 }
 
 /** Pieces copied into one buffer (out of shared memory at word speed, see copyBytes). */

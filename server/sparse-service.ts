@@ -7,6 +7,7 @@ import { bytesToF32, bytesToIdHalves, f32Bytes } from '../cluster/wire/sparse-va
 import { admitSparsePull } from './admission.js';
 import { type ClockGate } from './clock-gate.js';
 import { type ShardMetrics, noMeter } from './shard-metrics.js';
+import { whenReplicated } from './shard.js';
 import { type SparseStore } from './sparse-store.js';
 import type { SparsePullRequest__Output } from '../cluster/wire/proto-types/tessera/v1/SparsePullRequest.js';
 import type { SparsePushRequest__Output } from '../cluster/wire/proto-types/tessera/v1/SparsePushRequest.js';
@@ -55,9 +56,15 @@ export function sparseShardImplementation(store: SparseStore, gate: ClockGate, d
         const gradients = bytesToF32(bytesOf(req.gradients, 'gradients'), 'gradients');
         const res = store.push({ epoch: req.epoch, model: req.model, table: req.table, workerId: req.workerId, seq: req.seq, ids, gradients, ...(req.clocked ? { clock: req.clock } : {}) });
         store.countBytes(req.table, req.ids.byteLength + req.gradients.byteLength, 0);
-        meter.end(status.OK, req.ids.byteLength + req.gradients.byteLength);
-        callback(null, res);
+        // Acknowledged once every backup of its slots holds it (replication.ts).
+        whenReplicated(store, () => {
+          meter.end(status.OK, req.ids.byteLength + req.gradients.byteLength);
+          callback(null, res);
+        }, refuse);
       } catch (err) {
+        refuse(err);
+      }
+      function refuse(err: unknown): void {
         const s = toStatus(err);
         meter.end(s.code);
         callback(s);

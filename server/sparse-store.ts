@@ -6,7 +6,7 @@ import { validateSparseTables } from '../cluster/sparse-keys.js';
 import { type IdGroups, groupIds, rowCount, sumRows } from '../cluster/sparse-routing.js';
 import { SPARSE_MAX_REPLY_BYTES } from '../cluster/wire/sparse-values.js';
 import { type ClockGate, toMean } from './clock-gate.js';
-import { type MigrationLog } from './migration-log.js';
+import { type MigrationLog, type UpdateRecorder } from './migration-log.js';
 import { DEFAULT_MAX_SPARSE_ROWS, checkRowCap, validRowCap } from './sparse-row-cap.js';
 import { type SparseRows, SparseTable } from './sparse-table.js';
 import { badSeq, badWorkerId } from '../cluster/worker-id.js';
@@ -41,6 +41,10 @@ export interface OwnershipCheck {
   readonly gate: ClockGate;
   /** Slots being handed to another shard, whose updates are recorded. */
   readonly migration: MigrationLog | null;
+  /** Slots with backups, whose updates are sent to them (replication.ts). */
+  readonly replica: UpdateRecorder | null;
+  /** Resolves once the backups hold every update sent them (Shard.replicated). */
+  readonly replicated: (() => Promise<void> | null) | null;
   /** The traffic each slot carries: a sparse request adds its rows' bytes. */
   readonly load: SlotLoad;
 }
@@ -120,6 +124,11 @@ export class SparseStore {
     this.maxRowsPerTable = validRowCap(options.maxRowsPerTable ?? DEFAULT_MAX_SPARSE_ROWS);
     for (const spec of config.model.sparse ?? []) this.tables.set(spec.name, new SparseTable(spec, config.model.seed, spec.optimizer ?? config.optimizer));
     owner.gate.onStepClosed((_step, workers) => this.applyPending(workers));
+  }
+
+  /** What a push waits for before it is acknowledged: its backups (Shard.replicated). */
+  get replicated(): (() => Promise<void> | null) | null {
+    return this.owner.replicated;
   }
 
   /** The table named `name`; throws InvalidArgumentError naming the tables there are. */
@@ -243,6 +252,8 @@ export class SparseStore {
         slot.dedup.add(req.workerId, req.seq);
         const log = this.owner.migration;
         if (log?.has(s)) log.sparse(table.name, s, req.workerId, req.seq, g.ids.subarray(2 * a, 2 * b), sums.subarray(a * dim, b * dim));
+        const replica = this.owner.replica;
+        if (replica?.has(s)) replica.sparse(table.name, s, req.workerId, req.seq, g.ids.subarray(2 * a, 2 * b), sums.subarray(a * dim, b * dim));
         appliedSlots++;
         rowsApplied += b - a;
       }

@@ -17,6 +17,8 @@ export interface Running {
   kill(signal?: NodeJS.Signals): void;
   /** What it has written to stdout so far. */
   stdout(): string;
+  /** What it has written to stderr so far (its log). */
+  stderr(): string;
 }
 
 /** Starts `tessera <args>` with children logging warnings only; it is killed if it outlives `timeoutMs`. */
@@ -33,7 +35,7 @@ export function start(args: string[], timeoutMs = 120_000, env: NodeJS.ProcessEn
       resolve({ code: code ?? (signal === 'SIGKILL' ? 137 : -1), stdout, stderr });
     });
   });
-  return { child, finished, kill: (signal = 'SIGKILL') => child.kill(signal), stdout: () => stdout };
+  return { child, finished, kill: (signal = 'SIGKILL') => child.kill(signal), stdout: () => stdout, stderr: () => stderr };
 }
 
 /** Runs `tessera <args>` to its end. */

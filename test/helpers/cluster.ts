@@ -51,6 +51,12 @@ export async function startCluster(opts: {
   maxSparseRows?: number;
   /** Serve each shard's Prometheus metrics on a free loopback port (ShardServer.metricsAddress). Default: not served. */
   metrics?: boolean;
+  /** Backups of every slot (ClusterConfig.replicas). Default none. */
+  replicas?: number;
+  /** Each shard's lease (default: the shard's default). */
+  lease?: { ttlMs: number; renewMs: number };
+  /** Each shard's map poll (default: the shard's default). */
+  mapPollMs?: number;
 }): Promise<TestCluster> {
   const transport = opts.transport ?? 'bulk';
   const store = new MemoryMembershipStore();
@@ -62,12 +68,13 @@ export async function startCluster(opts: {
     consistency: opts.consistency ?? 'async',
     initialShards: opts.shards,
     ...(opts.initialWorkers ? { initialWorkers: opts.initialWorkers } : {}),
+    ...(opts.replicas ? { replicas: opts.replicas } : {}),
   };
   await store.createCluster(config);
   const shards: ShardServer[] = [];
   const clients: TesseraClient[] = [];
   // The last shard to register writes the first map (epoch 1, slots spread evenly); the others adopt it.
-  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store, ...(opts.security ? { security: opts.security(`shard-${i}`) } : {}), ...(opts.limits ? { limits: opts.limits } : {}), ...(opts.checkpointDir ? { checkpoints: { directory: opts.checkpointDir, everyMs: 0 } } : {}), ...(opts.maxInflightBytes ? { maxInflightBytes: opts.maxInflightBytes } : {}), ...(opts.maxSparseRows ? { maxSparseRows: opts.maxSparseRows } : {}), ...(opts.metrics ? { metrics: '127.0.0.1:0' } : {}) }));
+  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store, ...(opts.security ? { security: opts.security(`shard-${i}`) } : {}), ...(opts.limits ? { limits: opts.limits } : {}), ...(opts.checkpointDir ? { checkpoints: { directory: opts.checkpointDir, everyMs: 0 } } : {}), ...(opts.maxInflightBytes ? { maxInflightBytes: opts.maxInflightBytes } : {}), ...(opts.maxSparseRows ? { maxSparseRows: opts.maxSparseRows } : {}), ...(opts.metrics ? { metrics: '127.0.0.1:0' } : {}), ...(opts.lease ? { lease: opts.lease } : {}), ...(opts.mapPollMs ? { mapPollMs: opts.mapPollMs } : {}) }));
   for (const s of shards) await s.refresh();
   return {
     store,

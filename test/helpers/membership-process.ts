@@ -40,7 +40,7 @@ export async function startMembershipProcess(tlsDir: string, config: ClusterConf
     });
     child.once('exit', () => reject(new Error(`the membership process exited while starting: ${stderr}`)));
   });
-  return { proc: { child, finished, kill: (signal = 'SIGKILL') => child.kill(signal), stdout: () => stdout }, port };
+  return { proc: { child, finished, kill: (signal = 'SIGKILL') => child.kill(signal), stdout: () => stdout, stderr: () => stderr }, port };
 }
 
 async function main(tlsDir: string, configJson: string, mapJson: string): Promise<void> {
