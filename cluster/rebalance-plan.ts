@@ -1,4 +1,4 @@
-import { type ShardMap } from './shard-map.js';
+import { type ShardMap, backupsOf } from './shard-map.js';
 
 /** Slots to hand from one shard to another, in one move. */
 export interface SlotMove {
@@ -13,6 +13,9 @@ export interface SlotMove {
  * holds up to its share, a shard not in `shards` gives away everything (it is
  * being drained), and a shard over its share gives away its highest slots.
  * Moves carry at most `perMove` slots each, and keep runs of slots together.
+ * A shard is given slots it does not back up before ones it does, so that a
+ * slot's primary and backup stay on two shards (a move to a slot's backup
+ * makes the slot one backup short until its primary copies it again).
  * Pure; `[]` when the map is already even.
  */
 export function rebalancePlan(map: ShardMap, shards: readonly string[], perMove = 64): SlotMove[] {
@@ -36,11 +39,14 @@ export function rebalancePlan(map: ShardMap, shards: readonly string[], perMove 
   }
   surplus.sort((a, b) => a.slot - b.slot);
   const moves: SlotMove[] = [];
-  let next = 0;
+  const taken = new Set<number>();
   for (const id of order) {
     let need = share.get(id)! - Math.min(owned.get(id)!.length, share.get(id)!);
-    while (need > 0 && next < surplus.length) {
-      const { from, slot } = surplus[next++]!;
+    while (need > 0 && taken.size < surplus.length) {
+      let k = surplus.findIndex((e, i) => !taken.has(i) && !backupsOf(map, e.slot).includes(id));
+      if (k < 0) k = surplus.findIndex((_, i) => !taken.has(i));
+      taken.add(k);
+      const { from, slot } = surplus[k]!;
       need--;
       const last = moves[moves.length - 1];
       if (last && last.from === from && last.to === id && last.slots.length < perMove) last.slots.push(slot);
@@ -102,7 +108,10 @@ export function loadPlan(map: ShardMap, shards: readonly string[], load: Readonl
     if (hotLoad <= mean * (1 + margin)) break;
     // The slot that best evens hot and cold: the largest not above half their gap (else the smallest that still helps).
     const gap = hotLoad - coldLoad;
-    const candidates = owned.get(hot)!.filter((s) => slotLoad(s) > 0 && slotLoad(s) < gap);
+    // Slots the cold shard backs up stay where they are when others can go (their primary and backup on two shards).
+    const movable = owned.get(hot)!.filter((s) => slotLoad(s) > 0 && slotLoad(s) < gap);
+    const apart = movable.filter((s) => !backupsOf(map, s).includes(cold));
+    const candidates = apart.length > 0 ? apart : movable;
     if (candidates.length === 0) break;
     const fits = candidates.filter((s) => slotLoad(s) <= gap / 2);
     const slot = fits.length > 0 ? fits.reduce((a, b) => (slotLoad(b) > slotLoad(a) ? b : a)) : candidates.reduce((a, b) => (slotLoad(b) < slotLoad(a) ? b : a));

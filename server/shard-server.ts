@@ -259,6 +259,7 @@ export class ShardServer extends EventEmitter {
       throw err;
     }
     server.checkpoints = options.checkpoints;
+    server.deadAfterMs = (options.lease ?? DEFAULT_LEASE).renewMs;
     server.rollBackToAnnounce = rolledBack !== undefined;
     server.scheduleCheckpoint();
     await lease.start();
@@ -401,6 +402,11 @@ export class ShardServer extends EventEmitter {
     }
   }
 
+  /** Since when each shard of the map has had no lease, as this shard's polls saw it. */
+  private readonly missingSince = new Map<string, number>();
+  /** How long a shard of the map must have had no lease to be taken for dead: its lease's renewal period. */
+  private deadAfterMs = DEFAULT_LEASE.renewMs;
+
   /** Whether a catch-up of a new backup is running (one at a time). */
   private copying = false;
 
@@ -420,8 +426,17 @@ export class ShardServer extends EventEmitter {
     } catch {
       return;
     }
-    const live = new Set(members.map((m) => m.id));
-    if (!live.has(this.shard.id) || this.state === 'draining' || this.state === 'gone') return;
+    const listed = new Set(members.map((m) => m.id));
+    if (!listed.has(this.shard.id) || this.state === 'draining' || this.state === 'gone') return;
+    // A holder counts as dead once its lease has been missing for a renewal period: a store back from an outage
+    // (leases lapsed all at once) hears from every live shard within that, and nobody is taken for dead meanwhile.
+    const now = Date.now();
+    const live = new Set(listed);
+    for (const id of new Set([...map.owners, ...(map.backups ?? []).flat()])) {
+      if (listed.has(id)) this.missingSince.delete(id);
+      else if (!this.missingSince.has(id)) this.missingSince.set(id, now);
+      if (now - (this.missingSince.get(id) ?? now) < this.deadAfterMs) live.add(id);
+    }
     const change = failoverMap(map, live);
     if (change) {
       try {

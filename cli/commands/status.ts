@@ -50,7 +50,9 @@ function table(header: string[], rows: (string | number)[][]): string {
 
 function render(s: ClusterStatus): string {
   const mb = (b: number) => `${(b / 1e6).toFixed(1)} MB`;
-  let out = `cluster ${s.cluster} · model ${s.model} · ${s.consistency} · map epoch ${s.epoch} · ${s.slots} slots${s.orphaned_slots ? ` · ${s.orphaned_slots} slots on dead shards` : ''}\n`;
+  let out = `cluster ${s.cluster} · model ${s.model} · ${s.consistency} · map epoch ${s.epoch} · ${s.slots} slots${s.orphaned_slots ? ` · ${s.orphaned_slots} slots on dead shards` : ''}`;
+  if (s.replicas > 0) out += ` · ${s.replicas} backup(s) per slot${s.under_replicated_slots ? ` · ${s.under_replicated_slots} slots UNDER-REPLICATED` : ''}`;
+  out += '\n';
   if (s.data) {
     const held = Object.values(s.data.held).reduce((a, h) => a + h.length, 0);
     out += `data: ${s.data.epochs} epochs × ${s.data.blocks_per_epoch} blocks · ${s.data.handed_out - held} of ${s.data.items} blocks done · ${held} in progress\n`;
@@ -58,8 +60,11 @@ function render(s: ClusterStatus): string {
   out += '\n';
   const ago = (iso: string) => `${Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000))} s ago`;
   out += s.shards.length
-    ? table(['SHARD', 'ADDRESS', 'STATE', 'SLOTS', 'HELD', 'CHECKPOINT'], s.shards.map((x) => [x.id, x.address, x.state, x.slots, mb(x.bytes), x.last_checkpoint ? `${ago(x.last_checkpoint.at)} ${x.last_checkpoint.path}` : '-']))
+    ? table(['SHARD', 'ADDRESS', 'STATE', 'SLOTS', 'BACKS', 'HELD', 'CHECKPOINT'], s.shards.map((x) => [x.id, x.address, x.state, x.slots, x.backed_slots, mb(x.bytes), x.last_checkpoint ? `${ago(x.last_checkpoint.at)} ${x.last_checkpoint.path}` : '-']))
     : 'no shards\n';
+  if (s.replica_sets.length > 0) {
+    out += '\n' + table(['SLOTS', 'PRIMARY', 'BACKUPS (updates not yet acknowledged)'], s.replica_sets.map((r) => [formatRanges([r.slots]), r.primary, r.backups.map((b) => `${b.id}${b.alive ? '' : ' DEAD'} (${b.pending})`).join(', ') || 'NONE']));
+  }
   for (const x of s.shards) {
     if (x.rolled_back) out += `\n${x.id}: ROLLED BACK to its checkpoint of ${x.rolled_back.to} (${x.rolled_back.path}) after a crash: pushes it acknowledged after then are lost\n`;
     if (x.lost_slots.length > 0) out += `\n${x.id}: slots ${formatRanges(x.lost_slots)} LOST (it holds no values for them; refused until it restarts from a checkpoint that has them, or \`tessera reset-slots --shard ${x.id}\`)\n`;

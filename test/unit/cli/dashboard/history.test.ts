@@ -2,9 +2,9 @@ import { expect } from 'chai';
 import { type DashboardStatus, HISTORY_EVENTS, HISTORY_SAMPLES, History } from '../../../../cli/dashboard/history.js';
 
 function status(at: number, over: Partial<DashboardStatus> = {}): DashboardStatus {
-  const shard = (id: string, slots: number) => ({ id, address: `127.0.0.1:${id.length}`, state: 'alive', slots, bytes: 0, epoch: 1, lost_slots: [], rolled_back: null, last_checkpoint: null });
+  const shard = (id: string, slots: number) => ({ id, address: `127.0.0.1:${id.length}`, state: 'alive', slots, backed_slots: 0, topology: null, bytes: 0, epoch: 1, lost_slots: [], rolled_back: null, last_checkpoint: null });
   return {
-    cluster: 'c', model: 'logreg', consistency: 'async', epoch: 1, slots: 4, orphaned_slots: 0,
+    cluster: 'c', model: 'logreg', consistency: 'async', epoch: 1, slots: 4, orphaned_slots: 0, replicas: 0, under_replicated_slots: 0, replica_sets: [],
     shards: [shard('shard-0', 2), shard('shard-1', 2)],
     workers: [{ id: 'w0', state: 'training', step: at, backend: 'cpu', train_epoch: 0, loss: 1 / (1 + at), held_out: null, pushed: null }],
     data: null, at, owners: ['shard-0', 'shard-0', 'shard-1', 'shard-1'],
