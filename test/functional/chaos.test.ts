@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect } from 'chai';
 import { dial, unary } from '../../cluster/grpc-client.js';
 import { shardAdminService } from '../../cluster/proto.js';
@@ -9,14 +12,18 @@ function firstOff(values: Float32Array, want: number): number {
   return values.findIndex((v) => v !== want);
 }
 
+/** Kill-and-restart rounds of the first case: 3 in the suite, more under `npm run test:chaos`. */
+const ROUNDS = Number(process.env['TESSERA_CHAOS_ROUNDS'] ?? 3);
+
 /**
- * The counting workload against replicated shards (`--replicas 1`), each a
- * `tessera shard` process, Redis real: whatever is killed with SIGKILL,
- * every element ends equal to the pushes acknowledged — nothing acknowledged
- * lost, nothing applied twice — and writes resume without an operator.
- * `npm run test:chaos` runs longer rounds of the same.
+ * The counting workload, each shard a `tessera shard` process, Redis real.
+ * With replicas (`--replicas 1`): whatever is killed with SIGKILL, every
+ * element ends equal to the pushes acknowledged — nothing acknowledged lost,
+ * nothing applied twice — and writes resume without an operator. Without:
+ * what a kill loses is exactly the pushes since the shard's checkpoint, and
+ * it is reported. `npm run test:chaos` runs longer rounds of the same.
  */
-describe('functional: replicated shards under kill -9 (counting workload)', function () {
+describe('functional: the counting workload under kill -9', function () {
   this.timeout(240_000);
   let c: ChaosCluster | undefined;
   afterEach(async function () {
@@ -25,13 +32,20 @@ describe('functional: replicated shards under kill -9 (counting workload)', func
     c = undefined;
   });
 
-  it('a primary killed during continuous pushes, three times, each a different shard', async () => {
+  it(`--replicas 1: a primary killed during continuous pushes, ${ROUNDS} times in a row, each time another shard`, async function () {
+    this.timeout(60_000 + ROUNDS * 30_000);
     c = await ChaosCluster.start({ shards: 3, replicas: 1, elements: 1 << 16, slots: 32 });
     await c.whole();
     const writers = [await c.writer('w0'), await c.writer('w1')];
     await writers[0]!.advance(20);
-    for (const victim of ['shard-0', 'shard-1', 'shard-2']) {
+    let last = '';
+    for (let round = 0; round < ROUNDS; round++) {
+      // A primary, not the shard killed last: the one that serves the most slots now.
       const before = await c.map();
+      const counts = new Map<string, number>();
+      for (const o of before.owners) if (o !== last) counts.set(o, (counts.get(o) ?? 0) + 1);
+      const victim = [...counts].sort((a, b) => b[1] - a[1])[0]![0];
+      last = victim;
       c.kill(victim);
       // Writes resume by themselves: the victim's slots go to their backups.
       for (const w of writers) await w.advance(20);
@@ -44,13 +58,13 @@ describe('functional: replicated shards under kill -9 (counting workload)', func
       for (const w of writers) await w.advance(10);
     }
     const { values, acknowledged } = await c.settle();
-    expect(acknowledged).to.be.greaterThan(100);
+    expect(acknowledged).to.be.greaterThan(50 * ROUNDS);
     const off = firstOff(values, acknowledged);
     expect(off, off < 0 ? '' : `element ${off} is ${values[off]}, ${acknowledged} pushes were acknowledged`).to.equal(-1);
     expect(c.logs()).to.match(/takes over slots/);
   });
 
-  it('a shard killed in the middle of a slot move: the source, then the target', async () => {
+  it('--replicas 1: a shard killed in the middle of a slot move: the source, then the target', async () => {
     c = await ChaosCluster.start({ shards: 3, replicas: 1, elements: 1 << 20, slots: 32 });
     await c.whole();
     const writers = [await c.writer('w0'), await c.writer('w1')];
@@ -81,7 +95,7 @@ describe('functional: replicated shards under kill -9 (counting workload)', func
     expect(off, off < 0 ? '' : `element ${off} is ${values[off]}, ${acknowledged} pushes were acknowledged`).to.equal(-1);
   });
 
-  it('Redis and one shard killed together, Redis back empty: the map is rebuilt from the leases, the dead primary\'s backups promoted', async () => {
+  it('--replicas 1: Redis and one shard killed together, Redis back empty: the map is rebuilt from the leases, the dead primary\'s backups promoted', async () => {
     c = await ChaosCluster.start({ shards: 3, replicas: 1, elements: 1 << 16, slots: 32 });
     const before = await c.whole();
     const writers = [await c.writer('w0'), await c.writer('w1')];
@@ -100,5 +114,41 @@ describe('functional: replicated shards under kill -9 (counting workload)', func
     const { values, acknowledged } = await c.settle();
     const off = firstOff(values, acknowledged);
     expect(off, off < 0 ? '' : `element ${off} is ${values[off]}, ${acknowledged} pushes were acknowledged`).to.equal(-1);
+  });
+
+  it('no replicas: a kill loses exactly the pushes since the checkpoint, and says so (log, lease, epoch)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-chaos-'));
+    try {
+      c = await ChaosCluster.start({ shards: 2, replicas: 0, elements: 1 << 16, slots: 32, checkpointDir: dir });
+      const writer = await c.writer('w0');
+      await writer.advance(30);
+      await writer.stop();
+      const before = writer.acknowledged;
+      const map = await c.map();
+      const admin = dial(shardAdminService(), map.addresses['shard-1']!);
+      await unary(admin, 'checkpoint', { name: '' });
+      admin.close();
+      // Pushes the checkpoint does not hold, then the crash.
+      const lost = await c.writer('w1');
+      await lost.advance(25);
+      await lost.stop();
+      c.kill('shard-1');
+      c.startShard('shard-1', ['--resume']);
+      const after = await c.writer('w2');
+      await after.advance(10);
+      const { values, acknowledged } = await c.settle();
+      const theirs = new Set(map.owners.flatMap((o, s) => (o === 'shard-1' ? [s] : [])));
+      const per = values.length / 32;
+      for (let i = 0; i < values.length; i++) {
+        const want = theirs.has(Math.floor(i / per)) ? acknowledged - lost.acknowledged : acknowledged;
+        if (values[i] !== want) expect.fail(`element ${i} is ${values[i]}, want ${want} (${acknowledged} acknowledged, ${lost.acknowledged} after the checkpoint of ${before})`);
+      }
+      expect(c.logs()).to.match(/shard shard-1: resumed from .* not at a clean shutdown: pushes it acknowledged after that are lost/);
+      const lease = (await c.observer.members('shard')).find((m) => m.id === 'shard-1');
+      expect(lease?.rolledBack?.path).to.match(/shard-1\.tessera-checkpoint$/);
+      expect((await c.map()).epoch, 'the epoch moved on').to.be.greaterThan(map.epoch);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
