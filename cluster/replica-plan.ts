@@ -61,15 +61,17 @@ export function failoverMap(map: ShardMap, live: ReadonlySet<string>): Failover 
 }
 
 /**
- * The map in which `target` (at `address`) is one more backup of `slots`:
- * what a copy writes once the target holds them (server/migration.ts).
+ * The map in which `target` (at `address`, its bulk port at `bulkAddress`
+ * if it serves one) is one more backup of `slots`: what a copy writes once
+ * the target holds them (server/migration.ts).
  */
-export function withBackup(map: ShardMap, slots: ReadonlySet<number>, target: string, address: string): ShardMap {
+export function withBackup(map: ShardMap, slots: ReadonlySet<number>, target: string, address: string, bulkAddress = ''): ShardMap {
   const backups = map.owners.map((_, s) => {
     const list = [...backupsOf(map, s)];
     return slots.has(s) && !list.includes(target) ? [...list, target] : list;
   });
-  return { ...map, epoch: map.epoch + 1, addresses: { ...map.addresses, [target]: address }, backups };
+  const bulk = bulkAddress ? { bulk: { ...map.bulk, [target]: bulkAddress } } : {};
+  return { ...map, epoch: map.epoch + 1, addresses: { ...map.addresses, [target]: address }, ...bulk, backups };
 }
 
 /**

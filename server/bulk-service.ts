@@ -7,11 +7,13 @@ import { InvalidArgumentError } from '../cluster/errors.js';
 import { createLogger } from '../cluster/log.js';
 import { compressionOfBulk } from '../cluster/wire/codec-fields.js';
 import { toStatus } from '../cluster/wire/status-codec.js';
-import { DATA_RULES, checkActsAs, checkClockedPull, checkRole } from '../cluster/tls/authorization.js';
+import { ADMIN_RULES, DATA_RULES, checkActsAs, checkClockedPull, checkRole } from '../cluster/tls/authorization.js';
 import { type Identity } from '../cluster/tls/identity.js';
 import { type TransportSecurity, identityOfPeer, processSecurity } from '../cluster/tls/transport-security.js';
 import { DEFAULT_LISTENER_LIMITS, type ListenerLimits } from '../cluster/listener-limits.js';
 import { admitPull } from './admission.js';
+import { entriesOf } from './migration.js';
+import { type LogEntry } from './migration-log.js';
 import { type GradientPool } from './gradient-pool.js';
 import { PushAssembler } from './push-assembler.js';
 import { type Shard, whenReplicated } from './shard.js';
@@ -46,7 +48,7 @@ export class BulkServer {
    * and each request is checked as the gRPC services check theirs.
    * `metrics`: each push and pull is counted there (shard-metrics.ts).
    */
-  static async start(shard: Shard, host: string, pool: GradientPool, port = 0, security: TransportSecurity = processSecurity(), limits: ListenerLimits = DEFAULT_LISTENER_LIMITS, metrics?: ShardMetrics): Promise<BulkServer> {
+  static async start(shard: Shard, host: string, pool: GradientPool, port = 0, security: TransportSecurity = processSecurity(), limits: ListenerLimits = DEFAULT_LISTENER_LIMITS, metrics?: ShardMetrics, replicate?: ReplicaSink): Promise<BulkServer> {
     let bulk: BulkServer | undefined;
     const track = (socket: net.Socket) => {
       bulk!.sockets.add(socket);
@@ -62,7 +64,7 @@ export class BulkServer {
         // TLS sockets read through 'data' events (Node offers `onread` only to plain sockets).
         const read = { on: (_bytes: Buffer) => undefined as void };
         socket.on('data', (chunk: Buffer) => read.on(chunk));
-        serve(shard, pool, socket, read, { security, caller: identityOfPeer(socket.getPeerCertificate()) }, metrics);
+        serve(shard, pool, socket, read, { security, caller: identityOfPeer(socket.getPeerCertificate()) }, metrics, replicate);
       });
       const stop = material.onChange((files) => tlsServer.setSecureContext({ ...files }));
       tlsServer.on('close', stop);
@@ -72,7 +74,7 @@ export class BulkServer {
       server = net.createServer({ pauseOnConnect: true }, (accepted) => {
         const { socket, read } = withReadBuffer(accepted);
         track(socket);
-        serve(shard, pool, socket, read, { security, caller: null }, metrics);
+        serve(shard, pool, socket, read, { security, caller: null }, metrics, replicate);
       });
     }
     // Connections beyond the cap are closed as they are accepted (ListenerLimits).
@@ -140,7 +142,14 @@ interface BulkPeer {
   caller: Identity | null;
 }
 
-function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on: (bytes: Buffer) => void }, peer: BulkPeer, metrics?: ShardMetrics): void {
+/**
+ * What a backup does with a primary's updates that came over the bulk port
+ * (`op: 'replicate'`; server/replication.ts): applies them, given the shard
+ * id of the sender's certificate (null under plaintext), and says how many.
+ */
+export type ReplicaSink = (entries: LogEntry[], sender: string | null) => Promise<number>;
+
+function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on: (bytes: Buffer) => void }, peer: BulkPeer, metrics?: ShardMetrics, replicate?: ReplicaSink): void {
   socket.setNoDelay(true);
   let busy = false;
   /**
@@ -153,6 +162,8 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
   let replying = false;
   let waiting: { req: BulkRequest; id: number } | null = null;
   let push: { id: number; assembler: PushAssembler | null; error: unknown; meter: RequestMeter } | null = null;
+  /** A primary's updates being received (`replicate`): their heads, their arrays' bytes, what they hold of the budget. */
+  let incoming: { id: number; heads: unknown; buffer: Buffer | null; lent: Float32Array | null; error: unknown } | null = null;
 
   const reply = (r: BulkReply) => socket.write(encodeHead(r));
   /** Answers request `id` with the status of `err`; returns its code. */
@@ -180,6 +191,21 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
         return 0;
       }
       const length = req?.length;
+      if (req?.op === 'replicate') {
+        if (!(Number.isSafeInteger(length) && length! >= 0 && length! <= 2 ** 31)) throw new Error(`replicated updates need the length of their arrays in bytes; got ${JSON.stringify(header).slice(0, 120)}`);
+        incoming = { id, heads: req.entries, buffer: null, lent: null, error: null };
+        try {
+          checkRole(peer.caller, peer.security, ADMIN_RULES['ApplyLog']!, 'replicated updates');
+          if (!replicate) throw new InvalidArgumentError('this shard takes no replicated updates');
+          // A pooled buffer, from the budget, in the float heap (the checks and updates then run as SIMD kernels); the arrays are read as views of it.
+          const lent = pool.acquire(Math.ceil(length! / 4), 'replicated updates');
+          incoming.lent = lent;
+          incoming.buffer = Buffer.from(lent.buffer, lent.byteOffset, length!);
+        } catch (err) {
+          incoming.error = err;
+        }
+        return length!;
+      }
       if (req?.op !== 'push' || !(Number.isSafeInteger(length) && length! >= 0 && length! <= 2 ** 31)) {
         throw new Error(`a bulk request needs op "pull" or "push" and, for a push, a length; got ${JSON.stringify(header).slice(0, 120)}`);
       }
@@ -202,6 +228,10 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       return wireBytes!;
     },
     (bytes, offset) => {
+      if (incoming) {
+        if (incoming.buffer && !incoming.error) bytes.copy(incoming.buffer, offset);
+        return;
+      }
       if (!push?.assembler || push.error) return;
       try {
         push.assembler.write(bytes, offset);
@@ -210,6 +240,25 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
       }
     },
     () => {
+      if (incoming) {
+        const r = incoming;
+        incoming = null;
+        busy = false;
+        const done = () => r.lent && pool.release(r.lent);
+        if (r.error || !r.buffer) {
+          done();
+          fail(r.id, r.error);
+          return;
+        }
+        void Promise.resolve()
+          .then(() => replicate!(entriesOf(r.heads, r.buffer!), peer.caller?.id ?? null))
+          .then(
+            (entries) => reply({ id: r.id, ok: true, entries }),
+            (err: unknown) => fail(r.id, err),
+          )
+          .finally(done);
+        return;
+      }
       const p = push;
       if (!p) return;
       push = null;
@@ -281,6 +330,8 @@ function serve(shard: Shard, pool: GradientPool, socket: net.Socket, read: { on:
   };
   // A connection that ends mid-push, cleanly or not, gives the push's memory back (its budget with it).
   const abandon = () => {
+    if (incoming?.lent) pool.release(incoming.lent);
+    incoming = null;
     push?.assembler?.release();
     push?.meter.end(status.CANCELLED);
     push = null;

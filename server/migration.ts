@@ -2,7 +2,6 @@ import { InvalidArgumentError, MigrationError, PermissionDeniedError, TesseraErr
 import { dial, unary } from '../cluster/grpc-client.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { shardAdminService } from '../cluster/proto.js';
-import { firstNonFinite } from '../cluster/finite.js';
 import { type ShardMap, backupsOf, compactBackups, holdersOnly } from '../cluster/shard-map.js';
 import { withBackup } from '../cluster/replica-plan.js';
 import { slotStart } from '../cluster/slots.js';
@@ -13,8 +12,9 @@ import { FrameReader, frameArrays } from './array-frame.js';
 import { type CheckpointImage, decodeCheckpoint, encodeCheckpoint } from './checkpoint-format.js';
 import { restore, snapshot } from './checkpoint.js';
 import { type LogEntry, MigrationLog } from './migration-log.js';
+import { type ReplicaEntryHead } from '../cluster/wire/bulk-frames.js';
 import { badDedupImage } from './push-dedup.js';
-import { type Shard } from './shard.js';
+import { type Shard, firstNonFinite } from './shard.js';
 import { type SparseStore } from './sparse-store.js';
 
 /**
@@ -163,7 +163,7 @@ async function transferSlots(
     await options.beforeFlip?.();
     const current = await store.getMap();
     if (!current || [...set].some((s) => current.owners[s] !== shard.id)) throw new MigrationError(`the map changed under the ${what}; nothing ${kind === 'move' ? 'moved' : 'copied'}`);
-    const next = kind === 'move' ? movedMap(current, set, targetId, targetAddress) : withBackup(current, set, targetId, targetAddress);
+    const next = kind === 'move' ? movedMap(current, set, targetId, targetAddress) : withBackup(current, set, targetId, targetAddress, target0.bulkAddress);
     await store.casMap(current.epoch, next);
     flipped = true;
     adopt(next);
@@ -253,7 +253,11 @@ function checkImport(image: CheckpointImage, shard: Shard): void {
  * @throws InvalidArgumentError naming the first entry that fails; nothing is applied then.
  */
 export function applyLog(data: Buffer, shard: Shard, sparse: SparseStore, sender: string | null = null): number {
-  const entries = decodeLog(data);
+  return applyEntries(decodeLog(data), shard, sparse, sender);
+}
+
+/** {@link applyLog} of entries already decoded (a backup's updates over the bulk port: {@link entriesOf}). */
+export function applyEntries(entries: readonly LogEntry[], shard: Shard, sparse: SparseStore, sender: string | null = null): number {
   checkSender(shard, sender, entries.map((e) => e.slot));
   const owned = new Set<number>();
   for (const r of shard.owned()) for (let s = r.begin; s < r.end; s++) owned.add(s);
@@ -333,6 +337,51 @@ function imagePieces(image: ReturnType<typeof snapshot>): ReturnType<typeof snap
   }
   if (current.dense.length + current.sparse.length > 0) pieces.push(current);
   return pieces;
+}
+
+/**
+ * Entries as the bulk port carries them (ReplicaEntryHead, then each
+ * entry's ids and gradient in `payload`), as views of `payload`, which must
+ * be 4-byte aligned. Their fields are checked by applyEntries.
+ * @throws InvalidArgumentError when the heads are not a list of entries or their arrays do not fill `payload` exactly.
+ */
+export function entriesOf(heads: unknown, payload: Buffer): LogEntry[] {
+  if (!Array.isArray(heads) || !heads.every((h: unknown) => typeof h === 'object' && h !== null)) throw new InvalidArgumentError('replicated updates need a list of entries');
+  let at = payload.byteOffset;
+  const end = payload.byteOffset + payload.byteLength;
+  const take = <T>(count: unknown, make: (buffer: ArrayBufferLike, offset: number, length: number) => T): T => {
+    if (!(Number.isSafeInteger(count) && (count as number) >= 0 && at + 4 * (count as number) <= end)) throw new InvalidArgumentError(`replicated updates: an entry's length (${String(count).slice(0, 20)}) runs past the ${payload.byteLength} bytes sent`);
+    const out = make(payload.buffer, at, count as number);
+    at += 4 * (count as number);
+    return out;
+  };
+  const entries = (heads as ReplicaEntryHead[]).map((h): LogEntry => {
+    if (h.k === 'd') return { kind: 'dense', slot: h.s, worker: h.w, seq: h.q, gradient: take(h.n, (b, o, n) => new Float32Array(b, o, n)) };
+    const ids = take(h.i ?? 0, (b, o, n) => new Uint32Array(b, o, n));
+    return { kind: 'sparse', table: typeof h.t === 'string' ? h.t : '', slot: h.s, worker: h.w, seq: h.q, ids, gradient: take(h.n, (b, o, n) => new Float32Array(b, o, n)) };
+  });
+  if (at !== end) throw new InvalidArgumentError(`replicated updates: ${end - at} bytes sent beyond their entries`);
+  return entries;
+}
+
+/** What the bulk port sends of `entries`: their heads, and their arrays as views (no copy), in order. */
+export function entryFrames(entries: readonly LogEntry[]): { heads: ReplicaEntryHead[]; arrays: Buffer[]; bytes: number } {
+  const heads: ReplicaEntryHead[] = [];
+  const arrays: Buffer[] = [];
+  let bytes = 0;
+  const view = (a: Float32Array | Uint32Array) => {
+    arrays.push(Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+    bytes += a.byteLength;
+  };
+  for (const e of entries) {
+    if (e.kind === 'dense') heads.push({ k: 'd', s: e.slot, w: e.worker, q: e.seq, n: e.gradient.length });
+    else {
+      heads.push({ k: 's', t: e.table, s: e.slot, w: e.worker, q: e.seq, i: e.ids.length, n: e.gradient.length });
+      view(e.ids);
+    }
+    view(e.gradient);
+  }
+  return { heads, arrays, bytes };
 }
 
 const LOG_MAGIC = 'TSRMLOG1';

@@ -1,6 +1,6 @@
 import type * as grpc from '@grpc/grpc-js';
 import { sleep } from '../cluster/backoff.js';
-import { MapConflictError, NotReadyError, TesseraError, errorKind } from '../cluster/errors.js';
+import { MapConflictError, NotReadyError, ShardUnavailableError, TesseraError, errorKind } from '../cluster/errors.js';
 import { dial, unary } from '../cluster/grpc-client.js';
 import { createLogger } from '../cluster/log.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
@@ -10,6 +10,7 @@ import { formatRanges, normalizeRanges } from '../cluster/slots.js';
 import { type TransportSecurity } from '../cluster/tls/transport-security.js';
 import { type LogEntry, type UpdateRecorder } from './migration-log.js';
 import { MIGRATION_PAYLOAD_BYTES, encodeLog } from './migration.js';
+import { ReplicaChannel } from './replica-channel.js';
 import { type Shard } from './shard.js';
 
 const log = createLogger('replication');
@@ -61,7 +62,7 @@ export class Replicator implements UpdateRecorder {
     this.backups = map.owners.map((o, s) => (o === id ? backupsOf(map, s) : []));
     const wanted = new Set(this.backups.flat());
     for (const [backup, link] of this.links) {
-      if (wanted.has(backup) && map.addresses[backup] === link.address) continue;
+      if (wanted.has(backup) && map.addresses[backup] === link.address && (map.bulk?.[backup] ?? '') === link.bulkAddress) continue;
       // No longer a backup of any slot here (or moved): what it was sent and did not take is not needed from it if
       // the slots are still this shard's; if they are not, the pushes waiting on it are refused, to be retried.
       const stillOwned = link.pendingSlots().every((s) => map.owners[s] === id);
@@ -69,7 +70,7 @@ export class Replicator implements UpdateRecorder {
       this.links.delete(backup);
     }
     for (const backup of wanted) {
-      if (!this.links.has(backup)) this.links.set(backup, new BackupLink(backup, map.addresses[backup]!, this.security, this.backupTimeoutMs, (link, err) => this.failed(link, err)));
+      if (!this.links.has(backup)) this.links.set(backup, new BackupLink(backup, map.addresses[backup]!, map.bulk?.[backup] ?? '', this.security, this.backupTimeoutMs, (link, err) => this.failed(link, err)));
     }
     this.shard.replica = !this.closed && wanted.size > 0 ? this : null;
   }
@@ -155,7 +156,8 @@ export class Replicator implements UpdateRecorder {
 /**
  * The stream of updates to one backup: entries in the order they were
  * applied, sent in batches, one call at a time, so the backup applies them
- * in that order.
+ * in that order — over its bulk port when the map names one (ReplicaChannel),
+ * else as `ShardAdmin.ApplyLog` calls.
  */
 class BackupLink {
   private queue: LogEntry[] = [];
@@ -165,15 +167,19 @@ class BackupLink {
   private pumping = false;
   private closedWith: { err: Error | null } | null = null;
   private readonly client: grpc.Client;
+  private readonly channel: ReplicaChannel | null;
 
   constructor(
     readonly id: string,
     readonly address: string,
+    /** host:port of its bulk port; '' when the map names none. */
+    readonly bulkAddress: string,
     security: TransportSecurity,
     private readonly timeoutMs: number,
     private readonly onFailure: (link: BackupLink, err: Error) => Promise<void>,
   ) {
     this.client = dial(shardAdminService(), address, security);
+    this.channel = bulkAddress ? new ReplicaChannel(bulkAddress, address, security) : null;
   }
 
   get isClosed(): boolean {
@@ -215,13 +221,14 @@ class BackupLink {
     for (const w of this.waiters) (err ? w.reject(err) : w.resolve());
     this.waiters = [];
     this.client.close();
+    this.channel?.close();
   }
 
   private async pump(): Promise<void> {
     while (this.queue.length > 0 && !this.closedWith) {
       const count = batchLength(this.queue);
       try {
-        await this.deliver(encodeLog(this.queue.slice(0, count)));
+        await this.deliver(this.queue.slice(0, count));
       } catch (err) {
         this.pumping = false;
         await this.onFailure(this, err as Error);
@@ -244,11 +251,13 @@ class BackupLink {
   }
 
   /** One batch, tried again on errors worth retrying (unreachable, not ready) until the timeout; refused outright otherwise. */
-  private async deliver(data: Buffer): Promise<void> {
+  private async deliver(batch: LogEntry[]): Promise<void> {
     const since = performance.now();
+    let data: Buffer | null = null;
     for (let attempt = 0; ; attempt++) {
       try {
-        await unary(this.client, 'applyLog', { data }, Math.max(MIN_SEND_DEADLINE_MS, this.timeoutMs), this.address);
+        if (this.channel) await withDeadline(this.channel.send(batch), Math.max(MIN_SEND_DEADLINE_MS, this.timeoutMs), this.channel);
+        else await unary(this.client, 'applyLog', { data: (data ??= encodeLog(batch)) }, Math.max(MIN_SEND_DEADLINE_MS, this.timeoutMs), this.address);
         return;
       } catch (err) {
         if (this.closedWith) return;
@@ -258,6 +267,18 @@ class BackupLink {
       }
     }
   }
+}
+
+/** `reply`, or a ShardUnavailableError after `ms` (the channel then dropped: a backup that stopped answering). */
+function withDeadline<T>(reply: Promise<T>, ms: number, channel: ReplicaChannel): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      channel.reset();
+      reject(new ShardUnavailableError(`backup at ${channel.address} did not answer within ${ms} ms`, channel.address));
+    }, ms);
+  });
+  return Promise.race([reply, late]).finally(() => clearTimeout(timer));
 }
 
 /** How many entries from the front of `queue` make one call: at least one, and no more than about MIGRATION_PAYLOAD_BYTES. */

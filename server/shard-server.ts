@@ -18,7 +18,8 @@ import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { MetricsServer } from '../cluster/metrics/metrics-server.js';
 import { shardAdminImplementation } from './admin-service.js';
 import { DEFAULT_CHECKPOINT_KEEP, badCheckpointName, checkDirectory, readCheckpoint, restore, resumeFrom, takeCheckpoint } from './checkpoint.js';
-import { type MoveReport, applyLog, copySlots, dropSlots, importSlots, moveSlots } from './migration.js';
+import { type MoveReport, applyEntries, applyLog, copySlots, dropSlots, importSlots, moveSlots } from './migration.js';
+import { type LogEntry } from './migration-log.js';
 import { DEFAULT_BACKUP_TIMEOUT_MS, Replicator } from './replication.js';
 import { takeModelExport } from './model-export.js';
 import { Shard } from './shard.js';
@@ -231,7 +232,9 @@ export class ShardServer extends EventEmitter {
     let bulk: BulkServer | null = null;
     let metricsServer: MetricsServer | null = null;
     try {
-      if (options.bulk !== false) bulk = await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0, security, options.limits, metrics);
+      // A primary's updates to this shard as its backup come over the bulk port too (replication.ts).
+      const replicaSink = (entries: LogEntry[], sender: string | null) => server!.fromOwner(() => applyEntries(entries, shard, sparse, sender));
+      if (options.bulk !== false) bulk = await BulkServer.start(shard, listenHost(options.listen), pool, options.bulkPort ?? 0, security, options.limits, metrics, replicaSink);
       if (options.metrics !== undefined) metricsServer = await MetricsServer.start(options.metrics, metrics.registry, security);
     } catch (err) {
       // A shard that cannot serve its bulk port (or its metrics) does not start at all (rather than stay up, NOT_SERVING, on gRPC alone).

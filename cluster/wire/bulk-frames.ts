@@ -21,9 +21,26 @@ export const BULK_READ_BUFFER_BYTES = 1 << 20;
 /** Largest header accepted, in bytes: a header names slot runs, never values. */
 export const MAX_BULK_HEADER_BYTES = 1 << 20;
 
+/**
+ * One update a primary sends a backup (server/replication.ts): its kind
+ * (`d` dense, `s` sparse), slot, worker, seq, the table (sparse) and the
+ * lengths of its ids (sparse, uint32 halves) and gradient (float32) in the
+ * payload, in that order. The same fields as a slot move's log entries.
+ */
+export interface ReplicaEntryHead {
+  k: 'd' | 's';
+  s: number;
+  w: string;
+  q: number;
+  n: number;
+  t?: string;
+  i?: number;
+}
+
 export interface BulkRequest {
   id: number;
-  op: 'pull' | 'push';
+  /** `replicate`: a primary's updates for a backup (`entries`, their arrays in `length` payload bytes). */
+  op: 'pull' | 'push' | 'replicate';
   epoch: number;
   ranges: SlotRange[];
   workerId: string;
@@ -40,6 +57,8 @@ export interface BulkRequest {
   clock?: number;
   /** pull: the worker's first clocked pull since it (re)started. */
   join?: boolean;
+  /** replicate: the updates whose arrays follow, in order (`length` is then their bytes). */
+  entries?: ReplicaEntryHead[];
 }
 
 export type BulkReply =
@@ -47,6 +66,8 @@ export type BulkReply =
   | { id: number; ok: true; total: number; epoch: number }
   /** push: what the push did. */
   | { id: number; ok: true; epoch: number; appliedSlots: number; duplicateSlots: number; wireBytes: number }
+  /** replicate: the updates taken. */
+  | { id: number; ok: true; entries: number }
   /** The typed error, as a gRPC status would carry it (cluster/wire/status-codec.ts). */
   | { id: number; ok: false; code: number; details: string; metadata: Record<string, string> };
 
