@@ -94,6 +94,31 @@ describe('functional: hostile input is refused and costs nothing', function () {
     expect((await values()).equals(before)).to.equal(true);
   });
 
+  it('bulk: replicated updates that do not fit (heads not a list, lengths past the payload, bytes left over, slots the shard serves or does not hold) are refused; nothing changes and the connection lives', async () => {
+    const before = await values();
+    const conn = new RawBulk(cluster.shards[0]!.bulkAddress);
+    const slotFloats = D / SLOTS;
+    const cases: { entries: unknown; payload: Buffer; message: RegExp }[] = [
+      { entries: 'all of them', payload: Buffer.alloc(0), message: /need a list of entries/ },
+      { entries: [{ k: 'd', s: 0, w: 'w', q: 1, n: slotFloats }], payload: Buffer.alloc(8), message: /runs past the 8 bytes sent/ },
+      { entries: [{ k: 'd', s: 0, w: 'w', q: 1, n: 1 }], payload: Buffer.alloc(12), message: /8 bytes sent beyond their entries/ },
+      { entries: [{ k: 'd', s: 0, w: 'w', q: 1, n: slotFloats }], payload: f32(new Float32Array(slotFloats).fill(1)), message: /the slot is served by shard-0/ },
+      { entries: [{ k: 'd', s: SLOTS - 1, w: 'w', q: 1, n: slotFloats }], payload: f32(new Float32Array(slotFloats).fill(1)), message: /no move brought this slot to shard-0/ },
+    ];
+    let id = 1;
+    for (const c of cases) {
+      conn.send({ id: id++, op: 'replicate', length: c.payload.byteLength, entries: c.entries }, c.payload);
+      const reply = (await conn.next())?.reply;
+      expect(reply?.ok, String(c.message)).to.equal(false);
+      if (reply && !reply.ok) {
+        expect(reply.code).to.equal(grpc.status.INVALID_ARGUMENT);
+        expect(reply.details).to.match(c.message);
+      }
+    }
+    conn.close();
+    expect((await values()).equals(before)).to.equal(true);
+  });
+
   it('bulk: an epoch sent as text is refused, naming the field', async () => {
     const conn = new RawBulk(cluster.shards[0]!.bulkAddress);
     conn.send({ id: 1, op: 'pull', epoch: '1', ranges: [mine], workerId: 'w' });
