@@ -1,7 +1,16 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import * as tls from 'node:tls';
+import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { backupsOf } from '../../cluster/shard-map.js';
+import { TlsMaterial } from '../../cluster/tls/tls-material.js';
+import { type TransportSecurity, mutualTls } from '../../cluster/tls/transport-security.js';
+import { BulkFrameReader, type BulkReply, encodeHead } from '../../cluster/wire/bulk-frames.js';
 import { type ShardServer } from '../../server/shard-server.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
+import { makeTlsDirs } from '../helpers/tls.js';
 
 const D = 4_096;
 const SLOTS = 16;
@@ -45,3 +54,55 @@ describe('functional: replicated shards (--replicas)', function () {
     expect(expectReplicasEqual(cluster.shards)).to.equal(SLOTS);
   });
 });
+
+describe('functional: replication under mutual TLS', function () {
+  this.timeout(60_000);
+  let cluster: TestCluster | undefined;
+  const root = mkdtempSync(path.join(tmpdir(), 'tessera-replica-tls-'));
+  const materials: TlsMaterial[] = [];
+  after(async () => {
+    await cluster?.close();
+    for (const m of materials) m.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('backups take their primary\'s updates over TLS; a worker certificate sending them is refused and nothing changes', async () => {
+    const { dirs } = await makeTlsDirs(root, 'rep', [{ role: 'shard', id: 'shard-0' }, { role: 'shard', id: 'shard-1' }, { role: 'shard', id: 'shard-2' }, { role: 'worker', id: 'w1' }]);
+    const as = (key: string): TransportSecurity => {
+      const security = mutualTls(dirs[key]!);
+      if (security.kind === 'mtls') materials.push(security.material);
+      return security;
+    };
+    cluster = await startCluster({ shards: 3, model: flatModel(D), slots: SLOTS, optimizer: { name: 'adam', learningRate: 0.01 }, name: 'rep', replicas: 1, security: (id) => as(`shard-${id}`) });
+    const client = await cluster.client({ workerId: 'w1', security: as('worker-w1') });
+    for (let i = 0; i < 10; i++) await client.push(new Float32Array(D).map((_, k) => Math.cos(k * i)));
+    expect(expectReplicasEqual(cluster.shards)).to.equal(SLOTS);
+
+    // A worker's certificate on the bulk port, sending updates for a slot that shard-1 backs up.
+    const backup = cluster.shards[1]!;
+    const slot = backup.shard.currentMap!.owners.findIndex((_, s) => backup.shard.backs(s));
+    const before = Buffer.from(backup.shard.store.get(slot)!.values.slice().buffer);
+    const material = TlsMaterial.load(dirs['worker-w1']!);
+    materials.push(material);
+    const [host, port] = backup.bulkAddress.split(':') as [string, string];
+    const socket = tls.connect({ host, port: Number(port), secureContext: material.secureContext, servername: 'tessera', checkServerIdentity: () => undefined });
+    const reply = await new Promise<BulkReply>((resolve, reject) => {
+      const reader = new BulkFrameReader((h) => (resolve(h as BulkReply), 0), () => undefined, () => undefined);
+      socket.on('data', (d: Buffer) => reader.push(d));
+      socket.on('error', reject);
+      socket.once('secureConnect', () => {
+        const n = D / SLOTS;
+        socket.write(encodeHead({ id: 1, op: 'replicate', length: n * 4, entries: [{ k: 'd', s: slot, w: 'w1', q: 99, n }] }));
+        socket.write(Buffer.from(new Float32Array(n).fill(1).buffer));
+      });
+    });
+    socket.destroy();
+    expect(reply.ok).to.equal(false);
+    if (!reply.ok) {
+      expect(reply.code).to.equal(grpc.status.PERMISSION_DENIED);
+      expect(reply.details).to.match(/replicated updates needs a shard certificate/);
+    }
+    expect(Buffer.from(backup.shard.store.get(slot)!.values.slice().buffer).equals(before)).to.equal(true);
+  });
+});
+
