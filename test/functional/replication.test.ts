@@ -8,7 +8,9 @@ import { backupsOf } from '../../cluster/shard-map.js';
 import { TlsMaterial } from '../../cluster/tls/tls-material.js';
 import { type TransportSecurity, mutualTls } from '../../cluster/tls/transport-security.js';
 import { BulkFrameReader, type BulkReply, encodeHead } from '../../cluster/wire/bulk-frames.js';
+import { snapshot } from '../../server/checkpoint.js';
 import { type ShardServer } from '../../server/shard-server.js';
+import { SparseClient } from '../../client/sparse-client.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
 import { makeTlsDirs } from '../helpers/tls.js';
 
@@ -52,6 +54,42 @@ describe('functional: replicated shards (--replicas)', function () {
     const client = await cluster.client({ workerId: 'w0' });
     for (let i = 0; i < 20; i++) await client.push(new Float32Array(D).map((_, k) => Math.sin(k + i)));
     expect(expectReplicasEqual(cluster.shards)).to.equal(SLOTS);
+  });
+});
+
+describe('functional: replicated sparse tables', function () {
+  this.timeout(60_000);
+  let cluster: TestCluster | undefined;
+  after(async () => cluster?.close());
+
+  it('a backup holds the rows, optimizer state and applied pushes of every sparse slot it backs up, as its primary does', async () => {
+    const model = { ...flatModel(256), name: 'emb', sparse: [{ name: 'items', dim: 8, init: { kind: 'uniform' as const, low: -0.1, high: 0.1 } }] };
+    cluster = await startCluster({ shards: 3, model, slots: SLOTS, optimizer: { name: 'adagrad', learningRate: 0.1 }, replicas: 1 });
+    const sparse = new SparseClient(await cluster.client({ workerId: 'w0' }));
+    for (let round = 0; round < 6; round++) {
+      const ids = Array.from({ length: 40 }, (_, i) => BigInt(i * 7919 + round * 3));
+      await sparse.push('items', ids, new Float32Array(ids.length * 8).map((_, k) => Math.sin(k + round)));
+    }
+    sparse.close();
+    const byId = new Map(cluster.shards.map((s) => [s.shard.id, s]));
+    let compared = 0;
+    for (const primary of cluster.shards) {
+      const map = primary.shard.currentMap!;
+      const own = new Set(map.owners.flatMap((o, s) => (o === primary.shard.id ? [s] : [])));
+      const mine = snapshot(primary.shard, primary.sparse, undefined, own).sparse;
+      for (const slot of mine) {
+        const backup = byId.get(backupsOf(map, slot.slot)[0]!)!;
+        const theirs = snapshot(backup.shard, backup.sparse, undefined, new Set([slot.slot])).sparse.find((r) => r.table === slot.table);
+        expect(theirs, `slot ${slot.slot} on its backup`).to.not.equal(undefined);
+        expect(Buffer.from(theirs!.ids.buffer, theirs!.ids.byteOffset, theirs!.ids.byteLength).equals(Buffer.from(slot.ids.buffer, slot.ids.byteOffset, slot.ids.byteLength)), `slot ${slot.slot}: ids`).to.equal(true);
+        expect(Buffer.from(theirs!.values.buffer, theirs!.values.byteOffset, theirs!.values.byteLength).equals(Buffer.from(slot.values.buffer, slot.values.byteOffset, slot.values.byteLength)), `slot ${slot.slot}: values`).to.equal(true);
+        expect(theirs!.state.length).to.equal(slot.state.length);
+        theirs!.state.forEach((a, i) => expect(Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(slot.state[i]!.buffer, slot.state[i]!.byteOffset, slot.state[i]!.byteLength)), `slot ${slot.slot}: state ${i}`).to.equal(true));
+        expect(theirs!.dedup).to.deep.equal(slot.dedup);
+        compared++;
+      }
+    }
+    expect(compared, 'sparse slots compared').to.be.greaterThan(10);
   });
 });
 
