@@ -34,8 +34,11 @@ export interface Failover {
  * agree on it), and from which every backup not in `live` is gone; null
  * when nothing changes. A slot whose owner is dead and has no live backup
  * keeps its owner: it comes back with that shard (or is reported lost).
+ * `holds(id, s)`: whether live shard `id` says it holds slot `s` as a backup
+ * (its lease); one that does not — it restarted and has not been copied to
+ * again — is not given the slot.
  */
-export function failoverMap(map: ShardMap, live: ReadonlySet<string>): Failover | null {
+export function failoverMap(map: ShardMap, live: ReadonlySet<string>, holds: (id: string, s: number) => boolean = () => true): Failover | null {
   if (!map.backups) return null;
   const owners = [...map.owners];
   const backups = map.backups.map((b) => [...b]);
@@ -45,9 +48,10 @@ export function failoverMap(map: ShardMap, live: ReadonlySet<string>): Failover 
     const listed = backupsOf(map, s);
     const alive = listed.filter((id) => live.has(id));
     dropped += listed.length - alive.length;
-    if (!live.has(owners[s]!) && alive.length > 0) {
-      promoted.push({ slot: s, from: owners[s]!, to: alive[0]! });
-      owners[s] = alive.shift()!;
+    const heir = alive.findIndex((id) => holds(id, s));
+    if (!live.has(owners[s]!) && heir >= 0) {
+      promoted.push({ slot: s, from: owners[s]!, to: alive[heir]! });
+      owners[s] = alive.splice(heir, 1)[0]!;
     }
     backups[s] = alive;
   }

@@ -282,7 +282,9 @@ export async function takeCheckpoint(shard: Shard, sparse: SparseStore, director
   const { image, pauseMs: snapshotMs } = await snapshotAtStep(shard.gate, atStep, async () => {
     const arena = new SnapshotArena(snapshotWords(shard, sparse));
     await arena.prepare();
-    return () => snapshot(shard, sparse, arena);
+    // The slots it serves, not those it holds as a backup (their primary's checkpoint has them; a backup is copied again when it comes back).
+    const own = new Set(Array.from({ length: shard.config.slots }, (_, s) => s).filter((s) => !shard.backs(s)));
+    return () => snapshot(shard, sparse, arena, own);
   });
   if (closing) image.header.closing = true;
   const { path, bytes } = await writeCheckpoint(image, directory, name, keep);

@@ -127,6 +127,7 @@ export class Replicator implements UpdateRecorder {
    */
   private async failed(link: BackupLink, err: Error): Promise<void> {
     const id = this.shard.id;
+    if (this.closed) link.close(new NotReadyError(`shard ${id} is shutting down; retry against the new owner`));
     for (let attempt = 0; !link.isClosed && !this.closed; attempt++) {
       try {
         const map = await this.store.getMap();
@@ -230,13 +231,9 @@ class BackupLink {
       try {
         await this.deliver(this.queue.slice(0, count));
       } catch (err) {
-        this.pumping = false;
+        // Returns once the link is closed (the backup dropped from the map, or the slots gone elsewhere).
         await this.onFailure(this, err as Error);
-        if (!this.closedWith && this.queue.length > 0 && !this.pumping) {
-          this.pumping = true;
-          setImmediate(() => void this.pump());
-        }
-        return;
+        continue;
       }
       if (this.closedWith) break;
       this.queue.splice(0, count);

@@ -6,7 +6,7 @@ import { type ListenerLimits } from '../cluster/listener-limits.js';
 import { type TransportSecurity, checkPlaintextListener, processSecurity } from '../cluster/tls/transport-security.js';
 import { createLogger } from '../cluster/log.js';
 import { DEFAULT_LEASE, Lease, type LeaseOptions } from '../cluster/membership/lease.js';
-import { IDLE_WORKER_STATE, type MembershipStore } from '../cluster/membership/store.js';
+import { IDLE_WORKER_STATE, type MemberInfo, type MembershipStore } from '../cluster/membership/store.js';
 import { reconcileMap } from '../cluster/membership/reconcile.js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { SHARD_ADMIN_SERVICE_NAME, SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME, shardAdminService, shardService, sparseShardService } from '../cluster/proto.js';
@@ -369,11 +369,11 @@ export class ShardServer extends EventEmitter {
    */
   private async stepDown(map: ShardMap): Promise<ShardMap> {
     const id = this.shard.id;
-    for (let attempt = 0; attempt < 5; attempt++) {
+    for (let attempt = 0; ; attempt++) {
       const listed = map.owners.some((o, s) => o === id && backupsOf(map, s).length > 0) || map.owners.some((_, s) => backupsOf(map, s).includes(id));
       if (!listed) break;
-      const live = new Set((await this.store.members('shard')).map((m) => m.id).filter((m) => m !== id));
-      const change = failoverMap(map, live);
+      const members = (await this.store.members('shard')).filter((m) => m.id !== id);
+      const change = failoverMap(map, new Set(members.map((m) => m.id)), holdsBackup(members));
       if (!change) break;
       try {
         await this.store.casMap(map.epoch, change.map);
@@ -381,7 +381,8 @@ export class ShardServer extends EventEmitter {
         map = change.map;
         break;
       } catch (err) {
-        if (!(err instanceof MapConflictError)) throw err;
+        // Tried again at the next poll (refresh), before this shard serves anything.
+        if (!(err instanceof MapConflictError) || attempt >= 4) throw err;
         const current = await this.store.getMap();
         if (!current) break;
         map = current;
@@ -389,6 +390,21 @@ export class ShardServer extends EventEmitter {
     }
     this.fresh = false;
     return map;
+  }
+
+  /** On a clean stop: the slots it owns go to their first live backup, and it leaves every backup list (one compare-and-set; best effort). */
+  private async handOver(): Promise<void> {
+    try {
+      const map = await this.store.getMap();
+      if (!map) return;
+      const members = (await this.store.members('shard')).filter((m) => m.id !== this.shard.id);
+      const change = failoverMap(map, new Set(members.map((m) => m.id)), holdsBackup(members));
+      if (!change) return;
+      await this.store.casMap(map.epoch, change.map);
+      if (change.promoted.length > 0) log.info(`shard ${this.shard.id}: handed slots ${formatRanges(normalizeRanges(change.promoted.map((p) => ({ begin: p.slot, end: p.slot + 1 }))))} to their backups as it stops (map epoch ${change.map.epoch})`);
+    } catch (err) {
+      log.debug(`shard ${this.shard.id}: could not hand its slots to their backups (${(err as Error).message}); they fail over once its lease is gone`);
+    }
   }
 
   /**
@@ -440,7 +456,7 @@ export class ShardServer extends EventEmitter {
       else if (!this.missingSince.has(id)) this.missingSince.set(id, now);
       if (now - (this.missingSince.get(id) ?? now) < this.deadAfterMs) live.add(id);
     }
-    const change = failoverMap(map, live);
+    const change = failoverMap(map, live, holdsBackup(members));
     if (change) {
       try {
         await this.store.casMap(map.epoch, change.map);
@@ -659,6 +675,8 @@ export class ShardServer extends EventEmitter {
     await this.bulk?.close();
     await this.grpc.close(graceMs);
     this.replicator.close();
+    // Its slots to their backups now, rather than once its lease is found gone: clients follow at once.
+    if ((this.config.replicas ?? 0) > 0) await this.handOver();
     // Every request has been answered: the last checkpoint holds every acknowledged push.
     if (this.checkpoints) await this.checkpoint('', 0, true, true).catch((err: Error) => log.warn(`shard ${this.shard.id}: the last checkpoint failed (${err.message})`));
     await this.lease.close();
@@ -707,6 +725,12 @@ async function waitOutDuplicate(store: MembershipStore, id: string, address: str
     log.info(`shard ${id}: a lease for this id at ${other.address ?? 'another address'} is still there; waiting for it to lapse (up to ${lease.ttlMs} ms)`);
     await new Promise((r) => setTimeout(r, Math.min(lease.renewMs, 1_000)));
   }
+}
+
+/** Whether shard `id` says, in its lease, that it holds slot `s` as a backup (a shard back from a restart does not until it is copied to again). */
+function holdsBackup(members: readonly MemberInfo[]): (id: string, s: number) => boolean {
+  const backed = new Map(members.map((m) => [m.id, m.backed ?? []]));
+  return (id, s) => (backed.get(id) ?? []).some((r) => s >= r.begin && s < r.end);
 }
 
 /** How long a starting shard waits for a configuration the store does not hold yet. */

@@ -9,7 +9,7 @@ import { TlsMaterial } from '../../cluster/tls/tls-material.js';
 import { type TransportSecurity, mutualTls } from '../../cluster/tls/transport-security.js';
 import { BulkFrameReader, type BulkReply, encodeHead } from '../../cluster/wire/bulk-frames.js';
 import { snapshot } from '../../server/checkpoint.js';
-import { type ShardServer } from '../../server/shard-server.js';
+import { ShardServer } from '../../server/shard-server.js';
 import { SparseClient } from '../../client/sparse-client.js';
 import { flatModel, startCluster, type TestCluster } from '../helpers/cluster.js';
 import { makeTlsDirs } from '../helpers/tls.js';
@@ -54,6 +54,48 @@ describe('functional: replicated shards (--replicas)', function () {
     const client = await cluster.client({ workerId: 'w0' });
     for (let i = 0; i < 20; i++) await client.push(new Float32Array(D).map((_, k) => Math.sin(k + i)));
     expect(expectReplicasEqual(cluster.shards)).to.equal(SLOTS);
+  });
+});
+
+describe('functional: replicated shards stopped and started', function () {
+  this.timeout(60_000);
+  let cluster: TestCluster | undefined;
+  const extra: ShardServer[] = [];
+  const dir = mkdtempSync(path.join(tmpdir(), 'tessera-replica-stop-'));
+  after(async () => {
+    for (const s of extra) await s.close(100);
+    await cluster?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const counting = { name: 'counting', seed: 1, tensors: [{ name: 'w', shape: [D], init: { kind: 'zeros' as const } }] };
+  const expectCount = (values: Float32Array, n: number) => {
+    const off = values.findIndex((v) => v !== n);
+    expect(off, off < 0 ? '' : `element ${off} is ${values[off]}, ${n} pushes acknowledged`).to.equal(-1);
+  };
+
+  it('a shard stopped cleanly hands its slots to their backups as it goes; the cluster stopped and started whole again keeps every push', async () => {
+    cluster = await startCluster({ shards: 3, model: counting, slots: SLOTS, optimizer: { name: 'sgd', learningRate: 1 }, replicas: 1, checkpointDir: dir, lease: { ttlMs: 1_000, renewMs: 250 }, mapPollMs: 200 });
+    const client = await cluster.client({ workerId: 'w0' });
+    const one = new Float32Array(D).fill(-1);
+    let n = 0;
+    for (; n < 10; n++) await client.push(one);
+    const [s0, s1, s2] = cluster.shards as [ShardServer, ShardServer, ShardServer];
+    const before = await cluster.store.getMap();
+    await s0.close(100);
+    const after = (await cluster.store.getMap())!;
+    expect(after.epoch, 'the map changed as it stopped, not a lease TTL later').to.be.greaterThan(before!.epoch);
+    expect(after.owners.includes('shard-0')).to.equal(false);
+    for (; n < 20; n++) await client.push(one);
+    expectCount(await client.pull(), n);
+
+    // Every shard stops (each writes its closing checkpoint, of the slots it serves), then all come back from them.
+    const places = [s0, s1, s2].map((s) => ({ id: s.shard.id, listen: s.address, bulkPort: Number(s.bulkAddress.split(':').pop()) }));
+    await s1.close(100);
+    await s2.close(100);
+    for (const p of places) extra.push(await ShardServer.start({ ...p, store: cluster.store, resume: true, checkpoints: { directory: dir, everyMs: 0 }, lease: { ttlMs: 1_000, renewMs: 250 }, mapPollMs: 200 }));
+    expect(extra.every((s) => s.shard.lost.size === 0), 'no slot lost').to.equal(true);
+    for (; n < 25; n++) await client.push(one);
+    expectCount(await client.pull(), n);
   });
 });
 

@@ -30,6 +30,11 @@ describe('unit: replica placement and failover (cluster/replica-plan.ts)', () =>
     expect(change.map.backups, 'no backups left: the list goes').to.equal(undefined);
   });
 
+  it('a live backup that does not hold the slot (it restarted, not copied to again) is not given it', () => {
+    const change = failoverMap(ring(), new Set(['b', 'c']), (id, s) => !(id === 'b' && s === 0))!;
+    expect(change.map.owners.slice(0, 2), 'slot 0 waits for its owner or a copy; slot 1 goes to b').to.deep.equal(['a', 'b']);
+  });
+
   it('with two backups the first live one in the list takes over, the other stays a backup', () => {
     const map: ShardMap = { epoch: 1, slots: 1, owners: ['a'], addresses: { ...addresses }, backups: [['b', 'c']] };
     expect(failoverMap(map, new Set(['b', 'c']))!.map).to.deep.include({ owners: ['b'], backups: [['c']] });
