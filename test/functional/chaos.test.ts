@@ -5,7 +5,9 @@ import { expect } from 'chai';
 import { dial, unary } from '../../cluster/grpc-client.js';
 import { shardAdminService } from '../../cluster/proto.js';
 import { backupsOf } from '../../cluster/shard-map.js';
+import { type ClusterStatus } from '../../cli/cluster-status.js';
 import { ChaosCluster } from '../helpers/chaos.js';
+import { run } from '../helpers/cli.js';
 
 /** The first element that differs from `want`, or -1. */
 function firstOff(values: Float32Array, want: number): number {
@@ -57,6 +59,13 @@ describe('functional: the counting workload under kill -9', function () {
       await c.whole();
       for (const w of writers) await w.advance(10);
     }
+    // What an operator sees of it: every slot with a live backup, each backup's lag, nothing under-replicated.
+    const status = JSON.parse((await run(['status', '--redis', c.redis.url, '--cluster', c.config.name, '--json'])).stdout) as ClusterStatus;
+    expect(status.replicas).to.equal(1);
+    expect(status.under_replicated_slots).to.equal(0);
+    expect(status.replica_sets.reduce((n, r) => n + r.slots.end - r.slots.begin, 0)).to.equal(32);
+    expect(status.replica_sets.every((r) => r.backups.length === 1 && r.backups[0]!.alive && r.backups[0]!.id !== r.primary)).to.equal(true);
+    expect(status.shards.reduce((n, x) => n + x.backed_slots, 0)).to.equal(32);
     const { values, acknowledged } = await c.settle();
     expect(acknowledged).to.be.greaterThan(50 * ROUNDS);
     const off = firstOff(values, acknowledged);

@@ -55,6 +55,14 @@ describe('functional: replicated shards (--replicas)', function () {
     for (let i = 0; i < 20; i++) await client.push(new Float32Array(D).map((_, k) => Math.sin(k + i)));
     expect(expectReplicasEqual(cluster.shards)).to.equal(SLOTS);
   });
+
+  it('shards without a bulk port send their backups the updates as ShardAdmin.ApplyLog calls, with the same result', async () => {
+    cluster = await startCluster({ shards: 3, model: flatModel(D), slots: SLOTS, optimizer: { name: 'adam', learningRate: 0.01 }, replicas: 1, bulk: false, transport: 'grpc' });
+    expect(cluster.shards[0]!.shard.currentMap!.bulk, 'no bulk port in the map').to.equal(undefined);
+    const client = await cluster.client({ workerId: 'w0' });
+    for (let i = 0; i < 20; i++) await client.push(new Float32Array(D).map((_, k) => Math.sin(k + i)));
+    expect(expectReplicasEqual(cluster.shards)).to.equal(SLOTS);
+  });
 });
 
 describe('functional: replicated shards stopped and started', function () {

@@ -57,6 +57,8 @@ export async function startCluster(opts: {
   lease?: { ttlMs: number; renewMs: number };
   /** Each shard's map poll (default: the shard's default). */
   mapPollMs?: number;
+  /** Whether the shards serve the bulk port (default true). */
+  bulk?: boolean;
 }): Promise<TestCluster> {
   const transport = opts.transport ?? 'bulk';
   const store = new MemoryMembershipStore();
@@ -74,7 +76,7 @@ export async function startCluster(opts: {
   const shards: ShardServer[] = [];
   const clients: TesseraClient[] = [];
   // The last shard to register writes the first map (epoch 1, slots spread evenly); the others adopt it.
-  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store, ...(opts.security ? { security: opts.security(`shard-${i}`) } : {}), ...(opts.limits ? { limits: opts.limits } : {}), ...(opts.checkpointDir ? { checkpoints: { directory: opts.checkpointDir, everyMs: 0 } } : {}), ...(opts.maxInflightBytes ? { maxInflightBytes: opts.maxInflightBytes } : {}), ...(opts.maxSparseRows ? { maxSparseRows: opts.maxSparseRows } : {}), ...(opts.metrics ? { metrics: '127.0.0.1:0' } : {}), ...(opts.lease ? { lease: opts.lease } : {}), ...(opts.mapPollMs ? { mapPollMs: opts.mapPollMs } : {}) }));
+  for (let i = 0; i < opts.shards; i++) shards.push(await ShardServer.start({ id: `shard-${i}`, listen: '127.0.0.1:0', store, ...(opts.security ? { security: opts.security(`shard-${i}`) } : {}), ...(opts.limits ? { limits: opts.limits } : {}), ...(opts.checkpointDir ? { checkpoints: { directory: opts.checkpointDir, everyMs: 0 } } : {}), ...(opts.maxInflightBytes ? { maxInflightBytes: opts.maxInflightBytes } : {}), ...(opts.maxSparseRows ? { maxSparseRows: opts.maxSparseRows } : {}), ...(opts.metrics ? { metrics: '127.0.0.1:0' } : {}), ...(opts.lease ? { lease: opts.lease } : {}), ...(opts.mapPollMs ? { mapPollMs: opts.mapPollMs } : {}), ...(opts.bulk === false ? { bulk: false } : {}) }));
   for (const s of shards) await s.refresh();
   return {
     store,
