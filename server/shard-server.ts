@@ -1,24 +1,24 @@
 import { EventEmitter } from 'node:events';
-import { CheckpointError, InvalidArgumentError, MapConflictError, NotFoundError, PermissionDeniedError, ResourceExhaustedError, ShardIdTakenError } from '../cluster/errors.js';
+import { CheckpointError, InvalidArgumentError, NotFoundError, PermissionDeniedError, ResourceExhaustedError, ShardIdTakenError } from '../cluster/errors.js';
 import { startGrpcServer, type TesseraGrpcServer } from '../cluster/grpc-server.js';
 import { ADMIN_RULES, DATA_RULES } from '../cluster/tls/authorization.js';
 import { type ListenerLimits } from '../cluster/listener-limits.js';
 import { type TransportSecurity, checkPlaintextListener, processSecurity } from '../cluster/tls/transport-security.js';
 import { createLogger } from '../cluster/log.js';
 import { DEFAULT_LEASE, Lease, type LeaseOptions } from '../cluster/membership/lease.js';
-import { IDLE_WORKER_STATE, type MemberInfo, type MembershipStore } from '../cluster/membership/store.js';
+import { IDLE_WORKER_STATE, type MembershipStore } from '../cluster/membership/store.js';
 import { reconcileMap } from '../cluster/membership/reconcile.js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { SHARD_ADMIN_SERVICE_NAME, SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME, shardAdminService, shardService, sparseShardService } from '../cluster/proto.js';
 import { type ShardMap, backedRanges, backupsOf, checkMapFor } from '../cluster/shard-map.js';
-import { failoverMap, nextBackups } from '../cluster/replica-plan.js';
 import { formatRanges, normalizeRanges } from '../cluster/slots.js';
 import { isWildcardHost, splitHostPort } from '../cluster/address.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { MetricsServer } from '../cluster/metrics/metrics-server.js';
 import { shardAdminImplementation } from './admin-service.js';
 import { DEFAULT_CHECKPOINT_KEEP, badCheckpointName, checkDirectory, readCheckpoint, restore, resumeFrom, takeCheckpoint } from './checkpoint.js';
-import { type MoveReport, applyEntries, applyLog, copySlots, dropSlots, importSlots, moveSlots } from './migration.js';
+import { type MoveReport, applyEntries, applyLog, dropSlots, importSlots, moveSlots } from './migration.js';
+import { ReplicaKeeper } from './replica-keeper.js';
 import { type LogEntry } from './migration-log.js';
 import { DEFAULT_BACKUP_TIMEOUT_MS, Replicator } from './replication.js';
 import { takeModelExport } from './model-export.js';
@@ -165,9 +165,11 @@ export class ShardServer extends EventEmitter {
   ) {
     super();
     shard.replicated = () => replicator.barrier();
-    // A shard that starts into an existing map may be listed there for values it no longer has.
-    this.fresh = !shard.acceptsInitialValues;
+    this.keeper = new ReplicaKeeper(shard, sparse, store, config.replicas ?? 0, replicator, security, (map) => this.adopt(map));
   }
+
+  /** Replication's upkeep: failover, new backups, a restart's and a stop's hand-over (replica-keeper.ts). */
+  private readonly keeper: ReplicaKeeper;
 
   static async start(options: ShardServerOptions): Promise<ShardServer> {
     const security = options.security ?? processSecurity();
@@ -262,7 +264,7 @@ export class ShardServer extends EventEmitter {
       throw err;
     }
     server.checkpoints = options.checkpoints;
-    server.deadAfterMs = (options.lease ?? DEFAULT_LEASE).renewMs;
+    server.keeper.deadAfterMs = (options.lease ?? DEFAULT_LEASE).renewMs;
     server.rollBackToAnnounce = rolledBack !== undefined;
     server.scheduleCheckpoint();
     await lease.start();
@@ -303,7 +305,7 @@ export class ShardServer extends EventEmitter {
         if (outcome !== 'waiting') log.info(`shard ${this.shard.id}: shard map ${outcome}`);
         map = await this.store.getMap();
       }
-      if (map && this.fresh) map = await this.stepDown(map);
+      if (map && this.keeper.fresh) map = await this.keeper.stepDown(map);
       if (map) this.adopt(map);
       if (map && this.rollBackToAnnounce) await this.announceRollBack(map);
       if (map && map.addresses[this.shard.id] !== undefined && (map.addresses[this.shard.id] !== this.address || (this.bulkAddress && map.bulk?.[this.shard.id] !== undefined && map.bulk[this.shard.id] !== this.bulkAddress))) await this.claimAddress(map);
@@ -356,57 +358,6 @@ export class ShardServer extends EventEmitter {
     }
   }
 
-  /** Whether this shard started into an existing map and has not read it yet: it may be listed there for slots it no longer holds. */
-  private fresh: boolean;
-
-  /**
-   * A shard that starts (or restarts) holds nothing that a live backup does
-   * not hold better: where the map makes it the owner of slots that have a
-   * live backup, those go to their first live backup, and it leaves every
-   * backup list it is on (it is given copies again once serving). Its other
-   * slots stay its own: restored from a checkpoint, or lost. Returns the map
-   * to adopt.
-   */
-  private async stepDown(map: ShardMap): Promise<ShardMap> {
-    const id = this.shard.id;
-    for (let attempt = 0; ; attempt++) {
-      const listed = map.owners.some((o, s) => o === id && backupsOf(map, s).length > 0) || map.owners.some((_, s) => backupsOf(map, s).includes(id));
-      if (!listed) break;
-      const members = (await this.store.members('shard')).filter((m) => m.id !== id);
-      const change = failoverMap(map, new Set(members.map((m) => m.id)), holdsBackup(members));
-      if (!change) break;
-      try {
-        await this.store.casMap(map.epoch, change.map);
-        if (change.promoted.length > 0) log.warn(`shard ${id}: started without the latest values of slots ${formatRanges(normalizeRanges(change.promoted.map((p) => ({ begin: p.slot, end: p.slot + 1 }))))}; their backups serve them now (map epoch ${change.map.epoch}), and this shard catches up as a backup`);
-        map = change.map;
-        break;
-      } catch (err) {
-        // Tried again at the next poll (refresh), before this shard serves anything.
-        if (!(err instanceof MapConflictError) || attempt >= 4) throw err;
-        const current = await this.store.getMap();
-        if (!current) break;
-        map = current;
-      }
-    }
-    this.fresh = false;
-    return map;
-  }
-
-  /** On a clean stop: the slots it owns go to their first live backup, and it leaves every backup list (one compare-and-set; best effort). */
-  private async handOver(): Promise<void> {
-    try {
-      const map = await this.store.getMap();
-      if (!map) return;
-      const members = (await this.store.members('shard')).filter((m) => m.id !== this.shard.id);
-      const change = failoverMap(map, new Set(members.map((m) => m.id)), holdsBackup(members));
-      if (!change) return;
-      await this.store.casMap(map.epoch, change.map);
-      if (change.promoted.length > 0) log.info(`shard ${this.shard.id}: handed slots ${formatRanges(normalizeRanges(change.promoted.map((p) => ({ begin: p.slot, end: p.slot + 1 }))))} to their backups as it stops (map epoch ${change.map.epoch})`);
-    } catch (err) {
-      log.debug(`shard ${this.shard.id}: could not hand its slots to their backups (${(err as Error).message}); they fail over once its lease is gone`);
-    }
-  }
-
   /**
    * Runs a backup's refused payload again after re-reading the map: a primary
    * that took over (or a move) is known to the store before it is known here.
@@ -419,66 +370,6 @@ export class ShardServer extends EventEmitter {
       await this.refresh();
       return work();
     }
-  }
-
-  /** Since when each shard of the map has had no lease, as this shard's polls saw it. */
-  private readonly missingSince = new Map<string, number>();
-  /** How long a shard of the map must have had no lease to be taken for dead: its lease's renewal period. */
-  private deadAfterMs = DEFAULT_LEASE.renewMs;
-
-  /** Whether a catch-up of a new backup is running (one at a time). */
-  private copying = false;
-
-  /**
-   * Replication's upkeep, at every map poll (docs/replication.md): slots
-   * whose primary's lease is gone go to their first live backup, and dead
-   * backups leave the map (one compare-and-set, whichever live shard sees it
-   * first); then the slots this shard owns that are short of backups get one,
-   * caught up from a snapshot and the log (copySlots), one copy at a time.
-   */
-  private async tendReplicas(): Promise<void> {
-    const map = this.shard.currentMap;
-    if (!map) return;
-    let members;
-    try {
-      members = await this.store.members('shard');
-    } catch {
-      return;
-    }
-    const listed = new Set(members.map((m) => m.id));
-    if (!listed.has(this.shard.id) || this.state === 'draining' || this.state === 'gone') return;
-    // A holder counts as dead once its lease has been missing for a renewal period: a store back from an outage
-    // (leases lapsed all at once) hears from every live shard within that, and nobody is taken for dead meanwhile.
-    const now = Date.now();
-    const live = new Set(listed);
-    for (const id of new Set([...map.owners, ...(map.backups ?? []).flat()])) {
-      if (listed.has(id)) this.missingSince.delete(id);
-      else if (!this.missingSince.has(id)) this.missingSince.set(id, now);
-      if (now - (this.missingSince.get(id) ?? now) < this.deadAfterMs) live.add(id);
-    }
-    const change = failoverMap(map, live, holdsBackup(members));
-    if (change) {
-      try {
-        await this.store.casMap(map.epoch, change.map);
-        for (const [to, from] of new Map(change.promoted.map((p) => [p.to, p.from]))) {
-          const slots = normalizeRanges(change.promoted.filter((p) => p.to === to).map((p) => ({ begin: p.slot, end: p.slot + 1 })));
-          log.warn(`shard ${this.shard.id}: shard ${from} is gone (no lease); its backup ${to} takes over slots ${formatRanges(slots)} (map epoch ${change.map.epoch})`);
-        }
-        this.adopt(change.map);
-      } catch (err) {
-        log.debug(`shard ${this.shard.id}: failover not written (${(err as Error).message}); the next poll looks again`);
-      }
-      return;
-    }
-    if (this.copying || this.shard.migration) return;
-    const plan = nextBackups(map, this.config.replicas ?? 0, this.shard.id, members.filter((m) => m.address).map((m) => ({ id: m.id, address: m.address!, ...(m.topology ? { topology: m.topology } : {}), ...(m.state ? { state: m.state } : {}) })));
-    if (!plan) return;
-    this.copying = true;
-    const { target, slots } = plan;
-    void copySlots(this.shard, this.sparse, this.store, (m) => this.adopt(m), slots, target.id, target.address, { security: this.security, beforeFlip: () => this.replicator.barrier() })
-      .then((report) => log.info(`shard ${this.shard.id}: ${target.id} is a backup of slots ${formatRanges(normalizeRanges(slots.map((s) => ({ begin: s, end: s + 1 }))))} now (map epoch ${report.epoch}; caught up from a snapshot and ${report.logEntries} updates, frozen ${report.frozenMs.toFixed(1)} ms)`))
-      .catch((err: Error) => log.warn(`shard ${this.shard.id}: could not make ${target.id} a backup of ${slots.length} slots (${err.message}); trying again at the next poll`))
-      .finally(() => (this.copying = false));
   }
 
   /** The traffic of the slots this shard owns, bytes/s per slot with any (Shard.load). */
@@ -515,7 +406,7 @@ export class ShardServer extends EventEmitter {
   /** refresh() now, then again on a timer: every mapPollMs, or every 250 ms while there is no map. */
   private async poll(): Promise<void> {
     const present = await this.refresh();
-    if (present && (this.config.replicas ?? 0) > 0) await this.tendReplicas();
+    if (present && (this.config.replicas ?? 0) > 0 && this.state !== 'draining' && this.state !== 'gone') await this.keeper.tend();
     // Sparse tables grow as rows are touched, traffic moves: publish what is held and carried now with the next renewal.
     this.lease.update({ bytes: this.shard.store.heldBytes() + this.sparse.heldBytes(), load: this.ownedLoad(), replication: this.replicator.lag() });
     if (this.state === 'draining' || this.state === 'gone') return;
@@ -676,7 +567,7 @@ export class ShardServer extends EventEmitter {
     await this.grpc.close(graceMs);
     this.replicator.close();
     // Its slots to their backups now, rather than once its lease is found gone: clients follow at once.
-    if ((this.config.replicas ?? 0) > 0) await this.handOver();
+    if ((this.config.replicas ?? 0) > 0) await this.keeper.handOver();
     // Every request has been answered: the last checkpoint holds every acknowledged push.
     if (this.checkpoints) await this.checkpoint('', 0, true, true).catch((err: Error) => log.warn(`shard ${this.shard.id}: the last checkpoint failed (${err.message})`));
     await this.lease.close();
@@ -725,12 +616,6 @@ async function waitOutDuplicate(store: MembershipStore, id: string, address: str
     log.info(`shard ${id}: a lease for this id at ${other.address ?? 'another address'} is still there; waiting for it to lapse (up to ${lease.ttlMs} ms)`);
     await new Promise((r) => setTimeout(r, Math.min(lease.renewMs, 1_000)));
   }
-}
-
-/** Whether shard `id` says, in its lease, that it holds slot `s` as a backup (a shard back from a restart does not until it is copied to again). */
-function holdsBackup(members: readonly MemberInfo[]): (id: string, s: number) => boolean {
-  const backed = new Map(members.map((m) => [m.id, m.backed ?? []]));
-  return (id, s) => (backed.get(id) ?? []).some((r) => s >= r.begin && s < r.end);
 }
 
 /** How long a starting shard waits for a configuration the store does not hold yet. */
