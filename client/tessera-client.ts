@@ -88,6 +88,13 @@ export class TesseraClient {
     return this.map;
   }
 
+  /** Roll-backs of shards (a crash, resumed from an older checkpoint) announced by maps this client adopted since it connected: pushes they had acknowledged are lost. */
+  get rollBacks(): readonly { shard: string; to: string; epoch: number }[] {
+    return this.rollBacksSeen;
+  }
+
+  private readonly rollBacksSeen: { shard: string; to: string; epoch: number }[] = [];
+
   private adopt(map: ShardMap): void {
     try {
       checkMapFor(this.config.slots, map);
@@ -97,6 +104,11 @@ export class TesseraClient {
     }
     if (map.epoch <= this.map.epoch) return;
     log.debug(`${this.options.workerId}: map epoch ${this.map.epoch} → ${map.epoch}`);
+    for (const n of map.rollBacks ?? []) {
+      if (n.epoch <= this.map.epoch) continue;
+      this.rollBacksSeen.push(n);
+      log.warn(`${this.options.workerId}: shard ${n.shard} crashed and resumed from its checkpoint of ${n.to}: the pushes it had acknowledged since then are lost (map epoch ${n.epoch}; tessera status shows it)`);
+    }
     this.map = map;
     this.nodes.prune(new Set(Object.values(map.addresses)));
   }

@@ -58,7 +58,7 @@ export function failoverMap(map: ShardMap, live: ReadonlySet<string>, holds: (id
   if (promoted.length === 0 && dropped === 0) return null;
   const { backups: kept } = compactBackups(backups);
   return {
-    map: { epoch: map.epoch + 1, slots: map.slots, owners, ...holdersOnly(owners, kept, map.addresses, map.bulk), ...(kept ? { backups: kept } : {}) },
+    map: { epoch: map.epoch + 1, slots: map.slots, owners, ...holdersOnly(owners, kept, map.addresses, map.bulk), ...(kept ? { backups: kept } : {}), ...(map.rollBacks ? { rollBacks: map.rollBacks } : {}) },
     promoted,
     dropped,
   };

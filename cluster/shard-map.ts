@@ -27,7 +27,17 @@ export interface ShardMap {
    * push acknowledged for the slot. Absent, or an empty list: no backups.
    */
   backups?: string[][];
+  /**
+   * The latest roll-backs (at most {@link MAX_ROLL_BACK_NOTICES}): a shard
+   * that crashed resumed from a checkpoint taken at `to`, and the pushes it
+   * had acknowledged since are lost; `epoch` is the map that said so.
+   * Clients log each one they see come in (docs/checkpoints.md).
+   */
+  rollBacks?: { shard: string; to: string; epoch: number }[];
 }
+
+/** Roll-back notices a map keeps. */
+export const MAX_ROLL_BACK_NOTICES = 8;
 
 /** The backups of slot `s` in `map` (none when it has none). */
 export function backupsOf(map: ShardMap, s: number): readonly string[] {
@@ -88,6 +98,9 @@ export function validateMap(map: ShardMap): void {
   for (let s = 0; s < map.slots; s++) {
     // Own keys only: an owner named "constructor" has no address, whatever Object.prototype holds.
     if (!located(map.owners[s])) throw new InvalidArgumentError(`slot ${s} has no owner with an address in the shard map`);
+  }
+  if (map.rollBacks !== undefined && !(Array.isArray(map.rollBacks) && map.rollBacks.every((n) => typeof n === 'object' && n !== null && typeof n.shard === 'string' && typeof n.to === 'string' && Number.isInteger(n.epoch)))) {
+    throw new InvalidArgumentError('shard map roll-back notices must be a list of {shard, to, epoch}');
   }
   if (map.backups === undefined) return;
   if (!Array.isArray(map.backups) || map.backups.length !== map.slots) throw new InvalidArgumentError(`shard map lists backups for ${Array.isArray(map.backups) ? map.backups.length : 'no list of'} slots, not ${map.slots}`);

@@ -193,7 +193,7 @@ function movedMap(current: ShardMap, set: ReadonlySet<number>, targetId: string,
   const kept = backups ? compactBackups(backups) : {};
   // The target's bulk address is not known here: clients ask it with Describe until a map rebuilt from the leases names it.
   const bulk = current.bulk ? Object.fromEntries(Object.entries(current.bulk).filter(([id]) => id !== targetId)) : undefined;
-  return { epoch: current.epoch + 1, slots: current.slots, owners, ...holdersOnly(owners, kept.backups, { ...current.addresses, [targetId]: targetAddress }, bulk), ...kept };
+  return { epoch: current.epoch + 1, slots: current.slots, owners, ...holdersOnly(owners, kept.backups, { ...current.addresses, [targetId]: targetAddress }, bulk), ...kept, ...(current.rollBacks ? { rollBacks: current.rollBacks } : {}) };
 }
 
 /**

@@ -10,7 +10,7 @@ import { IDLE_WORKER_STATE, type MembershipStore } from '../cluster/membership/s
 import { reconcileMap } from '../cluster/membership/reconcile.js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { SHARD_ADMIN_SERVICE_NAME, SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME, shardAdminService, shardService, sparseShardService } from '../cluster/proto.js';
-import { type ShardMap, backedRanges, backupsOf, checkMapFor } from '../cluster/shard-map.js';
+import { MAX_ROLL_BACK_NOTICES, type ShardMap, backedRanges, backupsOf, checkMapFor } from '../cluster/shard-map.js';
 import { formatRanges, normalizeRanges } from '../cluster/slots.js';
 import { isWildcardHost, splitHostPort } from '../cluster/address.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
@@ -265,7 +265,7 @@ export class ShardServer extends EventEmitter {
     }
     server.checkpoints = options.checkpoints;
     server.keeper.deadAfterMs = (options.lease ?? DEFAULT_LEASE).renewMs;
-    server.rollBackToAnnounce = rolledBack !== undefined;
+    server.rollBackToAnnounce = rolledBack?.to ?? null;
     server.scheduleCheckpoint();
     await lease.start();
     server.stopWatch = options.store.watchMap((map) => server!.adopt(map));
@@ -307,7 +307,7 @@ export class ShardServer extends EventEmitter {
       }
       if (map && this.keeper.fresh) map = await this.keeper.stepDown(map);
       if (map) this.adopt(map);
-      if (map && this.rollBackToAnnounce) await this.announceRollBack(map);
+      if (map && this.rollBackToAnnounce !== null) await this.announceRollBack(map, this.rollBackToAnnounce);
       if (map && map.addresses[this.shard.id] !== undefined && (map.addresses[this.shard.id] !== this.address || (this.bulkAddress && map.bulk?.[this.shard.id] !== undefined && map.bulk[this.shard.id] !== this.bulkAddress))) await this.claimAddress(map);
       return map !== null;
     } catch (err) {
@@ -316,19 +316,21 @@ export class ShardServer extends EventEmitter {
     }
   }
 
-  /** Whether the shard resumed from a checkpoint older than its last acknowledgement and has not yet moved the map's epoch on for it. */
-  private rollBackToAnnounce = false;
+  /** When the checkpoint was taken that the shard resumed from, older than its last acknowledgement, until the map says so; null when there is nothing to say. */
+  private rollBackToAnnounce: string | null = null;
 
   /**
-   * The shard resumed from a checkpoint that may miss pushes it had
-   * acknowledged: the map moves one epoch up (owners unchanged), so every
-   * client's cached map is stale and re-read, and the roll-back is in the
-   * shard's lease for `tessera status`.
+   * The shard resumed from a checkpoint (taken at `to`) that may miss pushes
+   * it had acknowledged: the map moves one epoch up (owners unchanged) with a
+   * notice of the roll-back, so every client's cached map is stale and
+   * re-read, and each client logs the notice (the workers see it); the
+   * roll-back is also in the shard's lease for `tessera status`.
    */
-  private async announceRollBack(map: ShardMap): Promise<void> {
+  private async announceRollBack(map: ShardMap, to: string): Promise<void> {
     try {
-      await this.store.casMap(map.epoch, { ...map, epoch: map.epoch + 1 });
-      this.rollBackToAnnounce = false;
+      const notice = { shard: this.shard.id, to, epoch: map.epoch + 1 };
+      await this.store.casMap(map.epoch, { ...map, epoch: map.epoch + 1, rollBacks: [...(map.rollBacks ?? []).slice(1 - MAX_ROLL_BACK_NOTICES), notice] });
+      this.rollBackToAnnounce = null;
       log.warn(`shard ${this.shard.id}: map epoch ${map.epoch + 1} after its roll-back`);
     } catch (err) {
       log.debug(`shard ${this.shard.id}: could not move the map epoch on after its roll-back (${(err as Error).message}); trying again`);

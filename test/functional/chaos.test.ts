@@ -125,7 +125,7 @@ describe('functional: the counting workload under kill -9', function () {
     expect(off, off < 0 ? '' : `element ${off} is ${values[off]}, ${acknowledged} pushes were acknowledged`).to.equal(-1);
   });
 
-  it('no replicas: a kill loses exactly the pushes since the checkpoint, and says so (log, lease, epoch)', async () => {
+  it('no replicas: a kill loses exactly the pushes since the checkpoint, and says so (log, lease, epoch, the writers)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-chaos-'));
     try {
       c = await ChaosCluster.start({ shards: 2, replicas: 0, elements: 1 << 16, slots: 32, checkpointDir: dir });
@@ -156,6 +156,9 @@ describe('functional: the counting workload under kill -9', function () {
       const lease = (await c.observer.members('shard')).find((m) => m.id === 'shard-1');
       expect(lease?.rolledBack?.path).to.match(/shard-1\.tessera-checkpoint$/);
       expect((await c.map()).epoch, 'the epoch moved on').to.be.greaterThan(map.epoch);
+      // A writer that was there before sees the roll-back as it reads the new map.
+      await lost.client.refreshMap();
+      expect(lost.client.rollBacks.map((n) => n.shard)).to.deep.equal(['shard-1']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
