@@ -23,6 +23,12 @@ export interface ShardGaugeSources {
   lostSlots(): number;
   /** Epoch of the map it serves under. */
   mapEpoch(): number;
+  /** Slots it holds as a backup (docs/replication.md). */
+  backedSlots(): number;
+  /** Slots it owns with fewer backups than the cluster's `replicas`. */
+  underReplicatedSlots(): number;
+  /** Per backup of its slots: updates sent and not yet acknowledged (replication.ts). */
+  backupLag(): { backup: string; pending: number }[];
 }
 
 /** Buckets (seconds) of apply and checkpoint times: a small slot's update to a large model's file. */
@@ -170,6 +176,18 @@ export class ShardMetrics {
     gauge('tessera_shard_owned_slots', 'Slots the shard map gives this shard.', () => sources.ownedSlots());
     gauge('tessera_shard_lost_slots', 'Slots the map gives this shard that it holds no values for: refused until restored from a checkpoint or reset (tessera reset-slots).', () => sources.lostSlots());
     gauge('tessera_shard_map_epoch', 'Epoch of the shard map the shard serves under.', () => sources.mapEpoch());
+    gauge('tessera_shard_backed_slots', 'Slots the shard holds as a backup of another shard (--replicas).', () => sources.backedSlots());
+    gauge('tessera_shard_under_replicated_slots', 'Slots the shard owns that have fewer backups than the cluster\'s --replicas: one copy short until a new backup is caught up.', () => sources.underReplicatedSlots());
+    new Gauge({
+      name: 'tessera_shard_backup_pending_updates',
+      help: 'Updates this shard, as a primary, has sent a backup and the backup has not yet acknowledged (its lag; a push waits for them).',
+      labelNames: ['backup'],
+      registers,
+      collect() {
+        this.reset();
+        for (const { backup, pending } of sources.backupLag()) this.set({ backup }, pending);
+      },
+    });
     new Gauge({
       name: 'tessera_shard_sparse_rows',
       help: 'Rows the shard holds, per sparse table.',

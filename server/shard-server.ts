@@ -211,6 +211,12 @@ export class ShardServer extends EventEmitter {
       ownedSlots: () => shard.owned().reduce((n, r) => n + r.end - r.begin, 0),
       lostSlots: () => shard.lost.size,
       mapEpoch: () => shard.epoch,
+      backedSlots: () => (shard.currentMap ? shard.currentMap.owners.filter((_, s) => shard.backs(s)).length : 0),
+      underReplicatedSlots: () => {
+        const map = shard.currentMap;
+        return map ? map.owners.filter((o, s) => o === shard.id && backupsOf(map, s).length < (config.replicas ?? 0)).length : 0;
+      },
+      backupLag: () => server?.replicator.lag() ?? [],
     }, options.metrics !== undefined);
     const grpc = await startGrpcServer(options.listen, [
       { name: SHARD_SERVICE_NAME, definition: shardService().service, implementation: shardImplementation(shard, () => server!.describe(), pool, metrics), rules: DATA_RULES },

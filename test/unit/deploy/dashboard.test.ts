@@ -22,7 +22,7 @@ interface Panel {
 
 /** The names a registry exposes, histograms with their series' suffixes. */
 async function exposed(): Promise<Set<string>> {
-  const shard = new ShardMetrics('s', 1024, 4096, { heldBytes: () => 0, sparseRows: () => [], inflightBytes: () => 0, inflightLimitBytes: () => 1, ownedSlots: () => 0, lostSlots: () => 0, mapEpoch: () => 0 });
+  const shard = new ShardMetrics('s', 1024, 4096, { heldBytes: () => 0, sparseRows: () => [], inflightBytes: () => 0, inflightLimitBytes: () => 1, ownedSlots: () => 0, lostSlots: () => 0, mapEpoch: () => 0, backedSlots: () => 0, underReplicatedSlots: () => 0, backupLag: () => [] });
   const worker = new WorkerMetrics('w', () => undefined);
   const names = new Set<string>();
   for (const registry of [shard.registry, worker.registry]) {

@@ -13,6 +13,9 @@ function metrics(processMetrics = false) {
     ownedSlots: () => 512,
     lostSlots: () => 2,
     mapEpoch: () => 3,
+    backedSlots: () => 256,
+    underReplicatedSlots: () => 4,
+    backupLag: () => [{ backup: 's1', pending: 5 }],
   }, processMetrics);
   return { m, held, read: async () => parseExposition(await m.registry.metrics()) };
 }
@@ -65,6 +68,7 @@ describe('server/shard-metrics: what the edges count', () => {
     expect(total(s, 'tessera_shard_sparse_rows', { table: 'emb' })).to.equal(7);
     expect(total(s, 'tessera_shard_inflight_bytes')).to.equal(1 << 20);
     expect([total(s, 'tessera_shard_owned_slots'), total(s, 'tessera_shard_lost_slots'), total(s, 'tessera_shard_map_epoch')]).to.deep.equal([512, 2, 3]);
+    expect([total(s, 'tessera_shard_backed_slots'), total(s, 'tessera_shard_under_replicated_slots'), total(s, 'tessera_shard_backup_pending_updates')]).to.deep.equal([256, 4, 5]);
     held.bytes = 8192;
     expect(total(await read(), 'tessera_shard_held_bytes'), 'read anew at each scrape').to.equal(8192);
   });
