@@ -57,51 +57,25 @@ export interface TransferOptions {
 }
 
 /**
- * The source side of a move: hands `slots` of `shard` to the shard
- * `targetId` at `targetAddress` and writes the map that gives them to it.
- * `adopt` installs that map here at once (so this shard redirects from then on).
+ * The source side of a move (`kind` 'move'): hands `slots` of `shard` to the
+ * shard `targetId` at `targetAddress` and writes the map that gives them to
+ * it. `adopt` installs that map here at once (so this shard redirects from
+ * then on).
+ *
+ * A backup's catch-up (`kind` 'copy', docs/replication.md) takes the same
+ * steps — snapshot while serving, the log in rounds, freeze, the last
+ * updates — but the map written lists `targetId` as one more backup of
+ * `slots`, and this shard keeps them. From that map on, every push to them
+ * is held by the target before it is acknowledged.
  *
  * @throws InvalidArgumentError for slots this shard does not own, or a target
- *   that is this shard; MigrationError under bsp (whose open step holds sums
- *   not yet applied), while another move runs, or when the map changed under
- *   the move; the target's errors as they come. Any failure before the map
- *   changed undoes the move: the slots stay here and serve on.
+ *   that is this shard (or already their backup, for a copy); MigrationError
+ *   under bsp (whose open step holds sums not yet applied), while another
+ *   move or copy runs, or when the map changed under it; the target's errors
+ *   as they come. Any failure before the map changed undoes it: the slots
+ *   stay here, as they were, and serve on.
  */
-export function moveSlots(
-  shard: Shard,
-  sparse: SparseStore,
-  store: MembershipStore,
-  adopt: (map: ShardMap) => void,
-  slots: readonly number[],
-  targetId: string,
-  targetAddress: string,
-  security: TransportSecurity = processSecurity(),
-  beforeFlip?: TransferOptions['beforeFlip'],
-): Promise<MoveReport> {
-  return transferSlots('move', shard, sparse, store, adopt, slots, targetId, targetAddress, { security, ...(beforeFlip ? { beforeFlip } : {}) });
-}
-
-/**
- * A backup's catch-up (docs/replication.md): the same steps as a move —
- * snapshot while serving, the log in rounds, freeze, the last updates — but
- * the map written lists `targetId` as one more backup of `slots`, and this
- * shard keeps them. From that map on, every push to them is held by the
- * target before it is acknowledged.
- */
-export function copySlots(
-  shard: Shard,
-  sparse: SparseStore,
-  store: MembershipStore,
-  adopt: (map: ShardMap) => void,
-  slots: readonly number[],
-  targetId: string,
-  targetAddress: string,
-  options: TransferOptions = {},
-): Promise<MoveReport> {
-  return transferSlots('copy', shard, sparse, store, adopt, slots, targetId, targetAddress, options);
-}
-
-async function transferSlots(
+export async function transferSlots(
   kind: TransferKind,
   shard: Shard,
   sparse: SparseStore,

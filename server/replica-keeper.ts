@@ -6,7 +6,7 @@ import { failoverMap, nextBackups } from '../cluster/replica-plan.js';
 import { type ShardMap, backupsOf } from '../cluster/shard-map.js';
 import { formatRanges, normalizeRanges } from '../cluster/slots.js';
 import { type TransportSecurity } from '../cluster/tls/transport-security.js';
-import { copySlots } from './migration.js';
+import { transferSlots } from './migration.js';
 import { type Replicator } from './replication.js';
 import { type Shard } from './shard.js';
 import { type SparseStore } from './sparse-store.js';
@@ -101,7 +101,7 @@ export class ReplicaKeeper {
    * whose primary's lease is gone go to their first live backup, and dead
    * backups leave the map (one compare-and-set, whichever live shard sees it
    * first); then the slots this shard owns that are short of backups get one,
-   * caught up from a snapshot and the log (copySlots), one copy at a time.
+   * caught up from a snapshot and the log (transferSlots 'copy'), one copy at a time.
    */
   async tend(): Promise<void> {
     const map = this.shard.currentMap;
@@ -142,7 +142,7 @@ export class ReplicaKeeper {
     if (!plan) return;
     this.copying = true;
     const { target, slots } = plan;
-    void copySlots(this.shard, this.sparse, this.store, (m) => this.adopt(m), slots, target.id, target.address, { security: this.security, beforeFlip: () => this.replicator.barrier() })
+    void transferSlots('copy', this.shard, this.sparse, this.store, (m) => this.adopt(m), slots, target.id, target.address, { security: this.security, beforeFlip: () => this.replicator.barrier() })
       .then((report) => log.info(`shard ${this.shard.id}: ${target.id} is a backup of slots ${formatRanges(normalizeRanges(slots.map((s) => ({ begin: s, end: s + 1 }))))} now (map epoch ${report.epoch}; caught up from a snapshot and ${report.logEntries} updates, frozen ${report.frozenMs.toFixed(1)} ms)`))
       .catch((err: Error) => log.warn(`shard ${this.shard.id}: could not make ${target.id} a backup of ${slots.length} slots (${err.message}); trying again at the next poll`))
       .finally(() => (this.copying = false));

@@ -17,7 +17,7 @@ import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { MetricsServer } from '../cluster/metrics/metrics-server.js';
 import { shardAdminImplementation } from './admin-service.js';
 import { DEFAULT_CHECKPOINT_KEEP, badCheckpointName, checkDirectory, readCheckpoint, restore, resumeFrom, takeCheckpoint } from './checkpoint.js';
-import { type MoveReport, applyEntries, applyLog, dropSlots, importSlots, moveSlots } from './migration.js';
+import { type MoveReport, applyEntries, applyLog, dropSlots, importSlots, transferSlots } from './migration.js';
 import { ReplicaKeeper } from './replica-keeper.js';
 import { type LogEntry } from './migration-log.js';
 import { DEFAULT_BACKUP_TIMEOUT_MS, Replicator } from './replication.js';
@@ -532,7 +532,7 @@ export class ShardServer extends EventEmitter {
    * them to it.
    */
   async moveSlots(slots: number[], targetId: string, targetAddress: string): Promise<MoveReport> {
-    const report = await moveSlots(this.shard, this.sparse, this.store, (map) => this.adopt(map), slots, targetId, targetAddress, this.security, () => this.replicator.barrier()).catch((err: unknown) => {
+    const report = await transferSlots('move', this.shard, this.sparse, this.store, (map) => this.adopt(map), slots, targetId, targetAddress, { security: this.security, beforeFlip: () => this.replicator.barrier() }).catch((err: unknown) => {
       this.metrics.moved(false, 0);
       throw err;
     });

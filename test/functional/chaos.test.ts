@@ -9,9 +9,12 @@ import { type ClusterStatus } from '../../cli/cluster-status.js';
 import { ChaosCluster } from '../helpers/chaos.js';
 import { run } from '../helpers/cli.js';
 
-/** The first element that differs from `want`, or -1. */
-function firstOff(values: Float32Array, want: number): number {
-  return values.findIndex((v) => v !== want);
+/** Stops the writers and checks that every element equals the pushes they had acknowledged; returns how many. */
+async function expectEveryPushOnce(c: ChaosCluster): Promise<number> {
+  const { values, acknowledged } = await c.settle();
+  const off = values.findIndex((v) => v !== acknowledged);
+  expect(off, off < 0 ? '' : `element ${off} is ${values[off]}, ${acknowledged} pushes were acknowledged`).to.equal(-1);
+  return acknowledged;
 }
 
 /** Kill-and-restart rounds of the first case: 3 in the suite, more under `npm run test:chaos`. */
@@ -66,10 +69,7 @@ describe('functional: the counting workload under kill -9', function () {
     expect(status.replica_sets.reduce((n, r) => n + r.slots.end - r.slots.begin, 0)).to.equal(32);
     expect(status.replica_sets.every((r) => r.backups.length === 1 && r.backups[0]!.alive && r.backups[0]!.id !== r.primary)).to.equal(true);
     expect(status.shards.reduce((n, x) => n + x.backed_slots, 0)).to.equal(32);
-    const { values, acknowledged } = await c.settle();
-    expect(acknowledged).to.be.greaterThan(50 * ROUNDS);
-    const off = firstOff(values, acknowledged);
-    expect(off, off < 0 ? '' : `element ${off} is ${values[off]}, ${acknowledged} pushes were acknowledged`).to.equal(-1);
+    expect(await expectEveryPushOnce(c)).to.be.greaterThan(50 * ROUNDS);
     expect(c.logs()).to.match(/takes over slots/);
   });
 
@@ -99,9 +99,7 @@ describe('functional: the counting workload under kill -9', function () {
       await c.whole();
       for (const w of writers) await w.advance(10);
     }
-    const { values, acknowledged } = await c.settle();
-    const off = firstOff(values, acknowledged);
-    expect(off, off < 0 ? '' : `element ${off} is ${values[off]}, ${acknowledged} pushes were acknowledged`).to.equal(-1);
+    await expectEveryPushOnce(c);
   });
 
   it('--replicas 1: Redis and one shard killed together, Redis back empty: the map is rebuilt from the leases, the dead primary\'s backups promoted', async () => {
@@ -120,9 +118,7 @@ describe('functional: the counting workload under kill -9', function () {
     c.startShard('shard-1');
     await c.whole();
     for (const w of writers) await w.advance(10);
-    const { values, acknowledged } = await c.settle();
-    const off = firstOff(values, acknowledged);
-    expect(off, off < 0 ? '' : `element ${off} is ${values[off]}, ${acknowledged} pushes were acknowledged`).to.equal(-1);
+    await expectEveryPushOnce(c);
   });
 
   it('no replicas: a kill loses exactly the pushes since the checkpoint, and says so (log, lease, epoch, the writers)', async () => {
