@@ -61,16 +61,26 @@ export class Replicator implements UpdateRecorder {
     const id = this.shard.id;
     this.backups = map.owners.map((o, s) => (o === id ? backupsOf(map, s) : []));
     const wanted = new Set(this.backups.flat());
+    const moved = new Map<string, BackupLink>();
     for (const [backup, link] of this.links) {
       if (wanted.has(backup) && map.addresses[backup] === link.address && (map.bulk?.[backup] ?? '') === link.bulkAddress) continue;
-      // No longer a backup of any slot here (or moved): what it was sent and did not take is not needed from it if
+      this.links.delete(backup);
+      // Still a backup, at another address: what it has not taken yet goes to it there.
+      if (wanted.has(backup)) {
+        moved.set(backup, link);
+        continue;
+      }
+      // No longer a backup of any slot here: what it was sent and did not take is not needed from it if
       // the slots are still this shard's; if they are not, the pushes waiting on it are refused, to be retried.
       const stillOwned = link.pendingSlots().every((s) => map.owners[s] === id);
       link.close(stillOwned ? null : new NotReadyError(`shard ${id} no longer owns slots it was replicating (map epoch ${map.epoch}); retry against their owner`));
-      this.links.delete(backup);
     }
     for (const backup of wanted) {
-      if (!this.links.has(backup)) this.links.set(backup, new BackupLink(backup, map.addresses[backup]!, map.bulk?.[backup] ?? '', this.security, this.backupTimeoutMs, (link, err) => this.failed(link, err)));
+      if (this.links.has(backup)) continue;
+      const link = new BackupLink(backup, map.addresses[backup]!, map.bulk?.[backup] ?? '', this.security, this.backupTimeoutMs, (l, err) => this.failed(l, err));
+      const before = moved.get(backup);
+      if (before) link.takeOver(before);
+      this.links.set(backup, link);
     }
     this.shard.replica = !this.closed && wanted.size > 0 ? this : null;
   }
@@ -206,6 +216,28 @@ class BackupLink {
       // After the push that recorded it has applied every slot it can: one batch for all of them.
       setImmediate(() => void this.pump());
     }
+  }
+
+  /** Takes the updates `old` (the same backup, at its former address) has not delivered, and the pushes waiting on them; `old` ends without settling them. */
+  takeOver(old: BackupLink): void {
+    const { queue, enqueued, acked, waiters } = old.handOff();
+    this.queue = queue;
+    this.enqueued = enqueued;
+    this.acked = acked;
+    this.waiters = waiters;
+    if (this.queue.length > 0 && !this.pumping) {
+      this.pumping = true;
+      setImmediate(() => void this.pump());
+    }
+  }
+
+  /** Ends this link, giving its undelivered updates and its waiting pushes to the caller. */
+  private handOff(): { queue: LogEntry[]; enqueued: number; acked: number; waiters: BackupLink['waiters'] } {
+    const out = { queue: this.queue, enqueued: this.enqueued, acked: this.acked, waiters: this.waiters };
+    this.queue = [];
+    this.waiters = [];
+    this.close(null);
+    return out;
   }
 
   /** Resolves once everything enqueued so far is acknowledged (null: it is). */
