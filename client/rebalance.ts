@@ -70,7 +70,7 @@ export async function rebalanceCluster(store: MembershipStore, options: Rebalanc
     options.onLoadPlan?.(byLoad);
     plan = byLoad.moves;
   } else {
-    plan = rebalancePlan(map, liveIds, options.perMove ?? 64);
+    plan = rebalancePlan(map, liveIds, options.perMove ?? 64, new Map(members.flatMap((m) => (m.topology ? [[m.id, m.topology] as const] : []))));
   }
   // A move is made by its source shard, from its memory: one that holds no live lease cannot make it.
   const dead = [...new Set(plan.map((m) => m.from))].filter((id) => !addresses.get(id));

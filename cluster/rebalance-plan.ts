@@ -15,10 +15,12 @@ export interface SlotMove {
  * Moves carry at most `perMove` slots each, and keep runs of slots together.
  * A shard is given slots it does not back up before ones it does, so that a
  * slot's primary and backup stay on two shards (a move to a slot's backup
- * makes the slot one backup short until its primary copies it again).
+ * makes the slot one backup short until its primary copies it again), and,
+ * with `topology` (shard → failure domain, `--topology`), slots whose backups
+ * are in other domains before ones with a backup in its own.
  * Pure; `[]` when the map is already even.
  */
-export function rebalancePlan(map: ShardMap, shards: readonly string[], perMove = 64): SlotMove[] {
+export function rebalancePlan(map: ShardMap, shards: readonly string[], perMove = 64, topology: ReadonlyMap<string, string> = new Map()): SlotMove[] {
   if (shards.length === 0) return [];
   const owned = new Map<string, number[]>(shards.map((id) => [id, []]));
   const leaving: { from: string; slot: number }[] = [];
@@ -43,7 +45,9 @@ export function rebalancePlan(map: ShardMap, shards: readonly string[], perMove 
   for (const id of order) {
     let need = share.get(id)! - Math.min(owned.get(id)!.length, share.get(id)!);
     while (need > 0 && taken.size < surplus.length) {
-      let k = surplus.findIndex((e, i) => !taken.has(i) && !backupsOf(map, e.slot).includes(id));
+      const apart = (slot: number, strict: boolean) => !backupsOf(map, slot).some((b) => b === id || (strict && topology.get(b) !== undefined && topology.get(b) === topology.get(id)));
+      let k = surplus.findIndex((e, i) => !taken.has(i) && apart(e.slot, true));
+      if (k < 0) k = surplus.findIndex((e, i) => !taken.has(i) && apart(e.slot, false));
       if (k < 0) k = surplus.findIndex((_, i) => !taken.has(i));
       taken.add(k);
       const { from, slot } = surplus[k]!;

@@ -99,4 +99,10 @@ describe('unit: replica placement and failover (cluster/replica-plan.ts)', () =>
     const map: ShardMap = { epoch: 1, slots: 4, owners: ['a', 'a', 'a', 'a'], addresses: { a: 'h:1', b: 'h:2' }, backups: [['b'], ['b'], [], []] };
     expect(rebalancePlan(map, ['a', 'b'])).to.deep.equal([{ from: 'a', to: 'b', slots: [2, 3] }]);
   });
+
+  it('given failure domains, a rebalance gives a shard slots whose backups are in other domains first', () => {
+    const map: ShardMap = { epoch: 1, slots: 4, owners: ['a', 'a', 'a', 'a'], addresses: { a: 'h:1', b: 'h:2', c: 'h:3', d: 'h:4' }, backups: [['c'], ['c'], ['d'], ['d']] };
+    const plan = rebalancePlan(map, ['a', 'b'], 64, new Map([['a', 'n1'], ['b', 'n2'], ['c', 'n2'], ['d', 'n3']]));
+    expect(plan, 'b (node n2) takes slots backed up on n3, not those backed up on c, also on n2').to.deep.equal([{ from: 'a', to: 'b', slots: [2, 3] }]);
+  });
 });
