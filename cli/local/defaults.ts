@@ -1,4 +1,4 @@
-import { type ClusterConfig } from '../../cluster/cluster-config.js';
+import { type ClusterConfig, MAX_REPLICAS } from '../../cluster/cluster-config.js';
 import { type Consistency, parseConsistency } from '../../cluster/consistency.js';
 import { parseCompression } from '../../cluster/wire/gradient-codec.js';
 import { type OptionSpec, UsageError } from '../args.js';
@@ -39,6 +39,9 @@ export function clusterConfig(o: {
   lrDrop?: { epoch: number; factor: number; workers: number; batchSize: number };
 }): ClusterConfig {
   const consistency = o.consistency ?? 'async';
+  const replicas = o.replicas ?? 0;
+  if (!(Number.isInteger(replicas) && replicas >= 0 && replicas <= MAX_REPLICAS)) throw new UsageError(`--replicas must be 0 to ${MAX_REPLICAS} (backups of every slot); got ${replicas}`);
+  if (replicas > 0 && consistency === 'bsp') throw new UsageError('--replicas needs --consistency async or ssp:K: under bsp a step\'s pushes are summed on the primary until the step closes, and a backup could not hold them');
   let schedule: { afterSteps: number; factor: number }[] | undefined;
   if (o.lrDrop) {
     // Under bsp one update is a step of every worker; otherwise each batch is one.

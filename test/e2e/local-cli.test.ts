@@ -40,6 +40,12 @@ describe('e2e: tessera local', function () {
     const model = await run(['local', '--model', 'nosuch']);
     expect(model.code, 'an unknown model is a wrong command line').to.equal(2);
     expect(model.stderr).to.match(/unknown model "nosuch"; built-in models: mnist-mlp/);
+    const replicas = await run(['local', '--replicas', '2', '--shards', '2']);
+    expect(replicas.code).to.equal(2);
+    expect(replicas.stderr).to.match(/--replicas 2 needs at least 3 shards/);
+    const bspReplicas = await run(['local', '--replicas', '1', '--shards', '2', '--consistency', 'bsp']);
+    expect(bspReplicas.code).to.equal(2);
+    expect(bspReplicas.stderr).to.match(/--replicas needs --consistency async or ssp:K/);
     const url = await run(['status', '--redis', '127.0.0.1:6379']);
     expect(url.code, 'a Redis URL without its scheme is a wrong command line').to.equal(2);
     expect(url.stderr).to.match(/the Redis URL "127\.0\.0\.1:6379" is not one: expected redis:\/\//);
