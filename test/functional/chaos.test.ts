@@ -102,6 +102,24 @@ describe('functional: the counting workload under kill -9', function () {
     await expectEveryPushOnce(c);
   });
 
+  it('--replicas 1: a primary paused past its lease (SIGSTOP), its slots taken over, then resumed: it acknowledges nothing of theirs afterwards', async () => {
+    c = await ChaosCluster.start({ shards: 3, replicas: 1, elements: 1 << 16, slots: 32 });
+    const before = await c.whole();
+    const writers = [await c.writer('w0'), await c.writer('w1')];
+    await writers[0]!.advance(20);
+    const victim = before.owners[0]!;
+    c.pause(victim);
+    for (const w of writers) await w.advance(20);
+    const during = await c.map();
+    expect(during.owners.includes(victim), `${victim}'s slots were taken over while it was frozen`).to.equal(false);
+    // It wakes up with pushes in its sockets and the old map: whatever it applies it cannot get acknowledged.
+    c.resume(victim);
+    for (const w of writers) await w.advance(30);
+    await c.whole();
+    for (const w of writers) await w.advance(10);
+    await expectEveryPushOnce(c);
+  });
+
   it('--replicas 1: Redis and one shard killed together, Redis back empty: the map is rebuilt from the leases, the dead primary\'s backups promoted', async () => {
     c = await ChaosCluster.start({ shards: 3, replicas: 1, elements: 1 << 16, slots: 32 });
     const before = await c.whole();

@@ -75,6 +75,15 @@ export class ChaosCluster {
     this.shards.get(id)?.kill('SIGKILL');
   }
 
+  /** SIGSTOP / SIGCONT: the shard freezes (its lease lapses, its connections stay open) and later carries on where it was. */
+  pause(id: string): void {
+    this.shards.get(id)?.kill('SIGSTOP');
+  }
+
+  resume(id: string): void {
+    this.shards.get(id)?.kill('SIGCONT');
+  }
+
   async map(): Promise<ShardMap> {
     return waitFor('a shard map', () => this.observer.getMap().then((m) => m ?? undefined), 30_000);
   }
