@@ -56,6 +56,23 @@ describe('functional: replicated shards (--replicas)', function () {
     expect(expectReplicasEqual(cluster.shards)).to.equal(SLOTS);
   });
 
+  it('a backup that moves while updates wait for it gets them at its new address, and the push is acknowledged only then', async () => {
+    cluster = await startCluster({ shards: 2, model: flatModel(D), slots: SLOTS, optimizer: { name: 'adam', learningRate: 0.01 }, replicas: 1, lease: { ttlMs: 5_000, renewMs: 1_000 }, transport: 'grpc' });
+    const client = await cluster.client({ workerId: 'w0' });
+    await client.push(new Float32Array(D).fill(0.5));
+    const [, s1] = cluster.shards as [ShardServer, ShardServer];
+    // shard-1's bulk port goes away: shard-0's updates for it wait, retried.
+    await (s1 as unknown as { bulk: { close(): Promise<void> } }).bulk.close();
+    const pushed = client.push(new Float32Array(D).fill(0.25));
+    await new Promise((r) => setTimeout(r, 150));
+    // The map now names no bulk port for shard-1 (as for a shard that serves none): shard-0 reaches it over gRPC.
+    const map = (await cluster.store.getMap())!;
+    const bulk = Object.fromEntries(Object.entries(map.bulk ?? {}).filter(([id]) => id !== 'shard-1'));
+    await cluster.store.casMap(map.epoch, { ...map, epoch: map.epoch + 1, bulk });
+    await pushed;
+    expect(expectReplicasEqual(cluster.shards), 'both backups hold the push that waited').to.equal(SLOTS);
+  });
+
   it('shards without a bulk port send their backups the updates as ShardAdmin.ApplyLog calls, with the same result', async () => {
     cluster = await startCluster({ shards: 3, model: flatModel(D), slots: SLOTS, optimizer: { name: 'adam', learningRate: 0.01 }, replicas: 1, bulk: false, transport: 'grpc' });
     expect(cluster.shards[0]!.shard.currentMap!.bulk, 'no bulk port in the map').to.equal(undefined);
