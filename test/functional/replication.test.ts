@@ -124,6 +124,30 @@ describe('functional: replicated shards stopped and started', function () {
   });
 });
 
+describe('functional: replicated shards under ssp', function () {
+  this.timeout(60_000);
+  let cluster: TestCluster | undefined;
+  after(async () => cluster?.close());
+
+  it('two workers in step (ssp:1) over 3 shards with backups: their clocked pulls and pushes go through, the backups equal their primaries, and a backup that takes over knows the clocks', async () => {
+    cluster = await startCluster({ shards: 3, model: flatModel(D), slots: SLOTS, optimizer: { name: 'adam', learningRate: 0.01 }, consistency: 'ssp:1', initialWorkers: 2, replicas: 1, lease: { ttlMs: 1_000, renewMs: 250 }, mapPollMs: 200 });
+    const workers = [await cluster.client({ workerId: 'w0' }), await cluster.client({ workerId: 'w1' })];
+    const run = async (c: (typeof workers)[number], from: number, to: number) => {
+      const values = new Float32Array(D);
+      for (let clock = from; clock < to; clock++) {
+        await c.pull(values, { clock, join: clock === 0 });
+        await c.push(new Float32Array(D).map((_, k) => Math.sin(k + clock)), undefined, clock);
+      }
+    };
+    await Promise.all(workers.map((c) => run(c, 0, 10)));
+    expect(expectReplicasEqual(cluster.shards)).to.equal(SLOTS);
+    // shard-0 stops: its backup, a primary of its own slots, already has both workers' clocks and serves on.
+    await cluster.shards[0]!.close(100);
+    await Promise.all(workers.map((c) => run(c, 10, 15)));
+    expect(expectReplicasEqual(cluster.shards)).to.be.greaterThan(0);
+  });
+});
+
 describe('functional: replicated sparse tables', function () {
   this.timeout(60_000);
   let cluster: TestCluster | undefined;
