@@ -48,6 +48,11 @@ export function normalizeRanges(ranges: readonly SlotRange[]): SlotRange[] {
   return out;
 }
 
+/** The runs of consecutive slots among `slots` (any order, repeats allowed), sorted: [5, 0, 1, 2] → [0,3),[5,6). */
+export function rangesOf(slots: Iterable<number>): SlotRange[] {
+  return normalizeRanges([...slots].map((s) => ({ begin: s, end: s + 1 })));
+}
+
 /** Checks ranges are within [0, slots), non-empty, ordered and disjoint; returns a reason or null. */
 export function checkRanges(ranges: readonly SlotRange[], slots: number): string | null {
   if (ranges.length === 0) return 'no slot ranges given';

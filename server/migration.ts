@@ -205,7 +205,7 @@ function checkImport(image: CheckpointImage, shard: Shard): void {
   for (const x of [...image.dense, ...image.sparse]) {
     const s = x.slot;
     if (!(Number.isInteger(s) && s >= 0 && s < slots)) throw new InvalidArgumentError(`a moved slot ${s}: no such slot in a cluster of ${slots}`);
-    if (shard.owned().some((r) => s >= r.begin && s < r.end)) throw new InvalidArgumentError(`slot ${s} is already served by ${shard.id}; a move cannot overwrite it`);
+    if (shard.ownerOf(s) === shard.id) throw new InvalidArgumentError(`slot ${s} is already served by ${shard.id}; a move cannot overwrite it`);
     if (firstNonFinite(x.values) >= 0 || x.state.some((a) => firstNonFinite(a) >= 0)) throw new InvalidArgumentError(`a moved slot ${s}: a non-finite value`);
     for (const d of x.dedup) {
       const bad = badDedupImage(d);
@@ -233,12 +233,10 @@ export function applyLog(data: Buffer, shard: Shard, sparse: SparseStore, sender
 /** {@link applyLog} of entries already decoded (a backup's updates over the bulk port: {@link entriesOf}). */
 export function applyEntries(entries: readonly LogEntry[], shard: Shard, sparse: SparseStore, sender: string | null = null): number {
   checkSender(shard, sender, entries.map((e) => e.slot));
-  const owned = new Set<number>();
-  for (const r of shard.owned()) for (let s = r.begin; s < r.end; s++) owned.add(s);
   entries.forEach((e, i) => {
     const what = `logged update #${i} (slot ${e.slot})`;
     if (!Number.isInteger(e.slot) || e.slot < 0 || e.slot >= shard.config.slots) throw new InvalidArgumentError(`${what}: no such slot in a cluster of ${shard.config.slots}`);
-    if (owned.has(e.slot)) throw new InvalidArgumentError(`${what}: the slot is served by ${shard.id}; a move's updates go only to slots it is receiving`);
+    if (shard.ownerOf(e.slot) === shard.id) throw new InvalidArgumentError(`${what}: the slot is served by ${shard.id}; a move's updates go only to slots it is receiving`);
     const bad = badWorkerId(e.worker) ?? badSeq(e.seq);
     if (bad) throw new InvalidArgumentError(`${what}: ${bad}`);
     if (firstNonFinite(e.gradient) >= 0) throw new InvalidArgumentError(`${what}: a non-finite value`);

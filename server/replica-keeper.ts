@@ -2,9 +2,9 @@ import { MapConflictError } from '../cluster/errors.js';
 import { createLogger } from '../cluster/log.js';
 import { DEFAULT_LEASE } from '../cluster/membership/lease-options.js';
 import { type MemberInfo, type MembershipStore } from '../cluster/membership/store.js';
-import { failoverMap, nextBackups } from '../cluster/replica-plan.js';
+import { type Failover, failoverMap, nextBackups } from '../cluster/replica-plan.js';
 import { type ShardMap, backupsOf } from '../cluster/shard-map.js';
-import { formatRanges, normalizeRanges } from '../cluster/slots.js';
+import { formatRanges, rangesOf } from '../cluster/slots.js';
 import { type TransportSecurity } from '../cluster/tls/transport-security.js';
 import { transferSlots } from './migration.js';
 import { type Replicator } from './replication.js';
@@ -53,12 +53,11 @@ export class ReplicaKeeper {
     for (let attempt = 0; ; attempt++) {
       const listed = map.owners.some((o, s) => o === id && backupsOf(map, s).length > 0) || map.owners.some((_, s) => backupsOf(map, s).includes(id));
       if (!listed) break;
-      const members = (await this.store.members('shard')).filter((m) => m.id !== id);
-      const change = failoverMap(map, new Set(members.map((m) => m.id)), holdsBackup(members));
+      const change = await this.withoutThisShard(map);
       if (!change) break;
       try {
         await this.store.casMap(map.epoch, change.map);
-        if (change.promoted.length > 0) log.warn(`shard ${id}: started without the latest values of slots ${formatRanges(normalizeRanges(change.promoted.map((p) => ({ begin: p.slot, end: p.slot + 1 }))))}; their backups serve them now (map epoch ${change.map.epoch}), and this shard catches up as a backup`);
+        if (change.promoted.length > 0) log.warn(`shard ${id}: started without the latest values of slots ${formatRanges(rangesOf(change.promoted.map((p) => p.slot)))}; their backups serve them now (map epoch ${change.map.epoch}), and this shard catches up as a backup`);
         map = change.map;
         break;
       } catch (err) {
@@ -78,14 +77,19 @@ export class ReplicaKeeper {
     try {
       const map = await this.store.getMap();
       if (!map) return;
-      const members = (await this.store.members('shard')).filter((m) => m.id !== this.shard.id);
-      const change = failoverMap(map, new Set(members.map((m) => m.id)), holdsBackup(members));
+      const change = await this.withoutThisShard(map);
       if (!change) return;
       await this.store.casMap(map.epoch, change.map);
-      if (change.promoted.length > 0) log.info(`shard ${this.shard.id}: handed slots ${formatRanges(normalizeRanges(change.promoted.map((p) => ({ begin: p.slot, end: p.slot + 1 }))))} to their backups as it stops (map epoch ${change.map.epoch})`);
+      if (change.promoted.length > 0) log.info(`shard ${this.shard.id}: handed slots ${formatRanges(rangesOf(change.promoted.map((p) => p.slot)))} to their backups as it stops (map epoch ${change.map.epoch})`);
     } catch (err) {
       log.debug(`shard ${this.shard.id}: could not hand its slots to their backups (${(err as Error).message}); they fail over once its lease is gone`);
     }
+  }
+
+  /** `map` as if this shard were gone: its slots with a live backup holding them go to it, and it leaves every backup list (null: nothing changes). */
+  private async withoutThisShard(map: ShardMap): Promise<Failover | null> {
+    const others = (await this.store.members('shard')).filter((m) => m.id !== this.shard.id);
+    return failoverMap(map, new Set(others.map((m) => m.id)), holdsBackup(others));
   }
 
   /** Since when each shard of the map has had no lease, as this shard's polls saw it. */
@@ -128,7 +132,7 @@ export class ReplicaKeeper {
       try {
         await this.store.casMap(map.epoch, change.map);
         for (const [to, from] of new Map(change.promoted.map((p) => [p.to, p.from]))) {
-          const slots = normalizeRanges(change.promoted.filter((p) => p.to === to).map((p) => ({ begin: p.slot, end: p.slot + 1 })));
+          const slots = rangesOf(change.promoted.filter((p) => p.to === to).map((p) => p.slot));
           log.warn(`shard ${this.shard.id}: shard ${from} is gone (no lease); its backup ${to} takes over slots ${formatRanges(slots)} (map epoch ${change.map.epoch})`);
         }
         this.adopt(change.map);
@@ -143,7 +147,7 @@ export class ReplicaKeeper {
     this.copying = true;
     const { target, slots } = plan;
     void transferSlots('copy', this.shard, this.sparse, this.store, (m) => this.adopt(m), slots, target.id, target.address, { security: this.security, beforeFlip: () => this.replicator.barrier() })
-      .then((report) => log.info(`shard ${this.shard.id}: ${target.id} is a backup of slots ${formatRanges(normalizeRanges(slots.map((s) => ({ begin: s, end: s + 1 }))))} now (map epoch ${report.epoch}; caught up from a snapshot and ${report.logEntries} updates, frozen ${report.frozenMs.toFixed(1)} ms)`))
+      .then((report) => log.info(`shard ${this.shard.id}: ${target.id} is a backup of slots ${formatRanges(rangesOf(slots))} now (map epoch ${report.epoch}; caught up from a snapshot and ${report.logEntries} updates, frozen ${report.frozenMs.toFixed(1)} ms)`))
       .catch((err: Error) => log.warn(`shard ${this.shard.id}: could not make ${target.id} a backup of ${slots.length} slots (${err.message}); trying again at the next poll`))
       .finally(() => (this.copying = false));
   }

@@ -6,7 +6,7 @@ import { createLogger } from '../cluster/log.js';
 import { type MembershipStore } from '../cluster/membership/store.js';
 import { shardAdminService } from '../cluster/proto.js';
 import { type ShardMap, backupsOf, compactBackups, holdersOnly } from '../cluster/shard-map.js';
-import { formatRanges, normalizeRanges } from '../cluster/slots.js';
+import { formatRanges, rangesOf } from '../cluster/slots.js';
 import { type TransportSecurity } from '../cluster/tls/transport-security.js';
 import { type LogEntry, type UpdateRecorder } from './migration-log.js';
 import { MIGRATION_PAYLOAD_BYTES, encodeLog } from './migration.js';
@@ -151,7 +151,7 @@ export class Replicator implements UpdateRecorder {
         const next: ShardMap = { ...map, epoch: map.epoch + 1, ...holdersOnly(map.owners, kept.backups, map.addresses, map.bulk), ...kept };
         if (!kept.backups) delete next.backups;
         await this.store.casMap(map.epoch, next);
-        const slots = normalizeRanges(map.owners.flatMap((o, s) => (o === id && backupsOf(map, s).includes(link.id) ? [{ begin: s, end: s + 1 }] : [])));
+        const slots = rangesOf(map.owners.flatMap((o, s) => (o === id && backupsOf(map, s).includes(link.id) ? [s] : [])));
         log.warn(`shard ${id}: backup ${link.id} took no updates for ${this.backupTimeoutMs} ms (${err.message}); dropped it from slots ${formatRanges(slots)} (map epoch ${next.epoch}), which go on with the backups left until it catches up again`);
         this.adopt(next);
       } catch (e) {

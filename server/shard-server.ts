@@ -11,7 +11,7 @@ import { reconcileMap } from '../cluster/membership/reconcile.js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
 import { SHARD_ADMIN_SERVICE_NAME, SHARD_SERVICE_NAME, SPARSE_SHARD_SERVICE_NAME, shardAdminService, shardService, sparseShardService } from '../cluster/proto.js';
 import { MAX_ROLL_BACK_NOTICES, type ShardMap, backedRanges, backupsOf, checkMapFor } from '../cluster/shard-map.js';
-import { formatRanges, normalizeRanges } from '../cluster/slots.js';
+import { formatRanges, rangesOf } from '../cluster/slots.js';
 import { isWildcardHost, splitHostPort } from '../cluster/address.js';
 import { type CheckpointInfo } from '../cluster/checkpoint-info.js';
 import { MetricsServer } from '../cluster/metrics/metrics-server.js';
@@ -253,7 +253,7 @@ export class ShardServer extends EventEmitter {
     const bulkAddress = bulk ? `${address.slice(0, address.lastIndexOf(':'))}:${bulk.port}` : '';
     // A shard back from a checkpoint claims the slots in it, at the checkpoint's map epoch, until it adopts a map:
     // if the store lost its map meanwhile (Redis restarted empty), the map is rebuilt from these claims (reconcile.ts).
-    const restored = normalizeRanges(shard.store.held().map(([s]) => ({ begin: s, end: s + 1 })));
+    const restored = rangesOf(shard.store.held().map(([s]) => s));
     const claim = restoredEpoch > 0 && restored.length > 0 ? { epoch: restoredEpoch, owned: restored } : {};
     if (rolledBack) {
       log.error(`shard ${options.id}: resumed from ${rolledBack.path}, taken at ${rolledBack.to}, not at a clean shutdown: pushes it acknowledged after that are lost (the map epoch moves on so that clients re-read it; tessera status shows the roll-back)`);
@@ -387,7 +387,7 @@ export class ShardServer extends EventEmitter {
 
   /** Says which slots the shard refuses as lost (log and lease, which `tessera status` shows), or that none are. */
   private reportLost(): void {
-    const lost = normalizeRanges([...this.shard.lost].map((s) => ({ begin: s, end: s + 1 })));
+    const lost = rangesOf(this.shard.lost);
     if (lost.length > 0) {
       log.error(
         `shard ${this.shard.id}: the map gives it slots ${formatRanges(lost)} but it holds no values for them (it started without a checkpoint that has them); they are refused until restored (restart with --resume or --restore FILE) or declared lost (tessera reset-slots --shard ${this.shard.id})`,
@@ -403,7 +403,7 @@ export class ShardServer extends EventEmitter {
    */
   resetLost(slots: readonly number[]): { slots: number[]; epoch: number } {
     const reset = this.shard.resetLost(slots.length > 0 ? slots : undefined);
-    if (reset.length > 0) log.warn(`shard ${this.shard.id}: slots ${formatRanges(normalizeRanges(reset.map((s) => ({ begin: s, end: s + 1 }))))} declared lost by an operator; serving them from initial values`);
+    if (reset.length > 0) log.warn(`shard ${this.shard.id}: slots ${formatRanges(rangesOf(reset))} declared lost by an operator; serving them from initial values`);
     this.reportLost();
     this.lease.update({ bytes: this.shard.store.heldBytes() + this.sparse.heldBytes() });
     void this.lease.renew();

@@ -1,7 +1,7 @@
 import { RemoteError } from '../../cluster/errors.js';
 import { DEFAULT_DEADLINE_MS, dial, unary } from '../../cluster/grpc-client.js';
 import { shardAdminService } from '../../cluster/proto.js';
-import { formatRanges, normalizeRanges } from '../../cluster/slots.js';
+import { formatRanges, rangesOf } from '../../cluster/slots.js';
 import { UsageError } from '../args.js';
 import { type Command } from '../command.js';
 import { EXIT } from '../handle-error.js';
@@ -43,7 +43,7 @@ export const resetSlotsCommand: Command = {
         const reset = reply.slots ?? [];
         process.stdout.write(
           reset.length > 0
-            ? `${id}: slots ${formatRanges(normalizeRanges(reset.map((s) => ({ begin: s, end: s + 1 }))))} reset to their initial values (map epoch ${Number(reply.epoch)})\n`
+            ? `${id}: slots ${formatRanges(rangesOf(reset))} reset to their initial values (map epoch ${Number(reply.epoch)})\n`
             : `${id}: no lost slot${slots.length > 0 ? ' among those given' : ''}; nothing reset\n`,
         );
         return EXIT.ok;

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { type TesseraError } from '../../cluster/errors.js';
 
 /** `f()` throws an InvalidArgumentError whose message matches `message`. */
 export function expectInvalid(f: () => unknown, message: RegExp): void {
@@ -32,4 +33,14 @@ export async function rejection(p: Promise<unknown>): Promise<Error> {
     return e as Error;
   }
   throw new Error('expected a rejection');
+}
+
+/** The typed error `f()` throws; fails the test if it returns. */
+export function thrown(f: () => unknown): TesseraError {
+  try {
+    f();
+  } catch (err) {
+    return err as TesseraError;
+  }
+  return expect.fail('expected an error');
 }

@@ -1,7 +1,8 @@
 import { expect } from 'chai';
+import { thrown } from '../../helpers/expect-errors.js';
 import { type ClusterConfig } from '../../../cluster/cluster-config.js';
 import { slotLengths } from '../../../cluster/wire/codec-fields.js';
-import { InvalidArgumentError, MovedError, StaleEpochError, type TesseraError } from '../../../cluster/errors.js';
+import { InvalidArgumentError, MovedError, StaleEpochError } from '../../../cluster/errors.js';
 import { type Compression, encodeSlots } from '../../../cluster/wire/gradient-codec.js';
 import { type ModelSpec } from '../../../cluster/model-spec.js';
 import { optimizerWithDefaults } from '../../../cluster/optimizer-config.js';
@@ -66,15 +67,6 @@ function gradient(n = LENGTH): Float32Array {
 }
 
 const bytesOf = (g: Float32Array) => new Uint8Array(g.buffer, g.byteOffset, g.byteLength);
-
-function thrown(f: () => unknown): TesseraError {
-  try {
-    f();
-  } catch (err) {
-    return err as TesseraError;
-  }
-  return expect.fail('expected an error');
-}
 
 /** Elements of each owned slot, in push order. */
 const SLOT_LENGTHS = slotLengths(OWNED, ELEMENTS, SLOTS);

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { thrown } from '../../helpers/expect-errors.js';
 import { type ClusterConfig } from '../../../cluster/cluster-config.js';
 import { InvalidArgumentError, MovedError, NotReadyError, StaleEpochError, type TesseraError } from '../../../cluster/errors.js';
 import { type ModelSpec, initialValues } from '../../../cluster/model-spec.js';
@@ -105,15 +106,6 @@ function expectBytes(got: Float32Array, want: Float32Array, what: string): void 
   const a = Buffer.from(got.buffer, got.byteOffset, got.byteLength);
   const b = Buffer.from(want.buffer, want.byteOffset, want.byteLength);
   expect(a.equals(b), `${what}: bit-identical`).to.equal(true);
-}
-
-function thrown(f: () => unknown): TesseraError {
-  try {
-    f();
-  } catch (err) {
-    return err as TesseraError;
-  }
-  expect.fail('expected an error');
 }
 
 describe('server/shard', () => {

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
+import { thrown } from '../../helpers/expect-errors.js';
 import { type ClusterConfig } from '../../../cluster/cluster-config.js';
-import { InvalidArgumentError, ResourceExhaustedError, type TesseraError } from '../../../cluster/errors.js';
+import { InvalidArgumentError, ResourceExhaustedError } from '../../../cluster/errors.js';
 import { type ModelSpec } from '../../../cluster/model-spec.js';
 import { optimizerWithDefaults } from '../../../cluster/optimizer-config.js';
 import { evenAssignment } from '../../../cluster/shard-map.js';
@@ -46,15 +47,6 @@ const ones = (ids: readonly bigint[]) => new Float32Array(ids.length * DIM).fill
 const push = (s: SparseStore, ids: readonly bigint[], seq: number, table = 'items') => s.push({ epoch: EPOCH, table, workerId: 'w', seq, ids: toIdHalves(ids), gradients: ones(ids) });
 const pull = (s: SparseStore, ids: readonly bigint[]) => s.pull({ epoch: EPOCH, table: 'items', ids: toIdHalves(ids) }).values;
 const stats = (s: SparseStore, table = 'items') => s.stats().find((t) => t.name === table)!;
-
-function thrown(f: () => unknown): TesseraError {
-  try {
-    f();
-  } catch (err) {
-    return err as TesseraError;
-  }
-  return expect.fail('expected an error');
-}
 
 describe('server/sparse-row-cap', () => {
   it('pulls of many ids not held create no row and hold no memory', () => {

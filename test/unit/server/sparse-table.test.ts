@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { expect } from 'chai';
+import { thrown } from '../../helpers/expect-errors.js';
 import { type ClusterConfig } from '../../../cluster/cluster-config.js';
 import { type Consistency } from '../../../cluster/consistency.js';
 import { InvalidArgumentError, MovedError, NotReadyError, ResourceExhaustedError, StaleEpochError, StepAheadError, type TesseraError } from '../../../cluster/errors.js';
@@ -91,15 +92,6 @@ function gradients(n: number, seed: number): Float32Array {
 }
 
 const bits = (a: Float32Array | Uint32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-
-function thrown(f: () => unknown): TesseraError {
-  try {
-    f();
-  } catch (err) {
-    return err as TesseraError;
-  }
-  return expect.fail('expected an error');
-}
 
 function pull(store: SparseStore, table: string, ids: readonly bigint[], epoch = EPOCH) {
   return store.pull({ epoch, model: MODEL.name, table, workerId: 'w', ids: toIdHalves(ids) });
