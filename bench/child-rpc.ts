@@ -71,6 +71,12 @@ export class Child {
     });
   }
 
+  /** SIGKILL, as in a crash; resolves once it has exited. */
+  async kill(): Promise<void> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL');
+    await this.exited;
+  }
+
   /** Asks the child to exit cleanly; kills it if it has not within `graceMs`. */
   async stop(graceMs = 5_000): Promise<void> {
     if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;

@@ -17,10 +17,14 @@ export class BenchCluster {
     private readonly membership: TesseraGrpcServer,
     readonly membershipAddress: string,
     readonly shards: Child[],
+    private readonly lease?: { ttlMs: number; renewMs: number },
   ) {}
 
-  /** `tlsDir(id)`: the `--tls-dir` of shard `id`, for mutual TLS on its listeners (default: plaintext). */
-  static async start(config: ClusterConfig, shardCount: number, tlsDir?: (id: string) => string): Promise<BenchCluster> {
+  /**
+   * `tlsDir(id)`: the `--tls-dir` of shard `id`, for mutual TLS on its
+   * listeners (default: plaintext); `lease`: the shards' lease (default theirs).
+   */
+  static async start(config: ClusterConfig, shardCount: number, tlsDir?: (id: string) => string, lease?: { ttlMs: number; renewMs: number }): Promise<BenchCluster> {
     const store = new MemoryMembershipStore();
     // The shards write the first map themselves once this many have registered.
     await store.createCluster({ ...config, initialShards: shardCount });
@@ -28,15 +32,22 @@ export class BenchCluster {
     membership.setServing([MEMBERSHIP_SERVICE_NAME], 'SERVING');
     const address = `127.0.0.1:${membership.port}`;
     const shards = Array.from({ length: shardCount }, (_, i) => Child.start(`shard-${i}`, 'shard'));
-    const cluster = new BenchCluster(store, membership, address, shards);
+    const cluster = new BenchCluster(store, membership, address, shards, lease);
     try {
-      await Promise.all(shards.map((s, i) => s.call<{ address: string }>('start', { membership: address, id: `shard-${i}`, ...(tlsDir ? { tlsDir: tlsDir(`shard-${i}`) } : {}) })));
+      await Promise.all(shards.map((s, i) => s.call<{ address: string }>('start', { membership: address, id: `shard-${i}`, ...(tlsDir ? { tlsDir: tlsDir(`shard-${i}`) } : {}), ...(lease ? { lease } : {}) })));
       await Promise.all(shards.map((s) => s.call('awaitEpoch', { epoch: 1 })));
     } catch (err) {
       await cluster.close();
       throw err;
     }
     return cluster;
+  }
+
+  /** Starts shard `i` again (after {@link Child.kill}): a new process under the same id. */
+  async restart(i: number): Promise<void> {
+    const child = Child.start(`shard-${i}`, 'shard');
+    this.shards[i] = child;
+    await child.call('start', { membership: this.membershipAddress, id: `shard-${i}`, ...(this.lease ? { lease: this.lease } : {}) });
   }
 
   async close(): Promise<void> {

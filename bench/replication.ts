@@ -1,20 +1,14 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { TesseraClient } from '../client/tessera-client.js';
 import { type ClusterConfig } from '../cluster/cluster-config.js';
-import { startGrpcServer } from '../cluster/grpc-server.js';
 import { setLogLevel } from '../cluster/log.js';
-import { MemoryMembershipStore } from '../cluster/membership/memory-store.js';
-import { membershipImplementation } from '../cluster/membership/membership-service.js';
 import { optimizerWithDefaults } from '../cluster/optimizer-config.js';
-import { MEMBERSHIP_SERVICE_NAME, membershipService } from '../cluster/proto.js';
-import { MEMBERSHIP_RULES } from '../cluster/tls/authorization.js';
+import { BenchCluster } from './cluster-host.js';
 import { median } from './figures.js';
 
 /**
  * What replication costs and how fast it takes over (docs/replication.md),
- * each shard a `tessera shard` process, the embedded membership store served
- * from this process, one client here:
+ * each shard its own process (BenchCluster), the embedded membership store
+ * served from this process, one client here:
  *
  * - push and push+pull goodput (MB/s of float32) of a 4M-float model over 3
  *   shards with `--replicas 1` beside `--replicas 0`, the two clusters side
@@ -27,7 +21,6 @@ import { median } from './figures.js';
  * `node dist/bench/replication.js [--quick]`. Prints one JSON object.
  */
 
-const BIN = fileURLToPath(new URL('../../bin/tessera.js', import.meta.url));
 const ELEMENTS = 4 * 2 ** 20;
 const SHARDS = 3;
 const quick = process.argv.includes('--quick');
@@ -48,46 +41,13 @@ function config(name: string, replicas: number, elements = ELEMENTS): ClusterCon
   };
 }
 
-/** An embedded store served over gRPC and `tessera shard` processes on it. */
-class Rig {
-  readonly procs = new Map<string, ChildProcess>();
-  private constructor(
-    readonly store: MemoryMembershipStore,
-    private readonly close0: () => Promise<void>,
-    readonly address: string,
-    readonly lease: { ttlMs: number; renewMs: number },
-  ) {}
-
-  static async start(c: ClusterConfig, lease = { ttlMs: 10_000, renewMs: 3_000 }): Promise<Rig> {
-    const store = new MemoryMembershipStore();
-    await store.createCluster(c);
-    const server = await startGrpcServer('127.0.0.1:0', [{ name: MEMBERSHIP_SERVICE_NAME, definition: membershipService().service, implementation: membershipImplementation(store), rules: MEMBERSHIP_RULES }]);
-    server.setServing([MEMBERSHIP_SERVICE_NAME], 'SERVING');
-    const rig = new Rig(store, () => server.close(200), `127.0.0.1:${server.port}`, lease);
-    for (let i = 0; i < SHARDS; i++) rig.shard(`shard-${i}`);
-    await until(async () => (await store.getMap()) !== null, 60_000);
-    return rig;
-  }
-
-  shard(id: string): void {
-    const args = [BIN, 'shard', '--membership', this.address, '--id', id, '--listen', '127.0.0.1:0', '--lease-ttl-ms', String(this.lease.ttlMs), '--lease-renew-ms', String(this.lease.renewMs)];
-    this.procs.set(id, spawn(process.execPath, args, { stdio: 'ignore', env: { ...process.env, TESSERA_LOG_LEVEL: 'error' } }));
-  }
-
-  /** Every slot with its primary and `replicas` backups, all live. */
-  async whole(replicas: number): Promise<void> {
-    await until(async () => {
-      const map = await this.store.getMap();
-      const live = new Set((await this.store.members('shard')).map((m) => m.id));
-      return map !== null && map.owners.every((o, s) => live.has(o) && (map.backups?.[s] ?? []).filter((b) => live.has(b)).length === replicas);
-    }, 60_000);
-  }
-
-  async close(): Promise<void> {
-    for (const p of this.procs.values()) p.kill('SIGKILL');
-    await this.close0();
-    await this.store.close();
-  }
+/** Every slot of `cluster` with its primary and `replicas` backups, all live. */
+async function whole(cluster: BenchCluster, replicas: number): Promise<void> {
+  await until(async () => {
+    const map = await cluster.store.getMap();
+    const live = new Set((await cluster.store.members('shard')).map((m) => m.id));
+    return map !== null && map.owners.every((o, s) => live.has(o) && (map.backups?.[s] ?? []).filter((b) => live.has(b)).length === replicas);
+  }, 60_000);
 }
 
 async function until(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
@@ -111,8 +71,8 @@ async function goodput(client: TesseraClient, op: 'push' | 'pushpull', ops: numb
 }
 
 async function throughput(): Promise<object> {
-  const rigs = { r0: await Rig.start(config('r0', 0)), r1: await Rig.start(config('r1', 1)) };
-  await rigs.r1.whole(1);
+  const rigs = { r0: await BenchCluster.start(config('r0', 0), SHARDS), r1: await BenchCluster.start(config('r1', 1), SHARDS) };
+  await whole(rigs.r1, 1);
   const clients = {
     r0: await TesseraClient.connect({ store: rigs.r0.store, workerId: 'w' }),
     r1: await TesseraClient.connect({ store: rigs.r1.store, workerId: 'w' }),
@@ -142,14 +102,14 @@ async function throughput(): Promise<object> {
 
 /** Kill -9 a primary under continuous pushes; ms from the kill until the first push sent after it is acknowledged. */
 async function failover(lease: { ttlMs: number; renewMs: number }): Promise<object> {
-  const rig = await Rig.start(config(`f${lease.ttlMs}`, 1, 2 ** 16), lease);
+  const rig = await BenchCluster.start(config(`f${lease.ttlMs}`, 1, 2 ** 16), SHARDS, undefined, lease);
   const times: number[] = [];
   try {
-    await rig.whole(1);
+    await whole(rig, 1);
     const client = await TesseraClient.connect({ store: rig.store, workerId: 'w', retryForMs: 120_000 });
     const g = new Float32Array(client.elements).fill(1e-3);
     for (let round = 0; round < FAILOVERS; round++) {
-      const victim = `shard-${round % SHARDS}`;
+      const victim = round % SHARDS;
       let killedAt = 0;
       let firstAfter = 0;
       let stop = false;
@@ -162,13 +122,13 @@ async function failover(lease: { ttlMs: number; renewMs: number }): Promise<obje
       })();
       await new Promise((r) => setTimeout(r, 500));
       killedAt = performance.now();
-      rig.procs.get(victim)!.kill('SIGKILL');
+      void rig.shards[victim]!.kill();
       await until(async () => firstAfter > 0, 120_000);
       times.push(firstAfter - killedAt);
       stop = true;
       await loop;
-      rig.shard(victim);
-      await rig.whole(1);
+      await rig.restart(victim);
+      await whole(rig, 1);
     }
     await client.close();
   } finally {

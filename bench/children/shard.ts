@@ -12,9 +12,9 @@ let store: RemoteMembershipStore | undefined;
 
 serve(
   {
-    start: async ({ membership, id, tlsDir }: { membership: string; id: string; tlsDir?: string }) => {
+    start: async ({ membership, id, tlsDir, lease }: { membership: string; id: string; tlsDir?: string; lease?: { ttlMs: number; renewMs: number } }) => {
       store = new RemoteMembershipStore(membership);
-      server = await ShardServer.start({ id, listen: '127.0.0.1:0', store, ...(tlsDir ? { security: mutualTls(tlsDir) } : {}) });
+      server = await ShardServer.start({ id, listen: '127.0.0.1:0', store, ...(tlsDir ? { security: mutualTls(tlsDir) } : {}), ...(lease ? { lease } : {}) });
       return { address: server.address };
     },
     /** CPU time this process has used so far, in ms (user + system), and its minor page faults. */
